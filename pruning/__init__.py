@@ -1,0 +1,117 @@
+"""EcoDiff-style structural pruning of text-to-image diffusion models (SDXL U-Nets, FLUX transformers).
+
+Typical use::
+
+    import pruning
+    scores = pruning.score(pipe, "ecodiff", prompts, sampling={"steps": 50, "guidance": 5.0})
+    plan = pruning.plan(pipe, scores, ratio=0.2)          # 20% of prunable parameters
+    pruning.apply(pipe, plan)                             # physically smaller, same pipeline class
+    pruning.save(pipe, plan, "out/sdxl-eco20", base="stabilityai/stable-diffusion-xl-base-1.0")
+    pipe = pruning.load("out/sdxl-eco20")
+
+``pruning.prune(pipe, method, ratio, prompts, ...)`` does score + plan in one call. This package depends on
+torch and diffusers only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .io import load, load_denoiser, save
+from .masks import MaskSet
+from .methods import (
+    DATA_FREE,
+    METHODS,
+    EcoDiffConfig,
+    TaylorConfig,
+    TrainingDiverged,
+    ecodiff_scores,
+    magnitude_scores,
+    random_scores,
+    taylor_scores,
+)
+from .plan import RANKINGS, TARGETS, PruningPlan, make_plan
+from .surgery import apply_plan
+from .targets import architecture, block_params, find_groups, prunable_params
+from .trajectory import denoiser_of
+
+SAMPLING_KEYS = ("steps", "guidance", "height", "width", "max_sequence_length")
+
+
+@dataclass
+class Scores:
+    """Unit importances from one method (higher = keep), with what the method logged while scoring."""
+
+    method: str
+    values: dict[str, torch.Tensor]
+    info: dict = field(default_factory=dict)
+
+
+def _check_sampling(method: str, sampling: dict | None) -> dict:
+    if not sampling or "steps" not in sampling or "guidance" not in sampling:
+        raise ValueError(f"method {method!r} needs sampling={{'steps': ..., 'guidance': ...}} (and optionally "
+                         "height, width, max_sequence_length)")
+    unknown = set(sampling) - set(SAMPLING_KEYS)
+    if unknown:
+        raise ValueError(f"unknown sampling keys {sorted(unknown)}; allowed: {', '.join(SAMPLING_KEYS)}")
+    return sampling
+
+
+def score(
+    pipe,
+    method: str,
+    prompts: list[str] | None = None,
+    *,
+    sampling: dict | None = None,
+    options: dict | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> Scores:
+    """Score every attention head and FFN unit of ``pipe``'s denoiser with ``method``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; known: {', '.join(METHODS)}")
+    options = dict(options or {})
+    groups = find_groups(denoiser_of(pipe))
+    if method == "magnitude":
+        return Scores(method, magnitude_scores(denoiser_of(pipe), groups))
+    if method == "random":
+        return Scores(method, random_scores(groups, options.get("seed", 0)), {"seed": options.get("seed", 0)})
+    if not prompts:
+        raise ValueError(f"method {method!r} needs calibration prompts")
+    sampling = _check_sampling(method, sampling)
+    if method == "ecodiff":
+        values, info = ecodiff_scores(pipe, groups, prompts, sampling, EcoDiffConfig(**options), checkpoint_dir)
+    else:
+        values, info = taylor_scores(pipe, groups, prompts, sampling, TaylorConfig(**options))
+    return Scores(method, values, info)
+
+
+def plan(pipe_or_denoiser, scores: Scores, ratio: float, *, target: str = "params", ranking: str = "global"):
+    """Keep the highest-scoring units so that ``ratio`` of the prunable parameters (or units) is removed."""
+    denoiser = pipe_or_denoiser if isinstance(pipe_or_denoiser, torch.nn.Module) else denoiser_of(pipe_or_denoiser)
+    groups = find_groups(denoiser)
+    total = sum(p.numel() for p in denoiser.parameters())
+    info = {"block_params": block_params(denoiser)}
+    return make_plan(groups, scores.values, ratio, method=scores.method, target=target, ranking=ranking,
+                     architecture=architecture(denoiser), total_params=total, info=info)
+
+
+def prune(pipe, method: str, ratio: float, prompts: list[str] | None = None, *, target: str = "params",
+          ranking: str = "global", **score_kwargs) -> PruningPlan:
+    """Score with ``method`` and return the plan for ``ratio`` (apply it with :func:`apply`)."""
+    return plan(pipe, score(pipe, method, prompts, **score_kwargs), ratio, target=target, ranking=ranking)
+
+
+def apply(pipe, plan: PruningPlan):
+    """Physically remove the plan's pruned units from ``pipe``'s denoiser (in place); returns ``pipe``."""
+    apply_plan(denoiser_of(pipe), plan)
+    return pipe
+
+
+__all__ = [
+    "Scores", "score", "plan", "prune", "apply", "save", "load", "load_denoiser", "PruningPlan", "MaskSet",
+    "make_plan", "apply_plan", "find_groups", "prunable_params", "block_params", "architecture", "denoiser_of",
+    "METHODS", "DATA_FREE", "RANKINGS", "TARGETS", "EcoDiffConfig", "TaylorConfig", "TrainingDiverged",
+]

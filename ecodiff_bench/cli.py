@@ -1,0 +1,376 @@
+"""The ``ecodiff-bench`` command line.
+
+Importing this module is cheap (click only): suites, the runner, the zoo and torch are imported by the
+commands that need them. User mistakes (an invalid suite, an unknown name, a missing file) end with a
+message on stderr that names the field, the value and what is allowed, and exit code 2, never a traceback
+(set ``ECODIFF_BENCH_DEBUG=1`` to see one). Failures of the pipeline itself exit with code 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ecodiff_bench.errors import SuiteError
+from ecodiff_bench.registry import UnknownNameError
+
+DEFAULT_SUITE = "digits"
+LS_KINDS = ("models", "methods", "metrics", "suites")
+
+
+class UserError(click.ClickException):
+    """A mistake in what the user asked for: exit code 2, message only."""
+
+    exit_code = 2
+
+
+def _user_message(exc: BaseException) -> str | None:
+    """The message to show for an exception that is the user's to fix, or None for a genuine failure."""
+    if isinstance(exc, SuiteError | UnknownNameError):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        name = exc.filename or (exc.args[0] if exc.args else "")
+        return f"file not found: {name}" if name else str(exc)
+    cls = type(exc)
+    if cls.__name__ == "ValidationError" and cls.__module__.startswith("pydantic"):
+        return str(exc)
+    return None
+
+
+class _Group(click.Group):
+    """A group that turns user mistakes raised anywhere below it into exit code 2 with a plain message."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            message = _user_message(exc)
+            if message is None or os.environ.get("ECODIFF_BENCH_DEBUG"):
+                raise
+            raise UserError(message) from None
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("ecodiff-bench")
+    except PackageNotFoundError:  # pragma: no cover - running from a plain checkout
+        return "unknown"
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="ecodiff-bench")
+def main() -> None:
+    """Prune text-to-image diffusion models (EcoDiff, Taylor, magnitude, random) and benchmark them
+    before and after: latency, memory, energy, carbon, FID, CLIP score, SSIM vs the unpruned model.
+
+    \b
+    Quick start:
+      ecodiff-bench run                      # the embedded digits suite, on the CPU
+      ecodiff-bench validate suites/sdxl.yaml
+      ecodiff-bench run suites/sdxl.yaml --smoke
+      ecodiff-bench ls suites
+    """
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _load(suite_ref: str):
+    from ecodiff_bench.suite import load_suite
+
+    return load_suite(suite_ref)
+
+
+def _pipeline_function(name: str):
+    """``ecodiff_bench.runner.<name>``, or a clear message when the runner is not available."""
+    try:
+        module = importlib.import_module("ecodiff_bench.runner")
+    except ModuleNotFoundError as exc:
+        if exc.name != "ecodiff_bench.runner":
+            raise
+        raise click.ClickException(
+            f"the run pipeline is not available: ecodiff_bench.runner is missing from this installation "
+            f"(needed for {name}). Use `ecodiff-bench validate` to check a suite meanwhile.") from None
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise click.ClickException(f"the run pipeline is not available: ecodiff_bench.runner has no {name}()")
+    return fn
+
+
+def _fmt_ratio(r: float) -> str:
+    return f"{r:.2f}"
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _model_line(m) -> str:
+    parts = [f"source {m.source}"]
+    if m.source == "hub":
+        parts[0] += f" ({m.resolved_hub_id}{'@' + m.revision if m.revision else ''})"
+    for field, label in (("steps", "steps"), ("guidance", "guidance"), ("max_sequence_length", "max_seq_len")):
+        v = getattr(m, field)
+        if v is not None:
+            parts.append(f"{label} {v}")
+    if m.height is not None or m.width is not None:
+        parts.append(f"{m.height or '?'}x{m.width or '?'}")
+    parts.append(m.dtype or "dtype auto")
+    parts.append(f"device {m.device}")
+    return f"{m.key} [{m.family}]: " + ", ".join(parts)
+
+
+def _non_default_options(method) -> str:
+    opts = method.options
+    defaults = type(opts)()
+    changed = {k: v for k, v in opts.model_dump().items() if v != getattr(defaults, k)}
+    return " ".join(f"{k}={v}" for k, v in changed.items())
+
+
+def _prompt_desc(src) -> str:
+    if isinstance(src.prompts, str):
+        return f"builtin '{src.prompts}' prompts"
+    if isinstance(src.prompts, list):
+        return f"{len(src.prompts)} inline prompts"
+    if src.prompts_file:
+        return f"prompts from {src.prompts_file}"
+    return "no prompts"
+
+
+def _summary(suite, specs: list, smoke: bool) -> str:
+    n_models = len(suite.models)
+    n_pruned = sum(len(m.ratios) * len(m.seeds) for m in suite.methods)
+    lines = [f"Suite {suite.name!r} ({suite.source or 'in memory'}) is valid."]
+    if suite.description:
+        lines.append(f"  {suite.description}")
+    lines.append(f"  {len(specs)} runs = {n_models} model(s) x (1 base + {n_pruned} pruned)"
+                 + ("  [smoke]" if smoke else ""))
+    lines.append("  models:")
+    lines += [f"    {_model_line(m)}" for m in suite.models]
+    lines.append("  methods:" if suite.methods else "  methods: none (base models only)")
+    for meth in suite.methods:
+        extra = _non_default_options(meth)
+        lines.append(f"    {meth.name}: ratios {', '.join(str(r) for r in meth.ratios)}; "
+                     f"seeds {', '.join(str(s) for s in meth.seeds)}" + (f"; {extra}" if extra else ""))
+    if any(m.name in ("ecodiff", "taylor") for m in suite.methods):
+        cal = next((s.calibration for s in specs if s.calibration is not None), suite.calibration)
+        lines.append(f"  calibration: {cal.count} of the {_prompt_desc(cal)}")
+    ev = specs[0].evaluation if specs else suite.evaluation
+    if ev.metrics:
+        lines.append(f"  evaluation: {ev.samples} samples per model from {_prompt_desc(ev)}, seeds {ev.seed}.."
+                     f"{ev.seed + ev.samples - 1}; metrics {', '.join(ev.metrics)}"
+                     + (f"; reference {ev.reference}" if ev.reference else ""))
+    else:
+        lines.append("  evaluation: no quality metrics (speed, memory and energy only)")
+    lat = specs[0].performance.latency if specs else suite.performance.latency
+    lines.append(f"  latency: warmup {lat.warmup}, {lat.min_reps}..{lat.max_reps} reps, at least "
+                 f"{lat.min_seconds:g} s; batch {suite.performance.batch_size}"
+                 + ("; base/pruned interleaved" if suite.performance.interleave else ""))
+    en = suite.energy
+    carbon = (f"carbon for {en.country}" + (f"/{en.region}" if en.region else "")) if en.carbon else "no carbon"
+    lines.append(f"  energy: {carbon}; idle baseline {en.idle_baseline_s:g} s")
+    report = ", ".join(suite.outputs.report) or "none"
+    lines.append(f"  outputs: {suite.outputs.dir_path} (store {suite.outputs.store_path}; report {report})")
+    lines.append(f"  hub downloads: {'allowed' if suite.allow_hub else 'off (local files and cache only)'}")
+    return "\n".join(lines)
+
+
+def _runs_table(specs: list, done: set[str] | None = None) -> str:
+    headers = ["model", "method", "ratio", "seed", "record"] + (["status"] if done is not None else [])
+    rows = []
+    for s in specs:
+        row = [s.model, s.method, _fmt_ratio(s.ratio), s.seed, s.short()]
+        if done is not None:
+            row.append("done" if s.record_id in done else "to do")
+        rows.append(row)
+    return _table(headers, rows)
+
+
+def _done_records(suite, specs: list) -> set[str] | None:
+    """Record ids already stored with status ok (None when there is no store yet)."""
+    path = suite.outputs.store_path
+    if not path.is_file():
+        return None
+    try:
+        from ecodiff_bench.store import Store
+
+        with Store(path, create=False) as store:
+            return {s.record_id for s in specs if store.has_ok(s.record_id)}
+    except Exception as exc:  # a damaged store must not hide the plan
+        click.echo(f"note: could not read the store {path}: {exc}", err=True)
+        return None
+
+
+def _exit_code(result: Any) -> int:
+    if isinstance(result, bool):
+        return 0 if result else 1
+    if isinstance(result, int):
+        return result
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------
+
+
+@main.command("validate")
+@click.argument("suite", metavar="SUITE")
+@click.option("--smoke", is_flag=True, help="Show the runs as --smoke would shrink them.")
+@click.option("--json", "as_json", is_flag=True, help="Print the expanded run specs as JSON.")
+def validate_cmd(suite: str, smoke: bool, as_json: bool) -> None:
+    """Check SUITE (a file or a builtin name) and list the runs it expands to."""
+    from ecodiff_bench.suite import apply_smoke, expand
+
+    s = _load(suite)
+    specs = expand(s, smoke=smoke)
+    if as_json:
+        click.echo(json.dumps([sp.model_dump(mode="json") for sp in specs], indent=2))
+        return
+    click.echo(_summary(apply_smoke(s) if smoke else s, specs, smoke))
+    click.echo("")
+    click.echo(_runs_table(specs))
+
+
+@main.command("ls")
+@click.argument("what", required=False, type=click.Choice(LS_KINDS))
+def ls_cmd(what: str | None) -> None:
+    """List models, methods, metrics or suites (all of them without an argument)."""
+    from ecodiff_bench import suite as S
+
+    kinds = [what] if what else list(LS_KINDS)
+    for i, kind in enumerate(kinds):
+        if len(kinds) > 1:
+            click.echo(("\n" if i else "") + f"{kind}:")
+        if kind == "models":
+            rows = [[m.name, m.family, m.default_source + (f" ({m.hub_id})" if m.hub_id else ""), m.help]
+                    for m in (S.known_model(n) for n in S.model_names())]
+            click.echo(_table(["name", "family", "default source", "description"], rows))
+        elif kind == "methods":
+            click.echo(_table(["name", "description"], [[n, S.METHODS.help(n)] for n in S.METHODS.names()]))
+        elif kind == "metrics":
+            rows = [[n, "evaluation.metrics" if n in S.QUALITY_METRICS else "always", h]
+                    for n, h in S.METRIC_HELP.items()]
+            click.echo(_table(["name", "measured", "description"], rows))
+        else:
+            rows = []
+            for name, path in S.builtin_suites().items():
+                try:
+                    desc = S.load_suite(path).description
+                except (SuiteError, UnknownNameError) as exc:
+                    desc = f"(invalid: {str(exc).splitlines()[0]})"
+                rows.append([name, desc])
+            click.echo(_table(["name", "description"], rows) if rows else "no builtin suites found")
+
+
+def _prepared(suite_ref: str, only: tuple[str, ...], out: Path | None):
+    s = _load(suite_ref)
+    return s.select(only=list(only) or None, out=out)
+
+
+@main.command("run")
+@click.argument("suite", metavar="[SUITE]", required=False, default=DEFAULT_SUITE)
+@click.option("--smoke", is_flag=True, help="Shrink samples, repetitions, epochs and calibration (see the suite's "
+              "smoke section); results are marked as smoke runs.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory (overrides the suite's outputs.dir).")
+@click.option("--only", multiple=True, metavar="MODEL", help="Run only this model of the suite (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Validate, list the runs (and which are already stored), run nothing.")
+def run_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...], dry_run: bool) -> None:
+    """Prune and benchmark every model of SUITE (default: the embedded 'digits' suite).
+
+    Runs whose record already exists in the store are skipped, so an interrupted run resumes.
+    """
+    from ecodiff_bench.suite import apply_smoke, expand
+
+    s = _prepared(suite, only, out)
+    if dry_run:
+        specs = expand(s, smoke=smoke)
+        click.echo(_summary(apply_smoke(s) if smoke else s, specs, smoke))
+        click.echo("")
+        click.echo(_runs_table(specs, _done_records(s, specs)))
+        click.echo("\n(dry run: nothing was executed)")
+        return
+    run_suite = _pipeline_function("run_suite")
+    click.get_current_context().exit(_exit_code(run_suite(s, smoke=smoke, out=s.outputs.dir_path)))
+
+
+@main.command("prune")
+@click.argument("suite", metavar="SUITE")
+@click.option("--smoke", is_flag=True, help="Shrink epochs and calibration as the suite's smoke section says.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory (overrides the suite's outputs.dir).")
+@click.option("--only", multiple=True, metavar="MODEL", help="Prune only this model of the suite (repeatable).")
+def prune_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...]) -> None:
+    """Compute and save the pruned models of SUITE without benchmarking them."""
+    s = _prepared(suite, only, out)
+    prune_suite = _pipeline_function("prune_suite")
+    click.get_current_context().exit(_exit_code(prune_suite(s, smoke=smoke, out=s.outputs.dir_path)))
+
+
+@main.group("zoo", cls=_Group)
+def zoo_group() -> None:
+    """The digits model zoo: small models trained on scikit-learn's digits."""
+
+
+@zoo_group.command("ls")
+def zoo_ls_cmd() -> None:
+    """List the zoo's models and whether they are built."""
+    from ecodiff_bench import zoo
+
+    rows = []
+    for entry in zoo.list_models():
+        if isinstance(entry, dict):
+            status = "built" if entry.get("available", True) else "not built"
+            rows.append([entry.get("name", "?"), entry.get("family", ""), entry.get("teacher") or "", status])
+        else:
+            rows.append([str(entry), "", "", ""])
+    click.echo(_table(["name", "family", "teacher", "status"], rows))
+
+
+@zoo_group.command("train")
+@click.argument("name")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the model (default: the zoo's shipped location).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
+def zoo_train_cmd(name: str, out: Path | None, seed: int) -> None:
+    """Train zoo model NAME from its recipe (CPU; minutes)."""
+    from ecodiff_bench import zoo
+
+    known = list(getattr(zoo, "ZOO_NAMES", ()))
+    if known and name not in known:
+        raise UnknownNameError("zoo model", name, known)
+    path = zoo.train(name, out, seed=seed)
+    click.echo(f"wrote {path}")
+
+
+def _register_result_commands() -> None:
+    try:
+        from ecodiff_bench.cli_results import register
+    except ModuleNotFoundError as exc:
+        if exc.name == "ecodiff_bench.cli_results":
+            return
+        click.echo(f"warning: result commands unavailable ({exc})", err=True)
+        return
+    register(main)
+
+
+_register_result_commands()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

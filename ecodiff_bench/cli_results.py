@@ -1,0 +1,359 @@
+"""Result commands of the ``ecodiff-bench`` CLI: history, compare, export, report, tag, check.
+
+They read (and, for ``tag``, label) the results store; none of them imports torch. The main click group
+adds them with :func:`register`. Usage errors exit with code 2 and a message naming the argument;
+``check`` exits 1 when the candidate regresses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ecodiff_bench.store import (
+    DEFAULT_STORE_ENV,
+    EXPORT_FORMATS,
+    RECORD_STATUSES,
+    Store,
+    StoreError,
+    default_store_path,
+)
+
+_STORE_HELP = f"Results store (SQLite). Default: ${DEFAULT_STORE_ENV} or results/store.sqlite."
+
+
+def store_option(f):
+    return click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        envvar=DEFAULT_STORE_ENV, show_envvar=True, help=_STORE_HELP)(f)
+
+
+def open_store(store_path: Path | None) -> Store:
+    path = store_path or default_store_path()
+    try:
+        return Store(path, create=False)
+    except StoreError as exc:
+        raise click.BadParameter(str(exc), param_hint="--store") from None
+
+
+def _text_table(headers: list[str], rows: list[list]) -> str:
+    rows = [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
+           "  ".join("-" * w for w in widths)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(out)
+
+
+def _resolve(store: Store, ref: str, param: str, include_smoke: bool = True) -> tuple[str, list[dict]]:
+    """A release tag, a run id, or a record id (or unique prefix of one) -> (description, records)."""
+    if ref in store.tag_names():
+        return f"release {ref}", store.tagged(ref)
+    recs = store.records(run_id=ref, include_smoke=include_smoke)
+    if recs:
+        return f"run {ref}", recs
+    rec = store.get(ref)
+    if rec is None:
+        ids = [r["record_id"] for r in store.records(include_smoke=True) if r["record_id"].startswith(ref)]
+        if len(ids) == 1:
+            rec = store.get(ids[0])
+        elif len(ids) > 1:
+            raise click.BadParameter(f"{ref!r} is a prefix of {len(ids)} record ids; give more characters",
+                                     param_hint=param)
+    if rec is not None:
+        return f"record {rec['record_id']}", [rec]
+    tags = ", ".join(store.tag_names()) or "none"
+    runs = ", ".join(store.run_ids()[:8]) or "none"
+    raise click.BadParameter(f"{ref!r} is not a release tag, run id or record id. Tags: {tags}. "
+                             f"Recent runs: {runs}.", param_hint=param)
+
+
+# -- history -------------------------------------------------------------------------------------------
+@click.command("history", short_help="List past runs, records and releases.")
+@store_option
+@click.option("--suite", default=None, help="Only this suite.")
+@click.option("--model", default=None, help="Only this model (with --records).")
+@click.option("--records", "show_records", is_flag=True, help="List records instead of runs.")
+@click.option("--include-smoke", is_flag=True, help="Also list smoke records (with --records).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Rows to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def history_cmd(store_path, suite, model, show_records, include_smoke, limit, as_json):
+    """List past runs (newest first), or their records, and the release tags."""
+    store = open_store(store_path)
+    if show_records:
+        recs = store.records(suite=suite, model=model, include_smoke=include_smoke)[::-1][:limit]
+        rows = [[r["created_at"], r["run_id"], r["record_id"][:12], r["model"], r["method"], f"{r['ratio']:g}",
+                 r.get("seed"), "yes" if r["smoke"] else "", r["status"]] for r in recs]
+        if as_json:
+            click.echo(json.dumps(recs, indent=1))
+            return
+        click.echo(_text_table(["created", "run", "record", "model", "method", "ratio", "seed", "smoke", "status"],
+                               rows))
+        if not include_smoke and (n := store.count_smoke(suite=suite, model=model)):
+            click.echo(f"({n} smoke record(s) hidden; --include-smoke shows them)")
+        return
+    runs = [r for r in store.runs() if suite is None or r["suite"] == suite][:limit]
+    if as_json:
+        click.echo(json.dumps({"runs": runs, "tags": store.tags()}, indent=1))
+        return
+    if not runs:
+        click.echo("No runs stored yet.")
+        return
+    click.echo(_text_table(
+        ["run", "suite", "started", "records", "ok", "failed", "smoke", "models", "tags"],
+        [[r["run_id"], r["suite"], r["started"], r["records"], r["ok"], r["failed"], r["smoke"],
+          ",".join(r["models"]), ",".join(r["tags"])] for r in runs]))
+    tags = store.tags()
+    if tags:
+        click.echo("\nReleases:")
+        click.echo(_text_table(["tag", "created", "records", "runs", "smoke"],
+                               [[t["name"], t["created_at"], t["records"], ",".join(t["runs"]), t["smoke"]]
+                                for t in tags]))
+
+
+# -- compare -------------------------------------------------------------------------------------------
+@click.command("compare", short_help="Compare two releases, runs or records.")
+@click.argument("a")
+@click.argument("b")
+@store_option
+@click.option("--metric", "metrics", multiple=True, help="Only these metrics (repeatable). Default: all.")
+def compare_cmd(a, b, store_path, metrics):
+    """Compare A with B (each a release tag, run id or record id), matched by model/method/ratio.
+
+    Shows B - A per metric; 'better'/'worse' follows each metric's direction.
+    """
+    from reports.gate import KNOWN_METRICS, key_text
+
+    for m in metrics:
+        if m not in KNOWN_METRICS:
+            import difflib
+
+            close = difflib.get_close_matches(m, KNOWN_METRICS, n=1)
+            hint = f" Did you mean: {close[0]}?" if close else ""
+            raise click.BadParameter(f"unknown metric {m!r}.{hint} Known: {', '.join(KNOWN_METRICS)}",
+                                     param_hint="--metric")
+    store = open_store(store_path)
+    desc_a, recs_a = _resolve(store, a, "A")
+    desc_b, recs_b = _resolve(store, b, "B")
+    smoke_a = {r["smoke"] for r in recs_a}
+    smoke_b = {r["smoke"] for r in recs_b}
+    if smoke_a != smoke_b or len(smoke_a) > 1:
+        click.echo(f"WARNING: comparing smoke and full records ({desc_a}: smoke={sorted(smoke_a)}, "
+                   f"{desc_b}: smoke={sorted(smoke_b)}); the numbers are not comparable.", err=True)
+    single = len(recs_a) == 1 and len(recs_b) == 1
+
+    def key(r):
+        return ("", "", 0.0) if single else (r["model"], r["method"], round(float(r["ratio"]), 6))
+
+    idx_a = {key(r): r for r in recs_a if r["status"] == "ok"}
+    idx_b = {key(r): r for r in recs_b if r["status"] == "ok"}
+    rows = []
+    for k in sorted(set(idx_a) | set(idx_b)):
+        ra, rb = idx_a.get(k), idx_b.get(k)
+        r0 = ra or rb
+        config = key_text((r0["model"], r0["method"], float(r0["ratio"])))
+        if ra is None or rb is None:
+            rows.append([config, "*", "missing" if ra is None else "", "missing" if rb is None else "", "", ""])
+            continue
+        names = metrics or sorted(set(ra["metrics"]) | set(rb["metrics"]))
+        for name in names:
+            va, vb = ra["metrics"].get(name), rb["metrics"].get(name)
+
+            def show(v):
+                if v is None:
+                    return "not recorded"
+                if v["status"] == "unavailable":
+                    return "n/a"
+                return f"{v['value']:.6g}{' (est.)' if v['status'] == 'estimated' else ''}"
+
+            change = verdict = ""
+            if va and vb and va["value"] is not None and vb["value"] is not None:
+                d = vb["value"] - va["value"]
+                change = f"{d:+.4g}" + (f" ({100 * d / abs(va['value']):+.1f}%)" if va["value"] else "")
+                hib = vb.get("higher_is_better")
+                if d and hib is not None:
+                    verdict = "better" if (d > 0) == hib else "worse"
+            unit = (vb or va or {}).get("unit", "")
+            rows.append([config, f"{name} [{unit}]" if unit else name, show(va), show(vb), change, verdict])
+    click.echo(f"A = {desc_a} ({len(recs_a)} record(s)); B = {desc_b} ({len(recs_b)} record(s))")
+    click.echo(_text_table(["config", "metric", "A", "B", "B - A", "verdict"], rows))
+
+
+# -- export --------------------------------------------------------------------------------------------
+@click.command("export", short_help="Export records to csv/json/jsonl/parquet.")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@store_option
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
+              help="Default: from OUT's suffix. csv/json/parquet: one flat row per record; jsonl: full records.")
+@click.option("--suite", default=None)
+@click.option("--run-id", default=None)
+@click.option("--model", default=None)
+@click.option("--tag", default=None, help="Only the records of this release.")
+@click.option("--status", type=click.Choice(RECORD_STATUSES), default=None)
+@click.option("--include-smoke", is_flag=True, help="Also export smoke records (column 'smoke' tells them apart).")
+def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_smoke):
+    """Export records to OUT (csv, json, jsonl or parquet)."""
+    if fmt is None:
+        fmt = out.suffix.lstrip(".").lower()
+        if fmt not in EXPORT_FORMATS:
+            raise click.BadParameter(f"cannot tell the format from {out.name!r}; use a suffix or --format "
+                                     f"({', '.join(EXPORT_FORMATS)})", param_hint="OUT")
+    store = open_store(store_path)
+    try:
+        recs = store.records(suite=suite, run_id=run_id, model=model, tag=tag, status=status,
+                             include_smoke=include_smoke)
+    except StoreError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tag") from None
+    from ecodiff_bench.store import export_records
+
+    export_records(recs, out, fmt)
+    click.echo(f"Wrote {len(recs)} record(s) to {out} ({fmt}).")
+    if not include_smoke:
+        n = len(store.records(suite=suite, run_id=run_id, model=model, tag=tag, status=status, smoke_only=True))
+        if n:
+            click.echo(f"({n} matching smoke record(s) left out; --include-smoke adds them)")
+
+
+# -- report --------------------------------------------------------------------------------------------
+@click.command("report", short_help="Render HTML and Markdown reports.")
+@store_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results/report"),
+              show_default=True, help="Folder for report.html, report.md and assets/.")
+@click.option("--suite", default=None)
+@click.option("--run-id", default=None)
+@click.option("--tag", default=None, help="Report on this release.")
+@click.option("--include-smoke/--exclude-smoke", default=None,
+              help="Default: full records, or smoke ones when a run/tag is selected or nothing else matches.")
+@click.option("--title", default=None)
+def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title):
+    """Render the HTML and Markdown reports from the store."""
+    import reports
+
+    store = open_store(store_path)
+    if run_id is not None and run_id not in store.run_ids():
+        raise click.BadParameter(f"unknown run id {run_id!r}; recent runs: {', '.join(store.run_ids()[:8]) or 'none'}",
+                                 param_hint="--run-id")
+    if tag is not None and tag not in store.tag_names():
+        raise click.BadParameter(f"unknown release tag {tag!r}; known: {', '.join(store.tag_names()) or 'none'}",
+                                 param_hint="--tag")
+    try:
+        paths = reports.render(store, out_dir, suite=suite, run_id=run_id, tag=tag, include_smoke=include_smoke,
+                               title=title)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"HTML report: {paths['html']}\nMarkdown report: {paths['markdown']}")
+
+
+# -- tag -----------------------------------------------------------------------------------------------
+@click.command("tag", short_help="Name a set of records a release.")
+@click.argument("name")
+@store_option
+@click.option("--run-id", default=None, help="Tag every record of this run.")
+@click.option("--record", "record_ids", multiple=True, help="Tag this record id (repeatable).")
+@click.option("--replace", is_flag=True, help="Replace an existing tag of that name.")
+def tag_cmd(name, store_path, run_id, record_ids, replace):
+    """Name a set of records a release (for `check --baseline/--candidate`)."""
+    if (run_id is None) == (not record_ids):
+        raise click.UsageError("give either --run-id RUN or one or more --record ID")
+    store = open_store(store_path)
+    try:
+        ids = store.tag(name, list(record_ids) if record_ids else None, run_id=run_id, replace=replace)
+    except StoreError as exc:
+        raise click.BadParameter(str(exc), param_hint="--run-id" if run_id else "--record") from None
+    click.echo(f"Tagged {len(ids)} record(s) as {name!r}.")
+
+
+# -- check (regression gate) ---------------------------------------------------------------------------
+def load_thresholds(path: Path):
+    """Thresholds from a YAML/JSON file: the mapping itself, or under 'thresholds' or 'regression: thresholds'
+    (the suite YAML's place for them)."""
+    import yaml
+
+    from reports.gate import validate_thresholds
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--thresholds") from None
+    if isinstance(data, dict):
+        for section in ("regression", "gate"):  # a suite YAML keeps them under regression.thresholds
+            if isinstance(data.get(section), dict) and "thresholds" in data[section]:
+                data = data[section]["thresholds"]
+                break
+        else:
+            if "thresholds" in data:
+                data = data["thresholds"]
+    try:
+        return validate_thresholds(data)
+    except ValueError as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="--thresholds") from None
+
+
+@click.command("check", short_help="Regression gate vs a baseline release.")
+@store_option
+@click.option("--baseline", required=True, help="Baseline release tag (or run id).")
+@click.option("--candidate", default=None, help="Candidate release tag (or run id).")
+@click.option("--run-id", default=None, help="Use this run as the candidate.")
+@click.option("--thresholds", "thresholds_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="YAML/JSON thresholds, or a suite YAML (regression.thresholds). Default: built-in.")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JUnit XML here.")
+@click.option("--strict", is_flag=True, help="Metrics that cannot be compared fail the gate.")
+def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, strict):
+    """Regression gate: exit 1 if the candidate regresses against the baseline beyond the thresholds."""
+    from reports.gate import DEFAULT_THRESHOLDS, IncomparableError
+    from reports.gate import check as gate_check
+
+    if candidate is not None and run_id is not None:
+        raise click.UsageError("give --candidate RELEASE or --run-id RUN, not both")
+    store = open_store(store_path)
+    thresholds = load_thresholds(thresholds_path) if thresholds_path else None
+    desc_b, base_recs = _resolve_release(store, baseline, "--baseline")
+    if candidate is None and run_id is None:
+        runs = [r for r in store.runs() if r["smoke"] is False]
+        if not runs:
+            raise click.UsageError("no full (non-smoke) run in the store to use as candidate; "
+                                   "give --candidate or --run-id")
+        run_id = runs[0]["run_id"]
+        click.echo(f"Candidate: latest full run {run_id}")
+    if run_id is not None:
+        cand_recs = store.records(run_id=run_id, include_smoke=True)
+        if not cand_recs:
+            raise click.BadParameter(f"unknown run id {run_id!r}; recent runs: {', '.join(store.run_ids()[:8])}",
+                                     param_hint="--run-id")
+        desc_c = f"run {run_id}"
+    else:
+        desc_c, cand_recs = _resolve_release(store, candidate, "--candidate")
+    if thresholds is None:
+        click.echo("Thresholds: built-in defaults " + json.dumps(DEFAULT_THRESHOLDS))
+    try:
+        result = gate_check(cand_recs, base_recs, thresholds, strict=strict, baseline_name=desc_b,
+                            candidate_name=desc_c)
+    except IncomparableError as exc:
+        raise click.UsageError(f"cannot compare {desc_c} with {desc_b}: {exc}") from None
+    click.echo(result.table())
+    if junit is not None:
+        result.write_junit(junit)
+        click.echo(f"JUnit XML: {junit}")
+    if not result.passed:
+        click.get_current_context().exit(1)
+
+
+def _resolve_release(store: Store, ref: str, param: str) -> tuple[str, list[dict]]:
+    if ref in store.tag_names():
+        return f"release {ref}", store.tagged(ref)
+    recs = store.records(run_id=ref, include_smoke=True)
+    if recs:
+        return f"run {ref}", recs
+    raise click.BadParameter(f"{ref!r} is neither a release tag nor a run id. Tags: "
+                             f"{', '.join(store.tag_names()) or 'none'}. Recent runs: "
+                             f"{', '.join(store.run_ids()[:8]) or 'none'}.", param_hint=param)
+
+
+COMMANDS = (history_cmd, compare_cmd, export_cmd, report_cmd, tag_cmd, check_cmd)
+
+
+def register(group: click.Group) -> None:
+    """Add the result commands to the main ``ecodiff-bench`` group."""
+    for cmd in COMMANDS:
+        group.add_command(cmd)

@@ -1,0 +1,30 @@
+"""Exceptions for user mistakes (bad suites, unknown names); the CLI turns them into exit code 2."""
+
+from __future__ import annotations
+
+from ecodiff_bench.registry import UnknownNameError
+
+__all__ = ["SuiteError", "UnknownNameError"]
+
+
+class SuiteError(ValueError):
+    """A suite that cannot be loaded or is invalid.
+
+    ``problems`` holds one line per problem, each ``<field.path>: <what is wrong> (got ...; allowed: ...)``;
+    ``source`` names the suite file (or builtin name) when known.
+    """
+
+    def __init__(self, problems: list[str] | str, source: str | None = None):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f"suite {self.source}" if self.source else "suite"
+        if len(self.problems) == 1:
+            return f"Invalid {where}: {self.problems[0]}"
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        return f"Invalid {where} ({len(self.problems)} problems):\n{lines}"
+
+    def __str__(self) -> str:
+        return self.args[0]

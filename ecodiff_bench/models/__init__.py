@@ -1,0 +1,110 @@
+"""Model families, named models, loading (hub id / local directory / random-init) and seeded generation.
+
+Importing this package is cheap (no torch): the registries, errors and names load eagerly; the loading,
+random-init and generation functions load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import ModelNotFoundError
+from .families import (
+    FAMILIES,
+    MODELS,
+    Family,
+    NamedModel,
+    call_kwargs,
+    family_names,
+    get_family,
+    get_model,
+    model_names,
+    normalize_settings,
+    zoo_card,
+    zoo_dir,
+)
+
+_LAZY = {
+    "ModelSpec": "loading",
+    "RANDOM_INIT": "loading",
+    "resolve": "loading",
+    "load_pipeline": "loading",
+    "is_available": "loading",
+    "is_cached": "loading",
+    "build_component": "random_init",
+    "build_random_pipeline": "random_init",
+    "published_config": "random_init",
+    "expected_params": "random_init",
+    "component_names": "random_init",
+    "tiny_overrides": "random_init",
+    "tiny_pipeline": "random_init",
+    "generate": "generation",
+    "denoiser": "generation",
+    "family_of": "generation",
+    "origin": "generation",
+    "pipe_settings": "generation",
+    "tag_pipeline": "generation",
+    "clip_tokenizer": "tokenizers",
+    "t5_tokenizer": "tokenizers",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .generation import denoiser, family_of, generate, origin, pipe_settings, tag_pipeline
+    from .loading import RANDOM_INIT, ModelSpec, is_available, is_cached, load_pipeline, resolve
+    from .random_init import (
+        build_component,
+        build_random_pipeline,
+        component_names,
+        expected_params,
+        published_config,
+        tiny_overrides,
+        tiny_pipeline,
+    )
+    from .tokenizers import clip_tokenizer, t5_tokenizer
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "MODELS",
+    "ModelNotFoundError",
+    "ModelSpec",
+    "NamedModel",
+    "RANDOM_INIT",
+    "build_component",
+    "build_random_pipeline",
+    "call_kwargs",
+    "clip_tokenizer",
+    "component_names",
+    "denoiser",
+    "expected_params",
+    "family_names",
+    "family_of",
+    "generate",
+    "get_family",
+    "get_model",
+    "is_available",
+    "is_cached",
+    "load_pipeline",
+    "model_names",
+    "normalize_settings",
+    "origin",
+    "pipe_settings",
+    "published_config",
+    "resolve",
+    "t5_tokenizer",
+    "tag_pipeline",
+    "tiny_overrides",
+    "tiny_pipeline",
+    "zoo_card",
+    "zoo_dir",
+]

@@ -1,0 +1,237 @@
+"""Model families and named models (torch-free).
+
+A *family* is an architecture plus its published sampling recipe (``sdxl``, ``sdxl-turbo``, ``flux-dev``,
+``flux-schnell``). A *named model* is what a suite refers to: every family is also a model (its default
+source is the family's hub id), and the digits zoo adds ``digits-*`` models whose default source is a
+directory shipped under ``ecodiff_bench/zoo/models/`` and whose call settings come from its zoo card.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ecodiff_bench.registry import Registry
+
+from .errors import ModelNotFoundError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+# Short names accepted wherever call settings are given; the pipeline's own names win.
+SETTING_ALIASES = {
+    "steps": "num_inference_steps",
+    "guidance": "guidance_scale",
+    "max_seq_len": "max_sequence_length",
+}
+
+
+def normalize_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Map short setting names (steps, guidance) to the pipeline's call argument names."""
+    out: dict[str, Any] = {}
+    for key, value in (settings or {}).items():
+        out[SETTING_ALIASES.get(key, key)] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    arch: str  # "sdxl" (UNet) or "flux" (MMDiT); what the pruning targets dispatch on
+    pipeline_class: str  # class name in diffusers
+    hub_id: str
+    denoiser_attr: str  # "unet" | "transformer"
+    step_distilled: bool
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # pipeline __call__ kwargs
+    config_file: str = ""  # file in ecodiff_bench/configs with the published component configs
+    gated: bool = False  # hub repository needs an accepted licence and a token
+    description: str = ""
+
+    def pipeline_cls(self) -> type:
+        import diffusers
+
+        return getattr(diffusers, self.pipeline_class)
+
+    def published_config(self) -> dict[str, Any]:
+        """The embedded published configs of every pipeline component (a fresh copy)."""
+        with open(CONFIG_DIR / self.config_file, encoding="utf-8") as f:
+            return json.load(f)
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    name: str
+    family: str
+    source: str  # hub id, or "zoo:<name>" for the digits zoo
+    description: str = ""
+
+    @property
+    def is_zoo(self) -> bool:
+        return self.source.startswith("zoo:")
+
+
+FAMILIES: Registry[Family] = Registry("family")
+MODELS: Registry[NamedModel] = Registry("model")
+
+
+def _add_family(fam: Family) -> None:
+    FAMILIES.register(fam.name, fam, help=fam.description)
+    MODELS.register(fam.name, NamedModel(fam.name, fam.name, fam.hub_id, fam.description), help=fam.description)
+
+
+_add_family(
+    Family(
+        name="sdxl",
+        arch="sdxl",
+        pipeline_class="StableDiffusionXLPipeline",
+        hub_id="stabilityai/stable-diffusion-xl-base-1.0",
+        denoiser_attr="unet",
+        step_distilled=False,
+        defaults=MappingProxyType(
+            {"num_inference_steps": 50, "guidance_scale": 5.0, "height": 1024, "width": 1024}
+        ),
+        config_file="sdxl.json",
+        description="Stable Diffusion XL base 1.0: UNet 2.57B params, 50 steps, CFG 5.0, 1024x1024",
+    )
+)
+_add_family(
+    Family(
+        name="sdxl-turbo",
+        arch="sdxl",
+        pipeline_class="StableDiffusionXLPipeline",
+        hub_id="stabilityai/sdxl-turbo",
+        denoiser_attr="unet",
+        step_distilled=True,
+        defaults=MappingProxyType(
+            {"num_inference_steps": 4, "guidance_scale": 0.0, "height": 512, "width": 512}
+        ),
+        config_file="sdxl-turbo.json",
+        description="SDXL-Turbo (adversarially distilled SDXL): 1-4 steps, no CFG, 512x512",
+    )
+)
+_add_family(
+    Family(
+        name="flux-dev",
+        arch="flux",
+        pipeline_class="FluxPipeline",
+        hub_id="black-forest-labs/FLUX.1-dev",
+        denoiser_attr="transformer",
+        step_distilled=False,
+        defaults=MappingProxyType(
+            {
+                "num_inference_steps": 50,
+                "guidance_scale": 3.5,
+                "height": 1024,
+                "width": 1024,
+                "max_sequence_length": 512,
+            }
+        ),
+        config_file="flux-dev.json",
+        gated=True,
+        description="FLUX.1-dev (guidance-distilled): transformer 11.9B params, 50 steps, guidance 3.5, 1024x1024",
+    )
+)
+_add_family(
+    Family(
+        name="flux-schnell",
+        arch="flux",
+        pipeline_class="FluxPipeline",
+        hub_id="black-forest-labs/FLUX.1-schnell",
+        denoiser_attr="transformer",
+        step_distilled=True,
+        defaults=MappingProxyType(
+            {
+                "num_inference_steps": 4,
+                "guidance_scale": 0.0,
+                "height": 1024,
+                "width": 1024,
+                "max_sequence_length": 256,
+            }
+        ),
+        config_file="flux-schnell.json",
+        description="FLUX.1-schnell (timestep-distilled): 4 steps, no guidance, max_sequence_length 256",
+    )
+)
+
+for _name, _family in (
+    ("digits-sdxl", "sdxl"),
+    ("digits-sdxl-turbo", "sdxl-turbo"),
+    ("digits-flux", "flux-dev"),
+    ("digits-flux-schnell", "flux-schnell"),
+):
+    MODELS.register(
+        _name,
+        NamedModel(_name, _family, f"zoo:{_name}", f"digits zoo model with the {_family} architecture"),
+        help=f"digits zoo model ({_family} architecture, trained on scikit-learn digits)",
+    )
+
+
+def get_family(name: str) -> Family:
+    """A family by its name, or the family of a named model (``digits-flux`` -> ``flux-dev``)."""
+    if name in FAMILIES:
+        return FAMILIES.get(name)
+    return FAMILIES.get(MODELS.get(name).family)  # an unknown name raises "Unknown model ..., did you mean"
+
+
+def get_model(name: str) -> NamedModel:
+    return MODELS.get(name)
+
+
+# --------------------------------------------------------------------------- digits zoo
+
+
+def zoo_dir(name: str) -> Path:
+    """The directory a digits zoo model lives in (it may not exist yet)."""
+    from ecodiff_bench.zoo import MODELS_DIR
+
+    return MODELS_DIR / name
+
+
+def zoo_missing_error(name: str) -> ModelNotFoundError:
+    directory = zoo_dir(name)
+    return ModelNotFoundError(
+        f"Digits zoo model {name!r} is not built.",
+        looked_for=f"{name} (a diffusers pipeline directory with model_index.json and zoo_card.json)",
+        where=str(directory),
+        hint=f"run `ecodiff-bench zoo train {name}` to build it, or pass a local pipeline directory as the source",
+    )
+
+
+def zoo_card(name: str) -> dict[str, Any]:
+    """The zoo card of a digits model; raises ModelNotFoundError if the model is not built."""
+    from ecodiff_bench.zoo import ZooModelMissing, card
+
+    try:
+        return dict(card(name))
+    except ZooModelMissing:
+        raise zoo_missing_error(name) from None
+
+
+def _card_settings(name: str, family: str) -> dict[str, Any]:
+    card = zoo_card(name)
+    if card.get("family", family) != family:
+        raise ValueError(f"zoo card of {name!r} says family {card['family']!r}, the registry says {family!r}")
+    settings = card.get("call_kwargs")
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"zoo card of {name!r} has no 'call_kwargs' mapping (keys: {sorted(card)})")
+    return normalize_settings(settings)
+
+
+def call_kwargs(model: str) -> dict[str, Any]:
+    """Default pipeline call settings of a model: family defaults, overridden by its zoo card."""
+    entry = MODELS.get(model)
+    settings = dict(FAMILIES.get(entry.family).defaults)
+    if entry.is_zoo:
+        settings.update(_card_settings(entry.name, entry.family))
+    return settings
+
+
+def family_names() -> list[str]:
+    return FAMILIES.names()
+
+
+def model_names() -> list[str]:
+    return MODELS.names()

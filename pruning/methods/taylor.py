@@ -1,0 +1,103 @@
+"""Diff-Pruning (Fang et al., NeurIPS 2023): first-order Taylor importance over the low-noise timesteps.
+
+Calibration data are the unpruned model's own final latents for the calibration prompts (a text-to-image
+latent model has no "real latents"). Starting from the lowest noise level, the denoising loss of each
+timestep is backpropagated and the weight gradients summed; the walk stops at the first timestep whose loss
+falls below ``threshold`` times the largest loss seen so far (threshold 0 keeps every visited step).
+A unit's importance is sum |w * g| over the weights it owns, divided by their number so that heads and FFN
+units are comparable under global ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import trajectory
+from ..targets import UnitGroup
+from .unit_weights import owned_parameters, per_unit
+
+
+@dataclass
+class TaylorConfig:
+    threshold: float = 0.05
+    timestep_stride: int = 10  # visit every k-th training timestep (1 = every one, as in the paper)
+    max_timesteps: int = 1000
+    seed: int = 0
+    progress: bool = True
+
+
+def _noisy_sample(pipe, x0, noise, t: int):
+    """(model input, timestep argument, regression target) at training timestep ``t`` (0 = least noise)."""
+    sched = pipe.scheduler
+    n_train = sched.config.num_train_timesteps
+    if hasattr(pipe, "transformer"):  # rectified flow: x_s = (1 - s) x0 + s * noise, target noise - x0
+        s = (t + 1) / n_train
+        return (1 - s) * x0 + s * noise, torch.tensor(s * 1000.0), noise - x0
+    ab = sched.alphas_cumprod[t].to(x0.dtype)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    if sched.config.prediction_type == "v_prediction":
+        return x_t, torch.tensor(t), ab.sqrt() * noise - (1 - ab).sqrt() * x0
+    return x_t, torch.tensor(t), noise
+
+
+def taylor_scores(
+    pipe,
+    groups: list[UnitGroup],
+    prompts: list[str],
+    sampling: dict,
+    config: TaylorConfig | None = None,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Diff-Pruning importance of every unit. ``sampling`` holds steps/guidance/height/width/max_sequence_length."""
+    cfg = config or TaylorConfig()
+    denoiser = trajectory.denoiser_of(pipe)
+    steps, guidance = sampling["steps"], sampling["guidance"]
+    geometry = {k: sampling.get(k) for k in ("height", "width")}
+    msl = sampling.get("max_sequence_length", 512)
+
+    # Calibration "images": the unpruned model's own final latents, one per prompt.
+    with torch.no_grad():
+        x0 = torch.cat([
+            trajectory.run(trajectory.prepare(pipe, p, cfg.seed + k, steps=steps, guidance=guidance,
+                                              max_sequence_length=msl, **geometry), denoiser)
+            for k, p in enumerate(prompts)
+        ])
+    # One conditioned model evaluation per timestep: the trajectory's model closure at a chosen input.
+    cond = trajectory.prepare(pipe, prompts, cfg.seed, steps=1, guidance=guidance, max_sequence_length=msl,
+                              **geometry).model
+    gen = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.randn(x0.shape, generator=gen).to(x0)
+
+    params = owned_parameters(denoiser, groups)
+    previous = {id(p): p.requires_grad for p in denoiser.parameters()}
+    for p in denoiser.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+        p.grad = None
+    losses, max_loss, kept = [], 0.0, 0
+    try:
+        n_train = pipe.scheduler.config.num_train_timesteps
+        ts = list(range(0, min(n_train, cfg.max_timesteps), max(1, cfg.timestep_stride)))
+        for t in tqdm(ts, desc="taylor", disable=not cfg.progress, leave=False):
+            x_t, t_arg, target = _noisy_sample(pipe, x0, noise, t)
+            with torch.enable_grad():
+                pred = cond.raw(denoiser, x_t, t_arg)
+                loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+                value = loss.item()
+                if kept > 0 and value < cfg.threshold * max_loss:
+                    break
+                loss.backward()
+            max_loss, kept = max(max_loss, value), kept + 1
+            losses.append({"t": t, "loss": value})
+        scores = {
+            g.name: (per_unit(denoiser, g, lambda p: (p * p.grad).abs()) / g.params_per_unit).float()
+            for g in groups
+        }
+    finally:
+        for p in denoiser.parameters():
+            p.requires_grad_(previous[id(p)])
+            p.grad = None
+    return scores, {"timesteps_used": kept, "losses": losses, "threshold": cfg.threshold}

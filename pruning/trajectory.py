@@ -1,0 +1,260 @@
+"""The whole denoising trajectory as a chain of pure steps, and time-step gradient checkpointing.
+
+A diffusers scheduler's ``step()`` advances an internal index, so calling it again while recomputing a step
+for the backward pass would corrupt it. Here a step is a pure function of (latent, step index) and of a
+:class:`Trajectory` prepared once per prompt and seed with the pipeline's own prompt encoding, initial
+noise and sigma schedule; unrolled, it reproduces the pipeline's final latent.
+
+Checkpointed backward (memory O(1) in the number of steps): run every step without a graph keeping only
+the latent entering each step, then walk back from the last step, recomputing one step with a graph and
+taking its vector-Jacobian product with the incoming gradient. The mask logits' share of each product
+accumulates in their ``.grad``; the latent's share becomes the incoming gradient of the step before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+BeforeStep = Callable[[int], None]
+
+
+@dataclass
+class Trajectory:
+    latents: torch.Tensor  # initial latent, as the pipeline would start from
+    sigmas: torch.Tensor  # n+1 noise levels, the last one the end of sampling
+    model: Callable[[nn.Module, torch.Tensor, int], torch.Tensor]  # (denoiser, x, i) -> derivative dx/dsigma
+    ancestral_noise: list[torch.Tensor] = field(default_factory=list)  # per-step noise (euler-ancestral)
+    ancestral: bool = False
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    def step(self, denoiser: nn.Module, x: torch.Tensor, i: int) -> torch.Tensor:
+        """One sampling step; a pure function of its inputs."""
+        sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
+        d = self.model(denoiser, x, i)
+        if not self.ancestral:
+            return x + (sigma_next - sigma) * d
+        # Euler-ancestral: deterministic move to sigma_down plus this step's fixed noise scaled by sigma_up.
+        sigma_up = (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2).clamp(min=0).sqrt()
+        sigma_down = (sigma_next**2 - sigma_up**2).clamp(min=0).sqrt()
+        return x + (sigma_down - sigma) * d + self.ancestral_noise[i].to(x) * sigma_up
+
+
+def run(traj: Trajectory, denoiser: nn.Module, before_step: BeforeStep | None = None, keep: bool = False):
+    """Unroll every step (with whatever grad mode is active). Returns the final latent, or all latents."""
+    xs = [traj.latents]
+    for i in range(traj.steps):
+        if before_step is not None:
+            before_step(i)
+        xs.append(traj.step(denoiser, xs[-1], i))
+        if not keep:
+            xs = xs[-1:]
+    return xs if keep else xs[-1]
+
+
+def checkpointed_backward(
+    traj: Trajectory,
+    denoiser: nn.Module,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    before_step: BeforeStep | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backpropagate ``loss_fn(final latent)`` into every parameter that requires grad, one step at a time.
+
+    ``before_step(i)`` runs before each step's forward and before its recomputation; it must make the two
+    identical (e.g. reseed mask noise from ``i``). Returns (loss, final latent), both detached.
+    """
+    with torch.no_grad():
+        latents = run(traj, denoiser, before_step, keep=True)
+    final = latents[-1].detach().requires_grad_(True)
+    loss = loss_fn(final)
+    (grad,) = torch.autograd.grad(loss, final)
+    for i in reversed(range(traj.steps)):
+        x = latents[i].detach().requires_grad_(i > 0)
+        if before_step is not None:
+            before_step(i)
+        with torch.enable_grad():
+            y = traj.step(denoiser, x, i)
+            y.backward(grad)
+        if i > 0:
+            grad = x.grad
+        del y
+    return loss.detach(), final.detach()
+
+
+def full_backward(
+    traj: Trajectory,
+    denoiser: nn.Module,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    before_step: BeforeStep | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain backpropagation through the whole unrolled trajectory (memory grows with the step count)."""
+    with torch.enable_grad():
+        final = run(traj, denoiser, before_step)
+        loss = loss_fn(final)
+        loss.backward()
+    return loss.detach(), final.detach()
+
+
+# --- preparing a trajectory from a diffusers pipeline ---------------------------------------------------------
+
+
+class _SDXLModel:
+    """Epsilon / v-prediction U-Net with classifier-free guidance, as the SDXL pipeline calls it."""
+
+    def __init__(self, pe, npe, cond, ncond, timesteps, sigmas, guidance, prediction):
+        self.pe, self.npe, self.cond, self.ncond = pe, npe, cond, ncond
+        self.timesteps, self.sigmas, self.guidance, self.prediction = timesteps, sigmas, guidance, prediction
+        self.cfg = npe is not None
+
+    def raw(self, unet, x_in, t, cfg: bool = False):
+        """Network output at a model-scaled input ``x_in`` and training timestep ``t``."""
+        if cfg:
+            x_in = torch.cat([x_in, x_in])
+            pe = torch.cat([self.npe, self.pe])
+            cond = {k: torch.cat([self.ncond[k], self.cond[k]]) for k in self.cond}
+        else:
+            pe, cond = self.pe, self.cond
+        return unet(x_in, t, encoder_hidden_states=pe, added_cond_kwargs=cond, return_dict=False)[0]
+
+    def __call__(self, unet, x, i):
+        sigma = self.sigmas[i]
+        out = self.raw(unet, x / (sigma**2 + 1).sqrt(), self.timesteps[i], cfg=self.cfg)
+        if self.cfg:
+            uncond, text = out.chunk(2)
+            out = uncond + self.guidance * (text - uncond)
+        if self.prediction == "epsilon":
+            return out.to(x.dtype)
+        if self.prediction == "v_prediction":  # derivative (x - x0) / sigma written out for v-prediction
+            x0 = out * (-sigma / (sigma**2 + 1).sqrt()) + x / (sigma**2 + 1)
+            return ((x - x0) / sigma).to(x.dtype)
+        raise TypeError(f"unsupported prediction_type {self.prediction!r} (epsilon or v_prediction)")
+
+
+def _sdxl_trajectory(pipe, prompt, generator, steps, guidance, height, width) -> Trajectory:
+    from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+
+    scheduler = pipe.scheduler
+    if not isinstance(scheduler, (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler)):
+        raise TypeError(
+            f"mask training needs a stateless sampler; {type(scheduler).__name__} is not supported "
+            "(use EulerDiscreteScheduler or EulerAncestralDiscreteScheduler)"
+        )
+    device = pipe._execution_device
+    height = height or pipe.default_sample_size * pipe.vae_scale_factor
+    width = width or pipe.default_sample_size * pipe.vae_scale_factor
+    cfg = guidance > 1.0
+    pe, npe, pooled, npooled = pipe.encode_prompt(
+        prompt=prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=cfg
+    )
+    scheduler.set_timesteps(steps, device=device)
+    timesteps = scheduler.timesteps.clone()
+    sigmas = scheduler.sigmas.to(device=device, dtype=torch.float32).clone()
+    latents = pipe.prepare_latents(
+        pe.shape[0], pipe.unet.config.in_channels, height, width, pe.dtype, device, generator
+    )
+    proj_dim = pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 is not None else pooled.shape[-1]
+    time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), pe.dtype, proj_dim)
+    time_ids = time_ids.to(device).repeat(latents.shape[0], 1)
+    cond = {"text_embeds": pooled.to(device), "time_ids": time_ids}
+    ncond = {"text_embeds": npooled.to(device), "time_ids": time_ids} if cfg else None
+    model = _SDXLModel(pe, npe if cfg else None, cond, ncond, timesteps, sigmas, guidance,
+                       scheduler.config.prediction_type)
+    ancestral = isinstance(scheduler, EulerAncestralDiscreteScheduler)
+    noise = [
+        torch.randn(latents.shape, generator=generator, device=generator.device, dtype=latents.dtype)
+        for _ in range(steps)
+    ] if ancestral else []
+    return Trajectory(latents, sigmas, model, noise, ancestral)
+
+
+class _FluxModel:
+    """Rectified-flow transformer with packed latents and an optional guidance embedding."""
+
+    def __init__(self, pe, pooled, text_ids, image_ids, timesteps, guidance):
+        self.pe, self.pooled, self.text_ids, self.image_ids = pe, pooled, text_ids, image_ids
+        self.timesteps, self.guidance = timesteps, guidance
+
+    def raw(self, transformer, x, t):
+        """Velocity at packed latent ``x`` and timestep ``t`` in [0, 1000]."""
+        guide = None
+        if transformer.config.guidance_embeds:
+            guide = torch.full((x.shape[0],), float(self.guidance), device=x.device, dtype=torch.float32)
+        t = torch.as_tensor(t, device=x.device).expand(x.shape[0]).to(x.dtype)
+        return transformer(
+            hidden_states=x, timestep=t / 1000, guidance=guide, pooled_projections=self.pooled,
+            encoder_hidden_states=self.pe, txt_ids=self.text_ids, img_ids=self.image_ids, return_dict=False,
+        )[0]
+
+    def __call__(self, transformer, x, i):
+        return self.raw(transformer, x, self.timesteps[i]).to(x.dtype)
+
+
+def _flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, max_sequence_length):
+    import numpy as np
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    scheduler = pipe.scheduler
+    if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler) or scheduler.config.get("stochastic_sampling"):
+        raise TypeError(f"mask training supports FlowMatchEulerDiscreteScheduler; got {type(scheduler).__name__}")
+    device = pipe._execution_device
+    height = height or pipe.default_sample_size * pipe.vae_scale_factor
+    width = width or pipe.default_sample_size * pipe.vae_scale_factor
+    pe, pooled, text_ids = pipe.encode_prompt(
+        prompt=prompt, prompt_2=None, device=device, max_sequence_length=max_sequence_length
+    )
+    latents, image_ids = pipe.prepare_latents(
+        pe.shape[0], pipe.transformer.config.in_channels // 4, height, width, pe.dtype, device, generator
+    )
+    cfg = scheduler.config
+    mu = calculate_shift(
+        latents.shape[1],
+        cfg.get("base_image_seq_len", 256),
+        cfg.get("max_image_seq_len", 4096),
+        cfg.get("base_shift", 0.5),
+        cfg.get("max_shift", 1.15),
+    )
+    sigmas = None if cfg.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
+    scheduler.set_timesteps(steps, device=device, sigmas=sigmas, mu=mu)
+    model = _FluxModel(pe, pooled, text_ids, image_ids, scheduler.timesteps.clone(), guidance)
+    return Trajectory(latents, scheduler.sigmas.to(device=device, dtype=torch.float32).clone(), model)
+
+
+def prepare(
+    pipe,
+    prompt: str | list[str],
+    seed: int,
+    *,
+    steps: int,
+    guidance: float,
+    height: int | None = None,
+    width: int | None = None,
+    max_sequence_length: int = 512,
+) -> Trajectory:
+    """Encode ``prompt``, draw the initial noise from ``seed`` and fix the sigma schedule, as the pipeline does.
+
+    Unrolling the result reproduces ``pipe(prompt, generator=Generator().manual_seed(seed), ...,
+    output_type="latent")`` (for FLUX, before unpacking).
+    """
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    with torch.no_grad():
+        if hasattr(pipe, "unet"):
+            return _sdxl_trajectory(pipe, prompt, generator, steps, guidance, height, width)
+        if hasattr(pipe, "transformer"):
+            return _flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, max_sequence_length)
+    raise TypeError(f"{type(pipe).__name__} has neither a unet nor a transformer")
+
+
+def denoiser_of(pipe) -> nn.Module:
+    """The pipeline's denoising network (``unet`` or ``transformer``)."""
+    for name in ("unet", "transformer"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            return module
+    raise TypeError(f"{type(pipe).__name__} has neither a unet nor a transformer")

@@ -1,0 +1,558 @@
+"""Report content that does not depend on the output format: record selection, grouping per model,
+the base-vs-pruned table, comparability warnings, sustainability numbers, provenance and artifacts.
+
+Reads stored records only (plain dicts in the CONTRACTS.md "Run record" shape); never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reports.formatting import fmt_count, fmt_energy_kwh, fmt_value, sig
+
+# Table columns: key, header, candidate metric names (first available in a model group wins).
+COLUMNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("params", "Params", ("params",)),
+    ("flops", "FLOPs/step", ("flops_per_step",)),
+    ("latency", "Latency/image", ("latency_image_s",)),
+    ("memory", "Peak memory", ("cuda_peak_allocated_bytes", "nvml_memory_used_bytes", "peak_rss_bytes")),
+    ("energy", "Energy/image", ("energy_image_j",)),
+    ("carbon", "gCO2e/1k images", ("gco2e_per_1000_images",)),
+    ("fid", "FID", ("fid",)),
+    ("frechet", "Fréchet dist.", ("frechet_distance",)),
+    ("clip", "CLIP score", ("clip_score",)),
+    ("ssim", "SSIM vs base", ("ssim_vs_base",)),
+)
+# Quality metrics get absolute deltas; resources get relative (%) deltas.
+ABSOLUTE_DELTA = {"fid", "frechet_distance", "clip_score", "ssim_vs_base", "psnr_vs_base", "recognisability"}
+# Direction used only when a stored Value has higher_is_better = None.
+DEFAULT_DIRECTION = {
+    "params": False, "flops_per_step": False, "latency_image_s": False, "latency_step_s": False,
+    "cuda_peak_allocated_bytes": False, "cuda_peak_reserved_bytes": False, "nvml_memory_used_bytes": False,
+    "peak_rss_bytes": False, "energy_image_j": False, "gco2e_per_1000_images": False, "fid": False,
+    "frechet_distance": False, "clip_score": True, "ssim_vs_base": True, "psnr_vs_base": True,
+    "throughput_img_per_s": True, "disk_bytes": False,
+}
+QUALITY_PREFERENCE = ("fid", "frechet_distance", "clip_score", "ssim_vs_base")
+SAMPLE_COUNT_METRICS = ("fid", "frechet_distance", "clip_score")
+# Where a quality metric's sample count is looked for: Value.details keys, then settings keys.
+SAMPLE_DETAIL_KEYS = ("n_samples", "num_samples", "n")
+SAMPLE_SETTING_KEYS = ("fid_samples", "n_samples", "num_samples", "quality_samples")
+# Generation settings that must agree between the base and the pruned models of one model group.
+COMPARABLE_SETTINGS = ("steps", "num_inference_steps", "guidance", "guidance_scale", "resolution", "height",
+                       "width", "dtype", "batch_size")
+COMMIT_KEYS = ("git_commit", "git.commit", "git_hash", "commit", "git")
+
+
+# -- small helpers ------------------------------------------------------------------------------------
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts (and lists of dicts) -> dotted keys; other lists become JSON text."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict) and obj:
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, list) and obj and all(isinstance(x, dict) for x in obj):
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f"{prefix}.{i}" if prefix else str(i)))
+    elif prefix:
+        out[prefix] = json.dumps(obj) if isinstance(obj, (list, dict)) else obj
+    return out
+
+
+def first_key(flat: dict, keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if flat.get(k) not in (None, ""):
+            return flat[k]
+    return None
+
+
+def device_of(record: dict) -> str:
+    """The device a record was measured on, from its provenance (see ecodiff_bench.provenance).
+
+    Order: provenance.device_name / gpu_name; a run device ("cuda:1", "cpu") from provenance.device or
+    settings.device picks the GPU (torch.cuda_devices, else gpu.gpus[*].name) or the CPU model; without a
+    run device the first GPU, else the CPU model.
+    """
+    prov = record.get("provenance") or {}
+    settings = record.get("settings") or {}
+    for key in ("device_name", "gpu_name"):
+        if isinstance(prov.get(key), str) and prov[key]:
+            return prov[key]
+    run_dev = prov.get("device") or settings.get("device") or ""
+    if isinstance(run_dev, dict):
+        run_dev = run_dev.get("name") or ""
+    run_dev = str(run_dev)
+    if run_dev and not run_dev.startswith(("cuda", "cpu", "mps")):
+        return run_dev
+    cpu = prov.get("cpu") if isinstance(prov.get("cpu"), str) else None
+    if run_dev.startswith("cpu"):
+        return f"CPU: {cpu or 'unknown model'}"
+    torch_info = prov.get("torch") if isinstance(prov.get("torch"), dict) else {}
+    names = [str(n) for n in (torch_info.get("cuda_devices") or [])]
+    gpu = prov.get("gpu")
+    if not names and isinstance(gpu, dict):
+        names = [str(g.get("name")) for g in gpu.get("gpus") or [] if isinstance(g, dict) and g.get("name")]
+    elif not names and isinstance(gpu, str) and gpu:
+        names = [gpu]
+    if names:
+        idx = 0
+        if ":" in run_dev and run_dev.split(":", 1)[1].isdigit():
+            idx = int(run_dev.split(":", 1)[1])
+        return names[idx] if idx < len(names) else names[0]
+    if cpu:
+        return f"CPU: {cpu}"
+    return "unknown device"
+
+
+def commit_of(record: dict) -> str:
+    v = first_key(flatten(record.get("provenance") or {}), COMMIT_KEYS)
+    return str(v) if v is not None else "unknown"
+
+
+def metric(record: dict, name: str) -> dict | None:
+    return (record.get("metrics") or {}).get(name)
+
+
+def number(record: dict, name: str) -> float | None:
+    """The metric's value when it is available, else None."""
+    v = metric(record, name)
+    if not v or v.get("status") == "unavailable" or v.get("value") is None:
+        return None
+    return float(v["value"])
+
+
+def direction(name: str, vd: dict | None) -> bool | None:
+    if vd and vd.get("higher_is_better") is not None:
+        return bool(vd["higher_is_better"])
+    return DEFAULT_DIRECTION.get(name)
+
+
+def is_base(record: dict) -> bool:
+    return record.get("method") == "base"
+
+
+def label(record: dict, with_seed: bool = False) -> str:
+    text = "base" if is_base(record) else f"{record['method']} @{100 * float(record.get('ratio', 0.0)):.4g}%"
+    if with_seed and record.get("seed") is not None:
+        text += f" (seed {record['seed']})"
+    return text
+
+
+def full_label(record: dict) -> str:
+    return f"{record['model']} · {label(record, with_seed=True)}"
+
+
+def sample_count(record: dict, name: str) -> int | None:
+    vd = metric(record, name)
+    if not vd or vd.get("status") == "unavailable":
+        return None
+    details = vd.get("details") or {}
+    for key in SAMPLE_DETAIL_KEYS:
+        if isinstance(details.get(key), (int, float)):
+            return int(details[key])
+    settings = record.get("settings") or {}
+    for key in SAMPLE_SETTING_KEYS:
+        if isinstance(settings.get(key), (int, float)):
+            return int(settings[key])
+    return None
+
+
+# -- artifacts ----------------------------------------------------------------------------------------
+@dataclass
+class Artifact:
+    record: dict
+    kind: str
+    path: Path | None
+    problem: str | None  # why it cannot be used (None when path exists)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def resolve_artifact(record: dict, kind: str, roots: list[Path]) -> Artifact:
+    """Find a record's artifact file: absolute paths as given; relative ones under each root in turn."""
+    raw = (record.get("artifacts") or {}).get(kind)
+    if not raw:
+        return Artifact(record, kind, None, f"no '{kind}' artifact recorded")
+    p = Path(raw)
+    candidates = [p] if p.is_absolute() else [r / p for r in roots] + [p]
+    for c in candidates:
+        if c.is_file():
+            return Artifact(record, kind, c, None)
+    return Artifact(record, kind, None, f"'{kind}' artifact not found at {raw}")
+
+
+def load_json_artifact(art: Artifact) -> tuple[Any, str | None]:
+    if not art.ok:
+        return None, art.problem
+    try:
+        return json.loads(art.path.read_text(encoding="utf-8")), None
+    except (OSError, ValueError) as exc:
+        return None, f"could not read {art.path}: {exc}"
+
+
+# -- selection ----------------------------------------------------------------------------------------
+@dataclass
+class Selection:
+    records: list[dict]
+    notices: list[str] = field(default_factory=list)   # informational
+    warnings: list[str] = field(default_factory=list)  # comparability problems
+    smoke: str = "none"                                  # "none" | "all" | "some"
+    filters: dict = field(default_factory=dict)
+
+
+def dedupe_latest(records: list[dict]) -> tuple[list[dict], int]:
+    """Keep the newest record per (suite, model, method, ratio, seed, smoke)."""
+    latest: dict[tuple, dict] = {}
+    for r in records:
+        key = (r.get("suite"), r["model"], r["method"], float(r.get("ratio", 0.0)), r.get("seed"), r.get("smoke"))
+        if key not in latest or str(r.get("created_at", "")) >= str(latest[key].get("created_at", "")):
+            latest[key] = r
+    kept = [r for r in records if latest.get((r.get("suite"), r["model"], r["method"], float(r.get("ratio", 0.0)),
+                                              r.get("seed"), r.get("smoke"))) is r]
+    return kept, len(records) - len(kept)
+
+
+def comparability_warnings(records: list[dict]) -> list[str]:
+    """Reasons the selected records should not be compared blindly (each one is shown in the report)."""
+    out: list[str] = []
+    ok = [r for r in records if r.get("status") == "ok"]
+    smoke = [r for r in records if r.get("smoke")]
+    if smoke and len(smoke) != len(records):
+        out.append(
+            f"Smoke and full records are mixed: {len(smoke)} smoke record(s) "
+            f"({', '.join(sorted({r['run_id'] for r in smoke}))}) next to {len(records) - len(smoke)} full one(s). "
+            "Smoke numbers come from shortened settings and are not comparable."
+        )
+    devices: dict[str, list[str]] = defaultdict(list)
+    for r in ok:
+        devices[device_of(r)].append(full_label(r))
+    if len(devices) > 1:
+        parts = "; ".join(f"{d}: {len(v)} record(s)" for d, v in sorted(devices.items()))
+        out.append(f"Records were measured on different devices ({parts}). Latency, energy and memory "
+                   "differences between them reflect the hardware, not only the pruning.")
+    for name in SAMPLE_COUNT_METRICS:
+        counts: dict[int | None, list[str]] = defaultdict(list)
+        for r in ok:
+            if number(r, name) is not None:
+                counts[sample_count(r, name)].append(full_label(r))
+        if len(counts) > 1:
+            parts = "; ".join(
+                f"{'unknown' if n is None else n} samples: {', '.join(v[:4])}{' …' if len(v) > 4 else ''}"
+                for n, v in sorted(counts.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+            )
+            out.append(f"{name} was computed from different sample counts ({parts}); these values are biased "
+                       "differently and are not directly comparable.")
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for r in ok:
+        by_model[r["model"]].append(r)
+    for model, recs in sorted(by_model.items()):
+        for key in COMPARABLE_SETTINGS:
+            vals = {json.dumps((r.get("settings") or {}).get(key), sort_keys=True) for r in recs
+                    if key in (r.get("settings") or {})}
+            if len(vals) > 1:
+                detail = ", ".join(f"{label(r)}={(r.get('settings') or {}).get(key)}" for r in recs
+                                   if key in (r.get("settings") or {}))
+                out.append(f"{model}: setting '{key}' differs between records ({detail}).")
+    return out
+
+
+def select(records: list[dict], *, suite: str | None = None, run_id: str | None = None, tag_ids: set | None = None,
+           include_smoke: bool | None = None, explicit: bool = False) -> Selection:
+    """Filter records and decide on smoke: ``include_smoke`` None means full records, unless the selection
+    is explicit (a run id or a tag) or only smoke records match; the report then says it shows smoke runs."""
+    filters = {k: v for k, v in (("suite", suite), ("run_id", run_id)) if v is not None}
+    recs = [r for r in records
+            if (suite is None or r.get("suite") == suite) and (run_id is None or r.get("run_id") == run_id)
+            and (tag_ids is None or r.get("record_id") in tag_ids)]
+    notices: list[str] = []
+    if include_smoke is None:
+        full = [r for r in recs if not r.get("smoke")]
+        if explicit or not full:
+            chosen = recs
+        else:
+            chosen = full
+            if len(full) != len(recs):
+                notices.append(f"{len(recs) - len(full)} smoke record(s) left out (pass include_smoke / "
+                               "--include-smoke to show them).")
+    elif include_smoke:
+        chosen = recs
+    else:
+        chosen = [r for r in recs if not r.get("smoke")]
+    if not explicit:
+        chosen, hidden = dedupe_latest(chosen)
+        if hidden:
+            notices.append(f"{hidden} older record(s) of the same model/method/ratio/seed hidden; "
+                           "select a run id to see a specific run.")
+    n_smoke = sum(1 for r in chosen if r.get("smoke"))
+    smoke = "none" if n_smoke == 0 else ("all" if n_smoke == len(chosen) else "some")
+    failed = [r for r in chosen if r.get("status") != "ok"]
+    if failed:
+        notices.append(f"{len(failed)} failed record(s); see 'Failed records'.")
+    suites = sorted({r.get("suite") for r in chosen})
+    if len(suites) > 1:
+        notices.append(f"Records from several suites: {', '.join(map(str, suites))}.")
+    return Selection(chosen, notices, comparability_warnings(chosen), smoke, filters)
+
+
+# -- the base-vs-pruned table ---------------------------------------------------------------------------
+@dataclass
+class Cell:
+    text: str
+    status: str                 # measured | estimated | unavailable | missing
+    note: str = ""              # reason (unavailable) or remark (estimated)
+    delta: str = ""             # "+12 %" / "-0.5"
+    arrow: str = ""             # "↑" / "↓" / "="
+    verdict: str = ""           # "good" | "bad" | "neutral" | ""
+    value: float | None = None
+
+
+@dataclass
+class Row:
+    record: dict
+    label: str
+    cells: dict[str, Cell]
+    base: dict | None
+
+
+@dataclass
+class Group:
+    model: str
+    rows: list[Row]
+    metric_for: dict[str, str]   # column key -> metric name chosen for this group
+    bases: list[dict]
+    pruned: list[dict]
+
+
+def _pick_metric(records: list[dict], names: tuple[str, ...]) -> str:
+    for name in names:
+        if any(number(r, name) is not None for r in records):
+            return name
+    for name in names:
+        if any(metric(r, name) for r in records):
+            return name
+    return names[0]
+
+
+def make_cell(record: dict, name: str, base: dict | None) -> Cell:
+    vd = metric(record, name)
+    if vd is None:
+        return Cell("n/a", "missing", f"{name} was not recorded for this run")
+    status = vd.get("status", "measured")
+    if status == "unavailable" or vd.get("value") is None:
+        return Cell("n/a", "unavailable", vd.get("note") or "unavailable (no reason given)")
+    val = float(vd["value"])
+    text = fmt_value(val, vd.get("unit", ""))
+    note = vd.get("note", "") if status == "estimated" else ""
+    if status == "estimated":
+        note = note or "estimated, not measured"
+    cell = Cell(text, status, note, value=val)
+    if base is None or base is record:
+        return cell
+    b = number(base, name)
+    if b is None:
+        return cell
+    diff = val - b
+    hib = direction(name, vd)
+    if name in ABSOLUTE_DELTA:
+        cell.delta = f"{diff:+.3g}" if diff else "±0"
+    elif b != 0:
+        cell.delta = f"{100 * diff / abs(b):+.1f} %" if diff else "±0 %"
+    else:
+        cell.delta = "±0 %" if diff == 0 else "n/a (base is 0)"
+    cell.arrow = "↑" if diff > 0 else ("↓" if diff < 0 else "=")
+    if diff == 0 or hib is None:
+        cell.verdict = "neutral"
+    else:
+        cell.verdict = "good" if (diff > 0) == hib else "bad"
+    return cell
+
+
+def _base_for(record: dict, bases: list[dict]) -> dict | None:
+    """The base a pruned record is compared with: same smoke flag first, then same run, same seed, newest."""
+    if not bases:
+        return None
+
+    def rank(b: dict) -> tuple:
+        return (bool(b.get("smoke")) == bool(record.get("smoke")), b.get("run_id") == record.get("run_id"),
+                b.get("seed") == record.get("seed"), str(b.get("created_at", "")))
+
+    return max(bases, key=rank)
+
+
+def build_groups(records: list[dict]) -> list[Group]:
+    ok = [r for r in records if r.get("status") == "ok"]
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for r in ok:
+        by_model[r["model"]].append(r)
+    groups = []
+    for model in sorted(by_model):
+        recs = by_model[model]
+        bases = sorted([r for r in recs if is_base(r)], key=lambda r: (r.get("seed") is None, r.get("seed") or 0))
+        pruned = sorted([r for r in recs if not is_base(r)],
+                        key=lambda r: (r["method"], float(r.get("ratio", 0.0)), r.get("seed") or 0))
+        seeds = {r.get("seed") for r in recs}
+        chosen = {key: _pick_metric(recs, names) for key, _, names in COLUMNS}
+        rows = []
+        for r in bases + pruned:
+            base = None if is_base(r) else _base_for(r, bases)
+            cells = {key: make_cell(r, chosen[key], base) for key, _, _ in COLUMNS}
+            rows.append(Row(r, label(r, with_seed=len(seeds) > 1), cells, base))
+        groups.append(Group(model, rows, chosen, bases, pruned))
+    return groups
+
+
+# -- sustainability -------------------------------------------------------------------------------------
+@dataclass
+class Sustain:
+    model: str
+    label: str
+    record: dict
+    base_energy: str
+    pruned_energy: str
+    base_kwh_1k: str
+    pruned_kwh_1k: str
+    base_co2_1k: str
+    pruned_co2_1k: str
+    saving_kwh_1k: str
+    saving_co2_1k: str
+    pruning_cost: str
+    pruning_co2: str
+    breakeven: str
+    breakeven_images: float | None  # None: never / unknown
+    notes: list[str] = field(default_factory=list)
+
+
+def sustainability(groups: list[Group]) -> list[Sustain]:
+    out = []
+    for g in groups:
+        for row in g.rows:
+            r = row.record
+            if is_base(r):
+                continue
+            base = row.base
+            notes: list[str] = []
+            e_p = number(r, "energy_image_j")
+            e_b = number(base, "energy_image_j") if base else None
+            c_p = number(r, "gco2e_per_1000_images")
+            c_b = number(base, "gco2e_per_1000_images") if base else None
+            cost = number(r, "pruning_energy_j")
+
+            def why(rec, name):
+                vd = metric(rec, name) if rec else None
+                if rec is None:
+                    return "no base record"
+                return (vd or {}).get("note") or f"{name} not recorded"
+
+            if e_p is None:
+                notes.append(f"pruned energy/image n/a: {why(r, 'energy_image_j')}")
+            if e_b is None:
+                notes.append(f"base energy/image n/a: {why(base, 'energy_image_j')}")
+            if cost is None:
+                notes.append(f"pruning energy n/a: {why(r, 'pruning_energy_j')}")
+            saving = (e_b - e_p) if (e_b is not None and e_p is not None) else None
+            # Carbon intensity of this run (g/J), to express the pruning cost in gCO2e (an estimate).
+            intensity = (c_p / (1000 * e_p)) if (c_p is not None and e_p) else None
+            if saving is None or cost is None:
+                breakeven, n_be = "n/a", None
+            elif saving <= 0:
+                breakeven, n_be = "never (no energy saving per image)", None
+            else:
+                n_be = cost / saving
+                breakeven = f"{fmt_count(math.ceil(n_be))} images"
+
+            def j(v):
+                return "n/a" if v is None else fmt_value(v, "J")
+
+            out.append(Sustain(
+                model=g.model, label=row.label, record=r,
+                base_energy=j(e_b), pruned_energy=j(e_p),
+                base_kwh_1k="n/a" if e_b is None else fmt_energy_kwh(1000 * e_b),
+                pruned_kwh_1k="n/a" if e_p is None else fmt_energy_kwh(1000 * e_p),
+                base_co2_1k="n/a" if c_b is None else f"{sig(c_b)} g",
+                pruned_co2_1k="n/a" if c_p is None else f"{sig(c_p)} g",
+                saving_kwh_1k="n/a" if saving is None else fmt_energy_kwh(1000 * saving),
+                saving_co2_1k="n/a" if (c_b is None or c_p is None) else f"{sig(c_b - c_p)} g",
+                pruning_cost="n/a" if cost is None else f"{fmt_value(cost, 'J')} ({fmt_energy_kwh(cost)})",
+                pruning_co2="n/a" if (cost is None or intensity is None) else f"≈{sig(cost * intensity)} g (est.)",
+                breakeven=breakeven, breakeven_images=n_be, notes=notes,
+            ))
+    return out
+
+
+# -- provenance -----------------------------------------------------------------------------------------
+@dataclass
+class ProvenanceTable:
+    runs: list[str]
+    rows: list[tuple[str, list[str], bool]]   # key, value per run, differs across runs
+
+
+def provenance(records: list[dict]) -> ProvenanceTable:
+    by_run: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_run[r["run_id"]].append(r)
+    runs = sorted(by_run, key=lambda k: min(str(r.get("created_at", "")) for r in by_run[k]))
+    per_run: dict[str, dict[str, str]] = {}
+    for run in runs:
+        values: dict[str, list[str]] = defaultdict(list)
+        for r in by_run[run]:
+            flat = {"suite": r.get("suite"), "suite_hash": r.get("suite_hash"), "smoke": r.get("smoke"),
+                    "device": device_of(r), "git commit": commit_of(r), "created_at": r.get("created_at")}
+            flat.update({f"provenance.{k}": v for k, v in flatten(r.get("provenance") or {}).items()})
+            flat.update({f"settings.{k}": v for k, v in flatten(r.get("settings") or {}).items()})
+            for k, v in flat.items():
+                s = "" if v is None else str(v)
+                if s not in values[k]:
+                    values[k].append(s)
+        summary = {}
+        for k, vs in values.items():
+            if k == "created_at":
+                summary[k] = vs[0] if len(vs) == 1 else f"{min(vs)} … {max(vs)}"
+            else:
+                summary[k] = " | ".join(vs)
+        per_run[run] = summary
+    keys: list[str] = []
+    for run in runs:
+        for k in per_run[run]:
+            if k not in keys:
+                keys.append(k)
+    priority = ["suite", "suite_hash", "smoke", "device", "git commit", "created_at"]
+    keys = [k for k in priority if k in keys] + sorted(k for k in keys if k not in priority)
+    rows = []
+    for k in keys:
+        vals = [per_run[run].get(k, "—") for run in runs]
+        differs = len(set(vals)) > 1 or any(" | " in v for v in vals if k != "created_at")
+        rows.append((k, vals, differs and k != "created_at"))
+    return ProvenanceTable(runs, rows)
+
+
+# -- pareto ----------------------------------------------------------------------------------------------
+def quality_metric(records: list[dict]) -> str | None:
+    for name in QUALITY_PREFERENCE:
+        if sum(1 for r in records if number(r, name) is not None and number(r, "energy_image_j") is not None) >= 2:
+            return name
+    return None
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
+    """Indices of the non-dominated points (energy: lower is better; quality per direction), by energy."""
+    front = []
+    for i, (e, q) in enumerate(points):
+        dominated = False
+        for j, (e2, q2) in enumerate(points):
+            if i == j:
+                continue
+            q_better_eq = q2 >= q if higher_is_better else q2 <= q
+            q_better = q2 > q if higher_is_better else q2 < q
+            if e2 <= e and q_better_eq and (e2 < e or q_better):
+                dominated = True
+                break
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])

@@ -1,0 +1,183 @@
+"""Synthetic run records and artifacts for tests, demos and documentation (no torch, no GPU).
+
+``make_record`` builds one record in the CONTRACTS.md shape; ``make_artifacts`` writes small PNG/JSON
+artifacts of every kind the reports read; ``demo_records`` builds a small base + pruned set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from pathlib import Path
+
+# name -> (unit, higher_is_better)
+METRIC_UNITS: dict[str, tuple[str, bool | None]] = {
+    "params": ("count", False),
+    "params_prunable": ("count", None),
+    "params_removed_frac": ("fraction", None),
+    "units_removed_frac": ("fraction", None),
+    "disk_bytes": ("B", False),
+    "flops_per_step": ("FLOP", False),
+    "latency_image_s": ("s", False),
+    "latency_step_s": ("s", False),
+    "throughput_img_per_s": ("img/s", True),
+    "cuda_peak_allocated_bytes": ("B", False),
+    "cuda_peak_reserved_bytes": ("B", False),
+    "nvml_memory_used_bytes": ("B", False),
+    "peak_rss_bytes": ("B", False),
+    "gpu_energy_image_j": ("J", False),
+    "gpu_energy_image_net_j": ("J", False),
+    "idle_power_w": ("W", None),
+    "cpu_energy_image_j": ("J", False),
+    "energy_image_j": ("J", False),
+    "gco2e_per_1000_images": ("gCO2e", False),
+    "fid": ("", False),
+    "frechet_distance": ("", False),
+    "clip_score": ("", True),
+    "ssim_vs_base": ("", True),
+    "psnr_vs_base": ("dB", True),
+    "recognisability": ("fraction", True),
+    "pruning_energy_j": ("J", False),
+    "pruning_time_s": ("s", False),
+}
+
+
+def value(name: str, v: float | None, *, status: str | None = None, note: str = "", details: dict | None = None,
+          unit: str | None = None) -> dict:
+    """A Value.to_dict()-shaped dict (unit and direction from METRIC_UNITS)."""
+    default_unit, hib = METRIC_UNITS.get(name, ("", None))
+    if status is None:
+        status = "unavailable" if v is None else "measured"
+    if status == "unavailable" and not note:
+        note = "not measured in this synthetic record"
+    return {"name": name, "value": None if status == "unavailable" else float(v), "unit": unit or default_unit,
+            "status": status, "higher_is_better": hib, "note": note, "details": dict(details or {})}
+
+
+def _png_bytes(width: int, height: int, rgb_fn) -> bytes:
+    """A minimal RGB PNG written with zlib only (keeps this module free of PIL)."""
+    raw = bytearray()
+    for y in range(height):
+        raw.append(0)
+        for x in range(width):
+            raw.extend(bytes(rgb_fn(x, y)))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(raw))) + chunk(b"IEND", b"")
+
+
+def write_png(path: Path, width: int = 64, height: int = 32, seed: int = 0) -> Path:
+    def rgb(x, y):
+        return ((x * 4 + seed * 40) % 256, (y * 8) % 256, ((x + y) * 3 + seed * 90) % 256)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_png_bytes(width, height, rgb))
+    return path
+
+
+def make_plan(ratio: float, n_blocks: int = 4, heads: int = 8, ffn: int = 32) -> dict:
+    modules = {}
+    for b in range(n_blocks):
+        keep_frac = max(0.0, min(1.0, 1.0 - ratio * (0.5 + b / max(1, n_blocks - 1))))
+        n_heads = round(heads * keep_frac)
+        n_ffn = round(ffn * keep_frac)
+        modules[f"blocks.{b}.attn1"] = {"kind": "heads", "total": heads, "kept": list(range(n_heads))}
+        modules[f"blocks.{b}.ff"] = {"kind": "ffn", "total": ffn, "kept": list(range(0, ffn))[:n_ffn]}
+    # the shape of pruning.plan.PruningPlan.to_dict() (only the keys the reports read, plus a few)
+    for spec in modules.values():
+        spec.update(params_per_unit=64, params_shared=8)
+    return {"version": 1, "method": "ecodiff", "ratio": ratio, "target": "params", "ranking": "global",
+            "achieved": {"params_removed_frac_of_prunable": ratio * 0.98, "units_removed_frac": ratio},
+            "modules": modules}
+
+
+def make_artifacts(out_dir: Path, label: str, *, ratio: float, seed: int = 0, pruned: bool = True,
+                   kinds: tuple[str, ...] = ("samples", "power_timeline", "plan", "training_curve")) -> dict:
+    """Write artifact files for one record under ``out_dir/label``; returns the ``artifacts`` dict."""
+    d = Path(out_dir) / label
+    d.mkdir(parents=True, exist_ok=True)
+    arts: dict[str, str] = {}
+    if "samples" in kinds:
+        arts["samples"] = str(write_png(d / "samples.png", seed=seed + int(ratio * 10)))
+    if "power_timeline" in kinds:
+        watts = 250.0 * (1.0 - 0.4 * ratio)
+        timeline = [[round(i * 0.1, 3), round(watts + 20 * ((i % 7) - 3) / 3, 2)] for i in range(40)]
+        (d / "power.json").write_text(json.dumps(timeline))
+        arts["power_timeline"] = str(d / "power.json")
+    if pruned and "plan" in kinds:
+        (d / "plan.json").write_text(json.dumps(make_plan(ratio)))
+        arts["plan"] = str(d / "plan.json")
+    if pruned and "training_curve" in kinds:
+        curve = [{"step": s, "loss": 1.0 / (1 + s) + ratio, "mse": 0.5 / (1 + s),
+                  "sparsity": min(ratio, ratio * s / 20)} for s in range(0, 40, 2)]
+        (d / "curve.json").write_text(json.dumps(curve))
+        arts["training_curve"] = str(d / "curve.json")
+    return arts
+
+
+def make_record(model: str = "digits-sdxl", method: str = "base", ratio: float = 0.0, *, run_id: str = "run-1",
+                suite: str = "digits", seed: int = 0, smoke: bool = False, status: str = "ok",
+                metrics: dict | None = None, artifacts: dict | None = None, device: str = "Test GPU",
+                created_at: str = "2025-01-01T00:00:00+00:00", settings: dict | None = None,
+                overrides: dict | None = None, fid_samples: int = 1000) -> dict:
+    """One synthetic record; metrics follow simple scaling laws in ``ratio`` unless given."""
+    keep = 1.0 - ratio
+    if metrics is None:
+        vals = {
+            "params": 2.6e9 * (1 - 0.8 * ratio),
+            "flops_per_step": 6.0e12 * (1 - 0.75 * ratio),
+            "latency_image_s": 3.0 * (1 - 0.6 * ratio),
+            "cuda_peak_allocated_bytes": 9.0e9 * (1 - 0.5 * ratio),
+            "energy_image_j": 900.0 * (1 - 0.55 * ratio),
+            "gco2e_per_1000_images": 90.0 * (1 - 0.55 * ratio),
+            "fid": 20.0 + 30 * ratio ** 2,
+            "frechet_distance": 5.0 + 8 * ratio,
+            "clip_score": 31.0 - 4 * ratio,
+            "ssim_vs_base": 1.0 - 0.9 * ratio if ratio else 1.0,
+        }
+        metrics = {k: value(k, v) for k, v in vals.items()}
+        metrics["fid"]["details"] = {"n_samples": fid_samples}
+        metrics["latency_image_s"]["details"] = {"p50": vals["latency_image_s"], "stdev": 0.05, "n": 10}
+        if method != "base":
+            metrics["pruning_energy_j"] = value("pruning_energy_j", 2.0e5 * (0.5 + keep))
+            metrics["pruning_time_s"] = value("pruning_time_s", 600.0)
+    spec = f"{suite}|{model}|{method}|{ratio}|{seed}|{smoke}"
+    record = {
+        "record_id": hashlib.sha256(spec.encode()).hexdigest()[:16],
+        "run_id": run_id, "suite": suite, "suite_hash": "abc123", "created_at": created_at,
+        "model": model, "family": "sdxl", "method": method, "ratio": float(ratio), "seed": seed, "smoke": smoke,
+        "status": status, "error": None if status == "ok" else "synthetic failure: CUDA out of memory",
+        "metrics": metrics,
+        # the shape of ecodiff_bench.provenance.collect_provenance()
+        "provenance": {"git": {"commit": "0123abcd", "dirty": False}, "python": "3.11", "cpu": "Test CPU",
+                       "packages": {"torch": "2.4", "diffusers": "0.30"},
+                       "torch": {"cuda_available": True, "cuda_devices": [device]},
+                       "gpu": {"status": "ok", "driver": "550.00",
+                               "gpus": [{"index": 0, "name": device, "power_limit_w": 700.0}]}},
+        "settings": {"steps": 20, "guidance": 5.0, "resolution": 512, "fid_samples": fid_samples,
+                     **(settings or {})},
+        "artifacts": dict(artifacts or {}),
+    }
+    record.update(overrides or {})
+    return record
+
+
+def demo_records(artifact_dir: Path | None = None, *, run_id: str = "run-1", smoke: bool = False,
+                 models: tuple[str, ...] = ("digits-sdxl",), methods: tuple[str, ...] = ("ecodiff", "magnitude"),
+                 ratios: tuple[float, ...] = (0.2, 0.4)) -> list[dict]:
+    """A base and pruned records per model; with ``artifact_dir``, each record gets artifact files."""
+    out = []
+    for model in models:
+        specs = [("base", 0.0)] + [(m, r) for m in methods for r in ratios]
+        for i, (method, ratio) in enumerate(specs):
+            arts = None
+            if artifact_dir is not None:
+                arts = make_artifacts(Path(artifact_dir), f"{model}-{method}-{ratio}", ratio=ratio, pruned=method != "base")
+            out.append(make_record(model, method, ratio, run_id=run_id, smoke=smoke, artifacts=arts,
+                                   created_at=f"2025-01-01T00:00:{i:02d}+00:00"))
+    return out

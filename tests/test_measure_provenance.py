@@ -1,0 +1,44 @@
+"""Provenance: versions, machine, git, and GPU details from (fake) NVML or 'unavailable' with a reason."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from ecodiff_bench.provenance import collect_provenance, gpu_info
+
+FAKE = Path(__file__).parent / "fakes" / "pynvml.py"
+
+
+def _fake(monkeypatch):
+    spec = importlib.util.spec_from_file_location("pynvml", FAKE)
+    nvml = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nvml)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return nvml
+
+
+def test_provenance_fields(monkeypatch):
+    nvml = _fake(monkeypatch)
+    nvml.reset(init_error=nvml.NVMLError_LibraryNotFound)
+    p = collect_provenance(extra={"seeds": [0, 1]})
+    for key in ("created_at", "git", "python", "hostname", "cpu", "packages", "torch", "gpu"):
+        assert key in p
+    for pkg in ("torch", "diffusers", "transformers", "torchmetrics", "open-clip-torch", "codecarbon"):
+        assert pkg in p["packages"]
+    assert p["packages"]["torch"]
+    assert p["gpu"] == {"status": "unavailable", "reason": "NVML library not found (no NVIDIA driver on this machine)"}
+    assert p["seeds"] == [0, 1]
+    assert "commit" in p["git"]
+
+
+def test_gpu_details_from_nvml(monkeypatch):
+    nvml = _fake(monkeypatch)
+    nvml.reset([nvml.FakeGpu(name="NVIDIA H100 80GB HBM3", power_limit_mw=700_000)])
+    info = gpu_info()
+    assert info["status"] == "ok" and info["driver"] == "550.54.15"
+    assert info["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    assert info["gpus"][0]["power_limit_w"] == 700.0
+    assert info["gpus"][0]["memory_total_bytes"] == 80 * 2**30
