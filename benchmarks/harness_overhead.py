@@ -1,17 +1,19 @@
 """How much does the measurement harness add to what it measures? (target: < 2 % of latency)
 
 Runs a small diffusers SDXL pipeline (the zoo's digits-sdxl when it is present, else a tiny SDXL-architecture
-pipeline built from constructor arguments) two ways, in alternating blocks so drift hits both alike:
+pipeline built from constructor arguments) two ways, alternating call by call so drift and other processes'
+load hit both alike:
 
-- bare:    a plain loop, one ``time.perf_counter()`` pair per call;
-- harness: the same calls under ``EnergyMonitor`` (a window around the block, power timeline when NVML is
-           there), ``MemoryTracker`` and ``time_callable`` (a synchronizing Timer per call).
+- bare:    a plain loop, one ``time.perf_counter()`` pair per call (with device synchronization);
+- harness: the same calls timed by ``LatencySampler`` (the synchronizing Timer behind ``time_callable``),
+           inside an ``EnergyMonitor`` window (power timeline sampling when NVML is there) and a
+           ``MemoryTracker`` window.
 
-It reports the end-to-end difference of the medians of block means (noisy on a shared machine: an A/A
-difference between bare blocks is printed next to it) and the harness's own fixed costs measured directly (Timer enter/exit per call,
-window edges per block), which give a noise-free upper bound of the overhead per call.
+Reported: the median of paired ratios harness/bare and the best-of ratio (both noisy on a shared machine;
+an A/A ratio of bare calls is printed next to them), and the harness's own costs measured directly (Timer
+enter/exit per call, window edges per window), a noise-free figure of what the harness adds per call.
 
-    python benchmarks/harness_overhead.py [--device cuda] [--blocks 6] [--calls 10]
+    python benchmarks/harness_overhead.py [--device cuda] [--pairs 40] [--steps 4] [--batch 1]
 
 Prints the figures and writes JSON under benchmarks/results/.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -53,12 +56,16 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--blocks", type=int, default=6, help="alternating bare/harness blocks (each)")
-    ap.add_argument("--calls", type=int, default=10, help="calls per block")
+    ap.add_argument("--pairs", type=int, default=40, help="bare/harness call pairs")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default on the CPU: 1, as thread contention on a shared machine "
+                         "dominates the noise otherwise; on CUDA: torch's choice)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.threads or args.device == "cpu":
+        torch.set_num_threads(args.threads or 1)
 
-    from ecodiff_bench.measure import EnergyMonitor, MemoryTracker, Timer, time_callable
+    from ecodiff_bench.measure import EnergyMonitor, LatencySampler, MemoryTracker, Timer
     from ecodiff_bench.measure._device import synchronize
 
     pipe, source = load_pipeline(args.device)
@@ -84,36 +91,33 @@ def main() -> None:
     if timeline:
         monitor.start_timeline(interval_s=0.1)
 
-    bare_blocks: list[float] = []  # mean call time of each block
-    harness_blocks: list[float] = []
-    window_costs: list[float] = []
-    for b in range(args.blocks):
-        order = ("bare", "harness") if b % 2 == 0 else ("harness", "bare")
-        for kind in order:
+    # Paired design: bare and harness calls alternate one by one (order flipped every pair), so drift and
+    # other processes' load hit both alike; the whole run sits in one energy window and memory window.
+    sampler = LatencySampler(images_per_call=args.batch, steps_per_call=args.steps, device=device)
+    bare: list[float] = []
+    e0 = time.perf_counter()
+    mem = MemoryTracker(device).__enter__()
+    monitor.begin_window("harness")
+    edges_begin = time.perf_counter() - e0
+    for i in range(args.pairs):
+        for kind in (("bare", "harness") if i % 2 == 0 else ("harness", "bare")):
             if kind == "bare":
-                times = []
-                for _ in range(args.calls):
-                    synchronize(device)
-                    s = time.perf_counter()
-                    call()
-                    synchronize(device)
-                    times.append(time.perf_counter() - s)
-                bare_blocks.append(statistics.fmean(times))
+                synchronize(device)
+                s = time.perf_counter()
+                call()
+                synchronize(device)
+                bare.append(time.perf_counter() - s)
             else:
-                e0 = time.perf_counter()
-                with MemoryTracker(device) as mem:
-                    monitor.begin_window(f"block{b}")
-                    e1 = time.perf_counter()
-                    vals = time_callable(call, warmup=0, min_reps=args.calls, min_seconds=0.0,
-                                         max_reps=args.calls, images_per_call=args.batch,
-                                         steps_per_call=args.steps, device=device)
-                    e2 = time.perf_counter()
-                    window = monitor.end_window(f"block{b}")
-                window.values(images=args.calls * args.batch)
-                mem.values()
-                e3 = time.perf_counter()
-                window_costs.append((e1 - e0) + (e3 - e2))
-                harness_blocks.append(vals["latency_image_s"].details["call_mean_s"])
+                with sampler.measure():
+                    call()
+    e1 = time.perf_counter()
+    window = monitor.end_window("harness")
+    mem.__exit__(None, None, None)
+    window.values(images=args.pairs * args.batch, idle_power=monitor.idle_power)
+    mem.values()
+    latency = sampler.values()
+    edges_cost = edges_begin + (time.perf_counter() - e1)
+    harness = sampler.call_seconds
     power = monitor.stop_timeline() if timeline else []
     monitor.close()
 
@@ -125,42 +129,48 @@ def main() -> None:
             pass
     timer_cost = (time.perf_counter() - s) / n_empty
 
-    bare_med, harness_med = statistics.median(bare_blocks), statistics.median(harness_blocks)
-    # A/A: the two halves of the bare blocks against each other (what noise alone produces)
-    aa_spread = abs(statistics.median(bare_blocks[0::2]) - statistics.median(bare_blocks[1::2])) / bare_med
-    window_cost = statistics.median(window_costs)
-    fixed_per_call = timer_cost + window_cost / args.calls
+    ratios = [h / b for h, b in zip(harness, bare, strict=True)]
+    paired = statistics.median(ratios) - 1.0
+    best = min(harness) / min(bare) - 1.0
+    # A/A: consecutive bare calls against each other (what noise alone produces)
+    aa = statistics.median([b2 / b1 for b1, b2 in zip(bare[::2], bare[1::2], strict=False)]) - 1.0
+    fixed_per_call = timer_cost + edges_cost / args.pairs
+    bare_med = statistics.median(bare)
     result = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "pipeline": source,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
-        "steps": args.steps, "batch": args.batch, "blocks": args.blocks, "calls_per_block": args.calls,
-        "bare_block_mean_call_s": bare_blocks,
-        "harness_block_mean_call_s": harness_blocks,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "steps": args.steps, "batch": args.batch, "pairs": args.pairs,
+        "bare_call_s": bare,
+        "harness_call_s": harness,
         "bare_median_call_s": bare_med,
-        "harness_median_call_s": harness_med,
-        "end_to_end_overhead_frac": (harness_med - bare_med) / bare_med,
-        "bare_aa_difference_frac": aa_spread,
+        "harness_median_call_s": statistics.median(harness),
+        "overhead_paired_median_frac": paired,
+        "overhead_best_of_frac": best,
+        "aa_noise_median_frac": aa,
         "timer_cost_per_call_s": timer_cost,
-        "window_edges_cost_s": window_cost,
+        "window_edges_cost_s": edges_cost,
         "fixed_overhead_per_call_frac": fixed_per_call / bare_med,
         "energy_monitor_setup_s": setup_s,
         "power_timeline_samples": len(power),
+        "latency_image_s": latency["latency_image_s"].to_dict(),
         "gpu_energy_status": window.gpu_status, "gpu_energy_note": window.gpu_note,
-        "cpu_energy_status": window.cpu_status,
+        "cpu_energy_status": window.cpu_status, "cpu_energy_note": window.cpu_note,
     }
     print(f"pipeline: {source}")
-    print(f"device: {result['device_name']}  steps={args.steps} batch={args.batch} "
-          f"blocks={args.blocks}x{args.calls} calls")
-    print(f"bare    call (median of block means): {bare_med * 1e3:9.3f} ms")
-    print(f"harness call (median of block means): {harness_med * 1e3:9.3f} ms")
-    print(f"end-to-end overhead: {100 * result['end_to_end_overhead_frac']:+.2f} %  "
-          f"(A/A difference between halves of the bare blocks: {100 * aa_spread:.2f} %)")
-    print(f"fixed costs: Timer {timer_cost * 1e6:.1f} us/call, window edges {window_cost * 1e3:.2f} ms/block "
-          f"-> {100 * result['fixed_overhead_per_call_frac']:.3f} % of a call")
-    print(f"EnergyMonitor setup (once): {setup_s:.2f} s; GPU energy: {window.gpu_status} ({window.gpu_note})")
+    print(f"device: {result['device_name']}  steps={args.steps} batch={args.batch} pairs={args.pairs} "
+          f"load average {result['load_average']}")
+    print(f"bare    call: median {bare_med * 1e3:9.3f} ms  best {min(bare) * 1e3:9.3f} ms")
+    print(f"harness call: median {statistics.median(harness) * 1e3:9.3f} ms  best {min(harness) * 1e3:9.3f} ms")
+    print(f"overhead: paired median {100 * paired:+.2f} %, best-of {100 * best:+.2f} %  "
+          f"(A/A noise, bare vs bare: {100 * aa:+.2f} %)")
+    print(f"fixed costs: Timer {timer_cost * 1e6:.1f} us/call, window edges {edges_cost * 1e3:.2f} ms per window "
+          f"-> {100 * result['fixed_overhead_per_call_frac']:.4f} % of a call")
+    print(f"EnergyMonitor setup (once): {setup_s:.2f} s; GPU energy: {window.gpu_status} ({window.gpu_note}); "
+          f"CPU energy: {window.cpu_status}")
     out = args.out or ROOT / "benchmarks" / "results" / f"harness_overhead_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

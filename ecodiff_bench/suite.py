@@ -423,6 +423,7 @@ class EcoDiffOptions(_Options):
 class TaylorOptions(_Options):
     threshold: float = Field(0.05, ge=0, le=1, description="stop at the first step with loss < T * max")
     batch: int = Field(4, gt=0, description="calibration batch size")
+    timestep_stride: int = Field(10, gt=0, description="visit every k-th training timestep (1: all, as the paper)")
 
 
 class MagnitudeOptions(_Options):

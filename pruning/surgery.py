@@ -10,6 +10,8 @@ Works on real and on meta tensors (for counting).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -32,7 +34,9 @@ def _sliced_linear(old: nn.Linear, rows: torch.Tensor | None, cols: torch.Tensor
     bias = old.bias
     if bias is not None and rows is not None:
         bias = bias.index_select(0, rows.to(bias.device))
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    with warnings.catch_warnings():  # a fully pruned producer legitimately has zero rows
+        warnings.simplefilter("ignore", UserWarning)
+        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
     new.weight = nn.Parameter(weight.detach().clone(), requires_grad=old.weight.requires_grad)
     if bias is not None:
         new.bias = nn.Parameter(bias.detach().clone(), requires_grad=old.bias.requires_grad)

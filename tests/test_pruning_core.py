@@ -4,11 +4,11 @@ import copy
 
 import pytest
 import torch
+from tiny import FLUX_CALL, SDXL_CALL, flux_pipeline, sdxl_pipeline
 
 import pruning
 from pruning import trajectory as tr
 from pruning.masks import MaskSet
-from tiny import FLUX_CALL, SDXL_CALL, flux_pipeline, sdxl_pipeline
 
 PROMPT = "a handwritten digit seven"
 

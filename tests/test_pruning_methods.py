@@ -7,13 +7,13 @@ import textwrap
 
 import pytest
 import torch
+from tiny import SDXL_CALL, flux_pipeline, sdxl_pipeline
 from torch import nn
 
 import pruning
 from pruning.methods.ecodiff import EcoDiffConfig, ecodiff_scores
 from pruning.methods.unit_weights import per_unit
 from pruning.targets import Consumer, Producer, UnitGroup
-from tiny import SDXL_CALL, flux_pipeline, sdxl_pipeline
 
 PROMPTS = ["a handwritten digit seven", "a handwritten digit one", "a handwritten digit three"]
 SDXL_SAMPLING = {"steps": 4, "guidance": 5.0, "height": 16, "width": 16}

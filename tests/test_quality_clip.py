@@ -102,6 +102,10 @@ def test_errors(tiny_clip, tmp_path, monkeypatch):
     msg = str(err.value)
     assert "open_clip_model.safetensors" in msg and "timm/vit_base_patch32_clip_224.openai" in msg
     assert str(tmp_path / "hf") in msg
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "open_clip_config.json").write_text(json.dumps({"model_cfg": MODEL_CFG}))
+    with pytest.raises(FileNotFoundError, match="random weights are never used"):
+        ClipScore(f"local-dir:{tmp_path / 'noweights'}")
     with pytest.raises(ValueError, match="would download"):
         ClipScore("hf-hub:laion/whatever")
     with pytest.raises(ValueError, match="tokenizer: required"):

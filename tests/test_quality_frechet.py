@@ -11,6 +11,7 @@ from torch import nn
 
 from ecodiff_bench.quality.frechet import (
     INCEPTION_FILE_NAMES,
+    EncoderFeatures,
     FrechetDistance,
     IncomparableError,
     ReferenceStats,
@@ -110,7 +111,7 @@ def test_reference_round_trip_and_extractor_check(tmp_path):
     loaded = ReferenceStats.load(s.save(tmp_path / "r.safetensors"))
     assert torch.equal(loaded.mu, s.mu) and loaded.n == 10 and loaded.meta == {"extractor_id": "x"}
     fd = FrechetDistance(OneLayer(3))
-    with pytest.raises(IncomparableError, match="computed with extractor x"):
+    with pytest.raises(IncomparableError, match="computed with extractor_id x"):
         fd.set_reference(loaded)
     with pytest.raises(ValueError, match="have \\(3,\\) features, this extractor gives 12"):
         FrechetDistance(FlattenExtractor()).set_reference(loaded)
@@ -177,3 +178,39 @@ def test_inception_file_that_is_not_inception(tmp_path):
     torch.save({"fc.weight": torch.zeros(10, 10)}, bad)
     with pytest.raises(ValueError, match="not the TF Inception v3"):
         FrechetDistance(feature_extractor_weights_path=bad)
+
+
+def test_encoder_features_wraps_an_image_encoder():
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(1)
+            self.proj = nn.Linear(3 * 4 * 4, 6)
+
+        def encode_image(self, x):
+            return self.proj(x.flatten(1))
+
+    extractor = EncoderFeatures(Encoder(), num_features=6)
+    fd = FrechetDistance(extractor)
+    assert fd.feature_dim == 6 and fd.extractor_id.startswith("EncoderFeatures/sha256:")
+    x = images(20, 12, size=4)
+    u8 = (x * 255).round().to(torch.uint8)
+    fd.update(u8, real=True)  # uint8 reaches the extractor as float in [0, 1]
+    fd.update(u8.float() / 255, real=False)
+    assert abs(float(fd.compute())) < 1e-6
+    custom = FrechetDistance(EncoderFeatures(Encoder(), lambda m, t: m.encode_image(t) * 2), input_img_size=(3, 4, 4))
+    assert custom.feature_dim == 6  # probed with a dummy image
+
+
+def test_same_label_new_weights_does_not_reuse_a_stale_reference(tmp_path):
+    real = [images(20, 13, size=4)]
+    a = FrechetDistance(OneLayer(), extractor_id="digits-clip")
+    a.load_or_compute_reference(real, cache_dir=tmp_path)
+    retrained = OneLayer()
+    with torch.no_grad():
+        retrained.proj.weight.mul_(2)
+    b = FrechetDistance(retrained, extractor_id="digits-clip")
+    b.load_or_compute_reference(real, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("frechet-ref-*.safetensors"))) == 2
+    with pytest.raises(IncomparableError, match="extractor_sha256"):
+        b.set_reference(a.real_stats())

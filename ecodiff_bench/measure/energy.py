@@ -381,6 +381,7 @@ class EnergyMonitor:
         self.cpu_mode = cpu
         self.rapl: RaplReader | None = None
         self.cpu_tdp_w = cpu_tdp_w
+        self._tdp: tuple[str, float | None] | str = "CPU estimate not set up"
         self._cpu_reason = ""
         self._setup_cpu(rapl_root)
         self.idle_power: Value | None = None
@@ -413,6 +414,13 @@ class EnergyMonitor:
             if self.cpu_mode == "rapl":
                 return
         self.cpu_mode = "estimate"
+        if self.cpu_tdp_w is not None:
+            self._tdp = ("given", float(self.cpu_tdp_w))
+            return
+        try:  # look the CPU up now (about a second, once per process), not inside a measurement
+            self._tdp = _codecarbon_cpu_tdp()
+        except Exception as err:  # codecarbon's detection can fail in many ways; keep the reason
+            self._tdp = f"codecarbon CPU model failed: {err}"
 
     @property
     def gpus(self):
@@ -556,13 +564,9 @@ class EnergyMonitor:
             domains = ", ".join(n for n, _, _ in self.rapl.domains)
             return self.rapl.joules(start.rapl, end.rapl), "measured", f"RAPL ({domains}; whole package)"
         # estimate: codecarbon's TDP table x this process's share of the CPUs
-        if self.cpu_tdp_w is not None:
-            model, tdp = "given", float(self.cpu_tdp_w)
-        else:
-            try:
-                model, tdp = _codecarbon_cpu_tdp()
-            except Exception as err:  # codecarbon's detection can fail in many ways; say which
-                return None, "unavailable", f"{self._cpu_reason}; codecarbon CPU model failed: {err}"
+        if isinstance(self._tdp, str):
+            return None, "unavailable", f"{self._cpu_reason}; {self._tdp}"
+        model, tdp = self._tdp
         if not tdp:
             return None, "unavailable", f"{self._cpu_reason}; codecarbon knows no TDP for CPU {model!r}"
         cpu_s = max(0.0, end.cpu_s - start.cpu_s)

@@ -9,6 +9,7 @@ from ecodiff_bench.quality.clip_score import ClipScore, find_clip_checkpoint, lo
 from ecodiff_bench.quality.consistency import ConsistencyVsBase
 from ecodiff_bench.quality.distributed import init_distributed, rank_world, shard, shard_range
 from ecodiff_bench.quality.frechet import (
+    EncoderFeatures,
     FrechetDistance,
     IncomparableError,
     ReferenceStats,
@@ -22,6 +23,7 @@ from ecodiff_bench.quality.frechet import (
 __all__ = [
     "ClipScore",
     "ConsistencyVsBase",
+    "EncoderFeatures",
     "FrechetDistance",
     "IncomparableError",
     "ReferenceStats",

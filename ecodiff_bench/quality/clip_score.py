@@ -91,6 +91,10 @@ def load_open_clip(
         local = Path(model_name.removeprefix("local-dir:"))
         if not (local / "open_clip_config.json").is_file():
             raise FileNotFoundError(f"model_name: {local / 'open_clip_config.json'} does not exist")
+        if not any(any(local.glob(f"*{ext}")) for ext in (".safetensors", ".bin", ".pth")):
+            # open_clip would build the model with random weights and only log a warning
+            raise FileNotFoundError(f"model_name: no weights file (*.safetensors, *.bin, *.pth) in {local}; "
+                                    "random weights are never used for CLIP score")
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, device=device)
         return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
     path = find_clip_checkpoint(model_name, checkpoint_path)

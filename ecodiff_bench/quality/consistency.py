@@ -63,12 +63,15 @@ class ConsistencyVsBase:
         ssim = float(self.ssim.compute())
         psnr = float(self.psnr.compute())
         details = {"n_local": self.n, "data_range": 1.0}
-        psnr_note = "pooled MSE over all pairs"
-        if math.isinf(psnr):
-            psnr_note += "; images identical (MSE = 0)"
+        if math.isinf(psnr):  # stores and JSON hold no infinity: say it in words instead
+            psnr_value = Value.unavailable("psnr_vs_base", "dB", "infinite: images identical to the base (MSE = 0)",
+                                           True)
+        else:
+            psnr_value = Value("psnr_vs_base", psnr, "dB", "measured", True, note="pooled MSE over all pairs",
+                               details=details)
         return {
             "ssim_vs_base": Value("ssim_vs_base", ssim, "", "measured", True,
                                   note="mean SSIM (Gaussian window 11, sigma 1.5) vs the unpruned model",
                                   details=details),
-            "psnr_vs_base": Value("psnr_vs_base", psnr, "dB", "measured", True, note=psnr_note, details=details),
+            "psnr_vs_base": psnr_value,
         }

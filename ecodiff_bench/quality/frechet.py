@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from ecodiff_bench.quality._images import check_images, to_uint8
+from ecodiff_bench.quality._images import check_images, to_float01, to_uint8
 from ecodiff_bench.values import Value
 
 __all__ = [
@@ -193,6 +193,25 @@ class ReferenceStats:
             return cls(mu=f.get_tensor("mu"), sigma=f.get_tensor("sigma"), n=int(f.get_tensor("n")[0]), meta=meta)
 
 
+class EncoderFeatures(nn.Module):
+    """Any image encoder as a Fréchet feature extractor: ``forward(x) = encode(model, x)`` (default
+    ``model.encode_image(x)``). E.g. the digits zoo's CLIP:
+    ``EncoderFeatures(clip, lambda m, x: zoo.encode_images(m, x, normalize=False), num_features=D)``.
+    The wrapped model's weights define the extractor's identity (its fingerprint)."""
+
+    def __init__(self, model: nn.Module, encode: Callable[[nn.Module, Tensor], Tensor] | None = None, *,
+                 num_features: int | None = None):
+        super().__init__()
+        self.model = model
+        self.encode = encode
+        if num_features is not None:
+            self.num_features = int(num_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.encode(self.model, x) if self.encode is not None else self.model.encode_image(x)
+
+
 def _dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -234,6 +253,7 @@ class FrechetDistance(FrechetInceptionDistance):
             super().__init__(feature=2048, reset_real_features=False, normalize=False,
                              feature_extractor_weights_path=str(path), antialias=antialias, **metric_kwargs)
             self.metric_name = name or "fid"
+            self.fingerprint = sha
             self.extractor_id = extractor_id or f"inception-v3-tf-2015-12-05/sha256:{sha}"
             self.settings = {"extractor": "inception-v3 (TF 2015-12-05 weights)", "weights_file": str(path),
                              "weights_sha256": sha, "features": 2048, "antialias": antialias,
@@ -248,18 +268,23 @@ class FrechetDistance(FrechetInceptionDistance):
             super().__init__(feature=feature_extractor, reset_real_features=False, normalize=True,
                              input_img_size=input_img_size, **metric_kwargs)
             self.metric_name = name or "frechet_distance"
-            self.extractor_id = extractor_id or f"{type(feature_extractor).__qualname__}/sha256:" \
-                                                f"{module_fingerprint(feature_extractor)}"
-            self.settings = {"extractor": type(feature_extractor).__qualname__}
+            self.fingerprint = module_fingerprint(feature_extractor)
+            self.extractor_id = extractor_id or f"{type(feature_extractor).__qualname__}/sha256:{self.fingerprint}"
+            self.settings = {"extractor": type(feature_extractor).__qualname__,
+                             "extractor_sha256": self.fingerprint}
         self.num_samples = num_samples
         self.feature_dim = int(self.real_features_sum.shape[0])
         self._last: dict[str, Any] = {}
 
     # -- updates ------------------------------------------------------------------------------------
     def update(self, imgs: Tensor, real: bool) -> None:  # type: ignore[override]
+        """Inception: images become uint8 (floats rounded). Custom extractors get float32 in [0, 1]
+        (uint8 is scaled), so both kinds of input work with either."""
         if not self.used_custom_model:
             imgs = to_uint8(check_images(imgs))
-        super().update(imgs, real)
+        elif imgs.dtype == torch.uint8:
+            imgs = to_float01(imgs)
+        super().update(imgs.to(self.device), real)
 
     # -- reference ----------------------------------------------------------------------------------
     def real_stats(self) -> ReferenceStats:
@@ -271,6 +296,7 @@ class FrechetDistance(FrechetInceptionDistance):
             mu = self.real_features_sum / n
             sigma = (self.real_features_cov_sum - n * torch.outer(mu, mu)) / (n - 1)
         return ReferenceStats(mu.clone(), sigma.clone(), n, {"extractor_id": self.extractor_id,
+                                                              "extractor_sha256": self.fingerprint,
                                                               "feature_dim": str(self.feature_dim)})
 
     def set_reference(self, stats: ReferenceStats) -> None:
@@ -279,10 +305,11 @@ class FrechetDistance(FrechetInceptionDistance):
         if tuple(stats.mu.shape) != (self.feature_dim,) or tuple(stats.sigma.shape) != (self.feature_dim,) * 2:
             raise ValueError(f"{self.metric_name}: reference statistics have {tuple(stats.mu.shape)} features, "
                              f"this extractor gives {self.feature_dim}")
-        ref_id = stats.meta.get("extractor_id")
-        if ref_id and ref_id != self.extractor_id:
-            raise IncomparableError(f"{self.metric_name}: reference statistics were computed with extractor "
-                                    f"{ref_id}, this metric uses {self.extractor_id}")
+        for key, mine in (("extractor_id", self.extractor_id), ("extractor_sha256", self.fingerprint)):
+            theirs = stats.meta.get(key)
+            if theirs and theirs != mine:
+                raise IncomparableError(f"{self.metric_name}: reference statistics were computed with {key} "
+                                        f"{theirs}, this metric uses {mine}")
         rank, _ = _dist_rank_world()
         dev = self.real_features_sum.device
         n = stats.n if rank == 0 else 0
@@ -294,7 +321,7 @@ class FrechetDistance(FrechetInceptionDistance):
         self._computed = None
 
     def reference_key(self, data_hash: str) -> str:
-        blob = json.dumps({"data": data_hash, "extractor": self.extractor_id,
+        blob = json.dumps({"data": data_hash, "extractor": self.extractor_id, "weights": self.fingerprint,
                            "settings": {k: v for k, v in self.settings.items() if k != "weights_file"}},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()

@@ -216,7 +216,7 @@ def heldout_accuracy(model, tokenizer) -> tuple[float, int]:
 def train_clip(out_dir: Path, *, seed: int = 0, progress: bool = True, **overrides) -> Path:
     r = apply_overrides(ClipRecipe(), overrides)
     gen = setup_torch(seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     x_train, y_train = data.digits_tensors("train")
     captions = data.all_captions()
     tok = build_clip_tokenizer()
@@ -244,8 +244,9 @@ def train_clip(out_dir: Path, *, seed: int = 0, progress: bool = True, **overrid
         loss.backward()
         opt.step()
     model.eval()
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
 
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".digits-clip-", dir=Path(out_dir).parent))
     from safetensors.torch import save_file
 
@@ -264,6 +265,8 @@ def train_clip(out_dir: Path, *, seed: int = 0, progress: bool = True, **overrid
         "params": {"visual": count_params(m.visual), "text": count_params(m) - count_params(m.visual),
                    "total": count_params(m)},
         "training_time_s": round(train_s, 2),
+        "training_cpu_time_s": round(train_cpu_s, 2),
+        "training_threads": torch.get_num_threads(),
         "heldout_zero_shot_accuracy": {"value": round(acc, 4), "n_samples": n, "classes": list(data.PROMPTS)},
         "recognisability": None,
         "call_kwargs": {},

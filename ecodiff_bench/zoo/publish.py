@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import data
 from .common import CARD_FILE, replace_dir, versions, weight_bytes, write_clip_tokenizer_files, write_json
 
@@ -34,6 +36,7 @@ def save_pipeline(pipe, out_dir: Path, *, name: str, family: str, seed: int, rec
         "training_time_s": round(train_s, 2),
         "training_cpu_time_s": round(train_cpu_s, 2),
         "training_time_breakdown_s": {k: round(v, 2) for k, v in times.items()},
+        "training_threads": torch.get_num_threads(),
         "recognisability": None,
         "call_kwargs": call_kwargs,
         "teacher": teacher,

@@ -23,6 +23,7 @@ from .unit_weights import owned_parameters, per_unit
 @dataclass
 class TaylorConfig:
     threshold: float = 0.05
+    batch: int = 4  # calibration images: one batch of the model's own samples, as the paper's one real batch
     timestep_stride: int = 10  # visit every k-th training timestep (1 = every one, as in the paper)
     max_timesteps: int = 1000
     seed: int = 0
@@ -52,6 +53,7 @@ def taylor_scores(
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Diff-Pruning importance of every unit. ``sampling`` holds steps/guidance/height/width/max_sequence_length."""
     cfg = config or TaylorConfig()
+    prompts = list(prompts)[: cfg.batch]
     denoiser = trajectory.denoiser_of(pipe)
     steps, guidance = sampling["steps"], sampling["guidance"]
     geometry = {k: sampling.get(k) for k in ("height", "width")}

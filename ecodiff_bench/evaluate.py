@@ -1,0 +1,166 @@
+"""Measuring one pipeline: size, FLOPs, latency, memory, energy, carbon and image quality.
+
+The :class:`Evaluator` is built once per model of a suite. It owns what every variant of that model is
+compared against (evaluation prompts and seeds, the unpruned model's images, the quality metrics and their
+reference statistics) and turns a pipeline into a dict of :class:`~ecodiff_bench.values.Value`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import models
+from .measure import carbon, energy, latency, memory
+from .values import Value
+
+
+@dataclass
+class Measured:
+    metrics: dict[str, Value] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    images: torch.Tensor | None = None
+
+    def add(self, values: dict[str, Value]) -> None:
+        self.metrics.update(values)
+
+
+def _atomic_json(path: Path, payload: Any) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload))
+    tmp.replace(path)
+    return str(path)
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 10) -> str:
+    from torchvision.utils import save_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    save_image(images[: nrow * 2].float(), tmp, nrow=nrow, padding=1)
+    tmp.replace(path)
+    return str(path)
+
+
+class Evaluator:
+    """Everything needed to measure the variants of one model the same way."""
+
+    def __init__(self, spec, settings: dict, device: torch.device, monitor: energy.EnergyMonitor, cache: Path):
+        self.spec, self.settings, self.device, self.monitor, self.cache = spec, settings, device, monitor, cache
+        ev = spec.evaluation
+        prompts = ev.load_prompts()
+        self.prompts = [prompts[i % len(prompts)] for i in range(ev.samples)]
+        self.seeds = [ev.seed + i for i in range(ev.samples)]
+        perf = spec.performance
+        self.timing_prompt = perf.prompt or self.prompts[0]
+        self.batch = perf.batch_size
+        self._quality: dict[str, Any] | None = None
+
+    # -- generation -------------------------------------------------------------------------------------------
+    def generate(self, pipe, prompts, seeds) -> torch.Tensor:
+        return models.generate(pipe, prompts, seeds, family=self.spec.family, extra=self.settings,
+                               batch_size=self.batch)
+
+    def one_call(self, pipe):
+        return lambda: self.generate(pipe, [self.timing_prompt] * self.batch, [self.spec.evaluation.seed] * self.batch)
+
+    def eval_images(self, pipe, *, timed: latency.LatencySampler | None = None) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(self.prompts), max(self.batch, 10)):
+            stop = start + max(self.batch, 10)
+            if timed is None:
+                chunks.append(self.generate(pipe, self.prompts[start:stop], self.seeds[start:stop]))
+            else:
+                with timed.measure():
+                    chunks.append(self.generate(pipe, self.prompts[start:stop], self.seeds[start:stop]))
+        return torch.cat(chunks)
+
+    # -- measurement ------------------------------------------------------------------------------------------
+    def measure(self, pipe, out: Path, *, base_pipe=None, base_images: torch.Tensor | None = None) -> Measured:
+        m = Measured()
+        m.add(self._size(pipe))
+        m.add(self._speed(pipe, base_pipe))
+        m.add(self._memory(pipe))
+        m.add(self._energy(pipe, out, m))
+        m.images = self.eval_images(pipe)
+        m.artifacts["samples"] = save_grid(m.images, out / "samples.png")
+        m.add(self._quality_values(m.images, base_images))
+        return m
+
+    def _size(self, pipe) -> dict[str, Value]:
+        den = models.denoiser(pipe)
+        values = {"params": memory.count_parameters(den, name="params")}
+        values["flops_per_step"] = memory.flops_per_step(self._one_step(pipe))
+        return values
+
+    def _one_step(self, pipe):
+        import pruning.trajectory as tr
+
+        s = self.settings
+        traj = tr.prepare(pipe, self.timing_prompt, self.spec.evaluation.seed, steps=s["num_inference_steps"],
+                          guidance=s.get("guidance_scale", 0.0), height=s.get("height"), width=s.get("width"),
+                          max_sequence_length=s.get("max_sequence_length", 512))
+        den = models.denoiser(pipe)
+
+        def step():
+            with torch.no_grad():
+                traj.step(den, traj.latents, 0)
+
+        return step
+
+    def _speed(self, pipe, base_pipe) -> dict[str, Value]:
+        lat = self.spec.performance.latency
+        steps = self.settings["num_inference_steps"]
+        common = {"warmup": lat.warmup, "images_per_call": self.batch, "steps_per_call": steps,
+                  "device": self.device}
+        if base_pipe is None or not self.spec.performance.interleave:
+            return latency.time_callable(self.one_call(pipe), min_reps=lat.min_reps, min_seconds=lat.min_seconds,
+                                         max_reps=lat.max_reps, **common)
+        # Base and pruned alternate, so drift (heat, background load) hits both alike.
+        both = latency.interleaved({"pruned": self.one_call(pipe), "base": self.one_call(base_pipe)},
+                                   rounds=lat.min_reps, min_seconds=lat.min_seconds, max_rounds=lat.max_reps,
+                                   **common)
+        values = both["pruned"]
+        base_mean = both["base"]["latency_image_s"].value
+        values["latency_ratio_vs_base"] = Value(
+            "latency_ratio_vs_base", values["latency_image_s"].value / base_mean, "ratio", "measured", False,
+            note="pruned / base mean latency, timed interleaved in the same window",
+            details={"base_latency_image_s": base_mean})
+        return values
+
+    def _memory(self, pipe) -> dict[str, Value]:
+        call = self.one_call(pipe)
+        with memory.MemoryTracker(self.device) as mem:
+            call()
+        return mem.values()
+
+    def _energy(self, pipe, out: Path, m: Measured) -> dict[str, Value]:
+        lat = self.spec.performance.latency
+        if self.monitor.gpus:  # a power timeline needs NVML; energy itself falls back to the CPU figures
+            self.monitor.start_timeline(self.spec.energy.sample_interval_s)
+        try:
+            values = energy.measure_energy(self.one_call(pipe), self.monitor, images_per_call=self.batch,
+                                           min_seconds=lat.min_seconds, min_reps=lat.min_reps,
+                                           max_reps=lat.max_reps)
+        finally:
+            timeline = self.monitor.stop_timeline()
+        if timeline:
+            m.artifacts["power_timeline"] = _atomic_json(out / "power_timeline.json", timeline)
+        if self.spec.energy.carbon:
+            values.update(carbon.carbon_values(values["energy_image_j"], self.spec.energy.country,
+                                               self.spec.energy.region))
+        return values
+
+    # -- quality ----------------------------------------------------------------------------------------------
+    def _quality_values(self, images: torch.Tensor, base_images: torch.Tensor | None) -> dict[str, Value]:
+        from . import quality_setup
+
+        wanted = self.spec.evaluation.metrics
+        if self._quality is None:
+            self._quality = quality_setup.build(self.spec.evaluation, self.cache, self.device)
+        return quality_setup.compute(self._quality, wanted, images, self.prompts, base_images)

@@ -1,0 +1,114 @@
+"""End-to-end `ecodiff-bench run` on tiny pipelines saved to disk: records, resume, report, kill safety."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ecodiff_bench.cli import main
+from ecodiff_bench.store import Store
+
+METHODS = [
+    {"name": "ecodiff", "ratios": [0.3], "options": {"epochs": 1, "accumulate": 2, "prompts": 2}},
+    {"name": "taylor", "ratios": [0.3], "options": {"batch": 2, "timestep_stride": 250}},
+    {"name": "magnitude", "ratios": [0.3]},
+    {"name": "random", "ratios": [0.3, 0.5]},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    import tiny
+
+    root = tmp_path_factory.mktemp("models")
+    tiny.sdxl_pipeline().save_pretrained(root / "sdxl")
+    tiny.flux_pipeline(guidance_embeds=False).save_pretrained(root / "flux")
+    return root
+
+
+def _suite(tmp_path: Path, tiny_dirs: Path, models=("sdxl",), methods=METHODS) -> Path:
+    entries = {
+        "sdxl": {"name": "sdxl", "source": str(tiny_dirs / "sdxl"), "steps": 4, "guidance": 5.0},
+        "flux": {"name": "flux-schnell", "source": str(tiny_dirs / "flux"), "steps": 2, "guidance": 0.0,
+                 "max_sequence_length": 8},
+    }
+    suite = {
+        "name": "tiny",
+        "models": [{**entries[m], "height": 16, "width": 16, "device": "cpu", "dtype": "float32"} for m in models],
+        "methods": methods,
+        "calibration": {"prompts": ["a photo of a cat", "a handwritten digit seven"], "count": 2},
+        "evaluation": {"prompts": ["a photo of a cat", "a handwritten digit one"], "samples": 4,
+                       "metrics": ["ssim_vs_base", "psnr_vs_base"]},
+        "performance": {"latency": {"warmup": 0, "min_reps": 1, "min_seconds": 0, "max_reps": 2}},
+        "energy": {"country": "FRA", "idle_baseline_s": 0},
+        "outputs": {"dir": str(tmp_path / "out")},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def test_run_measures_every_variant_then_skips_them(tmp_path, tiny_dirs):
+    suite = _suite(tmp_path, tiny_dirs, models=("sdxl", "flux"))
+    result = CliRunner().invoke(main, ["run", str(suite)])
+    assert result.exit_code == 0, result.output
+    store = Store(tmp_path / "out" / "store.sqlite")
+    records = store.records(suite="tiny")
+    assert len(records) == 2 * 6 and all(r["status"] == "ok" for r in records)
+    pruned = [r for r in records if r["method"] != "base"]
+    for r in pruned:
+        m = r["metrics"]
+        assert m["params"]["value"] < next(b for b in records if b["method"] == "base" and b["model"] == r["model"])[
+            "metrics"]["params"]["value"]
+        assert 0.3 <= m["params_removed_frac"]["value"] < 0.6
+        assert 0 < m["ssim_vs_base"]["value"] <= 1
+        assert Path(r["artifacts"]["plan"]).exists() and Path(r["artifacts"]["samples"]).exists()
+        for name in ("latency_image_s", "energy_image_j", "flops_per_step", "pruning_time_s"):
+            assert name in m
+    eco = next(r for r in pruned if r["method"] == "ecodiff")
+    assert Path(eco["artifacts"]["training_curve"]).exists()
+    assert (tmp_path / "out" / "report" / "report.html").exists()
+    stamps = {r["record_id"]: r["created_at"] for r in records}
+
+    again = CliRunner().invoke(main, ["run", str(suite)])
+    assert again.exit_code == 0
+    assert "already measured" in again.output
+    assert {r["record_id"]: r["created_at"] for r in store.records(suite="tiny")} == stamps
+
+
+def test_pruned_model_written_by_run_loads_with_pruning_load(tmp_path, tiny_dirs):
+    import pruning
+
+    suite = _suite(tmp_path, tiny_dirs, methods=[{"name": "magnitude", "ratios": [0.3]}])
+    assert CliRunner().invoke(main, ["run", str(suite)]).exit_code == 0
+    record = next(r for r in Store(tmp_path / "out" / "store.sqlite").records() if r["method"] == "magnitude")
+    pipe = pruning.load(record["artifacts"]["model_dir"])
+    assert sum(p.numel() for p in pipe.unet.parameters()) == record["metrics"]["params"]["value"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_loses_nothing(tmp_path, tiny_dirs):
+    suite = _suite(tmp_path, tiny_dirs, methods=[{"name": "random", "ratios": [0.1, 0.2, 0.3, 0.4, 0.5]}])
+    store_path = tmp_path / "out" / "store.sqlite"
+    cmd = [sys.executable, "-m", "ecodiff_bench", "run", str(suite)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if store_path.exists() and len(Store(store_path).records()) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {r["record_id"]: r for r in Store(store_path).records()}
+    assert 2 <= len(before) < 6
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    after = {r["record_id"]: r for r in Store(store_path).records()}
+    assert len(after) == 6 and all(r["status"] == "ok" for r in after.values())
+    assert all(after[k] == v for k, v in before.items())  # nothing measured before the kill was redone
