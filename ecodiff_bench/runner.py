@@ -261,7 +261,7 @@ def _measure_spec(ctx, spec, pipe, settings, evaluator, base_images, memo) -> di
     folder = ctx.out / "artifacts" / spec.record_id[:16]
     if spec.is_base:
         m = evaluator.measure(pipe, folder, base_images=None)
-        return _record(ctx, spec, m.metrics, m.artifacts, settings)
+        return _record(ctx, spec, {**m.metrics, **_base_values(pipe)}, m.artifacts, settings)
     plan = _plan(spec, pipe, settings, ctx.cache, memo)
     scores = memo[spec.score_key]
     pruned = pruning.apply(copy.deepcopy(pipe), plan)
@@ -277,6 +277,18 @@ def _measure_spec(ctx, spec, pipe, settings, evaluator, base_images, memo) -> di
 
     metrics["disk_bytes"] = disk_size(target / ("unet" if hasattr(pipe, "unet") else "transformer"))
     return _record(ctx, spec, metrics, m.artifacts, settings, plan=plan)
+
+
+def _base_values(pipe) -> dict[str, Value]:
+    from .measure.memory import disk_size
+
+    attr = "unet" if hasattr(pipe, "unet") else "transformer"
+    folder = Path(str(pipe.config.get("_name_or_path", ""))) / attr
+    disk = disk_size(folder) if folder.is_dir() else Value.unavailable(
+        "disk_bytes", "B", "the unpruned weights are not in a local directory (random-init or hub cache)", False)
+    zero = {"params_removed_frac": Value("params_removed_frac", 0.0, "fraction", "measured", None, "unpruned"),
+            "units_removed_frac": Value("units_removed_frac", 0.0, "fraction", "measured", None, "unpruned")}
+    return {"disk_bytes": disk, **zero}
 
 
 def _plan_values(plan: pruning.PruningPlan) -> dict[str, Value]:

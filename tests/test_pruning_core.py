@@ -157,16 +157,6 @@ def test_surgery_equals_hard_masked_model(case):
     assert image.shape[-2:] == (call["height"], call["width"]) and torch.isfinite(image).all()
 
 
-def test_surgery_works_on_meta_device():
-    with torch.device("meta"):
-        den = sdxl_pipeline().unet.to("meta")
-    groups = pruning.find_groups(den)
-    plan = pruning.plan(den, pruning.Scores("random", pruning.random_scores(groups)), 0.2)
-    before = sum(p.numel() for p in den.parameters())
-    pruning.apply_plan(den, plan)
-    assert before - sum(p.numel() for p in den.parameters()) == plan.params_removed
-
-
 def test_surgery_rejects_a_plan_for_another_model():
     sdxl, flux = sdxl_pipeline().unet, flux_pipeline().transformer
     groups = pruning.find_groups(flux)
@@ -177,3 +167,21 @@ def test_surgery_rejects_a_plan_for_another_model():
     plan.modules[name].kept = [0, 0]
     with pytest.raises(ValueError, match="invalid kept indices"):
         pruning.apply_plan(flux, plan)
+
+
+@pytest.mark.parametrize(
+    ("family", "heads", "ffn_units"),
+    [("sdxl", 2_600, 332_800), ("flux-dev", 1_368, 933_888)],  # the unit counts METHODS.md gives
+)
+def test_full_size_unit_counts_and_plan_on_meta(family, heads, ffn_units):
+    from ecodiff_bench.models import build_component
+
+    den = build_component(family, "unet" if family == "sdxl" else "transformer", device="meta")
+    groups = pruning.find_groups(den)
+    assert sum(g.n_units for g in groups if g.kind == "heads") == heads
+    assert sum(g.n_units for g in groups if g.kind == "ffn") == ffn_units
+    plan = pruning.plan(den, pruning.Scores("random", pruning.random_scores(groups)), 0.2)
+    before = sum(p.numel() for p in den.parameters())
+    pruning.apply_plan(den, plan)
+    assert before - sum(p.numel() for p in den.parameters()) == plan.params_removed
+    assert 0.2 <= plan.achieved()["params_removed_frac_of_prunable"] < 0.2001

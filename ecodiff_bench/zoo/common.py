@@ -215,6 +215,8 @@ def replace_dir(tmp: Path, final: Path) -> Path:
     """Move a freshly written directory into place (the old one is removed only after success)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for p in [Path(tmp), *Path(tmp).rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)  # mkdtemp makes 0700 folders; safetensors writes 0600
     old = final.with_name(final.name + ".old")
     if old.exists():
         shutil.rmtree(old)

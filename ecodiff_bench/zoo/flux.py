@@ -343,9 +343,31 @@ def train_flux(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
              "guidance_embedding": "distilled CFG scale (trained on g in "
                                    f"[{g_lo}, {g_hi}] against CFG of the phase-1 model)"
                                    if r.distill_iters > 0 else "untrained (phase 2 skipped)"}
-    return _save(pipe, out_dir, name="digits-flux", family="flux-dev", seed=seed, recipe=r,
-                 call_kwargs=call_kwargs, train_s=train_s, train_cpu_s=train_cpu_s, times=times, teacher=None,
-                 evaluate=evaluate, per_digit=r.eval_per_digit, extra=extra)
+    final = _save(pipe, out_dir, name="digits-flux", family="flux-dev", seed=seed, recipe=r,
+                  call_kwargs=call_kwargs, train_s=train_s, train_cpu_s=train_cpu_s, times=times, teacher=None,
+                  evaluate=evaluate, per_digit=r.eval_per_digit, extra=extra)
+    if evaluate and r.distill_iters > 0:
+        record_guidance_check(final)
+    return final
+
+
+def record_guidance_check(model_dir: Path) -> dict | None:
+    """Run guidance_check and store it in the card (skipped when digits-clip is missing)."""
+    import json
+
+    from . import ZooModelMissing, zoo_path
+    from .common import CARD_FILE, write_json
+
+    try:
+        zoo_path("digits-clip")
+    except ZooModelMissing:
+        return None
+    res = guidance_check(model_dir)
+    card_path = Path(model_dir) / CARD_FILE
+    card = json.loads(card_path.read_text())
+    card["guidance_check"] = res
+    write_json(card_path, card)
+    return res
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -427,6 +449,42 @@ def train_flux_schnell(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progr
                  call_kwargs=call_kwargs, train_s=train_s, train_cpu_s=train_cpu_s, times=times,
                  teacher="digits-flux", evaluate=evaluate, per_digit=r.eval_per_digit,
                  steps_sweep=[n for n in (1, 2, 4) if n != r.num_inference_steps])
+
+
+@torch.no_grad()
+def guidance_check(model_dir: Path, per_digit: int = 10, seed: int = 5,
+                   scales: tuple[float, ...] = (1.0, 3.5, 6.0)) -> dict:
+    """What the distilled guidance embedding does, measured: digits-clip accuracy and mean probability of
+    the prompted digit per guidance value, and the distance of the guidance-3.5 samples to true CFG
+    (``true_cfg_scale=3.5`` with the empty negative prompt, guidance input 1) versus that of plain
+    guidance-1 samples. Written into the card by train_flux."""
+    from diffusers import FluxPipeline
+
+    from .classify import DigitsClassifier, generate_digits
+
+    pipe = FluxPipeline.from_pretrained(str(model_dir), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    clf = DigitsClassifier()
+    base = {"num_inference_steps": 20, "height": data.IMAGE_SIZE, "width": data.IMAGE_SIZE,
+            "max_sequence_length": T5_MAX_LENGTH}
+    out: dict = {"per_guidance": {}}
+    images = {}
+    for g in scales:
+        im, lab = generate_digits(pipe, dict(base, guidance_scale=g), per_digit=per_digit, seed=seed)
+        images[g] = im
+        logits = clf.logits(im)
+        out["per_guidance"][str(g)] = {
+            "accuracy": round(float((logits.argmax(1) == lab).float().mean()), 4),
+            "mean_p_prompted": round(float(logits.softmax(1)[torch.arange(len(lab)), lab].mean()), 4),
+        }
+    n = per_digit * data.NUM_CLASSES
+    true_cfg, _ = generate_digits(pipe, dict(base, guidance_scale=1.0, true_cfg_scale=3.5, negative_prompt=[""] * n),
+                                  per_digit=per_digit, seed=seed, batch_digits=data.NUM_CLASSES)
+    if 1.0 in images and 3.5 in images:
+        out["mse_to_true_cfg_3.5"] = {"guidance_3.5": round(float((images[3.5] - true_cfg).pow(2).mean()), 5),
+                                      "guidance_1.0": round(float((images[1.0] - true_cfg).pow(2).mean()), 5)}
+    out["n_samples_per_setting"] = n
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------

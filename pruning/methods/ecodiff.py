@@ -156,7 +156,7 @@ def ecodiff_scores(
             scale = 1.0 / cfg.accumulate
             noise_seed = (cfg.seed * 1_000_003 + position) * 1000
 
-            def loss_fn(z, ref=ref):
+            def loss_fn(z, ref=ref, scale=scale):
                 return torch.nn.functional.mse_loss(z.float(), ref.float()) * scale
 
             loss, _ = backward(trajectory_for(k, prompt), denoiser, loss_fn,
