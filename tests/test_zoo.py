@@ -285,12 +285,14 @@ def test_train_clip_smoke(tmp_path):
     assert tok(["a handwritten digit one"]).shape == (1, 16)
 
 
-def test_train_student_smoke(tmp_path):
-    out = zoo.train("digits-flux-schnell", tmp_path / "s", iters=2, n_pairs=8, teacher_steps=2, batch=4,
-                    evaluate=False, progress=False)
+@pytest.mark.parametrize("name", ["digits-sdxl-turbo", "digits-flux-schnell"])
+def test_train_student_smoke(name, tmp_path):
+    out = zoo.train(name, tmp_path / name, iters=2, n_pairs=8, teacher_steps=2, batch=4, evaluate=False,
+                    progress=False)
     c = json.loads((out / "zoo_card.json").read_text())
-    assert c["teacher"] == "digits-flux" and c["recipe"]["iters"] == 2
-    assert (out / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    assert c["teacher"] == zoo.TEACHERS[name] and c["recipe"]["iters"] == 2
+    assert c["family"] == zoo.FAMILIES[name] and c["call_kwargs"]["guidance_scale"] == 0.0
+    assert (out / "model_index.json").is_file()
 
 
 def test_train_rejects_unknown_settings(tmp_path):
@@ -298,11 +300,12 @@ def test_train_rejects_unknown_settings(tmp_path):
         zoo.train("digits-clip", tmp_path / "x", iterz=3)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["digits-sdxl", "digits-flux"])
 def test_train_teacher_smoke(name, tmp_path):
     out = zoo.train(name, tmp_path / name, iters=2, vae_iters=2, batch=8, evaluate=False, progress=False,
                     **({"distill_iters": 2} if name == "digits-flux" else {}))
+    c = json.loads((out / "zoo_card.json").read_text())
+    assert c["recipe"]["iters"] == 2 and c["recognisability"] is None and c["training_time_s"] > 0
     assert (out / "model_index.json").is_file()
 
 

@@ -142,6 +142,18 @@ def train(
     return train_flux_schnell(out, teacher, seed=seed, progress=progress, evaluate=evaluate, **overrides)
 
 
+def evaluate(name: str, root: str | Path | None = None, per_digit: int = 20, seed: int = 0) -> dict[str, Any]:
+    """Re-score a generator's recognisability with digits-clip at its recorded call settings and write it
+    into its card (e.g. after retraining digits-clip). Returns the recognisability dict."""
+    if name not in GENERATORS:
+        raise ValueError(f"evaluate applies to the generators {list(GENERATORS)}, not {name!r}")
+    from .publish import evaluate_and_record
+
+    steps = card(name, root)["call_kwargs"]["num_inference_steps"]
+    sweep = [n for n in (1, 2, 4) if n != steps] if name in TEACHERS else None
+    return evaluate_and_record(zoo_path(name, root), per_digit=per_digit, steps_sweep=sweep, seed=seed)
+
+
 def train_all(*, seed: int = 0, progress: bool = True) -> list[Path]:
     """Rebuild the whole zoo in dependency order (about 15 minutes on 2 CPU cores)."""
     return [train(n, seed=seed, progress=progress) for n in TRAIN_ORDER]
@@ -163,6 +175,6 @@ def encode_images(model, images, **kwargs):
 
 __all__ = [
     "CARD_FILE", "FAMILIES", "GENERATORS", "MODELS_DIR", "TEACHERS", "TRAIN_ORDER", "ZOO_NAMES",
-    "ZooModelMissing", "card", "encode_images", "list_models", "load_digits_clip", "train", "train_all",
+    "ZooModelMissing", "card", "encode_images", "evaluate", "list_models", "load_digits_clip", "train", "train_all",
     "zoo_path",
 ]

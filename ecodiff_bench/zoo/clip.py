@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from . import data
 from .common import (
     CARD_FILE,
+    TIME_NOTE,
     apply_overrides,
     count_params,
     lr_at,
@@ -267,6 +268,7 @@ def train_clip(out_dir: Path, *, seed: int = 0, progress: bool = True, **overrid
         "training_time_s": round(train_s, 2),
         "training_cpu_time_s": round(train_cpu_s, 2),
         "training_threads": torch.get_num_threads(),
+        "training_time_note": TIME_NOTE,
         "heldout_zero_shot_accuracy": {"value": round(acc, 4), "n_samples": n, "classes": list(data.PROMPTS)},
         "recognisability": None,
         "call_kwargs": {},

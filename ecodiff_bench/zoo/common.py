@@ -18,23 +18,19 @@ import torch
 import torch.nn.functional as F
 
 CARD_FILE = "zoo_card.json"
+TIME_NOTE = ("training_time_s is wall-clock on the machine that trained it (shared 2-core CPU, other jobs "
+             "running); training_cpu_time_s is this process's CPU time")
 
 
 def train_threads() -> int:
-    """CPU threads for training: ECODIFF_ZOO_THREADS if set, else 2, or 1 when the machine is already busy.
+    """CPU threads for training: ECODIFF_ZOO_THREADS if set, else 1.
 
-    On a shared, oversubscribed CPU, two intra-op threads wait on each other at every parallel region
-    (measured here: 18.6 s per UNet step with 2 threads vs 2.8 s with 1 at load 9.6 on 2 cores).
+    Measured on the shared 2-core machines: one training step of the digits-sdxl UNet took 0.32 s with
+    one thread, and 15.8 s with two (at load 3; 18.6 s vs 2.8 s at load 9.6), because the two intra-op
+    threads keep waiting for each other whenever anything else runs. Idle, two threads gained ~20%.
     """
     env = os.environ.get("ECODIFF_ZOO_THREADS")
-    if env:
-        return max(1, int(env))
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0] > cores - 0.5
-    except OSError:
-        busy = False
-    return 1 if busy or cores < 2 else 2
+    return max(1, int(env)) if env else 1
 
 
 def setup_torch(seed: int) -> torch.Generator:

@@ -12,7 +12,15 @@ from typing import Any
 import torch
 
 from . import data
-from .common import CARD_FILE, replace_dir, versions, weight_bytes, write_clip_tokenizer_files, write_json
+from .common import (
+    CARD_FILE,
+    TIME_NOTE,
+    replace_dir,
+    versions,
+    weight_bytes,
+    write_clip_tokenizer_files,
+    write_json,
+)
 
 
 def save_pipeline(pipe, out_dir: Path, *, name: str, family: str, seed: int, recipe,
@@ -37,6 +45,7 @@ def save_pipeline(pipe, out_dir: Path, *, name: str, family: str, seed: int, rec
         "training_cpu_time_s": round(train_cpu_s, 2),
         "training_time_breakdown_s": {k: round(v, 2) for k, v in times.items()},
         "training_threads": torch.get_num_threads(),
+        "training_time_note": TIME_NOTE,
         "recognisability": None,
         "call_kwargs": call_kwargs,
         "teacher": teacher,
