@@ -84,18 +84,12 @@ def _large_sdxl(seed: int):
     (~58 MiB at CFG batch 2) are ten times the U-Net's weights, and an iteration stays ~0.3 s per step on
     one CPU thread.
     """
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline
 
-    small = _tiny_module().sdxl_pipeline(seed=seed)
+    tiny = _tiny_module()
+    small = tiny.sdxl_pipeline(seed=seed)
     torch.manual_seed(seed + 10)
-    unet = UNet2DConditionModel(
-        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=(2, 4),
-        transformer_layers_per_block=(1, 2), use_linear_projection=True, cross_attention_dim=64,
-        addition_embed_type="text_time", addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=6 * 8 + 32, norm_num_groups=16,
-    ).eval()
+    unet = tiny.sdxl_unet(sample_size=32, block_out_channels=(32, 64), norm_num_groups=16)
     pipe = StableDiffusionXLPipeline(
         vae=small.vae, text_encoder=small.text_encoder, text_encoder_2=small.text_encoder_2,
         tokenizer=small.tokenizer, tokenizer_2=small.tokenizer_2, unet=unet, scheduler=small.scheduler,

@@ -18,6 +18,8 @@ from . import models
 from .measure import carbon, energy, latency, memory
 from .values import Value
 
+EVAL_CHUNK = 25  # images per pipeline call while generating the evaluation set
+
 
 @dataclass
 class Measured:
@@ -62,23 +64,18 @@ class Evaluator:
         self._quality: dict[str, Any] | None = None
 
     # -- generation -------------------------------------------------------------------------------------------
-    def generate(self, pipe, prompts, seeds) -> torch.Tensor:
+    def generate(self, pipe, prompts, seeds, batch_size: int | None = None) -> torch.Tensor:
         return models.generate(pipe, prompts, seeds, family=self.spec.family, extra=self.settings,
-                               batch_size=self.batch)
+                               batch_size=batch_size or len(prompts))
 
     def one_call(self, pipe):
         return lambda: self.generate(pipe, [self.timing_prompt] * self.batch, [self.spec.evaluation.seed] * self.batch)
 
-    def eval_images(self, pipe, *, timed: latency.LatencySampler | None = None) -> torch.Tensor:
-        chunks = []
-        for start in range(0, len(self.prompts), max(self.batch, 10)):
-            stop = start + max(self.batch, 10)
-            if timed is None:
-                chunks.append(self.generate(pipe, self.prompts[start:stop], self.seeds[start:stop]))
-            else:
-                with timed.measure():
-                    chunks.append(self.generate(pipe, self.prompts[start:stop], self.seeds[start:stop]))
-        return torch.cat(chunks)
+    def eval_images(self, pipe) -> torch.Tensor:
+        """The evaluation set; generated in chunks (image i depends only on its prompt and seed)."""
+        chunk = max(self.batch, EVAL_CHUNK)
+        return torch.cat([self.generate(pipe, self.prompts[i : i + chunk], self.seeds[i : i + chunk])
+                          for i in range(0, len(self.prompts), chunk)])
 
     # -- measurement ------------------------------------------------------------------------------------------
     def measure(self, pipe, out: Path, *, base_pipe=None, base_images: torch.Tensor | None = None) -> Measured:

@@ -17,6 +17,11 @@ MD_NAME = "report.md"
 ASSETS_DIR = "assets"
 
 
+# What the per-record plot sections say when they have no plots
+NO_HEATMAPS = "No pruned records: no pruning plans to show."
+NO_TRAINING = "No training curves recorded (only ecodiff trains masks)."
+
+
 @dataclass
 class Content:
     title: str
@@ -147,6 +152,14 @@ def _html_plot(p: P.Plot) -> str:
     return "\n".join(parts)
 
 
+def _html_plot_section(anchor: str, heading: str, plots: list[P.Plot], empty: str) -> list[str]:
+    """A section of per-record plots, with ``empty`` said when there are none."""
+    out = [f'<h2 id="{anchor}">{heading}</h2>', *(_html_plot(p) for p in plots)]
+    if not plots:
+        out.append(f'<p class="missing">{empty}</p>')
+    return out
+
+
 def to_html(c: Content) -> str:
     notes = Notes()
     h: list[str] = [
@@ -214,18 +227,9 @@ def to_html(c: Content) -> str:
     h.append('<h2 id="plots">Plots</h2>')
     h.append(_html_plot(c.quality_plot))
     h.append(_html_plot(c.bars_plot))
-    h.append('<h2 id="kept-units">Kept units per layer</h2>')
-    h.extend(_html_plot(p) for p in c.heatmaps)
-    if not c.heatmaps:
-        h.append('<p class="missing">No pruned records: no pruning plans to show.</p>')
-    h.append('<h2 id="power">Power timeline</h2>')
-    h.extend(_html_plot(p) for p in c.power)
-    if not c.power:
-        h.append('<p class="missing">No records.</p>')
-    h.append('<h2 id="training">Mask training curves</h2>')
-    h.extend(_html_plot(p) for p in c.training)
-    if not c.training:
-        h.append('<p class="missing">No training curves recorded (only ecodiff trains masks).</p>')
+    h += _html_plot_section("kept-units", "Kept units per layer", c.heatmaps, NO_HEATMAPS)
+    h += _html_plot_section("power", "Power timeline", c.power, "No records.")
+    h += _html_plot_section("training", "Mask training curves", c.training, NO_TRAINING)
 
     # --- samples
     h.append('<h2 id="samples">Samples (identical seeds)</h2>')
@@ -304,6 +308,16 @@ def _md_plot(p: P.Plot, assets: Path, rel: str) -> list[str]:
     return out
 
 
+def _md_plot_section(heading: str, plots: list[P.Plot], empty: str | None, assets: Path, rel: str) -> list[str]:
+    """A section of per-record plots, with ``empty`` (if any) said when there are none."""
+    out = [f"## {heading}", ""]
+    for p in plots:
+        out += _md_plot(p, assets, rel)
+    if not plots and empty:
+        out += [f"*{empty}*", ""]
+    return out
+
+
 def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
     notes = Notes()
     assets.mkdir(parents=True, exist_ok=True)
@@ -352,19 +366,9 @@ def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
     m += ["## Plots", ""]
     m += _md_plot(c.quality_plot, assets, rel)
     m += _md_plot(c.bars_plot, assets, rel)
-    m += ["## Kept units per layer", ""]
-    for p in c.heatmaps:
-        m += _md_plot(p, assets, rel)
-    if not c.heatmaps:
-        m += ["*No pruned records: no pruning plans to show.*", ""]
-    m += ["## Power timeline", ""]
-    for p in c.power:
-        m += _md_plot(p, assets, rel)
-    m += ["## Mask training curves", ""]
-    for p in c.training:
-        m += _md_plot(p, assets, rel)
-    if not c.training:
-        m += ["*No training curves recorded (only ecodiff trains masks).*", ""]
+    m += _md_plot_section("Kept units per layer", c.heatmaps, NO_HEATMAPS, assets, rel)
+    m += _md_plot_section("Power timeline", c.power, None, assets, rel)
+    m += _md_plot_section("Mask training curves", c.training, NO_TRAINING, assets, rel)
 
     m += ["## Samples (identical seeds)", ""]
     for g in c.groups:

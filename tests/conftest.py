@@ -1,9 +1,11 @@
+import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ecodiff_bench/__init__.py
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -16,3 +18,17 @@ def _few_threads():
 
     torch.set_num_threads(2)
     yield
+
+
+FAKE_NVML = Path(__file__).parent / "fakes" / "pynvml.py"
+
+
+@pytest.fixture
+def nvml(monkeypatch):
+    """A fresh fake NVML (tests/fakes/pynvml.py) installed as ``pynvml``, with CUDA_VISIBLE_DEVICES unset."""
+    spec = importlib.util.spec_from_file_location("pynvml", FAKE_NVML)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setitem(sys.modules, "pynvml", mod)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return mod

@@ -3,7 +3,6 @@ failed read, a GPU without the counter, two GPUs, idle subtraction, the power ti
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -12,21 +11,7 @@ import pytest
 
 from ecodiff_bench.measure.energy import EnergyMonitor, RaplReader, UnknownWindowError, measure_energy
 
-FAKE = Path(__file__).parent / "fakes" / "pynvml.py"
-
-
-def load_fake_nvml(monkeypatch):
-    spec = importlib.util.spec_from_file_location("pynvml", FAKE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    monkeypatch.setitem(sys.modules, "pynvml", mod)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    return mod
-
-
-@pytest.fixture
-def nvml(monkeypatch):
-    return load_fake_nvml(monkeypatch)
+# the ``nvml`` fixture (tests/conftest.py) installs a fresh fake NVML per test
 
 
 def monitor(nvml, **kw):

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from ecodiff_bench.measure.memory import MemoryTracker, count_parameters, disk_size, flops_per_step
-
-FAKE = Path(__file__).parent / "fakes" / "pynvml.py"
 
 
 def test_cpu_window_reports_rss_and_says_why_cuda_is_missing():
@@ -67,13 +61,8 @@ def test_flops_of_a_linear_step_on_meta():
     assert flops_per_step(lambda: torch.ones(3) + 1).status == "unavailable"
 
 
-def test_nvml_memory_uses_the_matching_gpu(monkeypatch):
+def test_nvml_memory_uses_the_matching_gpu(nvml):
     """Pretend a CUDA device is in use so the tracker asks the fake NVML for memory."""
-    spec = importlib.util.spec_from_file_location("pynvml", FAKE)
-    nvml = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nvml)
-    monkeypatch.setitem(sys.modules, "pynvml", nvml)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     nvml.reset([nvml.FakeGpu(memory_used=3 * 2**30), nvml.FakeGpu(memory_used=7 * 2**30)])
     mem = MemoryTracker(device="cpu")
     mem._cuda = True  # no CUDA here: exercise the NVML branch only

@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 from ecodiff_bench.provenance import collect_provenance, gpu_info
 
-FAKE = Path(__file__).parent / "fakes" / "pynvml.py"
 
-
-def _fake(monkeypatch):
-    spec = importlib.util.spec_from_file_location("pynvml", FAKE)
-    nvml = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nvml)
-    monkeypatch.setitem(sys.modules, "pynvml", nvml)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    return nvml
-
-
-def test_provenance_fields(monkeypatch):
-    nvml = _fake(monkeypatch)
+def test_provenance_fields(nvml):
     nvml.reset(init_error=nvml.NVMLError_LibraryNotFound)
     p = collect_provenance(extra={"seeds": [0, 1]})
     for key in ("created_at", "git", "python", "hostname", "cpu", "packages", "torch", "gpu"):
@@ -34,8 +18,7 @@ def test_provenance_fields(monkeypatch):
     assert "commit" in p["git"]
 
 
-def test_gpu_details_from_nvml(monkeypatch):
-    nvml = _fake(monkeypatch)
+def test_gpu_details_from_nvml(nvml):
     nvml.reset([nvml.FakeGpu(name="NVIDIA H100 80GB HBM3", power_limit_mw=700_000)])
     info = gpu_info()
     assert info["status"] == "ok" and info["driver"] == "550.54.15"

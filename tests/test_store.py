@@ -235,6 +235,18 @@ while True:
 """
 
 
+def _sigkill(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _reopen_intact(db: Path) -> Store:
+    """Open the store a killed writer left behind; SQLite must find it intact."""
+    s = Store(db)
+    assert s._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    return s
+
+
 def test_sigkill_inside_a_write_leaves_earlier_records_intact(tmp_path):
     db, marker = tmp_path / "crash.sqlite", tmp_path / "marker"
     proc = subprocess.Popen([sys.executable, "-c", CHILD_MID_TRANSACTION, str(db), str(marker)], env=_child_env())
@@ -245,10 +257,8 @@ def test_sigkill_inside_a_write_leaves_earlier_records_intact(tmp_path):
             assert time.monotonic() < deadline, "child never reached the write"
             time.sleep(0.05)
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    s = Store(db)
-    assert s._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        _sigkill(proc)
+    s = _reopen_intact(db)
     recs = s.records()
     assert sorted(r["model"] for r in recs) == [f"m{i}" for i in range(5)]
     assert all(r["metrics"]["fid"]["unit"] == "" for r in recs)
@@ -272,10 +282,8 @@ def test_sigkill_during_a_stream_of_writes_keeps_every_record_whole(tmp_path):
                 except sqlite3.OperationalError:
                     n = 0
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    s = Store(db)
-    assert s._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        _sigkill(proc)
+    s = _reopen_intact(db)
     recs = s.records()
     assert len(recs) >= 8
     for r in recs:

@@ -68,23 +68,25 @@ def _vae(seed: int):
     ).eval()
 
 
-def sdxl_pipeline(seed: int = 0, scheduler: str = "euler"):
-    from diffusers import (
-        EulerAncestralDiscreteScheduler,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
+def sdxl_unet(sample_size: int = 8, block_out_channels: tuple[int, int] = (16, 32), norm_num_groups: int = 4):
+    """The SDXL-architecture U-Net of ``sdxl_pipeline`` (seeded by the caller), in eval mode."""
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=block_out_channels, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=(2, 4),
         transformer_layers_per_block=(1, 2), use_linear_projection=True, cross_attention_dim=64,
         addition_embed_type="text_time", addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=6 * 8 + 32, norm_num_groups=4,
+        projection_class_embeddings_input_dim=6 * 8 + 32, norm_num_groups=norm_num_groups,
     ).eval()
+
+
+def sdxl_pipeline(seed: int = 0, scheduler: str = "euler"):
+    from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    torch.manual_seed(seed)
+    unet = sdxl_unet()
     sched_cls = EulerAncestralDiscreteScheduler if scheduler == "euler-ancestral" else EulerDiscreteScheduler
     sched = sched_cls(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="leading",
                       steps_offset=1)

@@ -77,83 +77,56 @@ FAMILIES: Registry[Family] = Registry("family")
 MODELS: Registry[NamedModel] = Registry("model")
 
 
-def _add_family(fam: Family) -> None:
+# What follows from the architecture: the diffusers pipeline class and the denoiser's attribute name.
+_ARCH_PIPELINES = {
+    "sdxl": ("StableDiffusionXLPipeline", "unet"),
+    "flux": ("FluxPipeline", "transformer"),
+}
+
+
+def _add_family(name: str, arch: str, hub_id: str, *, step_distilled: bool, steps: int, guidance: float,
+                size: int, description: str, max_sequence_length: int | None = None, gated: bool = False) -> None:
+    """Register a family (config file ``<name>.json``) and the named model of the same name (its hub id)."""
+    pipeline_class, denoiser_attr = _ARCH_PIPELINES[arch]
+    defaults: dict[str, Any] = {"num_inference_steps": steps, "guidance_scale": guidance, "height": size,
+                                "width": size}
+    if max_sequence_length is not None:
+        defaults["max_sequence_length"] = max_sequence_length
+    fam = Family(
+        name=name,
+        arch=arch,
+        pipeline_class=pipeline_class,
+        hub_id=hub_id,
+        denoiser_attr=denoiser_attr,
+        step_distilled=step_distilled,
+        defaults=MappingProxyType(defaults),
+        config_file=f"{name}.json",
+        gated=gated,
+        description=description,
+    )
     FAMILIES.register(fam.name, fam, help=fam.description)
     MODELS.register(fam.name, NamedModel(fam.name, fam.name, fam.hub_id, fam.description), help=fam.description)
 
 
 _add_family(
-    Family(
-        name="sdxl",
-        arch="sdxl",
-        pipeline_class="StableDiffusionXLPipeline",
-        hub_id="stabilityai/stable-diffusion-xl-base-1.0",
-        denoiser_attr="unet",
-        step_distilled=False,
-        defaults=MappingProxyType(
-            {"num_inference_steps": 50, "guidance_scale": 5.0, "height": 1024, "width": 1024}
-        ),
-        config_file="sdxl.json",
-        description="Stable Diffusion XL base 1.0: UNet 2.57B params, 50 steps, CFG 5.0, 1024x1024",
-    )
+    "sdxl", "sdxl", "stabilityai/stable-diffusion-xl-base-1.0",
+    step_distilled=False, steps=50, guidance=5.0, size=1024,
+    description="Stable Diffusion XL base 1.0: UNet 2.57B params, 50 steps, CFG 5.0, 1024x1024",
 )
 _add_family(
-    Family(
-        name="sdxl-turbo",
-        arch="sdxl",
-        pipeline_class="StableDiffusionXLPipeline",
-        hub_id="stabilityai/sdxl-turbo",
-        denoiser_attr="unet",
-        step_distilled=True,
-        defaults=MappingProxyType(
-            {"num_inference_steps": 4, "guidance_scale": 0.0, "height": 512, "width": 512}
-        ),
-        config_file="sdxl-turbo.json",
-        description="SDXL-Turbo (adversarially distilled SDXL): 1-4 steps, no CFG, 512x512",
-    )
+    "sdxl-turbo", "sdxl", "stabilityai/sdxl-turbo",
+    step_distilled=True, steps=4, guidance=0.0, size=512,
+    description="SDXL-Turbo (adversarially distilled SDXL): 1-4 steps, no CFG, 512x512",
 )
 _add_family(
-    Family(
-        name="flux-dev",
-        arch="flux",
-        pipeline_class="FluxPipeline",
-        hub_id="black-forest-labs/FLUX.1-dev",
-        denoiser_attr="transformer",
-        step_distilled=False,
-        defaults=MappingProxyType(
-            {
-                "num_inference_steps": 50,
-                "guidance_scale": 3.5,
-                "height": 1024,
-                "width": 1024,
-                "max_sequence_length": 512,
-            }
-        ),
-        config_file="flux-dev.json",
-        gated=True,
-        description="FLUX.1-dev (guidance-distilled): transformer 11.9B params, 50 steps, guidance 3.5, 1024x1024",
-    )
+    "flux-dev", "flux", "black-forest-labs/FLUX.1-dev",
+    step_distilled=False, steps=50, guidance=3.5, size=1024, max_sequence_length=512, gated=True,
+    description="FLUX.1-dev (guidance-distilled): transformer 11.9B params, 50 steps, guidance 3.5, 1024x1024",
 )
 _add_family(
-    Family(
-        name="flux-schnell",
-        arch="flux",
-        pipeline_class="FluxPipeline",
-        hub_id="black-forest-labs/FLUX.1-schnell",
-        denoiser_attr="transformer",
-        step_distilled=True,
-        defaults=MappingProxyType(
-            {
-                "num_inference_steps": 4,
-                "guidance_scale": 0.0,
-                "height": 1024,
-                "width": 1024,
-                "max_sequence_length": 256,
-            }
-        ),
-        config_file="flux-schnell.json",
-        description="FLUX.1-schnell (timestep-distilled): 4 steps, no guidance, max_sequence_length 256",
-    )
+    "flux-schnell", "flux", "black-forest-labs/FLUX.1-schnell",
+    step_distilled=True, steps=4, guidance=0.0, size=1024, max_sequence_length=256,
+    description="FLUX.1-schnell (timestep-distilled): 4 steps, no guidance, max_sequence_length 256",
 )
 
 for _name, _family in (

@@ -32,6 +32,8 @@ from .common import (
     apply_overrides,
     count_params,
     lr_at,
+    optimizer_step,
+    pick_captions,
     progress_iter,
     replace_dir,
     set_lr,
@@ -220,11 +222,10 @@ def train_clip(out_dir: Path, *, seed: int = 0, progress: bool = True, **overrid
     t0, c0 = time.perf_counter(), time.process_time()
     x_train, y_train = data.digits_tensors("train")
     captions = data.all_captions()
-    tok = build_clip_tokenizer()
+    tok = build_clip_tokenizer()  # saved below as it stands after this call (tokenizer.json keeps padding)
     cap_ids = torch.tensor(
         tok([c for c, _ in captions], padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True).input_ids
     )
-    n_var = len(data.CAPTION_TEMPLATES)
     model, cfg = _build_model(r)
     opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
     model.train()
@@ -234,16 +235,12 @@ def train_clip(out_dir: Path, *, seed: int = 0, progress: bool = True, **overrid
         x = augment(x_train[idx], gen)
         y = y_train[idx]
         # one caption per class: canonical prompt half of the time, else a random variant
-        var = torch.randint(0, n_var, (data.NUM_CLASSES,), generator=gen)
-        var = torch.where(torch.rand(data.NUM_CLASSES, generator=gen) < 0.5, torch.zeros_like(var), var)
-        ids = cap_ids[torch.arange(data.NUM_CLASSES) * n_var + var]
+        ids = cap_ids[pick_captions(torch.arange(data.NUM_CLASSES), 0.5, gen)]
         img = F.normalize(model.encode_image(x), dim=-1)
         txt = F.normalize(model.encode_text(ids), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
         loss = F.cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)
     model.eval()
     train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
 

@@ -9,13 +9,15 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from . import data
 
 CARD_FILE = "zoo_card.json"
 TIME_NOTE = ("training_time_s is wall-clock on the machine that trained it (shared 2-core CPU, other jobs "
@@ -122,6 +124,19 @@ def shift_images(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     return out
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, module: torch.nn.Module | None = None,
+                   ema: EMA | None = None, max_grad_norm: float = 1.0) -> None:
+    """zero_grad, backward, step; with ``module``, its gradients are clipped to ``max_grad_norm`` before the
+    step and ``ema`` (if given) is updated from it after."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if module is not None:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)
+    opt.step()
+    if ema is not None:
+        ema.update(module)
+
+
 # ----------------------------------------------------------------------------------------------------
 # VAE
 
@@ -166,9 +181,7 @@ def train_vae(images: torch.Tensor, cfg: VAEConfig, gen: torch.Generator, progre
         rec = vae.decode(z).sample
         kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
         loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + cfg.kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)
     vae.eval().requires_grad_(False)
     return vae
 
@@ -189,6 +202,133 @@ def vae_reconstruction_mse(vae, images: torch.Tensor) -> float:
     mean, _ = encode_posteriors(vae, images)
     rec = torch.cat([vae.decode(mean[i : i + 256]).sample for i in range(0, len(mean), 256)])
     return float(F.mse_loss(rec.clamp(-1, 1), images))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shared by the generator recipes (digits-sdxl and -turbo, digits-flux and -schnell)
+
+
+def pick_captions(labels: torch.Tensor, canonical_prob: float, gen: torch.Generator) -> torch.Tensor:
+    """Index into data.all_captions() for each label: the canonical prompt or a random variant."""
+    n_var = len(data.CAPTION_TEMPLATES)
+    var = torch.randint(0, n_var, labels.shape, generator=gen)
+    var = torch.where(torch.rand(labels.shape, generator=gen) < canonical_prob, torch.zeros_like(var), var)
+    return labels * n_var + var
+
+
+def train_recipe_vae(x_train: torch.Tensor, r, gen: torch.Generator, progress: bool):
+    """The teachers' VAE (``r.vae_channels``, ``r.vae_iters``) and the posterior means and stds of x_train."""
+    vae = train_vae(x_train, VAEConfig(block_out_channels=tuple(r.vae_channels), iters=r.vae_iters), gen, progress)
+    lat_mean, lat_std = encode_posteriors(vae, x_train)
+    return vae, lat_mean, lat_std
+
+
+def heldout_recon_mse(vae) -> dict[str, float]:
+    """The card entry for the VAE's reconstruction error on the held-out digits."""
+    return {"vae_heldout_recon_mse": round(vae_reconstruction_mse(vae, data.digits_tensors("heldout")[0]), 5)}
+
+
+def call_settings(steps: int, guidance: float, **extra: Any) -> dict[str, Any]:
+    """A generator's default pipeline call (the card's ``call_kwargs``) at the zoo's image size."""
+    return {"num_inference_steps": steps, "guidance_scale": guidance, "height": data.IMAGE_SIZE,
+            "width": data.IMAGE_SIZE, **extra}
+
+
+def pipeline_params(pipe, denoiser: str, blocks_key: str, in_blocks: Callable[[str], bool]) -> dict[str, int]:
+    """Parameter counts for the card: each component, the total, and the denoiser's transformer blocks."""
+    p = {
+        denoiser: count_params(getattr(pipe, denoiser)),
+        "text_encoder": count_params(pipe.text_encoder),
+        "text_encoder_2": count_params(pipe.text_encoder_2),
+        "vae": count_params(pipe.vae),
+    }
+    p["total"] = sum(p.values())
+    p[blocks_key] = sum(q.numel() for n, q in getattr(pipe, denoiser).named_parameters() if in_blocks(n))
+    return p
+
+
+def load_frozen_teacher(pipeline_class: str, path: Path, denoiser: str):
+    """A teacher pipeline from its folder, with its denoiser, text encoders and VAE in eval mode and frozen."""
+    import diffusers
+
+    teacher = getattr(diffusers, pipeline_class).from_pretrained(str(path), local_files_only=True)
+    for m in (getattr(teacher, denoiser), teacher.text_encoder, teacher.text_encoder_2, teacher.vae):
+        m.eval().requires_grad_(False)
+    return teacher
+
+
+@dataclasses.dataclass
+class StudentRecipe:
+    """Few-step student distillation (digits-sdxl-turbo, digits-flux-schnell)."""
+
+    n_pairs: int = 1600
+    teacher_steps: int = 20
+    teacher_guidance: float = 5.0
+    iters: int = 350
+    batch: int = 64
+    lr: float = 3e-4
+    ema_decay: float = 0.99
+    step_choices: tuple[int, ...] = (1, 2, 4)
+    num_inference_steps: int = 4
+    eval_per_digit: int = 20
+
+
+@dataclasses.dataclass
+class DistillPairs:
+    """The students' training data: a caption per pair, fixed noises and the teacher's final latents."""
+
+    cap_emb: torch.Tensor  # text conditioning of every caption variant
+    cap_pooled: torch.Tensor
+    pair_cap: torch.Tensor  # caption index of each pair
+    noise: torch.Tensor
+    targets: torch.Tensor
+
+    def cond(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cap_emb[self.pair_cap[idx]], self.cap_pooled[self.pair_cap[idx]]
+
+
+def teacher_pairs(r: StudentRecipe, cap_emb: torch.Tensor, cap_pooled: torch.Tensor,
+                  noise_fn: Callable[[int], torch.Tensor], sample: Callable[..., torch.Tensor],
+                  gen: torch.Generator, desc: str, progress: bool, chunk: int = 200) -> DistillPairs:
+    """Teacher targets balanced over digits and caption variants: ``noise_fn(n)`` draws n noises (from
+    ``gen``), ``sample(noise, emb, pooled)`` runs the teacher's sampler on them."""
+    labels = torch.arange(r.n_pairs) % data.NUM_CLASSES
+    pair_cap = pick_captions(labels, 0.5, gen)
+    noise = noise_fn(r.n_pairs)
+    targets = []
+    for i in progress_iter(math.ceil(r.n_pairs / chunk), desc, progress):
+        sl = slice(i * chunk, (i + 1) * chunk)
+        targets.append(sample(noise[sl], cap_emb[pair_cap[sl]], cap_pooled[pair_cap[sl]]))
+    return DistillPairs(cap_emb, cap_pooled, pair_cap, noise, torch.cat(targets))
+
+
+def distill_student(student: torch.nn.Module, r: StudentRecipe, pairs: DistillPairs, gen: torch.Generator, *,
+                    sigmas: dict[int, torch.Tensor], predict: Callable[..., torch.Tensor], desc: str,
+                    progress: bool, init_sigma: dict[int, float] | None = None) -> EMA:
+    """Unroll the student's own n-step schedule (n from ``r.step_choices``) from a pair's noise, without
+    gradients up to a random step k, and regress its denoised estimate there onto the teacher's latent.
+
+    ``sigmas[n]``: the n-step schedule's sigmas (n+1); ``predict(x, n, j, emb, pooled)``: the student's
+    output at step j, the Euler update being ``x + (sigma[j+1] - sigma[j]) * output``; ``init_sigma[n]``
+    scales the starting noise (omitted: unscaled). Returns the EMA of the student.
+    """
+    ema = EMA(student, r.ema_decay)
+    opt = torch.optim.AdamW(student.parameters(), lr=r.lr, weight_decay=0.0)
+    for step in progress_iter(r.iters, desc, progress):
+        set_lr(opt, lr_at(step, r.iters, r.lr, warmup=min(20, r.iters)))
+        n = r.step_choices[int(torch.randint(0, len(r.step_choices), (1,), generator=gen))]
+        k = int(torch.randint(0, n, (1,), generator=gen))
+        sig = sigmas[n]
+        idx = torch.randint(0, r.n_pairs, (r.batch,), generator=gen)
+        e, p = pairs.cond(idx)
+        x = pairs.noise[idx] if init_sigma is None else pairs.noise[idx] * init_sigma[n]
+        with torch.no_grad():
+            for j in range(k):
+                x = x + (sig[j + 1] - sig[j]) * predict(x, n, j, e, p)
+        x0 = x - sig[k] * predict(x, n, k, e, p)
+        loss = F.mse_loss(x0, pairs.targets[idx])
+        optimizer_step(opt, loss, student, ema)
+    return ema
 
 
 # ----------------------------------------------------------------------------------------------------

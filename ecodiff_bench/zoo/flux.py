@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
 from pathlib import Path
 
@@ -36,16 +35,22 @@ import torch.nn.functional as F
 from . import data
 from .common import (
     EMA,
+    StudentRecipe,
     VAEConfig,
     apply_overrides,
-    count_params,
-    encode_posteriors,
+    call_settings,
+    distill_student,
+    heldout_recon_mse,
+    load_frozen_teacher,
     lr_at,
+    optimizer_step,
+    pick_captions,
+    pipeline_params,
     progress_iter,
     set_lr,
     setup_torch,
-    train_vae,
-    vae_reconstruction_mse,
+    teacher_pairs,
+    train_recipe_vae,
 )
 from .publish import save_pipeline
 from .tokenization import (
@@ -86,17 +91,8 @@ class FluxRecipe:
 
 
 @dataclasses.dataclass
-class SchnellRecipe:
-    n_pairs: int = 1600
-    teacher_steps: int = 20
+class SchnellRecipe(StudentRecipe):
     teacher_guidance: float = 3.5
-    iters: int = 350
-    batch: int = 64
-    lr: float = 3e-4
-    ema_decay: float = 0.99
-    step_choices: tuple[int, ...] = (1, 2, 4)
-    num_inference_steps: int = 4
-    eval_per_digit: int = 20
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -251,8 +247,7 @@ def train_flux(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
 
     x_train, y_train = data.digits_tensors("train")
     t0 = time.perf_counter()
-    vae = train_vae(x_train, VAEConfig(block_out_channels=tuple(r.vae_channels), iters=r.vae_iters), gen, progress)
-    lat_mean, lat_std = encode_posteriors(vae, x_train)
+    vae, lat_mean, lat_std = train_recipe_vae(x_train, r, gen, progress)
     shift = float(lat_mean.mean())
     scaling = float(1.0 / (lat_mean - shift).std())
     vae.register_to_config(scaling_factor=scaling, shift_factor=shift)
@@ -278,8 +273,6 @@ def train_flux(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
         lat = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen) - shift) * scaling
         return pack(lat)
 
-    from .sdxl import pick_captions
-
     model.train()
     for step in progress_iter(r.iters, "digits-flux", progress):
         set_lr(opt, lr_at(step, r.iters, r.lr, warmup=min(40, r.iters)))
@@ -293,11 +286,7 @@ def train_flux(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
         xt = (1 - s[:, None, None]) * x0 + s[:, None, None] * noise
         v = velocity(tr, xt, s, emb, pooled, 1.0)
         loss = F.mse_loss(v, noise - x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema.update(model)
+        optimizer_step(opt, loss, model, ema)
     times["phase1_s"] = time.perf_counter() - t0
 
     # phase 2: guidance distillation into the guidance embedding (text encoders frozen)
@@ -328,18 +317,13 @@ def train_flux(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
             vu, vc = both.chunk(2)
             target = vu + g[:, None, None] * (vc - vu)
         loss = F.mse_loss(velocity(student, xt, s, emb, pooled, g), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        ema2.update(student)
+        optimizer_step(opt, loss, student, ema2)
     times["guidance_distill_s"] = time.perf_counter() - t0
     train_s, train_cpu_s = time.perf_counter() - t_all, time.process_time() - c_all
 
     pipe = make_pipeline(ema2.shadow if r.distill_iters > 0 else teacher, clip_f, t5_f, vae, build_scheduler(True))
-    call_kwargs = {"num_inference_steps": r.num_inference_steps, "guidance_scale": r.guidance_scale,
-                   "height": data.IMAGE_SIZE, "width": data.IMAGE_SIZE, "max_sequence_length": T5_MAX_LENGTH}
-    extra = {"vae_heldout_recon_mse": round(vae_reconstruction_mse(vae, data.digits_tensors("heldout")[0]), 5),
+    call_kwargs = call_settings(r.num_inference_steps, r.guidance_scale, max_sequence_length=T5_MAX_LENGTH)
+    extra = {**heldout_recon_mse(vae),
              "guidance_embedding": "distilled CFG scale (trained on g in "
                                    f"[{g_lo}, {g_hi}] against CFG of the phase-1 model)"
                                    if r.distill_iters > 0 else "untrained (phase 2 skipped)"}
@@ -376,34 +360,22 @@ def record_guidance_check(model_dir: Path) -> dict | None:
 
 def train_flux_schnell(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progress: bool = True,
                        evaluate: bool = True, **overrides) -> Path:
-    from diffusers import FluxPipeline
-
     r = apply_overrides(SchnellRecipe(), overrides)
     gen = setup_torch(seed)
     times: dict[str, float] = {}
     t_all, c_all = time.perf_counter(), time.process_time()
-    teacher = FluxPipeline.from_pretrained(str(teacher_dir), local_files_only=True)
-    for m in (teacher.transformer, teacher.text_encoder, teacher.text_encoder_2, teacher.vae):
-        m.eval().requires_grad_(False)
+    teacher = load_frozen_teacher("FluxPipeline", teacher_dir, "transformer")
 
     t0 = time.perf_counter()
     c_ids, t_ids, _ = caption_token_ids()
     with torch.no_grad():
         cap_emb, cap_pooled = encode_text(teacher.text_encoder, teacher.text_encoder_2, c_ids, t_ids)
-    labels = torch.arange(r.n_pairs) % data.NUM_CLASSES
-    from .sdxl import pick_captions
-
-    pair_cap = pick_captions(labels, 0.5, gen)
     c = teacher.vae.config.latent_channels
-    noise = pack(torch.randn((r.n_pairs, c, LATENT, LATENT), generator=gen))
     sig_t = schedule(dict(teacher.scheduler.config), r.teacher_steps)
-    targets = []
-    chunk = 200
-    for i in progress_iter(math.ceil(r.n_pairs / chunk), "schnell: teacher targets", progress):
-        sl = slice(i * chunk, (i + 1) * chunk)
-        targets.append(flow_sample(teacher.transformer, noise[sl], cap_emb[pair_cap[sl]],
-                                   cap_pooled[pair_cap[sl]], sig_t, r.teacher_guidance))
-    targets = torch.cat(targets)
+    pairs = teacher_pairs(r, cap_emb, cap_pooled,
+                          lambda n: pack(torch.randn((n, c, LATENT, LATENT), generator=gen)),
+                          lambda z, e, p: flow_sample(teacher.transformer, z, e, p, sig_t, r.teacher_guidance),
+                          gen, "schnell: teacher targets", progress)
     times["teacher_targets_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -416,35 +388,16 @@ def train_flux_schnell(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progr
     if missing or any("guidance_embedder" not in k for k in unexpected):
         raise RuntimeError(f"teacher/student mismatch: missing {missing}, unexpected {unexpected}")
     student.train()
-    ema = EMA(student, r.ema_decay)
-    opt = torch.optim.AdamW(student.parameters(), lr=r.lr, weight_decay=0.0)
     sched_cfg = dict(build_scheduler(dev=False).config)
     scheds = {n: schedule(sched_cfg, n) for n in r.step_choices}
-    for step in progress_iter(r.iters, "digits-flux-schnell", progress):
-        set_lr(opt, lr_at(step, r.iters, r.lr, warmup=min(20, r.iters)))
-        n = r.step_choices[int(torch.randint(0, len(r.step_choices), (1,), generator=gen))]
-        k = int(torch.randint(0, n, (1,), generator=gen))
-        sig = scheds[n]
-        idx = torch.randint(0, r.n_pairs, (r.batch,), generator=gen)
-        e, p = cap_emb[pair_cap[idx]], cap_pooled[pair_cap[idx]]
-        x = noise[idx]
-        with torch.no_grad():
-            for j in range(k):
-                x = x + (sig[j + 1] - sig[j]) * velocity(student, x, sig[j], e, p, None)
-        x0 = x - sig[k] * velocity(student, x, sig[k], e, p, None)
-        loss = F.mse_loss(x0, targets[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        ema.update(student)
+    ema = distill_student(student, r, pairs, gen, desc="digits-flux-schnell", progress=progress, sigmas=scheds,
+                          predict=lambda x, n, j, e, p: velocity(student, x, scheds[n][j], e, p, None))
     times["student_s"] = time.perf_counter() - t0
     train_s, train_cpu_s = time.perf_counter() - t_all, time.process_time() - c_all
 
     pipe = make_pipeline(ema.shadow, teacher.text_encoder, teacher.text_encoder_2, teacher.vae,
                          build_scheduler(dev=False))
-    call_kwargs = {"num_inference_steps": r.num_inference_steps, "guidance_scale": 0.0,
-                   "height": data.IMAGE_SIZE, "width": data.IMAGE_SIZE, "max_sequence_length": T5_MAX_LENGTH}
+    call_kwargs = call_settings(r.num_inference_steps, 0.0, max_sequence_length=T5_MAX_LENGTH)
     return _save(pipe, out_dir, name="digits-flux-schnell", family="flux-schnell", seed=seed, recipe=r,
                  call_kwargs=call_kwargs, train_s=train_s, train_cpu_s=train_cpu_s, times=times,
                  teacher="digits-flux", evaluate=evaluate, per_digit=r.eval_per_digit,
@@ -492,18 +445,8 @@ def guidance_check(model_dir: Path, per_digit: int = 10, seed: int = 5,
 
 
 def _params(pipe) -> dict[str, int]:
-    p = {
-        "transformer": count_params(pipe.transformer),
-        "text_encoder": count_params(pipe.text_encoder),
-        "text_encoder_2": count_params(pipe.text_encoder_2),
-        "vae": count_params(pipe.vae),
-    }
-    p["total"] = sum(p.values())
-    p["transformer_blocks"] = sum(
-        q.numel() for n, q in pipe.transformer.named_parameters()
-        if n.startswith(("transformer_blocks.", "single_transformer_blocks."))
-    )
-    return p
+    return pipeline_params(pipe, "transformer", "transformer_blocks",
+                           lambda n: n.startswith(("transformer_blocks.", "single_transformer_blocks.")))
 
 
 def _save(pipe, out_dir: Path, **kw) -> Path:

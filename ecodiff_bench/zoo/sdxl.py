@@ -28,21 +28,26 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import data
 from .common import (
     EMA,
+    StudentRecipe,
     VAEConfig,
     apply_overrides,
-    count_params,
-    encode_posteriors,
+    call_settings,
+    distill_student,
+    heldout_recon_mse,
+    load_frozen_teacher,
     lr_at,
+    optimizer_step,
+    pick_captions,
+    pipeline_params,
     progress_iter,
     set_lr,
     setup_torch,
-    train_vae,
-    vae_reconstruction_mse,
+    teacher_pairs,
+    train_recipe_vae,
 )
 from .publish import save_pipeline
 from .tokenization import CLIP_MAX_LENGTH, build_clip_tokenizer, clip_special_ids
@@ -71,17 +76,8 @@ class SDXLRecipe:
 
 
 @dataclasses.dataclass
-class TurboRecipe:
-    n_pairs: int = 1600
-    teacher_steps: int = 20
+class TurboRecipe(StudentRecipe):
     teacher_guidance: float = 5.0
-    iters: int = 350
-    batch: int = 64
-    lr: float = 3e-4
-    ema_decay: float = 0.99
-    step_choices: tuple[int, ...] = (1, 2, 4)
-    num_inference_steps: int = 4
-    eval_per_digit: int = 20
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -176,14 +172,6 @@ def caption_ids() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(ids), torch.tensor([d for _, d in caps])
 
 
-def pick_captions(labels: torch.Tensor, canonical_prob: float, gen: torch.Generator) -> torch.Tensor:
-    """Index into data.all_captions() for each label: the canonical prompt or a random variant."""
-    n_var = len(data.CAPTION_TEMPLATES)
-    var = torch.randint(0, n_var, labels.shape, generator=gen)
-    var = torch.where(torch.rand(labels.shape, generator=gen) < canonical_prob, torch.zeros_like(var), var)
-    return labels * n_var + var
-
-
 def schedule(scheduler_config: dict, n: int, spacing: str | None = None):
     """(sigmas [n+1], timesteps [n], init_noise_sigma) of the Euler scheduler for n steps."""
     from diffusers import EulerDiscreteScheduler
@@ -224,12 +212,6 @@ def euler_sample(unet, z, emb, pooled, sigmas, timesteps, init_sigma, guidance=1
 # Teacher
 
 
-def _latent_data(vae, images):
-    mean, std = encode_posteriors(vae, images)
-    scaling = float(1.0 / mean.std())
-    return mean, std, scaling
-
-
 def train_sdxl(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate: bool = True,
                **overrides) -> Path:
     r = apply_overrides(SDXLRecipe(), overrides)
@@ -239,8 +221,8 @@ def train_sdxl(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
 
     x_train, y_train = data.digits_tensors("train")
     t0 = time.perf_counter()
-    vae = train_vae(x_train, VAEConfig(block_out_channels=tuple(r.vae_channels), iters=r.vae_iters), gen, progress)
-    lat_mean, lat_std, scaling = _latent_data(vae, x_train)
+    vae, lat_mean, lat_std = train_recipe_vae(x_train, r, gen, progress)
+    scaling = float(1.0 / lat_mean.std())
     vae.register_to_config(scaling_factor=scaling)
     times["vae_s"] = time.perf_counter() - t0
 
@@ -272,32 +254,20 @@ def train_sdxl(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
         snr = (ab / (1 - ab)).flatten()
         w = torch.clamp(snr, max=5.0) / snr
         loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema.update(model)
+        optimizer_step(opt, loss, model, ema)
     times["unet_s"] = time.perf_counter() - t0
     train_s, train_cpu_s = time.perf_counter() - t_all, time.process_time() - c_all
 
     final = ema.shadow
     pipe = make_pipeline(final["unet"], final["te1"], final["te2"], vae, build_scheduler())
-    call_kwargs = {"num_inference_steps": r.num_inference_steps, "guidance_scale": r.guidance_scale,
-                   "height": data.IMAGE_SIZE, "width": data.IMAGE_SIZE}
-    extra = {"vae_heldout_recon_mse": round(vae_reconstruction_mse(vae, data.digits_tensors("heldout")[0]), 5)}
+    call_kwargs = call_settings(r.num_inference_steps, r.guidance_scale)
     return _save(pipe, out_dir, name="digits-sdxl", family="sdxl", seed=seed, recipe=r, call_kwargs=call_kwargs,
                  train_s=train_s, train_cpu_s=train_cpu_s, times=times, teacher=None, evaluate=evaluate, per_digit=r.eval_per_digit,
-                 extra=extra)
+                 extra=heldout_recon_mse(vae))
 
 
 # ----------------------------------------------------------------------------------------------------
 # Student (turbo)
-
-
-def _load_sdxl(path: Path):
-    from diffusers import StableDiffusionXLPipeline
-
-    return StableDiffusionXLPipeline.from_pretrained(str(path), local_files_only=True)
 
 
 def train_sdxl_turbo(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progress: bool = True,
@@ -306,57 +276,37 @@ def train_sdxl_turbo(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progres
     gen = setup_torch(seed)
     times: dict[str, float] = {}
     t_all, c_all = time.perf_counter(), time.process_time()
-    teacher = _load_sdxl(teacher_dir)
-    for m in (teacher.unet, teacher.text_encoder, teacher.text_encoder_2, teacher.vae):
-        m.eval().requires_grad_(False)
+    teacher = load_frozen_teacher("StableDiffusionXLPipeline", teacher_dir, "unet")
     trailing = dict(teacher.scheduler.config)
     trailing.update(timestep_spacing="trailing", steps_offset=0)
 
     # 1) teacher targets: CFG trajectories from fixed noises, balanced over digits and caption variants
     t0 = time.perf_counter()
-    cap_ids, cap_digit = caption_ids()
+    cap_ids, _ = caption_ids()
     with torch.no_grad():
         cap_emb, cap_pooled = encode_text(teacher.text_encoder, teacher.text_encoder_2, cap_ids)
-    labels = torch.arange(r.n_pairs) % data.NUM_CLASSES
-    pair_cap = pick_captions(labels, 0.5, gen)
     c = teacher.unet.config.in_channels
     s = teacher.unet.config.sample_size
-    noise = torch.randn((r.n_pairs, c, s, s), generator=gen)
     sig_t, ts_t, init_t = schedule(trailing, r.teacher_steps)
-    targets = []
-    chunk = 200
-    for i in progress_iter(math.ceil(r.n_pairs / chunk), "turbo: teacher targets", progress):
-        sl = slice(i * chunk, (i + 1) * chunk)
-        e, p = cap_emb[pair_cap[sl]], cap_pooled[pair_cap[sl]]
-        targets.append(euler_sample(teacher.unet, noise[sl], e, p, sig_t, ts_t, init_t, r.teacher_guidance,
-                                    (torch.zeros_like(e), torch.zeros_like(p))))
-    targets = torch.cat(targets)
+
+    def teacher_sample(z, e, p):
+        return euler_sample(teacher.unet, z, e, p, sig_t, ts_t, init_t, r.teacher_guidance,
+                            (torch.zeros_like(e), torch.zeros_like(p)))
+
+    pairs = teacher_pairs(r, cap_emb, cap_pooled, lambda n: torch.randn((n, c, s, s), generator=gen),
+                          teacher_sample, gen, "turbo: teacher targets", progress)
     times["teacher_targets_s"] = time.perf_counter() - t0
 
     # 2) student: unroll own few-step schedule, regress denoised estimate onto the teacher's result
     t0 = time.perf_counter()
     student = copy.deepcopy(teacher.unet).train().requires_grad_(True)
-    ema = EMA(student, r.ema_decay)
-    opt = torch.optim.AdamW(student.parameters(), lr=r.lr, weight_decay=0.0)
     scheds = {n: schedule(trailing, n) for n in r.step_choices}
-    for step in progress_iter(r.iters, "digits-sdxl-turbo", progress):
-        set_lr(opt, lr_at(step, r.iters, r.lr, warmup=min(20, r.iters)))
-        n = r.step_choices[int(torch.randint(0, len(r.step_choices), (1,), generator=gen))]
-        k = int(torch.randint(0, n, (1,), generator=gen))
-        sig, ts, init = scheds[n]
-        idx = torch.randint(0, r.n_pairs, (r.batch,), generator=gen)
-        e, p = cap_emb[pair_cap[idx]], cap_pooled[pair_cap[idx]]
-        x = noise[idx] * init
-        with torch.no_grad():
-            for j in range(k):
-                x = x + (sig[j + 1] - sig[j]) * eps_pred(student, x, sig[j], ts[j], e, p)
-        x0 = x - sig[k] * eps_pred(student, x, sig[k], ts[k], e, p)
-        loss = F.mse_loss(x0, targets[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        ema.update(student)
+    ema = distill_student(
+        student, r, pairs, gen, desc="digits-sdxl-turbo", progress=progress,
+        sigmas={n: sig for n, (sig, _, _) in scheds.items()},
+        init_sigma={n: init for n, (_, _, init) in scheds.items()},
+        predict=lambda x, n, j, e, p: eps_pred(student, x, scheds[n][0][j], scheds[n][1][j], e, p),
+    )
     times["student_s"] = time.perf_counter() - t0
     train_s, train_cpu_s = time.perf_counter() - t_all, time.process_time() - c_all
 
@@ -364,8 +314,7 @@ def train_sdxl_turbo(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progres
 
     pipe = make_pipeline(ema.shadow, teacher.text_encoder, teacher.text_encoder_2, teacher.vae,
                          EulerDiscreteScheduler.from_config(trailing))
-    call_kwargs = {"num_inference_steps": r.num_inference_steps, "guidance_scale": 0.0,
-                   "height": data.IMAGE_SIZE, "width": data.IMAGE_SIZE}
+    call_kwargs = call_settings(r.num_inference_steps, 0.0)
     return _save(pipe, out_dir, name="digits-sdxl-turbo", family="sdxl-turbo", seed=seed, recipe=r,
                  call_kwargs=call_kwargs, train_s=train_s, train_cpu_s=train_cpu_s, times=times, teacher="digits-sdxl",
                  evaluate=evaluate, per_digit=r.eval_per_digit,
@@ -377,17 +326,7 @@ def train_sdxl_turbo(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progres
 
 
 def _params(pipe) -> dict[str, int]:
-    p = {
-        "unet": count_params(pipe.unet),
-        "text_encoder": count_params(pipe.text_encoder),
-        "text_encoder_2": count_params(pipe.text_encoder_2),
-        "vae": count_params(pipe.vae),
-    }
-    p["total"] = sum(p.values())
-    p["unet_transformer_blocks"] = sum(
-        q.numel() for n, q in pipe.unet.named_parameters() if ".transformer_blocks." in n
-    )
-    return p
+    return pipeline_params(pipe, "unet", "unet_transformer_blocks", lambda n: ".transformer_blocks." in n)
 
 
 def _save(pipe, out_dir: Path, **kw) -> Path:
