@@ -203,3 +203,32 @@ def test_prune_save_and_load_in_a_fresh_process(tmp_path):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pkl"))
+
+
+def test_pruned_digits_model_loads_in_a_fresh_process(tmp_path):
+    from diffusers import FluxPipeline
+
+    from ecodiff_bench.zoo import card, zoo_path
+
+    base = zoo_path("digits-flux-schnell")
+    call = card("digits-flux-schnell")["call_kwargs"]
+    pipe = FluxPipeline.from_pretrained(base)
+    plan = pruning.prune(pipe, "magnitude", 0.3)
+    pruning.apply(pipe, plan)
+    expected = pipe("a handwritten digit four", generator=torch.Generator().manual_seed(1), output_type="pt",
+                    **call).images
+    out = pruning.save(pipe, plan, tmp_path / "pruned", base=str(base))  # weights + plan, base by reference
+    torch.save(expected, tmp_path / "expected.pt")
+    script = textwrap.dedent(f"""
+        import torch, pruning
+        pipe = pruning.load({str(out)!r})
+        img = pipe("a handwritten digit four", generator=torch.Generator().manual_seed(1), output_type="pt",
+                   **{call!r}).images
+        ref = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
+        assert (img - ref).abs().max().item() < 1e-5, (img - ref).abs().max().item()
+    """)
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_WAIT_POLICY": "PASSIVE"}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sum(f.stat().st_size for f in out.rglob("*.safetensors")) < sum(
+        f.stat().st_size for f in (base / "transformer").rglob("*.safetensors"))
