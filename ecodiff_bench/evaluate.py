@@ -31,7 +31,7 @@ class Measured:
         self.metrics.update(values)
 
 
-def _atomic_json(path: Path, payload: Any) -> str:
+def write_json_atomic(path: Path, payload: Any) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload))
@@ -147,7 +147,7 @@ class Evaluator:
         finally:
             timeline = self.monitor.stop_timeline()
         if timeline:
-            m.artifacts["power_timeline"] = _atomic_json(out / "power_timeline.json", timeline)
+            m.artifacts["power_timeline"] = write_json_atomic(out / "power_timeline.json", timeline)
         if self.spec.energy.carbon:
             values.update(carbon.carbon_values(values["energy_image_j"], self.spec.energy.country,
                                                self.spec.energy.region))

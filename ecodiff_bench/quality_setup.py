@@ -6,6 +6,7 @@ reason, for every variant alike; the rest of the run goes on.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,12 @@ def _batches(x: torch.Tensor, size: int = 256):
     return [x[i : i + size] for i in range(0, len(x), size)]
 
 
-def _digits_clip(device):
+@functools.lru_cache(maxsize=4)
+def _digits_clip(device: str):
+    """digits-clip, loaded once per device (both the Fréchet features and the CLIP score use it)."""
     from .zoo import encode_images, load_digits_clip
 
-    model, preprocess, tokenizer = load_digits_clip(str(device))
+    model, preprocess, tokenizer = load_digits_clip(device)
     return model, preprocess, tokenizer, encode_images
 
 
@@ -59,7 +62,7 @@ def build(ev, cache: Path, device) -> dict[str, Any]:
                     metric = FrechetDistance(feature_extractor_weights_path=ev.inception_weights,
                                              num_samples=ev.samples, name=name)
                 else:
-                    model, _, _, encode = _digits_clip(device)
+                    model, _, _, encode = _digits_clip(str(device))
                     feats = EncoderFeatures(model, lambda m, x, enc=encode: enc(m, x, normalize=False),
                                             num_features=int(model.visual.output_dim))
                     metric = FrechetDistance(feats, num_samples=ev.samples, name=name,
@@ -69,7 +72,7 @@ def build(ev, cache: Path, device) -> dict[str, Any]:
                 built[name] = metric.to(device)
             elif name == "clip_score":
                 if ev.clip.name == "digits-clip":
-                    model, preprocess, tokenizer, _ = _digits_clip(device)
+                    model, preprocess, tokenizer, _ = _digits_clip(str(device))
                     built[name] = ClipScore(model=model, preprocess=preprocess, tokenizer=tokenizer)
                 else:
                     local = None if ev.clip.pretrained == "openai" else ev.clip.pretrained

@@ -25,8 +25,9 @@ from safetensors.torch import load_file, save_file
 import pruning
 
 from . import models
-from .evaluate import Evaluator, _atomic_json
+from .evaluate import Evaluator, write_json_atomic
 from .measure import energy
+from .measure.memory import disk_size
 from .provenance import collect_provenance
 from .store import Store
 from .suite import RunSpec, Suite, expand
@@ -138,17 +139,21 @@ def prune_suite(suite: Suite, *, smoke: bool = False, out: Path | None = None) -
     """Compute plans and write pruned models for every (model, method, ratio) without measuring them."""
     _quiet_libraries()
     out = Path(out or suite.outputs.dir_path)
-    for model_key, group in groupby(expand(suite, smoke=smoke), key=lambda s: s.model):
-        group = list(group)
-        pipe, settings = _load(group[0])
-        scores: dict[str, pruning.Scores] = {}
-        for spec in group[1:]:
-            plan = _plan(spec, pipe, settings, scores, out / "cache")
-            target = _model_dir(out, spec)
-            pruned = pruning.apply(copy.deepcopy(pipe), plan)
-            pruning.save(pruned, plan, target, copy_components=True)
-            _say(f"[{model_key}] {spec.method} {spec.ratio:.0%}: {plan.achieved()['params_removed']:,} params "
-                 f"removed -> {target}")
+    monitor = energy.EnergyMonitor()
+    try:
+        for model_key, group in groupby(expand(suite, smoke=smoke), key=lambda s: s.model):
+            group = list(group)
+            pipe, settings = _load(group[0])
+            scorer = Scorer(out / "cache", monitor)
+            for spec in group[1:]:
+                plan = scorer.plan(spec, pipe, settings)
+                target = _model_dir(out, spec)
+                pruned = pruning.apply(copy.deepcopy(pipe), plan)
+                pruning.save(pruned, plan, target, copy_components=True)
+                _say(f"[{model_key}] {spec.method} {spec.ratio:.0%}: {plan.achieved()['params_removed']:,} params "
+                     f"removed -> {target}")
+    finally:
+        monitor.close()
     return 0
 
 
@@ -177,13 +182,13 @@ def _run_model(ctx: Context, group: list[RunSpec], pending: list[RunSpec]) -> in
     evaluator = Evaluator(base_spec, settings, device, ctx.monitor, ctx.cache)
     base_images = _base_images(ctx, base_spec, evaluator, pipe)
     failed = 0
-    scores: dict[str, pruning.Scores] = {}
+    scorer = Scorer(ctx.cache, ctx.monitor)
     for spec in pending:
         label = "base" if spec.is_base else f"{spec.method} {spec.ratio:.0%}"
         _say(f"[{spec.model}] {label}: measuring")
         t0 = time.perf_counter()
         try:
-            ctx.store.put(_measure_spec(ctx, spec, pipe, settings, evaluator, base_images, scores))
+            ctx.store.put(_measure_spec(ctx, spec, pipe, settings, evaluator, base_images, scorer))
         except Exception as err:  # one failed variant must not lose the others: record why, go on
             _put_failed(ctx, spec, err)
             failed += 1
@@ -209,37 +214,52 @@ def _model_dir(out: Path, spec: RunSpec) -> Path:
     return out / "models" / f"{spec.model}-{spec.method}-{round(spec.ratio * 100)}-{spec.record_id[:8]}"
 
 
-def _scores(spec: RunSpec, pipe, settings: dict, cache: Path, memo: dict) -> pruning.Scores:
-    """Method scores for a spec: shared by every ratio (memory, then disk cache, then computed)."""
-    if spec.score_key in memo:
-        return memo[spec.score_key]
-    folder = cache / "scores" / spec.score_key[:24]
-    if (folder / "scores.safetensors").exists():
-        info = json.loads((folder / "info.json").read_text())
-        result = pruning.Scores(spec.method, load_file(folder / "scores.safetensors"), info)
-    else:
+class Scorer:
+    """Method scores per ``score_key``, shared by every ratio: memory, then the disk cache, then computed.
+
+    Computing them is the pruning's own cost; it is timed and metered on ``monitor``.
+    """
+
+    def __init__(self, cache: Path, monitor: energy.EnergyMonitor):
+        self.cache, self.monitor, self.memo = cache, monitor, {}
+
+    def scores(self, spec: RunSpec, pipe, settings: dict) -> pruning.Scores:
+        if spec.score_key not in self.memo:
+            folder = self.cache / "scores" / spec.score_key[:24]
+            if (folder / "scores.safetensors").exists():
+                info = json.loads((folder / "info.json").read_text())
+                self.memo[spec.score_key] = pruning.Scores(spec.method, load_file(folder / "scores.safetensors"), info)
+            else:
+                self.memo[spec.score_key] = self._compute(spec, pipe, settings, folder)
+        return self.memo[spec.score_key]
+
+    def _compute(self, spec: RunSpec, pipe, settings: dict, folder: Path) -> pruning.Scores:
         options = {k: v for k, v in spec.options.items() if k not in ("ranking", "target")}
         prompts = None
         if spec.calibration:
             count = min(spec.calibration.count, spec.options.get("prompts") or spec.calibration.count)
             prompts = spec.calibration.load_prompts()[:count]
         t0 = time.perf_counter()
-        monitor = energy.EnergyMonitor()
-        monitor.begin_window("scoring")
+        self.monitor.begin_window("scoring")
         try:
             result = pruning.score(pipe, spec.method, prompts, sampling=sampling_for(settings),
                                    options=_method_options(spec.method, options, spec.seed),
                                    checkpoint_dir=folder / "checkpoint" if spec.method == "ecodiff" else None)
-        finally:
-            window = monitor.end_window("scoring")
-            monitor.close()
+        except BaseException:
+            self.monitor.cancel_window("scoring")
+            raise
+        window = self.monitor.end_window("scoring")
         result.info["pruning_time_s"] = time.perf_counter() - t0
         result.info["pruning_energy"] = window.total_value("pruning_energy_j").to_dict()
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.float().contiguous() for k, v in result.values.items()}, folder / "scores.safetensors")
-        _atomic_json(folder / "info.json", result.info)
-    memo[spec.score_key] = result
-    return result
+        write_json_atomic(folder / "info.json", result.info)
+        return result
+
+    def plan(self, spec: RunSpec, pipe, settings: dict) -> pruning.PruningPlan:
+        return pruning.plan(pipe, self.scores(spec, pipe, settings), spec.ratio,
+                            target=spec.options.get("target", "params"),
+                            ranking=spec.options.get("ranking", "global"))
 
 
 def _method_options(method: str, options: dict, seed: int) -> dict:
@@ -251,19 +271,13 @@ def _method_options(method: str, options: dict, seed: int) -> dict:
     return options
 
 
-def _plan(spec: RunSpec, pipe, settings: dict, cache: Path, memo: dict) -> pruning.PruningPlan:
-    scores = _scores(spec, pipe, settings, cache, memo)
-    return pruning.plan(pipe, scores, spec.ratio, target=spec.options.get("target", "params"),
-                        ranking=spec.options.get("ranking", "global"))
-
-
-def _measure_spec(ctx, spec, pipe, settings, evaluator, base_images, memo) -> dict:
+def _measure_spec(ctx, spec, pipe, settings, evaluator, base_images, scorer: Scorer) -> dict:
     folder = ctx.out / "artifacts" / spec.record_id[:16]
     if spec.is_base:
         m = evaluator.measure(pipe, folder, base_images=None)
         return _record(ctx, spec, {**m.metrics, **_base_values(pipe)}, m.artifacts, settings)
-    plan = _plan(spec, pipe, settings, ctx.cache, memo)
-    scores = memo[spec.score_key]
+    plan = scorer.plan(spec, pipe, settings)
+    scores = scorer.scores(spec, pipe, settings)
     pruned = pruning.apply(copy.deepcopy(pipe), plan)
     target = _model_dir(ctx.out, spec)
     pruning.save(pruned, plan, target, copy_components=True)
@@ -271,17 +285,13 @@ def _measure_spec(ctx, spec, pipe, settings, evaluator, base_images, memo) -> di
     m.artifacts["plan"] = str(target / "plan.json")
     m.artifacts["model_dir"] = str(target)
     if scores.info.get("curve"):
-        m.artifacts["training_curve"] = _atomic_json(folder / "training_curve.json", scores.info["curve"])
+        m.artifacts["training_curve"] = write_json_atomic(folder / "training_curve.json", scores.info["curve"])
     metrics = {**m.metrics, **_plan_values(plan), **_cost_values(scores)}
-    from .measure.memory import disk_size
-
     metrics["disk_bytes"] = disk_size(target / ("unet" if hasattr(pipe, "unet") else "transformer"))
     return _record(ctx, spec, metrics, m.artifacts, settings, plan=plan)
 
 
 def _base_values(pipe) -> dict[str, Value]:
-    from .measure.memory import disk_size
-
     attr = "unet" if hasattr(pipe, "unet") else "transformer"
     folder = Path(str(pipe.config.get("_name_or_path", ""))) / attr
     disk = disk_size(folder) if folder.is_dir() else Value.unavailable(

@@ -112,3 +112,23 @@ def test_sigkill_mid_run_loses_nothing(tmp_path, tiny_dirs):
     after = {r["record_id"]: r for r in Store(store_path).records()}
     assert len(after) == 6 and all(r["status"] == "ok" for r in after.values())
     assert all(after[k] == v for k, v in before.items())  # nothing measured before the kill was redone
+
+
+def test_prune_command_writes_loadable_pruned_models(tmp_path, tiny_dirs):
+    import pruning
+
+    methods = [{"name": "taylor", "ratios": [0.2, 0.4], "options": {"batch": 2, "timestep_stride": 250}}]
+    suite = _suite(tmp_path, tiny_dirs, methods=methods)
+    result = CliRunner().invoke(main, ["prune", str(suite)])
+    assert result.exit_code == 0, result.output
+    saved = sorted((tmp_path / "out" / "models").iterdir())
+    assert len(saved) == 2
+    # Both ratios reuse one set of Taylor scores: computed once, cached on disk.
+    assert len(list((tmp_path / "out" / "cache" / "scores").iterdir())) == 1
+    sizes = []
+    for folder in saved:
+        plan = pruning.PruningPlan.load(folder / "plan.json")
+        pipe = pruning.load(folder)
+        sizes.append(sum(p.numel() for p in pipe.unet.parameters()))
+        assert plan.achieved()["params_removed_frac_of_prunable"] >= plan.ratio
+    assert sizes[0] != sizes[1]

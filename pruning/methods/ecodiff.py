@@ -145,13 +145,15 @@ def ecodiff_scores(
     total = cfg.epochs * len(my_prompts)
     t0 = time.perf_counter()
     try:
+        # Prompt encoding, initial noise and schedule are fixed per prompt: prepare them once.
+        trajectories = {k: trajectory_for(k, p) for k, p in my_prompts}
         with masks.using("off"), torch.no_grad():
-            refs = {k: trajectory.run(trajectory_for(k, p), denoiser) for k, p in my_prompts}
+            refs = {k: trajectory.run(traj, denoiser) for k, traj in trajectories.items()}
         bar = tqdm(total=total, initial=start, desc="ecodiff masks", disable=not cfg.progress, leave=False)
         for position in range(start, total):
             epoch, j = divmod(position, len(my_prompts))
             order = torch.randperm(len(my_prompts), generator=torch.Generator().manual_seed(cfg.seed + epoch))
-            k, prompt = my_prompts[int(order[j])]
+            k, _ = my_prompts[int(order[j])]
             ref = refs[k]
             scale = 1.0 / cfg.accumulate
             noise_seed = (cfg.seed * 1_000_003 + position) * 1000
@@ -159,7 +161,7 @@ def ecodiff_scores(
             def loss_fn(z, ref=ref, scale=scale):
                 return torch.nn.functional.mse_loss(z.float(), ref.float()) * scale
 
-            loss, _ = backward(trajectory_for(k, prompt), denoiser, loss_fn,
+            loss, _ = backward(trajectories[k], denoiser, loss_fn,
                                lambda i, s=noise_seed: masks.resample(s + i))
             sparsity = masks.sparsity_loss()
             (cfg.beta_reg * sparsity * scale).backward()
