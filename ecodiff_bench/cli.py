@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from ecodiff_bench.errors import SuiteError
-from ecodiff_bench.registry import UnknownNameError
+from ecodiff_bench.core.errors import SuiteError
+from ecodiff_bench.core.registry import UnknownNameError
 
 DEFAULT_SUITE = "digits"
 LS_KINDS = ("models", "methods", "metrics", "suites")
@@ -207,7 +207,7 @@ def _done_records(suite, specs: list) -> set[str] | None:
     if not path.is_file():
         return None
     try:
-        from ecodiff_bench.store import Store
+        from ecodiff_bench.core.store import Store
 
         with Store(path, create=False) as store:
             return {s.record_id for s in specs if store.has_ok(s.record_id)}
@@ -264,9 +264,11 @@ def ls_cmd(what: str | None) -> None:
         elif kind == "methods":
             click.echo(_table(["name", "description"], [[n, S.METHODS.help(n)] for n in S.METHODS.names()]))
         elif kind == "metrics":
-            rows = [[n, "evaluation.metrics" if n in S.QUALITY_METRICS else "always", h]
-                    for n, h in S.METRIC_HELP.items()]
-            click.echo(_table(["name", "measured", "description"], rows))
+            from ecodiff_bench.core.metrics import METRICS
+
+            when = {"always": "always", "evaluation": "evaluation.metrics", "pruned": "pruned models"}
+            rows = [[m.name, m.unit, when[m.stage], m.help] for m in map(METRICS.get, METRICS)]
+            click.echo(_table(["name", "unit", "measured", "description"], rows))
         else:
             rows = []
             for name, path in S.builtin_suites().items():

@@ -12,14 +12,11 @@ from pathlib import Path
 
 import click
 
-from ecodiff_bench.store import (
-    DEFAULT_STORE_ENV,
-    EXPORT_FORMATS,
-    RECORD_STATUSES,
-    Store,
-    StoreError,
-    default_store_path,
-)
+from ecodiff_bench.core.errors import StoreError
+from ecodiff_bench.core.export import EXPORT_FORMATS, export_records
+from ecodiff_bench.core.record import RECORD_STATUSES
+from ecodiff_bench.core.store import DEFAULT_STORE_ENV, Store, default_store_path
+from ecodiff_bench.core.tables import text_table
 
 _STORE_HELP = f"Results store (SQLite). Default: ${DEFAULT_STORE_ENV} or results/store.sqlite."
 
@@ -35,15 +32,6 @@ def open_store(store_path: Path | None) -> Store:
         return Store(path, create=False)
     except StoreError as exc:
         raise click.BadParameter(str(exc), param_hint="--store") from None
-
-
-def _text_table(headers: list[str], rows: list[list]) -> str:
-    rows = [["" if v is None else str(v) for v in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
-           "  ".join("-" * w for w in widths)]
-    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(out)
 
 
 def _resolve(store: Store, ref: str, param: str, include_smoke: bool = True) -> tuple[str, list[dict]]:
@@ -88,7 +76,7 @@ def history_cmd(store_path, suite, model, show_records, include_smoke, limit, as
         if as_json:
             click.echo(json.dumps(recs, indent=1))
             return
-        click.echo(_text_table(["created", "run", "record", "model", "method", "ratio", "seed", "smoke", "status"],
+        click.echo(text_table(["created", "run", "record", "model", "method", "ratio", "seed", "smoke", "status"],
                                rows))
         if not include_smoke and (n := store.count_smoke(suite=suite, model=model)):
             click.echo(f"({n} smoke record(s) hidden; --include-smoke shows them)")
@@ -100,14 +88,14 @@ def history_cmd(store_path, suite, model, show_records, include_smoke, limit, as
     if not runs:
         click.echo("No runs stored yet.")
         return
-    click.echo(_text_table(
+    click.echo(text_table(
         ["run", "suite", "started", "records", "ok", "failed", "smoke", "models", "tags"],
         [[r["run_id"], r["suite"], r["started"], r["records"], r["ok"], r["failed"], r["smoke"],
           ",".join(r["models"]), ",".join(r["tags"])] for r in runs]))
     tags = store.tags()
     if tags:
         click.echo("\nReleases:")
-        click.echo(_text_table(["tag", "created", "records", "runs", "smoke"],
+        click.echo(text_table(["tag", "created", "records", "runs", "smoke"],
                                [[t["name"], t["created_at"], t["records"], ",".join(t["runs"]), t["smoke"]]
                                 for t in tags]))
 
@@ -121,18 +109,16 @@ def history_cmd(store_path, suite, model, show_records, include_smoke, limit, as
 def compare_cmd(a, b, store_path, metrics):
     """Compare A with B (each a release tag, run id or record id), matched by model/method/ratio.
 
-    Shows B - A per metric; 'better'/'worse' follows each metric's direction.
+    Shows B - A per metric (seeds averaged); 'better'/'worse' follows each metric's direction.
     """
-    from reports.gate import KNOWN_METRICS, key_text
+    from ecodiff_bench.core.thresholds import check_metric_name
+    from reports.gate import diff
 
     for m in metrics:
-        if m not in KNOWN_METRICS:
-            import difflib
-
-            close = difflib.get_close_matches(m, KNOWN_METRICS, n=1)
-            hint = f" Did you mean: {close[0]}?" if close else ""
-            raise click.BadParameter(f"unknown metric {m!r}.{hint} Known: {', '.join(KNOWN_METRICS)}",
-                                     param_hint="--metric")
+        try:
+            check_metric_name(m)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--metric") from None
     store = open_store(store_path)
     desc_a, recs_a = _resolve(store, a, "A")
     desc_b, recs_b = _resolve(store, b, "B")
@@ -141,43 +127,18 @@ def compare_cmd(a, b, store_path, metrics):
     if smoke_a != smoke_b or len(smoke_a) > 1:
         click.echo(f"WARNING: comparing smoke and full records ({desc_a}: smoke={sorted(smoke_a)}, "
                    f"{desc_b}: smoke={sorted(smoke_b)}); the numbers are not comparable.", err=True)
-    single = len(recs_a) == 1 and len(recs_b) == 1
-
-    def key(r):
-        return ("", "", 0.0) if single else (r["model"], r["method"], round(float(r["ratio"]), 6))
-
-    idx_a = {key(r): r for r in recs_a if r["status"] == "ok"}
-    idx_b = {key(r): r for r in recs_b if r["status"] == "ok"}
     rows = []
-    for k in sorted(set(idx_a) | set(idx_b)):
-        ra, rb = idx_a.get(k), idx_b.get(k)
-        r0 = ra or rb
-        config = key_text((r0["model"], r0["method"], float(r0["ratio"])))
-        if ra is None or rb is None:
-            rows.append([config, "*", "missing" if ra is None else "", "missing" if rb is None else "", "", ""])
+    for c in diff(recs_a, recs_b, list(metrics) or None):
+        if c.metric == "*":
+            rows.append([c.config, "*", "missing" if c.a is None else "", "missing" if c.b is None else "", "", ""])
             continue
-        names = metrics or sorted(set(ra["metrics"]) | set(rb["metrics"]))
-        for name in names:
-            va, vb = ra["metrics"].get(name), rb["metrics"].get(name)
-
-            def show(v):
-                if v is None:
-                    return "not recorded"
-                if v["status"] == "unavailable":
-                    return "n/a"
-                return f"{v['value']:.6g}{' (est.)' if v['status'] == 'estimated' else ''}"
-
-            change = verdict = ""
-            if va and vb and va["value"] is not None and vb["value"] is not None:
-                d = vb["value"] - va["value"]
-                change = f"{d:+.4g}" + (f" ({100 * d / abs(va['value']):+.1f}%)" if va["value"] else "")
-                hib = vb.get("higher_is_better")
-                if d and hib is not None:
-                    verdict = "better" if (d > 0) == hib else "worse"
-            unit = (vb or va or {}).get("unit", "")
-            rows.append([config, f"{name} [{unit}]" if unit else name, show(va), show(vb), change, verdict])
+        change = ""
+        if c.change is not None:
+            change = f"{c.change:+.4g}" + (f" ({100 * c.change_frac:+.1f}%)" if c.a.value else "")
+        name = f"{c.metric} [{c.unit}]" if c.unit else c.metric
+        rows.append([c.config, name, c.a.text(), c.b.text(), change, c.verdict])
     click.echo(f"A = {desc_a} ({len(recs_a)} record(s)); B = {desc_b} ({len(recs_b)} record(s))")
-    click.echo(_text_table(["config", "metric", "A", "B", "B - A", "verdict"], rows))
+    click.echo(text_table(["config", "metric", "A", "B", "B - A", "verdict"], rows))
 
 
 # -- export --------------------------------------------------------------------------------------------
@@ -205,8 +166,6 @@ def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_
                              include_smoke=include_smoke)
     except StoreError as exc:
         raise click.BadParameter(str(exc), param_hint="--tag") from None
-    from ecodiff_bench.store import export_records
-
     export_records(recs, out, fmt)
     click.echo(f"Wrote {len(recs)} record(s) to {out} ({fmt}).")
     if not include_smoke:
@@ -268,14 +227,13 @@ def tag_cmd(name, store_path, run_id, record_ids, replace):
 def load_thresholds(path: Path):
     """Thresholds from a YAML/JSON file: the mapping itself, or under 'thresholds' or 'regression: thresholds'
     (the suite YAML's place for them)."""
-    import yaml
-
-    from reports.gate import validate_thresholds
+    from ecodiff_bench.core.thresholds import validate_thresholds
+    from ecodiff_bench.core.yamlfile import YamlError, read_yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--thresholds") from None
+        data = read_yaml(path)
+    except YamlError as exc:
+        raise click.BadParameter(str(exc), param_hint="--thresholds") from None
     if isinstance(data, dict):
         for section in ("regression", "gate"):  # a suite YAML keeps them under regression.thresholds
             if isinstance(data.get(section), dict) and "thresholds" in data[section]:

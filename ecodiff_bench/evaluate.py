@@ -2,7 +2,7 @@
 
 The :class:`Evaluator` is built once per model of a suite. It owns what every variant of that model is
 compared against (evaluation prompts and seeds, the unpruned model's images, the quality metrics and their
-reference statistics) and turns a pipeline into a dict of :class:`~ecodiff_bench.values.Value`.
+reference statistics) and turns a pipeline into a dict of :class:`~ecodiff_bench.core.values.Value`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from ecodiff_bench.core.values import Value
+
 from . import models
 from .measure import carbon, energy, latency, memory
-from .values import Value
 
 EVAL_CHUNK = 25  # images per pipeline call while generating the evaluation set
 

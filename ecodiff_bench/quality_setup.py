@@ -12,10 +12,8 @@ from typing import Any
 
 import torch
 
-from .values import Value
-
-UNITS = {"fid": ("", False), "frechet_distance": ("", False), "clip_score": ("score", True),
-         "recognisability": ("fraction", True), "ssim_vs_base": ("", True), "psnr_vs_base": ("dB", True)}
+from ecodiff_bench.core.metrics import METRICS
+from ecodiff_bench.core.values import Value
 
 
 def _reference_images(reference: str | None) -> torch.Tensor:
@@ -94,7 +92,7 @@ def compute(built: dict[str, Any], wanted: list[str], images: torch.Tensor, prom
             base_images: torch.Tensor | None) -> dict[str, Value]:
     out: dict[str, Value] = {}
     for name in wanted:
-        unit, higher = UNITS[name]
+        unit, higher = METRICS.get(name).unit, METRICS.get(name).higher_is_better
         metric = built.get("consistency") if name in ("ssim_vs_base", "psnr_vs_base") else built.get(name)
         if isinstance(metric, Exception):
             out[name] = Value.unavailable(name, unit, f"{type(metric).__name__}: {metric}", higher)

@@ -23,15 +23,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import pruning
+from ecodiff_bench.core.store import Store
+from ecodiff_bench.core.values import Value
 
 from . import models
 from .evaluate import Evaluator, write_json_atomic
 from .measure import energy
 from .measure.memory import disk_size
 from .provenance import collect_provenance
-from .store import Store
 from .suite import RunSpec, Suite, expand
-from .values import Value
 
 
 @dataclass

@@ -55,8 +55,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ecodiff_bench.errors import SuiteError
-from ecodiff_bench.registry import Registry, UnknownNameError
+from ecodiff_bench.core.errors import SuiteError
+from ecodiff_bench.core.metrics import METRICS, QUALITY_METRICS
+from ecodiff_bench.core.registry import Registry, UnknownNameError
+from ecodiff_bench.core.thresholds import MetricThreshold
 
 SCHEMA_VERSION = 1
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
@@ -129,41 +131,6 @@ METHODS.register("ecodiff", "ecodiff", "learned hard-concrete masks over the who
 METHODS.register("taylor", "taylor", "Diff-Pruning: first-order Taylor importance over low-noise steps")
 METHODS.register("magnitude", "magnitude", "weight-magnitude importance (no data)")
 METHODS.register("random", "random", "random units (seeded); the floor any method must beat")
-
-#: Metrics a suite can ask the evaluation stage for.
-QUALITY_METRICS = ("fid", "frechet_distance", "clip_score", "ssim_vs_base", "psnr_vs_base", "recognisability")
-QualityMetric = Literal["fid", "frechet_distance", "clip_score", "ssim_vs_base", "psnr_vs_base", "recognisability"]
-
-#: Every canonical metric name (CONTRACTS.md); regression thresholds may name any of them.
-METRIC_HELP: dict[str, str] = {
-    "params": "parameters of the denoiser",
-    "params_prunable": "parameters in prunable transformer-block units",
-    "params_removed_frac": "fraction of prunable parameters removed",
-    "units_removed_frac": "fraction of prunable units (heads, FFN units) removed",
-    "disk_bytes": "size of the saved denoiser",
-    "flops_per_step": "FLOPs of one denoiser call",
-    "latency_image_s": "seconds per image (mean; p50/p90/p99 in details)",
-    "latency_step_s": "seconds per denoising step",
-    "throughput_img_per_s": "images per second",
-    "cuda_peak_allocated_bytes": "peak CUDA memory allocated",
-    "cuda_peak_reserved_bytes": "peak CUDA memory reserved",
-    "nvml_memory_used_bytes": "GPU memory in use (NVML)",
-    "peak_rss_bytes": "peak resident memory of the process",
-    "gpu_energy_image_j": "GPU energy per image, gross",
-    "gpu_energy_image_net_j": "GPU energy per image, idle power subtracted",
-    "idle_power_w": "idle GPU power before the run",
-    "cpu_energy_image_j": "CPU energy per image (RAPL, or an estimate)",
-    "energy_image_j": "total energy per image used for carbon",
-    "gco2e_per_1000_images": "grams CO2-equivalent per 1,000 images",
-    "fid": "Frechet Inception Distance against the reference set",
-    "frechet_distance": "Frechet distance in the suite's feature extractor's space",
-    "clip_score": "100 x cosine(image, prompt) in CLIP space",
-    "ssim_vs_base": "SSIM against the unpruned model's images of the same seeds",
-    "psnr_vs_base": "PSNR against the unpruned model's images of the same seeds",
-    "recognisability": "accuracy of a digits classifier on generated digits",
-    "pruning_energy_j": "energy spent computing the pruning plan",
-    "pruning_time_s": "time spent computing the pruning plan",
-}
 
 BUILTIN_PROMPT_SETS = ("digits",)
 BUILTIN_REFERENCES = ("digits-heldout",)
@@ -606,7 +573,7 @@ class Evaluation(_PromptSource):
 
     samples: int = Field(100, gt=0, description="images per model (compare FID only at equal N)")
     seed: int = Field(0, ge=0, description="generation seed of the first sample")
-    metrics: list[QualityMetric] = Field(default_factory=list)
+    metrics: list[Literal[QUALITY_METRICS]] = Field(default_factory=list)
     reference: str | None = Field(
         None, description="real images for fid / frechet_distance: 'digits-heldout', a directory, or a .npz")
     feature_extractor: Literal["inception", "digits-clip"] = Field(
@@ -713,39 +680,16 @@ class Outputs(_Strict):
         return Path(self.store).expanduser() if self.store else self.dir_path / "store.sqlite"
 
 
-class _OwnThreshold(_Strict):
-    """Allowed change of one metric against the baseline (absolute and/or relative)."""
-
-    max_increase: float | None = Field(None, ge=0)
-    max_decrease: float | None = Field(None, ge=0)
-    max_increase_frac: float | None = Field(None, ge=0)
-    max_decrease_frac: float | None = Field(None, ge=0)
-    required: bool = False
-
-    @model_validator(mode="after")
-    def _at_least_one(self) -> _OwnThreshold:
-        bounds = ("max_increase", "max_decrease", "max_increase_frac", "max_decrease_frac")
-        if all(getattr(self, k) is None for k in bounds):
-            raise _fail("a threshold needs at least one bound", allowed=", ".join(bounds))
-        return self
-
-
-try:  # the regression gate's own schema, so that a suite's thresholds are exactly what the gate accepts
-    from reports.gate import MetricThreshold as Threshold
-except ImportError:  # pragma: no cover - reports is part of this distribution
-    Threshold = _OwnThreshold
-
-
 class Regression(_Strict):
-    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    thresholds: dict[str, MetricThreshold] = Field(default_factory=dict)
 
     @field_validator("thresholds")
     @classmethod
-    def _known_metrics(cls, v: dict[str, Threshold]) -> dict[str, Threshold]:
+    def _known_metrics(cls, v: dict[str, MetricThreshold]) -> dict[str, MetricThreshold]:
         p = _Problems()
         for name in v:
-            if name not in METRIC_HELP:
-                p.add((name,), _unknown_message("metric", name, METRIC_HELP), got=name, allowed=METRIC_HELP)
+            if name not in METRICS:
+                p.add((name,), _unknown_message("metric", name, METRICS), got=name, allowed=METRICS)
         p.raise_if_any()
         return v
 

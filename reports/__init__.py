@@ -14,9 +14,11 @@ __all__ = ["render", "select_records"]
 
 def select_records(source, *, suite: str | None = None, run_id: str | None = None, tag: str | None = None,
                    include_smoke: bool | None = None):
-    """Resolve ``source`` (a store path, a :class:`~ecodiff_bench.store.Store` or a list of record dicts) into
+    """Resolve ``source`` (a store path, a :class:`~ecodiff_bench.core.store.Store` or a list of record dicts) into
     a :class:`reports.analysis.Selection` plus the folders used to resolve relative artifact paths."""
-    from ecodiff_bench.store import Store, StoreError, normalize_record
+    from ecodiff_bench.core.errors import StoreError
+    from ecodiff_bench.core.record import normalize_record
+    from ecodiff_bench.core.store import Store
     from reports import analysis
 
     roots: list[Path] = []

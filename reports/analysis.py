@@ -1,7 +1,8 @@
 """Report content that does not depend on the output format: record selection, grouping per model,
 the base-vs-pruned table, comparability warnings, sustainability numbers, provenance and artifacts.
 
-Reads stored records only (plain dicts in the CONTRACTS.md "Run record" shape); never imports torch.
+Reads run records only (the JSON form of :class:`ecodiff_bench.core.record.RunRecord`: every top-level
+field present); metric directions and delta kinds come from the metric catalog. Never imports torch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecodiff_bench.core import metrics as catalog
+from ecodiff_bench.core.export import flatten
+from ecodiff_bench.core.record import CALL_SETTINGS
 from reports.formatting import fmt_count, fmt_energy_kwh, fmt_value, sig
 
 # Table columns: key, header, candidate metric names (first available in a model group wins).
@@ -28,49 +32,15 @@ COLUMNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("clip", "CLIP score", ("clip_score",)),
     ("ssim", "SSIM vs base", ("ssim_vs_base",)),
 )
-# Quality metrics get absolute deltas; resources get relative (%) deltas.
-ABSOLUTE_DELTA = {"fid", "frechet_distance", "clip_score", "ssim_vs_base", "psnr_vs_base", "recognisability"}
-# Direction used only when a stored Value has higher_is_better = None.
-DEFAULT_DIRECTION = {
-    "params": False, "flops_per_step": False, "latency_image_s": False, "latency_step_s": False,
-    "cuda_peak_allocated_bytes": False, "cuda_peak_reserved_bytes": False, "nvml_memory_used_bytes": False,
-    "peak_rss_bytes": False, "energy_image_j": False, "gco2e_per_1000_images": False, "fid": False,
-    "frechet_distance": False, "clip_score": True, "ssim_vs_base": True, "psnr_vs_base": True,
-    "throughput_img_per_s": True, "disk_bytes": False,
-}
 QUALITY_PREFERENCE = ("fid", "frechet_distance", "clip_score", "ssim_vs_base")
-SAMPLE_COUNT_METRICS = ("fid", "frechet_distance", "clip_score")
-# Where a quality metric's sample count is looked for: Value.details keys, then settings keys.
+# Where a quality metric's sample count is: its Value's details (FrechetDistance: num_samples, CLIP score:
+# n, recognisability: n_samples), else the evaluation's sample count in the record's settings.
 SAMPLE_DETAIL_KEYS = ("n_samples", "num_samples", "n")
-SAMPLE_SETTING_KEYS = ("fid_samples", "n_samples", "num_samples", "quality_samples")
-# Generation settings that must agree between the base and the pruned models of one model group.
-COMPARABLE_SETTINGS = ("steps", "num_inference_steps", "guidance", "guidance_scale", "resolution", "height",
-                       "width", "dtype", "batch_size")
-COMMIT_KEYS = ("git_commit", "git.commit", "git_hash", "commit", "git")
+# Settings that must agree between the base and the pruned models of one model group.
+COMPARABLE_SETTINGS = (*CALL_SETTINGS, "dtype", "batch_size")
 
 
 # -- small helpers ------------------------------------------------------------------------------------
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts (and lists of dicts) -> dotted keys; other lists become JSON text."""
-    out: dict[str, Any] = {}
-    if isinstance(obj, dict) and obj:
-        for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    elif isinstance(obj, list) and obj and all(isinstance(x, dict) for x in obj):
-        for i, v in enumerate(obj):
-            out.update(flatten(v, f"{prefix}.{i}" if prefix else str(i)))
-    elif prefix:
-        out[prefix] = json.dumps(obj) if isinstance(obj, (list, dict)) else obj
-    return out
-
-
-def first_key(flat: dict, keys: tuple[str, ...]) -> Any:
-    for k in keys:
-        if flat.get(k) not in (None, ""):
-            return flat[k]
-    return None
-
-
 def device_of(record: dict) -> str:
     """The device a record was measured on, from its provenance (see ecodiff_bench.provenance).
 
@@ -110,35 +80,36 @@ def device_of(record: dict) -> str:
 
 
 def commit_of(record: dict) -> str:
-    v = first_key(flatten(record.get("provenance") or {}), COMMIT_KEYS)
-    return str(v) if v is not None else "unknown"
+    """The git commit the record was measured with (``provenance.git.commit``)."""
+    git = record["provenance"].get("git")
+    commit = git.get("commit") if isinstance(git, dict) else None
+    return str(commit) if commit else "unknown"
 
 
 def metric(record: dict, name: str) -> dict | None:
-    return (record.get("metrics") or {}).get(name)
+    return record["metrics"].get(name)
 
 
 def number(record: dict, name: str) -> float | None:
     """The metric's value when it is available, else None."""
     v = metric(record, name)
-    if not v or v.get("status") == "unavailable" or v.get("value") is None:
+    if not v or v["status"] == "unavailable":
         return None
     return float(v["value"])
 
 
 def direction(name: str, vd: dict | None) -> bool | None:
-    if vd and vd.get("higher_is_better") is not None:
-        return bool(vd["higher_is_better"])
-    return DEFAULT_DIRECTION.get(name)
+    """Whether higher is better for ``name``: the catalog's word (a stored value's for foreign metrics)."""
+    return catalog.direction(name, vd["higher_is_better"] if vd else None)
 
 
 def is_base(record: dict) -> bool:
-    return record.get("method") == "base"
+    return record["method"] == "base"
 
 
 def label(record: dict, with_seed: bool = False) -> str:
-    text = "base" if is_base(record) else f"{record['method']} @{100 * float(record.get('ratio', 0.0)):.4g}%"
-    if with_seed and record.get("seed") is not None:
+    text = "base" if is_base(record) else f"{record['method']} @{100 * float(record['ratio']):.4g}%"
+    if with_seed and record["seed"] is not None:
         text += f" (seed {record['seed']})"
     return text
 
@@ -149,17 +120,13 @@ def full_label(record: dict) -> str:
 
 def sample_count(record: dict, name: str) -> int | None:
     vd = metric(record, name)
-    if not vd or vd.get("status") == "unavailable":
+    if not vd or vd["status"] == "unavailable":
         return None
-    details = vd.get("details") or {}
     for key in SAMPLE_DETAIL_KEYS:
-        if isinstance(details.get(key), (int, float)):
-            return int(details[key])
-    settings = record.get("settings") or {}
-    for key in SAMPLE_SETTING_KEYS:
-        if isinstance(settings.get(key), (int, float)):
-            return int(settings[key])
-    return None
+        if isinstance(vd["details"].get(key), (int, float)):
+            return int(vd["details"][key])
+    samples = record["settings"].get("samples")
+    return int(samples) if isinstance(samples, (int, float)) else None
 
 
 # -- artifacts ----------------------------------------------------------------------------------------
@@ -177,7 +144,7 @@ class Artifact:
 
 def resolve_artifact(record: dict, kind: str, roots: list[Path]) -> Artifact:
     """Find a record's artifact file: absolute paths as given; relative ones under each root in turn."""
-    raw = (record.get("artifacts") or {}).get(kind)
+    raw = record["artifacts"].get(kind)
     if not raw:
         return Artifact(record, kind, None, f"no '{kind}' artifact recorded")
     p = Path(raw)
@@ -209,21 +176,23 @@ class Selection:
 
 def dedupe_latest(records: list[dict]) -> tuple[list[dict], int]:
     """Keep the newest record per (suite, model, method, ratio, seed, smoke)."""
+
+    def key(r: dict) -> tuple:
+        return r["suite"], r["model"], r["method"], float(r["ratio"]), r["seed"], r["smoke"]
+
     latest: dict[tuple, dict] = {}
     for r in records:
-        key = (r.get("suite"), r["model"], r["method"], float(r.get("ratio", 0.0)), r.get("seed"), r.get("smoke"))
-        if key not in latest or str(r.get("created_at", "")) >= str(latest[key].get("created_at", "")):
-            latest[key] = r
-    kept = [r for r in records if latest.get((r.get("suite"), r["model"], r["method"], float(r.get("ratio", 0.0)),
-                                              r.get("seed"), r.get("smoke"))) is r]
+        if key(r) not in latest or r["created_at"] >= latest[key(r)]["created_at"]:
+            latest[key(r)] = r
+    kept = [r for r in records if latest[key(r)] is r]
     return kept, len(records) - len(kept)
 
 
 def comparability_warnings(records: list[dict]) -> list[str]:
     """Reasons the selected records should not be compared blindly (each one is shown in the report)."""
     out: list[str] = []
-    ok = [r for r in records if r.get("status") == "ok"]
-    smoke = [r for r in records if r.get("smoke")]
+    ok = [r for r in records if r["status"] == "ok"]
+    smoke = [r for r in records if r["smoke"]]
     if smoke and len(smoke) != len(records):
         out.append(
             f"Smoke and full records are mixed: {len(smoke)} smoke record(s) "
@@ -237,7 +206,7 @@ def comparability_warnings(records: list[dict]) -> list[str]:
         parts = "; ".join(f"{d}: {len(v)} record(s)" for d, v in sorted(devices.items()))
         out.append(f"Records were measured on different devices ({parts}). Latency, energy and memory "
                    "differences between them reflect the hardware, not only the pruning.")
-    for name in SAMPLE_COUNT_METRICS:
+    for name in catalog.SAMPLE_SENSITIVE:
         counts: dict[int | None, list[str]] = defaultdict(list)
         for r in ok:
             if number(r, name) is not None:
@@ -254,11 +223,9 @@ def comparability_warnings(records: list[dict]) -> list[str]:
         by_model[r["model"]].append(r)
     for model, recs in sorted(by_model.items()):
         for key in COMPARABLE_SETTINGS:
-            vals = {json.dumps((r.get("settings") or {}).get(key), sort_keys=True) for r in recs
-                    if key in (r.get("settings") or {})}
-            if len(vals) > 1:
-                detail = ", ".join(f"{label(r)}={(r.get('settings') or {}).get(key)}" for r in recs
-                                   if key in (r.get("settings") or {}))
+            having = [r for r in recs if key in r["settings"]]
+            if len({json.dumps(r["settings"][key], sort_keys=True) for r in having}) > 1:
+                detail = ", ".join(f"{label(r)}={r['settings'][key]}" for r in having)
                 out.append(f"{model}: setting '{key}' differs between records ({detail}).")
     return out
 
@@ -269,11 +236,11 @@ def select(records: list[dict], *, suite: str | None = None, run_id: str | None 
     is explicit (a run id or a tag) or only smoke records match; the report then says it shows smoke runs."""
     filters = {k: v for k, v in (("suite", suite), ("run_id", run_id)) if v is not None}
     recs = [r for r in records
-            if (suite is None or r.get("suite") == suite) and (run_id is None or r.get("run_id") == run_id)
-            and (tag_ids is None or r.get("record_id") in tag_ids)]
+            if (suite is None or r["suite"] == suite) and (run_id is None or r["run_id"] == run_id)
+            and (tag_ids is None or r["record_id"] in tag_ids)]
     notices: list[str] = []
     if include_smoke is None:
-        full = [r for r in recs if not r.get("smoke")]
+        full = [r for r in recs if not r["smoke"]]
         if explicit or not full:
             chosen = recs
         else:
@@ -284,18 +251,18 @@ def select(records: list[dict], *, suite: str | None = None, run_id: str | None 
     elif include_smoke:
         chosen = recs
     else:
-        chosen = [r for r in recs if not r.get("smoke")]
+        chosen = [r for r in recs if not r["smoke"]]
     if not explicit:
         chosen, hidden = dedupe_latest(chosen)
         if hidden:
             notices.append(f"{hidden} older record(s) of the same model/method/ratio/seed hidden; "
                            "select a run id to see a specific run.")
-    n_smoke = sum(1 for r in chosen if r.get("smoke"))
+    n_smoke = sum(1 for r in chosen if r["smoke"])
     smoke = "none" if n_smoke == 0 else ("all" if n_smoke == len(chosen) else "some")
-    failed = [r for r in chosen if r.get("status") != "ok"]
+    failed = [r for r in chosen if r["status"] != "ok"]
     if failed:
         notices.append(f"{len(failed)} failed record(s); see 'Failed records'.")
-    suites = sorted({r.get("suite") for r in chosen})
+    suites = sorted({r["suite"] for r in chosen})
     if len(suites) > 1:
         notices.append(f"Records from several suites: {', '.join(map(str, suites))}.")
     return Selection(chosen, notices, comparability_warnings(chosen), smoke, filters)
@@ -344,12 +311,12 @@ def make_cell(record: dict, name: str, base: dict | None) -> Cell:
     vd = metric(record, name)
     if vd is None:
         return Cell("n/a", "missing", f"{name} was not recorded for this run")
-    status = vd.get("status", "measured")
-    if status == "unavailable" or vd.get("value") is None:
-        return Cell("n/a", "unavailable", vd.get("note") or "unavailable (no reason given)")
+    status = vd["status"]
+    if status == "unavailable":
+        return Cell("n/a", "unavailable", vd["note"] or "unavailable (no reason given)")
     val = float(vd["value"])
-    text = fmt_value(val, vd.get("unit", ""))
-    note = vd.get("note", "") if status == "estimated" else ""
+    text = fmt_value(val, vd["unit"])
+    note = vd["note"] if status == "estimated" else ""
     if status == "estimated":
         note = note or "estimated, not measured"
     cell = Cell(text, status, note, value=val)
@@ -360,7 +327,7 @@ def make_cell(record: dict, name: str, base: dict | None) -> Cell:
         return cell
     diff = val - b
     hib = direction(name, vd)
-    if name in ABSOLUTE_DELTA:
+    if catalog.is_absolute_delta(name):
         cell.delta = f"{diff:+.3g}" if diff else "±0"
     elif b != 0:
         cell.delta = f"{100 * diff / abs(b):+.1f} %" if diff else "±0 %"
@@ -380,24 +347,24 @@ def _base_for(record: dict, bases: list[dict]) -> dict | None:
         return None
 
     def rank(b: dict) -> tuple:
-        return (bool(b.get("smoke")) == bool(record.get("smoke")), b.get("run_id") == record.get("run_id"),
-                b.get("seed") == record.get("seed"), str(b.get("created_at", "")))
+        return (b["smoke"] == record["smoke"], b["run_id"] == record["run_id"], b["seed"] == record["seed"],
+                b["created_at"])
 
     return max(bases, key=rank)
 
 
 def build_groups(records: list[dict]) -> list[Group]:
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r["status"] == "ok"]
     by_model: dict[str, list[dict]] = defaultdict(list)
     for r in ok:
         by_model[r["model"]].append(r)
     groups = []
     for model in sorted(by_model):
         recs = by_model[model]
-        bases = sorted([r for r in recs if is_base(r)], key=lambda r: (r.get("seed") is None, r.get("seed") or 0))
+        bases = sorted([r for r in recs if is_base(r)], key=lambda r: (r["seed"] is None, r["seed"] or 0))
         pruned = sorted([r for r in recs if not is_base(r)],
-                        key=lambda r: (r["method"], float(r.get("ratio", 0.0)), r.get("seed") or 0))
-        seeds = {r.get("seed") for r in recs}
+                        key=lambda r: (r["method"], float(r["ratio"]), r["seed"] or 0))
+        seeds = {r["seed"] for r in recs}
         chosen = {key: _pick_metric(recs, names) for key, _, names in COLUMNS}
         rows = []
         for r in bases + pruned:
@@ -448,7 +415,7 @@ def sustainability(groups: list[Group]) -> list[Sustain]:
                 vd = metric(rec, name) if rec else None
                 if rec is None:
                     return "no base record"
-                return (vd or {}).get("note") or f"{name} not recorded"
+                return vd["note"] if vd else f"{name} not recorded"
 
             if e_p is None:
                 notes.append(f"pruned energy/image n/a: {why(r, 'energy_image_j')}")
@@ -497,15 +464,15 @@ def provenance(records: list[dict]) -> ProvenanceTable:
     by_run: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_run[r["run_id"]].append(r)
-    runs = sorted(by_run, key=lambda k: min(str(r.get("created_at", "")) for r in by_run[k]))
+    runs = sorted(by_run, key=lambda k: min(r["created_at"] for r in by_run[k]))
     per_run: dict[str, dict[str, str]] = {}
     for run in runs:
         values: dict[str, list[str]] = defaultdict(list)
         for r in by_run[run]:
-            flat = {"suite": r.get("suite"), "suite_hash": r.get("suite_hash"), "smoke": r.get("smoke"),
-                    "device": device_of(r), "git commit": commit_of(r), "created_at": r.get("created_at")}
-            flat.update({f"provenance.{k}": v for k, v in flatten(r.get("provenance") or {}).items()})
-            flat.update({f"settings.{k}": v for k, v in flatten(r.get("settings") or {}).items()})
+            flat = {"suite": r["suite"], "suite_hash": r["suite_hash"], "smoke": r["smoke"],
+                    "device": device_of(r), "git commit": commit_of(r), "created_at": r["created_at"]}
+            flat.update({f"provenance.{k}": v for k, v in flatten(r["provenance"]).items()})
+            flat.update({f"settings.{k}": v for k, v in flatten(r["settings"]).items()})
             for k, v in flat.items():
                 s = "" if v is None else str(v)
                 if s not in values[k]:

@@ -18,7 +18,6 @@ failed is a failure. Smoke and full releases are never compared (``IncomparableE
 
 from __future__ import annotations
 
-import difflib
 import math
 import xml.etree.ElementTree as ET
 from collections import defaultdict
@@ -26,36 +25,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    RootModel,
-    ValidationError,
-    field_validator,
-    model_validator,
+from ecodiff_bench.core.files import write_text_atomic
+from ecodiff_bench.core.metrics import SAMPLE_SENSITIVE, direction
+from ecodiff_bench.core.record import normalize_record
+from ecodiff_bench.core.tables import text_table
+from ecodiff_bench.core.thresholds import (
+    BOUNDS,
+    DEFAULT_THRESHOLDS,
+    MetricThreshold,
+    Thresholds,
+    default_thresholds,
+    validate_thresholds,
 )
-
 from reports.analysis import device_of, sample_count
 
-# Canonical metric names (CONTRACTS.md); thresholds on other names are refused with a suggestion.
-KNOWN_METRICS: tuple[str, ...] = (
-    "params", "params_prunable", "params_removed_frac", "units_removed_frac", "disk_bytes", "flops_per_step",
-    "latency_image_s", "latency_step_s", "throughput_img_per_s", "cuda_peak_allocated_bytes",
-    "cuda_peak_reserved_bytes", "nvml_memory_used_bytes", "peak_rss_bytes", "gpu_energy_image_j",
-    "gpu_energy_image_net_j", "idle_power_w", "cpu_energy_image_j", "energy_image_j", "gco2e_per_1000_images",
-    "fid", "frechet_distance", "clip_score", "ssim_vs_base", "psnr_vs_base", "recognisability",
-    "pruning_energy_j", "pruning_time_s",
-)
-BOUNDS = ("max_increase", "max_decrease", "max_increase_frac", "max_decrease_frac")
-SAMPLE_SENSITIVE = ("fid", "frechet_distance", "clip_score")
-
-DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
-    "fid": {"max_increase": 2.0},
-    "clip_score": {"max_decrease": 0.5},
-    "latency_image_s": {"max_increase_frac": 0.05},
-    "energy_image_j": {"max_increase_frac": 0.05},
-}
+__all__ = [
+    "BOUNDS", "DEFAULT_THRESHOLDS", "Change", "Comparison", "GateResult", "IncomparableError", "MetricThreshold",
+    "Thresholds", "check", "default_thresholds", "diff", "key_text", "validate_thresholds", "verdict",
+]  # fmt: skip
 
 Outcome = Literal["pass", "fail", "not_compared"]
 
@@ -64,76 +51,25 @@ class IncomparableError(ValueError):
     """The two releases cannot be compared at all (e.g. smoke against full)."""
 
 
-class MetricThreshold(BaseModel):
-    """Allowed change of one metric from baseline to candidate; set at least one bound."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_increase: float | None = Field(None, ge=0, description="candidate - baseline may be at most this")
-    max_decrease: float | None = Field(None, ge=0, description="baseline - candidate may be at most this")
-    max_increase_frac: float | None = Field(None, ge=0, description="(candidate - baseline) / |baseline| at most")
-    max_decrease_frac: float | None = Field(None, ge=0, description="(baseline - candidate) / |baseline| at most")
-    required: bool = Field(False, description="fail (instead of 'not compared') when the metric is unavailable")
-
-    @model_validator(mode="after")
-    def _one_bound(self) -> MetricThreshold:
-        if all(getattr(self, b) is None for b in BOUNDS):
-            raise ValueError(f"set at least one of {', '.join(BOUNDS)}")
-        return self
-
-    def bounds(self) -> dict[str, float]:
-        return {b: getattr(self, b) for b in BOUNDS if getattr(self, b) is not None}
-
-
-class Thresholds(RootModel[dict[str, MetricThreshold]]):
-    """Mapping metric name -> :class:`MetricThreshold`. Reusable as a field type in the suite schema."""
-
-    @field_validator("root")
-    @classmethod
-    def _known_metrics(cls, v: dict[str, MetricThreshold]) -> dict[str, MetricThreshold]:
-        for name in v:
-            if name not in KNOWN_METRICS:
-                close = difflib.get_close_matches(name, KNOWN_METRICS, n=1, cutoff=0.6)
-                hint = f" Did you mean: {close[0]}?" if close else ""
-                raise ValueError(f"unknown metric {name!r}.{hint} Known metrics: {', '.join(KNOWN_METRICS)}")
-        return v
-
-    def items(self):
-        return self.root.items()
-
-    def __len__(self) -> int:
-        return len(self.root)
-
-
-def default_thresholds() -> Thresholds:
-    return Thresholds.model_validate(DEFAULT_THRESHOLDS)
-
-
-def validate_thresholds(data: Any) -> Thresholds:
-    """Validate a plain mapping (e.g. parsed YAML). Raises ``ValueError`` whose message names each bad path."""
-    if isinstance(data, Thresholds):
-        return data
-    try:
-        return Thresholds.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            path = ".".join(str(p) for p in err["loc"] if p != "root") or "thresholds"
-            lines.append(f"thresholds.{path}: {err['msg']} (got {err.get('input')!r})")
-        raise ValueError("invalid gate thresholds:\n  " + "\n  ".join(lines)) from None
-
-
-# -- comparison --------------------------------------------------------------------------------------
+# -- pairing records ---------------------------------------------------------------------------------
 Key = tuple[str, str, float]
 
 
 def _key(record: dict) -> Key:
-    return (record["model"], record["method"], round(float(record.get("ratio", 0.0)), 6))
+    return (record["model"], record["method"], round(float(record["ratio"]), 6))
 
 
 def key_text(key: Key) -> str:
     model, method, ratio = key
     return f"{model}/base" if method == "base" else f"{model}/{method}@{ratio:g}"
+
+
+def _by_config(records: list[dict], key=_key) -> tuple[dict[Key, list[dict]], dict[Key, list[dict]]]:
+    """(ok records, failed records) per configuration."""
+    ok, failed = defaultdict(list), defaultdict(list)
+    for r in records:
+        (ok if r["status"] == "ok" else failed)[key(r)].append(r)
+    return ok, failed
 
 
 @dataclass
@@ -146,29 +82,101 @@ class Side:
     note: str = ""
     n: int = 0
     samples: set = field(default_factory=set)
+    recorded: bool = False  # some record holds the metric (perhaps as unavailable)
+    higher_is_better: bool | None = None  # as stored (used only for metrics outside the catalog)
+
+    def text(self) -> str:
+        if not self.recorded:
+            return "not recorded"
+        if self.value is None:
+            return "n/a"
+        return f"{self.value:.6g}{' (est.)' if self.status == 'estimated' else ''}"
 
 
 def _side(records: list[dict], name: str) -> Side:
-    vals, notes, statuses, unit, samples = [], [], set(), "", set()
+    vals, notes, statuses, unit, samples, hib, recorded = [], [], set(), "", set(), None, False
     for r in records:
-        vd = (r.get("metrics") or {}).get(name)
+        vd = r["metrics"].get(name)
         if vd is None:
             notes.append(f"{name} not recorded")
             continue
-        unit = vd.get("unit", unit)
-        if vd.get("status") == "unavailable" or vd.get("value") is None:
-            notes.append(vd.get("note") or "unavailable")
+        recorded, unit, hib = True, vd["unit"], vd["higher_is_better"]
+        if vd["status"] == "unavailable":
+            notes.append(vd["note"] or "unavailable")
             continue
         vals.append(float(vd["value"]))
-        statuses.add(vd.get("status", "measured"))
+        statuses.add(vd["status"])
         if name in SAMPLE_SENSITIVE:
             samples.add(sample_count(r, name))
     if not vals:
-        return Side(None, unit, "unavailable", "; ".join(dict.fromkeys(notes)) or "no records", 0, samples)
+        note = "; ".join(dict.fromkeys(notes)) or "no records"
+        return Side(None, unit, "unavailable", note, 0, samples, recorded, hib)
     status = "estimated" if "estimated" in statuses else "measured"
-    return Side(sum(vals) / len(vals), unit, status, "", len(vals), samples)
+    return Side(sum(vals) / len(vals), unit, status, "", len(vals), samples, recorded, hib)
 
 
+def _changes(base: Side, cand: Side) -> tuple[float, float]:
+    """candidate - baseline, absolute and relative to |baseline|."""
+    b, c = base.value, cand.value
+    frac = (c - b) / abs(b) if b != 0 else (0.0 if c == b else math.copysign(math.inf, c - b))
+    return c - b, frac
+
+
+def verdict(name: str, change: float, stored_direction: bool | None = None) -> str:
+    """``"better"`` / ``"worse"`` for a change of metric ``name`` (by its direction), ``""`` for none."""
+    hib = direction(name, stored_direction)
+    if not change or hib is None:
+        return ""
+    return "better" if (change > 0) == hib else "worse"
+
+
+# -- compare: every metric, no thresholds -------------------------------------------------------------
+@dataclass
+class Change:
+    """One metric of one configuration from A to B; ``a``/``b`` is None when the configuration is missing."""
+
+    config: str
+    metric: str
+    a: Side | None
+    b: Side | None
+    change: float | None = None
+    change_frac: float | None = None
+    verdict: str = ""
+
+    @property
+    def unit(self) -> str:
+        return (self.b.unit if self.b and self.b.unit else "") or (self.a.unit if self.a else "")
+
+
+def diff(a_records: list[dict], b_records: list[dict], metrics: list[str] | None = None) -> list[Change]:
+    """B against A, configuration by configuration (seeds averaged), for ``metrics`` (default: all recorded).
+
+    Two single records are compared with each other whatever their configurations.
+    """
+    a_records, b_records = [normalize_record(r) for r in a_records], [normalize_record(r) for r in b_records]
+    single = len(a_records) == 1 and len(b_records) == 1
+    key = (lambda r: ("", "", 0.0)) if single else _key
+    a_ok, _ = _by_config(a_records, key)
+    b_ok, _ = _by_config(b_records, key)
+    out: list[Change] = []
+    for k in sorted(set(a_ok) | set(b_ok)):
+        ra, rb = a_ok.get(k), b_ok.get(k)
+        config = key_text(_key((ra or rb)[0]))
+        if ra is None or rb is None:
+            out.append(Change(config, "*", None if ra is None else Side(None), None if rb is None else Side(None)))
+            continue
+        names = metrics or sorted({n for r in ra + rb for n in r["metrics"]})
+        for name in names:
+            sa, sb = _side(ra, name), _side(rb, name)
+            c = Change(config, name, sa, sb)
+            if sa.value is not None and sb.value is not None:
+                c.change, c.change_frac = _changes(sa, sb)
+                c.verdict = verdict(name, c.change, sb.higher_is_better)
+            out.append(c)
+    return out
+
+
+# -- check: thresholds ---------------------------------------------------------------------------------
 @dataclass
 class Comparison:
     model: str
@@ -213,32 +221,29 @@ class GateResult:
         n = len(self.comparisons)
         verdict = "PASS" if self.passed else "FAIL"
         policy = ("strict: not-compared rows fail" if self.strict
-                  else "not-compared rows do not fail unless the metric is required")
+                  else "not-compared rows do not fail unless the metric is required")  # fmt: skip
         return (f"{verdict}: {self.candidate_name} vs {self.baseline_name}: {n} check(s), "
                 f"{n - len(self.failures) - len(self.not_compared)} passed, {len(self.failures)} failed, "
-                f"{len(self.not_compared)} not compared ({policy}).")
+                f"{len(self.not_compared)} not compared ({policy}).")  # fmt: skip
 
     def table(self) -> str:
-        """A fixed-width text table of every comparison, then warnings and the summary line."""
-        header = ("config", "metric", "baseline", "candidate", "change", "limit", "result", "reason")
+        """A text table of every comparison, then warnings and the summary line."""
+
+        def num(v):
+            return "n/a" if v is None else f"{v:.6g}"
+
         rows = []
         for c in self.comparisons:
-            def f(v):
-                return "n/a" if v is None else f"{v:.6g}"
-
             if c.change is None:
                 change = "n/a"
             elif c.change_frac is not None:
                 change = f"{c.change:+.4g} ({100 * c.change_frac:+.1f}%)"
             else:
                 change = f"{c.change:+.4g}"
-            rows.append((c.config, c.metric, f(c.baseline), f(c.candidate), change, c.limits,
-                         c.outcome.upper().replace("_", " "), c.reason))
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-        widths[-1] = min(widths[-1], 80)
-        lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
-                 "  ".join("-" * w for w in widths)]
-        lines += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+            outcome = c.outcome.upper().replace("_", " ")
+            rows.append((c.config, c.metric, num(c.baseline), num(c.candidate), change, c.limits, outcome, c.reason))
+        header = ("config", "metric", "baseline", "candidate", "change", "limit", "result", "reason")
+        lines = [text_table(header, rows)]
         if self.warnings:
             lines += ["", "Warnings:"] + [f"  - {w}" for w in self.warnings]
         lines += ["", self.summary()]
@@ -249,15 +254,15 @@ class GateResult:
             "name": f"ecodiff-bench gate: {self.candidate_name} vs {self.baseline_name}",
             "tests": str(len(self.comparisons)), "failures": str(len(self.failures)), "errors": "0",
             "skipped": str(len(self.not_compared)),
-        })
+        })  # fmt: skip
         props = ET.SubElement(suite, "properties")
         for k, v in (("baseline", self.baseline_name), ("candidate", self.candidate_name),
-                     ("strict", str(self.strict).lower())):
+                     ("strict", str(self.strict).lower())):  # fmt: skip
             ET.SubElement(props, "property", {"name": k, "value": v})
         for c in self.comparisons:
             case = ET.SubElement(suite, "testcase", {"classname": c.config, "name": c.metric, "time": "0"})
             text = (f"baseline={c.baseline} candidate={c.candidate} unit={c.unit} change={c.change} "
-                    f"limits={c.limits}: {c.reason}")
+                    f"limits={c.limits}: {c.reason}")  # fmt: skip
             if c.outcome == "fail":
                 ET.SubElement(case, "failure", {"message": c.reason, "type": "regression"}).text = text
             elif c.outcome == "not_compared":
@@ -265,29 +270,27 @@ class GateResult:
         if self.warnings:
             ET.SubElement(suite, "system-out").text = "\n".join(self.warnings)
         root = ET.Element("testsuites", {"tests": suite.get("tests"), "failures": suite.get("failures"),
-                                         "skipped": suite.get("skipped")})
+                                         "skipped": suite.get("skipped")})  # fmt: skip
         root.append(suite)
         ET.indent(root)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
     def write_junit(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.junit_xml(), encoding="utf-8")
-        return path
+        return write_text_atomic(path, self.junit_xml())
 
 
 def _compare(name: str, th: MetricThreshold, key: Key, base: Side, cand: Side, strict: bool) -> Comparison:
     model, method, ratio = key
     limits = ", ".join(f"{b}={v:g}" for b, v in th.bounds().items())
     comp = Comparison(model, method, ratio, name, "not_compared", "", base.value, cand.value,
-                      cand.unit or base.unit, limits=limits)
+                      cand.unit or base.unit, limits=limits)  # fmt: skip
     missing = []
     if base.value is None:
         missing.append(f"baseline: {base.note}")
     if cand.value is None:
         missing.append(f"candidate: {cand.note}")
     if not missing and name in SAMPLE_SENSITIVE and base.samples != cand.samples:
+
         def s(x):
             return "/".join("unknown" if v is None else str(v) for v in sorted(x, key=str))
 
@@ -298,9 +301,7 @@ def _compare(name: str, th: MetricThreshold, key: Key, base: Side, cand: Side, s
             comp.outcome = "fail"
             comp.reason += " (required metric)" if th.required else " (strict)"
         return comp
-    b, c = base.value, cand.value
-    comp.change = c - b
-    comp.change_frac = (c - b) / abs(b) if b != 0 else (0.0 if c == b else math.copysign(math.inf, c - b))
+    comp.change, comp.change_frac = _changes(base, cand)
     broken = []
     if th.max_increase is not None and comp.change > th.max_increase:
         broken.append(f"increase {comp.change:.4g} > {th.max_increase:g}")
@@ -318,9 +319,29 @@ def _compare(name: str, th: MetricThreshold, key: Key, base: Side, cand: Side, s
     return comp
 
 
+def _release_warnings(cand: list[dict], base: list[dict], cand_name: str, base_name: str,
+                      allow_smoke_mismatch: bool) -> list[str]:  # fmt: skip
+    smoke_c, smoke_b = {r["smoke"] for r in cand}, {r["smoke"] for r in base}
+    warnings: list[str] = []
+    if smoke_c != smoke_b or len(smoke_c) > 1:
+        msg = (f"smoke flags differ: {cand_name} smoke={sorted(smoke_c)}, {base_name} smoke={sorted(smoke_b)}; "
+               "smoke and full records are not comparable")  # fmt: skip
+        if not allow_smoke_mismatch:
+            raise IncomparableError(msg)
+        warnings.append(msg)
+    elif smoke_c == {True}:
+        warnings.append("both releases are smoke runs: the comparison checks the pipeline, not the benchmark")
+    dev_c = {device_of(r) for r in cand if r["status"] == "ok"}
+    dev_b = {device_of(r) for r in base if r["status"] == "ok"}
+    if dev_c != dev_b:
+        warnings.append(f"devices differ ({cand_name}: {', '.join(sorted(dev_c))}; {base_name}: "
+                        f"{', '.join(sorted(dev_b))}); latency, energy and memory changes may reflect hardware")  # fmt: skip
+    return warnings
+
+
 def check(candidate_records: list[dict], baseline_records: list[dict], thresholds: Any = None, *,
           strict: bool = False, allow_smoke_mismatch: bool = False, baseline_name: str = "baseline",
-          candidate_name: str = "candidate") -> GateResult:
+          candidate_name: str = "candidate") -> GateResult:  # fmt: skip
     """Compare two releases metric by metric. ``thresholds``: :class:`Thresholds`, a plain mapping, or None
     for :data:`DEFAULT_THRESHOLDS`. Raises :class:`IncomparableError` for smoke vs full and empty sides."""
     th = default_thresholds() if thresholds is None else validate_thresholds(thresholds)
@@ -328,36 +349,17 @@ def check(candidate_records: list[dict], baseline_records: list[dict], threshold
         raise IncomparableError(f"{candidate_name} has no records")
     if not baseline_records:
         raise IncomparableError(f"{baseline_name} has no records")
-    smoke_c = {bool(r.get("smoke")) for r in candidate_records}
-    smoke_b = {bool(r.get("smoke")) for r in baseline_records}
-    warnings: list[str] = []
-    if smoke_c != smoke_b or len(smoke_c) > 1:
-        msg = (f"smoke flags differ: {candidate_name} smoke={sorted(smoke_c)}, {baseline_name} smoke={sorted(smoke_b)}; "
-               "smoke and full records are not comparable")
-        if not allow_smoke_mismatch:
-            raise IncomparableError(msg)
-        warnings.append(msg)
-    elif smoke_c == {True}:
-        warnings.append("both releases are smoke runs: the comparison checks the pipeline, not the benchmark")
-    dev_c = {device_of(r) for r in candidate_records if r.get("status") == "ok"}
-    dev_b = {device_of(r) for r in baseline_records if r.get("status") == "ok"}
-    if dev_c != dev_b:
-        warnings.append(f"devices differ ({candidate_name}: {', '.join(sorted(dev_c))}; {baseline_name}: "
-                        f"{', '.join(sorted(dev_b))}); latency, energy and memory changes may reflect hardware")
-
-    def groups(records):
-        ok, failed = defaultdict(list), defaultdict(list)
-        for r in records:
-            (ok if r.get("status") == "ok" else failed)[_key(r)].append(r)
-        return ok, failed
-
-    cand_ok, cand_failed = groups(candidate_records)
-    base_ok, base_failed = groups(baseline_records)
+    candidate_records = [normalize_record(r) for r in candidate_records]
+    baseline_records = [normalize_record(r) for r in baseline_records]
+    warnings = _release_warnings(candidate_records, baseline_records, candidate_name, baseline_name,
+                                 allow_smoke_mismatch)  # fmt: skip
+    cand_ok, cand_failed = _by_config(candidate_records)
+    base_ok, base_failed = _by_config(baseline_records)
     comps: list[Comparison] = []
     for key in sorted(set(cand_ok) | set(cand_failed) | set(base_ok) | set(base_failed)):
         model, method, ratio = key
         if key in cand_failed and key not in cand_ok:
-            err = cand_failed[key][0].get("error") or "no error recorded"
+            err = cand_failed[key][0]["error"] or "no error recorded"
             comps.append(Comparison(model, method, ratio, "run", "fail", f"candidate run failed: {err}"))
             continue
         if key not in cand_ok:
@@ -366,7 +368,7 @@ def check(candidate_records: list[dict], baseline_records: list[dict], threshold
             comps.append(Comparison(model, method, ratio, "*", outcome, f"{why} in {candidate_name}"))
             continue
         if key not in base_ok:
-            why = ("baseline run failed" if key in base_failed else f"no {baseline_name} record for this configuration")
+            why = "baseline run failed" if key in base_failed else f"no {baseline_name} record for this configuration"
             outcome = "fail" if strict else "not_compared"
             comps.append(Comparison(model, method, ratio, "*", outcome, why))
             continue

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ecodiff_bench.core.files import write_text_atomic
 from reports import analysis as A
 from reports import plots as P
 
@@ -41,7 +41,7 @@ class Content:
 
 def build(sel: A.Selection, roots: list[Path], title: str) -> Content:
     groups = A.build_groups(sel.records)
-    ok = [r for r in sel.records if r.get("status") == "ok"]
+    ok = [r for r in sel.records if r["status"] == "ok"]
     if not groups and ok == []:
         sel.warnings.append("No successful records: nothing to tabulate or plot.")
     for g in groups:
@@ -56,7 +56,7 @@ def build(sel: A.Selection, roots: list[Path], title: str) -> Content:
         quality_plot=P.quality_vs_energy(ok), bars_plot=P.latency_energy_bars(groups),
         heatmaps=P.kept_units_heatmaps(groups, roots), power=P.power_timelines(groups, roots),
         training=P.training_curves(groups, roots), samples=P.sample_grids(groups, roots),
-        failed=[r for r in sel.records if r.get("status") != "ok"],
+        failed=[r for r in sel.records if r["status"] != "ok"],
     )
 
 
@@ -86,7 +86,7 @@ def _selection_text(c: Content) -> str:
     f = c.sel.filters
     parts = [f"{k}={v}" for k, v in f.items()] or ["all runs (latest record per configuration)"]
     n = len(c.sel.records)
-    smoke = sum(1 for r in c.sel.records if r.get("smoke"))
+    smoke = sum(1 for r in c.sel.records if r["smoke"])
     return f"Selection: {', '.join(parts)}; {n} record(s), {smoke} smoke."
 
 
@@ -190,7 +190,7 @@ def to_html(c: Content) -> str:
             h.append(f'<th title="{_e(g.metric_for[key])}">{_e(header)}<br><small>{_e(g.metric_for[key])}</small></th>')
         h.append("</tr></thead><tbody>")
         for row in g.rows:
-            tag = " [smoke]" if row.record.get("smoke") and c.sel.smoke == "some" else ""
+            tag = " [smoke]" if row.record["smoke"] and c.sel.smoke == "some" else ""
             cls = ' class="base"' if A.is_base(row.record) else ""
             h.append(f"<tr{cls}><td class='l'>{_e(row.label + tag)}</td>")
             h.extend(_html_cell(row.cells[key], notes) for key, _, _ in A.COLUMNS)
@@ -250,7 +250,7 @@ def to_html(c: Content) -> str:
                  '<th class="l">Run</th><th class="l">Error</th></tr></thead><tbody>')
         for r in c.failed:
             h.append(f"<tr><td class='l'>{_e(A.full_label(r))}</td><td class='l'>{_e(r['run_id'])}</td>"
-                     f"<td class='l'>{_e(r.get('error') or '')}</td></tr>")
+                     f"<td class='l'>{_e(r['error'] or '')}</td></tr>")
         h.append("</tbody></table>")
 
     # --- provenance
@@ -339,7 +339,7 @@ def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
         header = ["Model"] + [f"{h} ({g.metric_for[k]})" for k, h, _ in A.COLUMNS]
         rows = []
         for row in g.rows:
-            tag = " [smoke]" if row.record.get("smoke") and c.sel.smoke == "some" else ""
+            tag = " [smoke]" if row.record["smoke"] and c.sel.smoke == "some" else ""
             name = f"**{row.label}**" if A.is_base(row.record) else row.label
             rows.append([name + tag] + [_md_cell(row.cells[k], notes) for k, _, _ in A.COLUMNS])
         m += [f"### {g.model}", "", _md_table(header, rows), ""]
@@ -384,7 +384,7 @@ def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
 
     if c.failed:
         m += ["## Failed records", "",
-              _md_table(["Model", "Run", "Error"], [[A.full_label(r), r["run_id"], r.get("error") or ""] for r in c.failed]),
+              _md_table(["Model", "Run", "Error"], [[A.full_label(r), r["run_id"], r["error"] or ""] for r in c.failed]),
               ""]
 
     m += ["## Provenance", "", "Rows marked ⚠ differ between or within runs.", ""]
@@ -394,20 +394,14 @@ def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
     return "\n".join(m)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write(c: Content, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out_dir / HTML_NAME, out_dir / MD_NAME
-    _atomic_write(html_path, to_html(c))
+    write_text_atomic(html_path, to_html(c))
     assets = out_dir / ASSETS_DIR
     if assets.is_dir():  # the assets folder belongs to the report: drop images of an earlier render
         for old in assets.iterdir():
             if old.is_file() and old.suffix in (".png", ".jpg", ".webp"):
                 old.unlink()
-    _atomic_write(md_path, to_markdown(c, assets))
+    write_text_atomic(md_path, to_markdown(c, assets))
     return {"html": html_path, "markdown": md_path}

@@ -1,6 +1,6 @@
 """Synthetic run records and artifacts for tests, demos and documentation (no torch, no GPU).
 
-``make_record`` builds one record in the CONTRACTS.md shape; ``make_artifacts`` writes small PNG/JSON
+``make_record`` builds one record in the run-record shape (:mod:`ecodiff_bench.core.record`); ``make_artifacts`` writes small PNG/JSON
 artifacts of every kind the reports read; ``demo_records`` builds a small base + pruned set.
 """
 
@@ -12,42 +12,14 @@ import struct
 import zlib
 from pathlib import Path
 
-# name -> (unit, higher_is_better)
-METRIC_UNITS: dict[str, tuple[str, bool | None]] = {
-    "params": ("count", False),
-    "params_prunable": ("count", None),
-    "params_removed_frac": ("fraction", None),
-    "units_removed_frac": ("fraction", None),
-    "disk_bytes": ("B", False),
-    "flops_per_step": ("FLOP", False),
-    "latency_image_s": ("s", False),
-    "latency_step_s": ("s", False),
-    "throughput_img_per_s": ("img/s", True),
-    "cuda_peak_allocated_bytes": ("B", False),
-    "cuda_peak_reserved_bytes": ("B", False),
-    "nvml_memory_used_bytes": ("B", False),
-    "peak_rss_bytes": ("B", False),
-    "gpu_energy_image_j": ("J", False),
-    "gpu_energy_image_net_j": ("J", False),
-    "idle_power_w": ("W", None),
-    "cpu_energy_image_j": ("J", False),
-    "energy_image_j": ("J", False),
-    "gco2e_per_1000_images": ("gCO2e", False),
-    "fid": ("", False),
-    "frechet_distance": ("", False),
-    "clip_score": ("", True),
-    "ssim_vs_base": ("", True),
-    "psnr_vs_base": ("dB", True),
-    "recognisability": ("fraction", True),
-    "pruning_energy_j": ("J", False),
-    "pruning_time_s": ("s", False),
-}
+from ecodiff_bench.core.metrics import METRICS
 
 
 def value(name: str, v: float | None, *, status: str | None = None, note: str = "", details: dict | None = None,
           unit: str | None = None) -> dict:
-    """A Value.to_dict()-shaped dict (unit and direction from METRIC_UNITS)."""
-    default_unit, hib = METRIC_UNITS.get(name, ("", None))
+    """A Value.to_dict()-shaped dict (unit and direction from the metric catalog)."""
+    known = METRICS.get(name) if name in METRICS else None
+    default_unit, hib = (known.unit, known.higher_is_better) if known else ("", None)
     if status is None:
         status = "unavailable" if v is None else "measured"
     if status == "unavailable" and not note:
@@ -159,7 +131,7 @@ def make_record(model: str = "digits-sdxl", method: str = "base", ratio: float =
                        "torch": {"cuda_available": True, "cuda_devices": [device]},
                        "gpu": {"status": "ok", "driver": "550.00",
                                "gpus": [{"index": 0, "name": device, "power_limit_w": 700.0}]}},
-        "settings": {"steps": 20, "guidance": 5.0, "resolution": 512, "fid_samples": fid_samples,
+        "settings": {"steps": 20, "guidance": 5.0, "height": 512, "width": 512, "resolution": 512, "samples": fid_samples,
                      **(settings or {})},
         "artifacts": dict(artifacts or {}),
     }

@@ -6,6 +6,7 @@ import csv
 
 import pytest
 
+from ecodiff_bench.core.values import Value
 from ecodiff_bench.measure.carbon import (
     carbon_intensity,
     carbon_values,
@@ -13,7 +14,6 @@ from ecodiff_bench.measure.carbon import (
     emissions_csv_row,
     write_emissions_csv,
 )
-from ecodiff_bench.values import Value
 
 
 def test_country_intensity_comes_from_codecarbon_data():

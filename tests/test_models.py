@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ecodiff_bench import models
+from ecodiff_bench.core.registry import UnknownNameError
 from ecodiff_bench.models import (
     FAMILIES,
     MODELS,
@@ -27,7 +28,6 @@ from ecodiff_bench.models import (
     tiny_overrides,
     tiny_pipeline,
 )
-from ecodiff_bench.registry import UnknownNameError
 
 SDXL_UNET_PARAMS = 2_567_463_684
 FLUX_DEV_TRANSFORMER_PARAMS = 11_901_408_320

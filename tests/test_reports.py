@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import reports
-from ecodiff_bench.store import Store
+from ecodiff_bench.core.store import Store
 from reports import analysis
 from reports.synthetic import demo_records, make_record, value
 
@@ -190,7 +190,7 @@ def test_pareto_front():
 
 
 def test_reports_and_store_do_not_import_torch():
-    code = ("import reports, reports.gate, reports.plots, reports.report, ecodiff_bench.store, "
+    code = ("import reports, reports.gate, reports.plots, reports.report, ecodiff_bench.core.store, "
             "ecodiff_bench.cli_results; import sys; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from ecodiff_bench.cli_results import register
-from ecodiff_bench.store import Store
+from ecodiff_bench.core.store import Store
 from reports.synthetic import demo_records
 
 

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from ecodiff_bench.cli import main
-from ecodiff_bench.store import Store
+from ecodiff_bench.core.store import Store
 
 METHODS = [
     {"name": "ecodiff", "ratios": [0.3], "options": {"epochs": 1, "accumulate": 2, "prompts": 2}},

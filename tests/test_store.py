@@ -14,14 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ecodiff_bench.store import (
-    RecordError,
-    Store,
-    StoreError,
-    export_records,
-    flatten_record,
-    normalize_record,
-)
+from ecodiff_bench.core.errors import RecordError, StoreError
+from ecodiff_bench.core.export import export_records, flatten_record
+from ecodiff_bench.core.record import normalize_record
+from ecodiff_bench.core.store import Store
 from reports.synthetic import make_record, value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,7 +202,8 @@ def _child_env():
 CHILD_MID_TRANSACTION = r"""
 import json, sys, time
 from pathlib import Path
-from ecodiff_bench.store import Store, normalize_record
+from ecodiff_bench.core.record import normalize_record
+from ecodiff_bench.core.store import Store
 from reports.synthetic import make_record
 db, marker = sys.argv[1], Path(sys.argv[2])
 s = Store(db)
@@ -223,7 +220,7 @@ with s._write() as conn:
 
 CHILD_STREAM = r"""
 import sys
-from ecodiff_bench.store import Store
+from ecodiff_bench.core.store import Store
 from reports.synthetic import make_record
 s = Store(sys.argv[1])
 i = 0

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from ecodiff_bench.cli import main
-from ecodiff_bench.errors import SuiteError
+from ecodiff_bench.core.errors import SuiteError
 from ecodiff_bench.suite import (
     SUITES_DIR,
     RunSpec,

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ecodiff_bench.values import Value
+from ecodiff_bench.core.values import Value
 
 __all__ = [
     "CarbonIntensity",

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecodiff_bench.core.values import Status, Value
 from ecodiff_bench.measure._device import synchronize
 from ecodiff_bench.measure._nvml import NvmlSession, describe_nvml_error
-from ecodiff_bench.values import Status, Value
 
 __all__ = [
     "EnergyMonitor",

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ecodiff_bench.core.values import Value
 from ecodiff_bench.measure._device import resolve_device, synchronize
-from ecodiff_bench.values import Value
 
 __all__ = ["LatencySampler", "Timer", "interleaved", "latency_values", "time_callable"]
 

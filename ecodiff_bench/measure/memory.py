@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ecodiff_bench.core.values import Value
 from ecodiff_bench.measure._device import resolve_device, synchronize
 from ecodiff_bench.measure._nvml import NvmlSession, describe_nvml_error
-from ecodiff_bench.values import Value
 
 __all__ = ["MemoryTracker", "count_parameters", "disk_size", "flops_per_step"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ecodiff_bench.registry import Registry
+from ecodiff_bench.core.registry import Registry
 
 from .errors import ModelNotFoundError
 

@@ -2,7 +2,7 @@
 CLIP score (open_clip, local weights), and consistency with the unpruned model (SSIM, PSNR).
 
 All are torchmetrics-style stateful metrics (update / compute / reset) whose states sum across processes,
-and all report :class:`ecodiff_bench.values.Value` objects via ``compute_value()`` / ``compute()``.
+and all report :class:`ecodiff_bench.core.values.Value` objects via ``compute_value()`` / ``compute()``.
 """
 
 from ecodiff_bench.quality.clip_score import ClipScore, find_clip_checkpoint, load_open_clip

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from ecodiff_bench.core.values import Value
 from ecodiff_bench.quality._images import check_images, to_uint8
-from ecodiff_bench.values import Value
 
 __all__ = ["CLIP_ENV", "ClipScore", "clip_search_paths", "find_clip_checkpoint", "load_open_clip"]
 

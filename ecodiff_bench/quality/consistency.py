@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from ecodiff_bench.core.values import Value
 from ecodiff_bench.quality._images import check_images, to_float01
 from ecodiff_bench.quality.distributed import rank_world
-from ecodiff_bench.values import Value
 
 __all__ = ["ConsistencyVsBase"]
 

@@ -11,7 +11,7 @@ Both are torchmetrics ``FrechetInceptionDistance`` underneath (its states are su
 - a fixed sample count: ``num_samples`` makes ``compute()`` refuse a different number of generated
   images, and :func:`check_comparable` refuses to compare values computed at unequal counts (FID is
   biased by N);
-- the result in float64 as a :class:`~ecodiff_bench.values.Value` with its settings in ``details``.
+- the result in float64 as a :class:`~ecodiff_bench.core.values.Value` with its settings in ``details``.
 
 Images: uint8 in [0, 255] or float in [0, 1], shape (N, 3, H, W). For the Inception path, floats are
 rounded to uint8 (as saving a PNG would; torchmetrics' own ``normalize`` truncates instead).
@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from ecodiff_bench.core.values import Value
 from ecodiff_bench.quality._images import check_images, to_float01, to_uint8
-from ecodiff_bench.values import Value
 
 __all__ = [
     "INCEPTION_FILE_NAMES",

@@ -3,40 +3,31 @@
 Every write is a single transaction, so a process killed mid-run (even SIGKILL) leaves each record either
 fully stored or absent. Readers and writers in different processes can work at the same time.
 
-Records follow the "Run record" shape of CONTRACTS.md. Queries exclude smoke records unless asked,
+Records are validated as :class:`~ecodiff_bench.core.record.RunRecord` on the way in and returned in
+their JSON form (plain dicts, every field present). Queries exclude smoke records unless asked,
 so smoke and full results are never mixed by accident. Sets of records can be named (``tag``) to make a
 release that the regression gate compares.
 
-Torch-free on purpose: ``reports`` and the CLI history commands import this module.
+Torch-free on purpose: ``reports`` and the CLI's result commands import this module.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ecodiff_bench.values import Value
+from ecodiff_bench.core.errors import StoreError
+from ecodiff_bench.core.export import export_records
+from ecodiff_bench.core.record import RECORD_STATUSES, RunRecord, utc_now
 
 SCHEMA_VERSION = 1
 DEFAULT_STORE_ENV = "ECODIFF_BENCH_STORE"
 DEFAULT_STORE_PATH = Path("results") / "store.sqlite"
-EXPORT_FORMATS = ("csv", "json", "jsonl", "parquet")
-RECORD_STATUSES = ("ok", "failed")
-
-# Top-level record keys that become plain columns in exports (in this order).
-RECORD_COLUMNS = (
-    "record_id", "run_id", "suite", "suite_hash", "created_at", "model", "family", "method", "ratio",
-    "seed", "smoke", "status", "error",
-)
-_REQUIRED = ("record_id", "run_id", "suite", "model", "method", "status", "smoke", "metrics")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS records (
@@ -62,86 +53,10 @@ CREATE TABLE IF NOT EXISTS tags (
 """
 
 
-class RecordError(ValueError):
-    """A record that does not have the run-record shape; the message names the field."""
-
-
-class StoreError(RuntimeError):
-    """A store-level problem (unknown tag, empty selection, missing file, ...)."""
-
-
 def default_store_path() -> Path:
     """``$ECODIFF_BENCH_STORE`` if set, else ``results/store.sqlite`` (relative to the working directory)."""
     env = os.environ.get(DEFAULT_STORE_ENV)
     return Path(env) if env else DEFAULT_STORE_PATH
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _check_finite(obj: Any, path: str) -> None:
-    """JSON has no NaN/Infinity; refuse them with the path instead of writing invalid JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        raise RecordError(f"{path} is {obj!r}; store a number, or mark the value unavailable with a note")
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_finite(v, f"{path}.{k}")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _check_finite(v, f"{path}[{i}]")
-
-
-def normalize_record(record: dict) -> dict:
-    """Validate a run record and fill optional keys; returns a new dict. Raises :class:`RecordError`."""
-    if not isinstance(record, dict):
-        raise RecordError(f"a run record must be a dict, got {type(record).__name__}")
-    missing = [k for k in _REQUIRED if k not in record]
-    if missing:
-        raise RecordError(f"run record is missing {', '.join(missing)} (required: {', '.join(_REQUIRED)})")
-    rec = dict(record)
-    for key in ("record_id", "run_id", "suite", "model", "method"):
-        if not isinstance(rec[key], str) or not rec[key]:
-            raise RecordError(f"record.{key} must be a non-empty string, got {rec[key]!r}")
-    if rec["status"] not in RECORD_STATUSES:
-        raise RecordError(f"record.status must be one of {RECORD_STATUSES}, got {rec['status']!r}")
-    if not isinstance(rec["smoke"], bool):
-        raise RecordError(f"record.smoke must be true or false, got {rec['smoke']!r}")
-    rec.setdefault("suite_hash", "")
-    rec.setdefault("created_at", utc_now())
-    rec.setdefault("family", "")
-    rec.setdefault("ratio", 0.0)
-    rec.setdefault("seed", None)
-    rec.setdefault("error", None)
-    for key in ("provenance", "settings", "artifacts"):
-        rec[key] = dict(rec.get(key) or {})
-    if rec["status"] == "failed" and not rec["error"]:
-        raise RecordError(f"record {rec['record_id']!r} has status 'failed' but no error; say why it failed")
-    try:
-        rec["ratio"] = float(rec["ratio"])
-    except (TypeError, ValueError):
-        raise RecordError(f"record.ratio must be a number, got {rec['ratio']!r}") from None
-    if not isinstance(rec["metrics"], dict):
-        raise RecordError(f"record.metrics must be a dict of name -> Value.to_dict(), got {type(rec['metrics']).__name__}")
-    metrics = {}
-    for name, vd in rec["metrics"].items():
-        if isinstance(vd, Value):
-            vd = vd.to_dict()
-        if not isinstance(vd, dict):
-            raise RecordError(f"record.metrics.{name} must be Value.to_dict(), got {type(vd).__name__}")
-        try:
-            value = Value.from_dict(vd)
-        except (TypeError, ValueError) as exc:
-            raise RecordError(f"record.metrics.{name}: {exc}") from None
-        if value.name != name:
-            raise RecordError(f"record.metrics.{name} holds a value named {value.name!r}; the key must equal the name")
-        metrics[name] = value.to_dict()
-    rec["metrics"] = metrics
-    for key, path in rec["artifacts"].items():
-        if path is not None and not isinstance(path, str):
-            rec["artifacts"][key] = str(path)
-    _check_finite(rec, "record")
-    return rec
 
 
 class Store:
@@ -205,9 +120,9 @@ class Store:
         return self._conn.execute("PRAGMA journal_mode").fetchone()[0]
 
     # -- records ------------------------------------------------------------------------------------
-    def put(self, record: dict) -> dict:
+    def put(self, record: RunRecord | dict) -> dict:
         """Insert or replace (by ``record_id``) one record, atomically. Returns the stored (normalized) record."""
-        rec = normalize_record(record)
+        rec = RunRecord.parse(record).to_dict()
         data = json.dumps(rec, sort_keys=True, allow_nan=False)
         with self._write() as conn:
             conn.execute(
@@ -223,7 +138,7 @@ class Store:
             )
         return rec
 
-    def put_many(self, records: Iterable[dict]) -> list[dict]:
+    def put_many(self, records: Iterable[RunRecord | dict]) -> list[dict]:
         """Store several records; each is its own transaction (a crash keeps the ones already written)."""
         return [self.put(r) for r in records]
 
@@ -371,10 +286,6 @@ class Store:
                              [(name, i, now) for i in ids])
         return ids
 
-    def untag(self, name: str) -> int:
-        with self._write() as conn:
-            return conn.execute("DELETE FROM tags WHERE name = ?", (name,)).rowcount
-
     def tag_names(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT name FROM tags ORDER BY name")]
 
@@ -403,77 +314,3 @@ class Store:
         """
         return export_records(self.records(**filters), path, fmt)
 
-
-def _flatten(prefix: str, obj: Any, out: dict) -> None:
-    if isinstance(obj, dict) and obj:
-        for k, v in obj.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    elif isinstance(obj, (list, tuple, dict)):
-        out[prefix] = json.dumps(obj, sort_keys=True)
-    else:
-        out[prefix] = obj
-
-
-def flatten_record(record: dict) -> dict:
-    """One flat row: record columns, then ``<metric>``, ``<metric>__unit``, ``<metric>__status``,
-    ``<metric>__note`` per metric, then ``settings.*``, ``provenance.*`` and ``artifact.*`` columns."""
-    row: dict[str, Any] = {k: record.get(k) for k in RECORD_COLUMNS}
-    for name, vd in sorted(record.get("metrics", {}).items()):
-        row[name] = vd.get("value")
-        row[f"{name}__unit"] = vd.get("unit")
-        row[f"{name}__status"] = vd.get("status")
-        row[f"{name}__note"] = vd.get("note") or None
-    for section, prefix in (("settings", "settings"), ("provenance", "provenance"), ("artifacts", "artifact")):
-        flat: dict[str, Any] = {}
-        _flatten("", record.get(section) or {}, flat)
-        for k, v in flat.items():
-            row[f"{prefix}.{k}"] = v
-    return row
-
-
-def records_frame(records: list[dict]):
-    """A pandas DataFrame with one flat row per record (imports pandas lazily)."""
-    import pandas as pd
-
-    rows = [flatten_record(r) for r in records]
-    columns: list[str] = list(RECORD_COLUMNS)
-    for row in rows:
-        for key in row:
-            if key not in columns:
-                columns.append(key)
-    frame = pd.DataFrame(rows, columns=columns)
-    # Mixed scalar types in one column (e.g. a setting that is 512 in one run and "512x512" in another)
-    # cannot go to parquet; keep such columns as text.
-    for col in frame.columns:
-        kinds = {type(v) for v in frame[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
-        if len(kinds) > 1 and not kinds <= {int, float}:
-            frame[col] = [None if v is None else str(v) for v in frame[col]]
-    return frame
-
-
-def export_records(records: list[dict], path: str | os.PathLike, fmt: str | None = None) -> Path:
-    path = Path(path)
-    fmt = (fmt or path.suffix.lstrip(".")).lower()
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    try:
-        if fmt == "jsonl":
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for rec in records:
-                    fh.write(json.dumps(rec, sort_keys=True, allow_nan=False) + "\n")
-        elif fmt == "json":
-            rows = [flatten_record(r) for r in records]
-            tmp.write_text(json.dumps(rows, indent=1, allow_nan=False), encoding="utf-8")
-        else:
-            frame = records_frame(records)
-            if fmt == "csv":
-                frame.to_csv(tmp, index=False)
-            else:
-                frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path

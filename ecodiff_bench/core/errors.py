@@ -1,10 +1,10 @@
-"""Exceptions for user mistakes (bad suites, unknown names); the CLI turns them into exit code 2."""
+"""The harness's exceptions for things a user can fix; the CLI turns them into exit code 2 (no traceback)."""
 
 from __future__ import annotations
 
-from ecodiff_bench.registry import UnknownNameError
+from ecodiff_bench.core.registry import UnknownNameError
 
-__all__ = ["SuiteError", "UnknownNameError"]
+__all__ = ["RecordError", "StoreError", "SuiteError", "UnknownNameError"]
 
 
 class SuiteError(ValueError):
@@ -28,3 +28,11 @@ class SuiteError(ValueError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+class RecordError(ValueError):
+    """A record that does not have the run-record shape; the message names the field."""
+
+
+class StoreError(RuntimeError):
+    """A store-level problem (unknown tag, empty selection, missing file, ...)."""
