@@ -167,7 +167,9 @@ def _summary(suite, specs: list, smoke: bool) -> str:
         extra = _non_default_options(meth)
         lines.append(f"    {meth.name}: ratios {', '.join(str(r) for r in meth.ratios)}; "
                      f"seeds {', '.join(str(s) for s in meth.seeds)}" + (f"; {extra}" if extra else ""))
-    if any(m.name in ("ecodiff", "taylor") for m in suite.methods):
+    from ecodiff_bench.suite import needs_calibration
+
+    if any(needs_calibration(m.name) for m in suite.methods):
         cal = next((s.calibration for s in specs if s.calibration is not None), suite.calibration)
         lines.append(f"  calibration: {cal.count} of the {_prompt_desc(cal)}")
     ev = specs[0].evaluation if specs else suite.evaluation

@@ -32,6 +32,7 @@ from .measure import energy
 from .measure.memory import disk_size
 from .provenance import collect_provenance
 from .suite import RunSpec, Suite, expand
+from .suite.methods import config_kwargs
 
 
 @dataclass
@@ -234,7 +235,6 @@ class Scorer:
         return self.memo[spec.score_key]
 
     def _compute(self, spec: RunSpec, pipe, settings: dict, folder: Path) -> pruning.Scores:
-        options = {k: v for k, v in spec.options.items() if k not in ("ranking", "target")}
         prompts = None
         if spec.calibration:
             count = min(spec.calibration.count, spec.options.get("prompts") or spec.calibration.count)
@@ -243,7 +243,7 @@ class Scorer:
         self.monitor.begin_window("scoring")
         try:
             result = pruning.score(pipe, spec.method, prompts, sampling=sampling_for(settings),
-                                   options=_method_options(spec.method, options, spec.seed),
+                                   options=config_kwargs(spec.method, spec.options, spec.seed),
                                    checkpoint_dir=folder / "checkpoint" if spec.method == "ecodiff" else None)
         except BaseException:
             self.monitor.cancel_window("scoring")
@@ -260,15 +260,6 @@ class Scorer:
         return pruning.plan(pipe, self.scores(spec, pipe, settings), spec.ratio,
                             target=spec.options.get("target", "params"),
                             ranking=spec.options.get("ranking", "global"))
-
-
-def _method_options(method: str, options: dict, seed: int) -> dict:
-    """Suite options -> keyword arguments of the method's config (shared options are the plan's)."""
-    if method == "magnitude":
-        return {}
-    options = {**options, "seed": seed}
-    options.pop("prompts", None)  # ecodiff: how many calibration prompts, applied by the caller
-    return options
 
 
 def _measure_spec(ctx, spec, pipe, settings, evaluator, base_images, scorer: Scorer) -> dict:

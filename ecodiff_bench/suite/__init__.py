@@ -1,0 +1,64 @@
+"""Suite files: what to benchmark, validated before anything runs. A suite is a YAML mapping; its smallest
+useful form::
+
+    name: my-suite
+    models: [digits-sdxl]
+    methods:
+      - {name: magnitude, ratios: [0.2]}
+    energy: {country: FRA}
+
+* :mod:`.catalog`   model names (from the model registry), builtin prompt sets, reference sets, suites
+* :mod:`.methods`   pruning methods and their options, generated from pruning's config dataclasses
+* :mod:`.sources`   ``models[]``: zoo, hub, random-init or a local directory, and call settings
+* :mod:`.schema`    every other section, and the cross-field checks of the whole suite
+* :mod:`.problems`  errors as ``<field.path>: <what is wrong> (got ...; allowed: ...)``
+* :mod:`.loading`   the file: ``include``, suite-relative paths, builtin names
+* :mod:`.expand`    run specs and the content hashes that let a rerun skip finished work
+
+Paths to files that travel with the suite (``include``, ``*.prompts_file``) are relative to the file that
+names them; all other paths (weights, reference sets, local models, outputs) are relative to the working
+directory; ``~`` is expanded. Validation reads files (prompt lists) but writes nothing, loads no model and
+never touches the network. (It imports torch: the method options come from pruning's config classes.)
+"""
+
+from ecodiff_bench.suite.catalog import (
+    SUITES_DIR,
+    builtin_suites,
+    family_of,
+    is_digits,
+    known_model,
+    model_names,
+)
+from ecodiff_bench.suite.expand import RunSpec, apply_smoke, expand
+from ecodiff_bench.suite.loading import deep_merge, load_suite, resolve_suite_path, validate_suite
+from ecodiff_bench.suite.methods import METHODS, method_info, needs_calibration
+from ecodiff_bench.suite.schema import Calibration, Evaluation, Suite, read_prompts_file
+from ecodiff_bench.suite.sources import HubModel, LocalModel, ModelSpec, RandomInitModel, ZooModel
+
+__all__ = [
+    "METHODS",
+    "SUITES_DIR",
+    "Calibration",
+    "Evaluation",
+    "HubModel",
+    "LocalModel",
+    "ModelSpec",
+    "RandomInitModel",
+    "RunSpec",
+    "Suite",
+    "ZooModel",
+    "apply_smoke",
+    "builtin_suites",
+    "deep_merge",
+    "expand",
+    "family_of",
+    "is_digits",
+    "known_model",
+    "load_suite",
+    "method_info",
+    "model_names",
+    "needs_calibration",
+    "read_prompts_file",
+    "resolve_suite_path",
+    "validate_suite",
+]

@@ -1,0 +1,66 @@
+"""What a suite may name besides methods: models (from the model registry), builtin prompt sets and
+reference sets, model sources, and the builtin suites."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecodiff_bench.core.registry import UnknownNameError
+
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
+
+BUILTIN_PROMPT_SETS = ("digits",)
+BUILTIN_REFERENCES = ("digits-heldout",)
+SOURCE_KEYWORDS = ("zoo", "hub", "random-init")
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    name: str
+    family: str
+    default_source: str  # "zoo" | "hub"
+    hub_id: str | None
+    help: str
+
+
+@functools.lru_cache(maxsize=1)
+def known_models() -> dict[str, KnownModel]:
+    """Model names a suite may use, from the model registry (torch-free)."""
+    from ecodiff_bench.models import MODELS
+
+    out = {}
+    for name in MODELS.names():
+        entry = MODELS.get(name)
+        out[name] = KnownModel(name, entry.family, "zoo" if entry.is_zoo else "hub",
+                               None if entry.is_zoo else entry.source, MODELS.help(name))  # fmt: skip
+    return out
+
+
+def model_names() -> list[str]:
+    """Names a suite may use under ``models[].name``."""
+    return list(known_models())
+
+
+def known_model(name: str) -> KnownModel:
+    if name not in known_models():
+        raise UnknownNameError("model", name, model_names())
+    return known_models()[name]
+
+
+def family_of(model_name: str) -> str:
+    return known_model(model_name).family
+
+
+def is_digits(model_name: str) -> bool:
+    """A model of the digits zoo (whose default source is the zoo)."""
+    m = known_models().get(model_name)
+    return m is not None and m.default_source == "zoo"
+
+
+def builtin_suites() -> dict[str, Path]:
+    """Builtin suite names (``digits``, ``sdxl``, ...) -> their files."""
+    if not SUITES_DIR.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.yaml"))}

@@ -1,0 +1,150 @@
+"""Expansion of a suite into run specs, and the content hashes that make reruns skip finished work.
+
+Per model one ``base`` spec, then one spec per (method, seed, ratio). A spec's ``record_id`` is the sha256
+of its canonical JSON, which covers everything that can change a measurement (model and call settings,
+method, options, ratio, seed, calibration and evaluation prompts by content, performance and energy
+settings, smoke) and nothing that cannot (suite name, description, outputs, regression thresholds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ecodiff_bench.suite.methods import METHOD_NAMES, PLAN_OPTIONS, needs_calibration, resolved_options
+from ecodiff_bench.suite.methods import shrink_for_smoke as _shrink_method
+from ecodiff_bench.suite.schema import Calibration, Energy, Evaluation, Performance, Suite
+from ecodiff_bench.suite.sources import ModelSpec
+
+SCHEMA_VERSION = 1
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def sha256_of(obj: Any) -> str:
+    """sha256 of ``obj``'s canonical JSON (sorted keys, no whitespace)."""
+    return hashlib.sha256(_canonical(obj).encode()).hexdigest()
+
+
+class RunSpec(BaseModel):
+    """One measured model: the base of a model, or one (method, ratio, seed) applied to it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    suite: str
+    model: str = Field(description="the model's key in the suite (label or name)")
+    family: str
+    model_spec: ModelSpec
+    method: Literal[("base", *METHOD_NAMES)]
+    ratio: float
+    seed: int
+    options: dict[str, Any] = Field(default_factory=dict, description="method options, defaults resolved")
+    calibration: Calibration | None = None
+    evaluation: Evaluation
+    performance: Performance
+    energy: Energy
+    allow_hub: bool = False
+    smoke: bool = False
+    record_id: str = Field(description="sha256 of hash_payload(): skip the spec when this record exists")
+    base_id: str | None = Field(None, description="record_id of the same model's base spec")
+    score_key: str | None = Field(None, description="same scores/logits for every ratio, ranking and target")
+    plan_key: str | None = Field(None, description="same pruned model (plan) regardless of evaluation settings")
+
+    @property
+    def is_base(self) -> bool:
+        return self.method == "base"
+
+    def hash_payload(self) -> dict[str, Any]:
+        return _spec_payload(self.model_spec, self.method, self.ratio, self.seed, self.options, self.calibration,
+                             self.evaluation, self.performance, self.energy, self.smoke, self.model)  # fmt: skip
+
+    def short(self) -> str:
+        return self.record_id[:12]
+
+
+def _model_payload(m: BaseModel, key: str) -> dict[str, Any]:
+    return {**m.model_dump(mode="json"), "key": key}
+
+
+def _calibration_payload(cal: Calibration | None) -> Any:
+    return None if cal is None else {"count": cal.count, "prompts": cal.prompt_identity(cal.count)}
+
+
+def _evaluation_payload(ev: Evaluation) -> dict[str, Any]:
+    d = ev.model_dump(mode="json", exclude={"prompts", "prompts_file"})
+    d["prompts"] = ev.prompt_identity(ev.samples)
+    return d
+
+
+def _spec_payload(model_spec, method, ratio, seed, options, calibration, evaluation, performance, energy,
+                  smoke, key) -> dict[str, Any]:  # fmt: skip
+    return {
+        "schema": SCHEMA_VERSION,
+        "model": _model_payload(model_spec, key),
+        "method": method,
+        "ratio": ratio,
+        "seed": seed,
+        "options": options,
+        "calibration": _calibration_payload(calibration),
+        "evaluation": _evaluation_payload(evaluation),
+        "performance": performance.model_dump(mode="json"),
+        "energy": energy.model_dump(mode="json"),
+        "smoke": smoke,
+    }
+
+
+def apply_smoke(suite: Suite) -> Suite:
+    """The suite shrunk as ``--smoke`` asks: fewer samples, repetitions, epochs and calibration prompts."""
+    from ecodiff_bench.suite.loading import validate_suite
+
+    sm = suite.smoke
+    d = suite.model_dump(mode="python")
+    ev = d["evaluation"]
+    ev["samples"] = min(ev["samples"], sm.samples)
+    lat = d["performance"]["latency"]
+    lat["warmup"] = min(lat["warmup"], 1)
+    lat["min_reps"] = min(lat["min_reps"], sm.reps)
+    lat["max_reps"] = max(lat["min_reps"], min(lat["max_reps"], sm.reps))
+    lat["min_seconds"] = 0.0
+    d["energy"]["idle_baseline_s"] = min(d["energy"]["idle_baseline_s"], sm.idle_baseline_s)
+    cal = d["calibration"]
+    cal["count"] = min(cal["count"], sm.calibration_count)
+    for meth in d["methods"]:
+        _shrink_method(meth["name"], meth["options"], epochs=sm.epochs, calibration=cal["count"])
+    return validate_suite(d, source=suite.source)
+
+
+def expand(suite: Suite, smoke: bool = False) -> list[RunSpec]:
+    """Run specs in order: per model its base, then per method, seed and ratio a pruned spec."""
+    s = apply_smoke(suite) if smoke else suite
+    common = {"evaluation": s.evaluation, "performance": s.performance, "energy": s.energy, "smoke": smoke}
+    specs: list[RunSpec] = []
+    for m in s.models:
+        family = m.family
+        base_id = sha256_of(_spec_payload(m, "base", 0.0, 0, {}, None, key=m.key, **common))
+        specs.append(RunSpec(suite=s.name, model=m.key, family=family, model_spec=m, method="base", ratio=0.0,
+                             seed=0, allow_hub=s.allow_hub, record_id=base_id, **common))  # fmt: skip
+        for meth in s.methods:
+            opts = resolved_options(meth, family)
+            cal = s.calibration if needs_calibration(meth.name) else None
+            for seed in meth.seeds:
+                score_opts = {k: v for k, v in opts.items() if k not in PLAN_OPTIONS}
+                score_key = sha256_of({"schema": SCHEMA_VERSION, "model": _model_payload(m, m.key),
+                                       "method": meth.name, "seed": seed, "options": score_opts,
+                                       "calibration": _calibration_payload(cal), "smoke": smoke})  # fmt: skip
+                for ratio in meth.ratios:
+                    payload = _spec_payload(m, meth.name, ratio, seed, opts, cal, key=m.key, **common)
+                    plan_key = sha256_of({"score_key": score_key, "ratio": ratio, "ranking": opts["ranking"],
+                                          "target": opts["target"]})  # fmt: skip
+                    specs.append(RunSpec(
+                        suite=s.name, model=m.key, family=family, model_spec=m, method=meth.name, ratio=ratio,
+                        seed=seed, options=opts, calibration=cal, allow_hub=s.allow_hub,
+                        record_id=sha256_of(payload), base_id=base_id, score_key=score_key, plan_key=plan_key,
+                        **common,
+                    ))  # fmt: skip
+    return specs

@@ -1,0 +1,224 @@
+"""Pruning methods as a suite sees them: the harness's one place for method knowledge.
+
+A method's suite options are generated from its config dataclass in ``pruning`` (``EcoDiffConfig``,
+``TaylorConfig``): every field is an option with the field's type and default, so an option is declared
+once, in pruning, and a field added there is accepted by suites without a change here. What this module
+adds is what pruning cannot know:
+
+* which config fields the harness sets itself (:data:`NOT_OPTIONS`),
+* bounds and help for the options a suite sets (:data:`_RULES`), and options of the harness alone
+  (``ecodiff.prompts``: how many calibration prompts to train on),
+* defaults that depend on the architecture (:data:`ARCH_DEFAULTS`, from METHODS.md),
+* what ``--smoke`` shrinks (:data:`_SMOKE`).
+
+Names, help texts and whether a method needs calibration prompts come from pruning (``METHODS``,
+``DATA_FREE``). Every method also takes the plan's options ``ranking`` and ``target``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic.fields import FieldInfo
+
+import pruning
+from ecodiff_bench.core.registry import Registry
+from ecodiff_bench.suite.problems import check_unique, fail
+from pruning.masks import PARAMETRIZATIONS
+
+#: Each method's config dataclass in pruning; methods without one take only the plan's options.
+_CONFIGS: dict[str, type] = {"ecodiff": pruning.EcoDiffConfig, "taylor": pruning.TaylorConfig}
+
+#: Config fields that are not suite options, and why.
+NOT_OPTIONS = {
+    "seed": "set from the method's `seeds`",
+    "progress": "the runner's progress display",
+    "extra": "free-form, for experiments in code",
+    "max_normalized_mse": "a divergence guard of mask training, not a tuning knob",
+    "max_timesteps": "bounded by the scheduler's training timesteps",
+}
+
+#: Bounds, allowed values and help of options; a field without a rule keeps its type and default as they are.
+_RULES: dict[str, dict[str, dict[str, Any]]] = {
+    "ecodiff": {
+        "epochs": {"gt": 0},
+        "lr": {"gt": 0},
+        "lr_heads": {"gt": 0, "description": "default: lr (SDXL), 0.5 (FLUX)"},
+        "beta_reg": {"ge": 0, "description": "default: 0.5 (SDXL), 0.01 (FLUX)"},
+        "accumulate": {"gt": 0, "description": "optimizer step every N prompts"},
+        "parametrization": {"type": Literal[PARAMETRIZATIONS]},
+    },
+    "taylor": {
+        "threshold": {"ge": 0, "le": 1, "description": "stop at the first step with loss < T * max"},
+        "batch": {"gt": 0, "description": "calibration batch size"},
+        "timestep_stride": {"gt": 0, "description": "visit every k-th training timestep (1: all, as the paper)"},
+    },
+}
+
+#: Options of the harness alone (not passed to pruning).
+_SUITE_OPTIONS: dict[str, dict[str, tuple[Any, FieldInfo]]] = {
+    "ecodiff": {
+        "prompts": (int | None, Field(None, gt=0, description="calibration prompts to train on (default: all)")),
+    },
+}
+
+#: Defaults that depend on the architecture (``models.Family.arch``); a suite's ``None`` means "this".
+ARCH_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "ecodiff": {"sdxl": {"beta_reg": 0.5, "lr_heads": None}, "flux": {"beta_reg": 0.01, "lr_heads": 0.5}},
+}
+
+#: What ``--smoke`` caps: option -> "epochs" (the smoke section's epochs) or "calibration" (the shrunk
+#: calibration count).
+_SMOKE: dict[str, dict[str, str]] = {
+    "ecodiff": {"epochs": "epochs", "prompts": "calibration"},
+    "taylor": {"batch": "calibration"},
+}
+
+#: Options every method takes: how units are ranked, and what the ratio counts (pruning.plan's arguments).
+PLAN_OPTIONS = ("ranking", "target")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class PlanOptions(_Strict):
+    """Options every method shares: how units are ranked, and what the ratio counts."""
+
+    ranking: Literal[pruning.RANKINGS] = "global"
+    target: Literal[pruning.TARGETS] = "params"
+
+
+def _check_ratio(v: float) -> float:
+    if not 0.0 < v < 1.0:
+        raise fail("a ratio must lie strictly between 0 and 1", allowed="0 < ratio < 1")
+    return v
+
+
+Ratio = Annotated[float, AfterValidator(_check_ratio)]
+
+
+class MethodEntry(_Strict):
+    """One entry of a suite's ``methods``: ratios and seeds (the options field is per method)."""
+
+    ratios: list[Ratio]
+    seeds: list[int] = Field(default_factory=lambda: [0], description="one pruning run per seed and ratio")
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_ok(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise fail("at least one ratio is required", allowed="a list of numbers in (0, 1)")
+        return check_unique(v, "ratio")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_ok(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise fail("at least one seed is required", allowed="a list of integers >= 0")
+        if any(s < 0 for s in v):
+            raise fail("seeds must be >= 0", allowed="integers >= 0")
+        return check_unique(v, "seed")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    help: str
+    needs_calibration: bool
+    config: type | None  # pruning's config dataclass
+    options: type[PlanOptions]  # the suite's options (generated)
+    entry: type[MethodEntry]  # the suite's ``methods[]`` entry for this method (generated)
+
+    def config_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self.config)) if self.config else ()
+
+
+def _option_fields(name: str, config: type | None) -> dict[str, tuple[Any, FieldInfo]]:
+    rules = _RULES.get(name, {})
+    arch_dependent = {k for defaults in ARCH_DEFAULTS.get(name, {}).values() for k in defaults}
+    fields: dict[str, tuple[Any, FieldInfo]] = {}
+    if config is not None:
+        hints = typing.get_type_hints(config)
+        for f in dataclasses.fields(config):
+            if f.name in NOT_OPTIONS:
+                continue
+            rule = dict(rules.get(f.name, {}))
+            typ = rule.pop("type", hints[f.name])
+            if f.name in arch_dependent:  # None in a suite: the architecture's default, resolved at expansion
+                typ, default = typ | None, None
+            elif f.default is not dataclasses.MISSING:
+                default = f.default
+            else:
+                raise TypeError(f"{config.__name__}.{f.name} has no plain default; list it in NOT_OPTIONS")
+            fields[f.name] = (typ, Field(default, **rule))
+    unknown = set(rules) - set(fields)
+    if unknown:
+        raise TypeError(f"rules for {sorted(unknown)}, which are not options of {name!r}")
+    return {**fields, **_SUITE_OPTIONS.get(name, {})}
+
+
+def _build(name: str) -> MethodInfo:
+    config = _CONFIGS.get(name)
+    title = "".join(part.capitalize() for part in name.split("-"))
+    options = create_model(f"{title}Options", __base__=PlanOptions, **_option_fields(name, config))
+    options.__doc__ = f"Options of {name} (from pruning.{config.__name__})." if config else f"Options of {name}."
+    entry = create_model(
+        f"{title}Method",
+        __base__=MethodEntry,
+        name=(Literal[name], ...),
+        options=(options, Field(default_factory=options)),
+    )
+    return MethodInfo(name, pruning.METHODS[name], name not in pruning.DATA_FREE, config, options, entry)
+
+
+METHODS: Registry[MethodInfo] = Registry("method")
+for _name in pruning.METHODS:
+    METHODS.register(_name, _build(_name), help=pruning.METHODS[_name])
+_unknown = set(_CONFIGS) - set(pruning.METHODS)
+if _unknown:  # pragma: no cover - a renamed method in pruning
+    raise TypeError(f"config classes for methods pruning does not have: {sorted(_unknown)}")
+
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS.names())
+_entries = tuple(METHODS.get(n).entry for n in METHOD_NAMES)
+MethodSpec = Annotated[Union[_entries], Field(discriminator="name")]  # noqa: UP007 - a tuple of classes
+
+
+def method_info(name: str) -> MethodInfo:
+    return METHODS.get(name)
+
+
+def needs_calibration(name: str) -> bool:
+    return METHODS.get(name).needs_calibration
+
+
+def resolved_options(entry: MethodEntry, family: str) -> dict[str, Any]:
+    """A method's options with the architecture's defaults filled in (EcoDiff beta_reg, lr_heads)."""
+    from ecodiff_bench.models import get_family
+
+    opts = entry.options.model_dump(mode="json")
+    arch = ARCH_DEFAULTS.get(entry.name, {}).get(get_family(family).arch, {})
+    for key, default in arch.items():
+        if opts[key] is None:
+            opts[key] = default
+    if "lr_heads" in arch and opts["lr_heads"] is None:  # pruning's own default: the learning rate
+        opts["lr_heads"] = opts["lr"]
+    return opts
+
+
+def config_kwargs(name: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Resolved suite options -> pruning.score's ``options`` (the config's fields, and the seed)."""
+    fields = METHODS.get(name).config_fields()
+    return {**{k: v for k, v in options.items() if k in fields}, "seed": seed}
+
+
+def shrink_for_smoke(name: str, options: dict[str, Any], *, epochs: int, calibration: int) -> None:
+    """Cap the options ``--smoke`` shrinks, in place (``None`` means "all" and becomes the cap)."""
+    caps = {"epochs": epochs, "calibration": calibration}
+    for option, cap in _SMOKE.get(name, {}).items():
+        if options.get(option) is not None:
+            options[option] = min(options[option], caps[cap])

@@ -1,0 +1,425 @@
+"""The suite schema: pydantic models of every section, with unknown keys refused at every level, every
+value type-checked (no silent coercion of ``"4"`` into ``4``), and cross-field checks that report every
+problem at its own path. Validation reads prompt files but writes nothing and loads no model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from ecodiff_bench.core.errors import SuiteError
+from ecodiff_bench.core.metrics import METRICS, QUALITY_METRICS
+from ecodiff_bench.core.registry import UnknownNameError, suggest
+from ecodiff_bench.core.thresholds import MetricThreshold
+from ecodiff_bench.suite.catalog import BUILTIN_PROMPT_SETS, BUILTIN_REFERENCES, is_digits, model_names
+from ecodiff_bench.suite.methods import MethodSpec, needs_calibration
+from ecodiff_bench.suite.problems import Problems, check_unique, fail, unknown_message
+from ecodiff_bench.suite.sources import (
+    HubModel,
+    LocalModel,
+    ModelSpec,
+    RandomInitModel,
+    ZooModel,
+    model_shorthand,
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# -- prompts, calibration, evaluation ---------------------------------------------------------------------
+
+
+def read_prompts_file(path: str | Path) -> list[str]:
+    """One prompt per line; blank lines and lines starting with ``#`` are skipped."""
+    text = Path(path).expanduser().read_text(encoding="utf-8")
+    return [s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")]
+
+
+class _PromptSource(_Strict):
+    """Prompts: a builtin set (``digits``), an inline list, or ``prompts_file`` (one per line)."""
+
+    prompts: Literal["digits"] | list[str] | None = None
+    prompts_file: str | None = None
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _builtin_or_list(cls, v):
+        if isinstance(v, str) and v not in BUILTIN_PROMPT_SETS:
+            raise fail(unknown_message("builtin prompt set", v, BUILTIN_PROMPT_SETS),
+                        allowed=f"{', '.join(BUILTIN_PROMPT_SETS)}, an inline list, or prompts_file")
+        if v is not None and not isinstance(v, str | list):
+            raise fail("expected a builtin prompt set name or a list of prompts",
+                        allowed=f"{', '.join(BUILTIN_PROMPT_SETS)}, an inline list, or prompts_file")
+        return v
+
+    @field_validator("prompts")
+    @classmethod
+    def _nonempty(cls, v):
+        if isinstance(v, list) and (not v or any(not p.strip() for p in v)):
+            raise fail("an inline prompt list needs at least one non-empty prompt")
+        return v
+
+    @field_validator("prompts_file")
+    @classmethod
+    def _file_exists(cls, v: str | None) -> str | None:
+        if v is not None:
+            p = Path(v).expanduser()
+            if not p.is_file():
+                raise fail(f"prompts file not found: {p.resolve()}", allowed="a text file, one prompt per line")
+            if not read_prompts_file(p):
+                raise fail(f"prompts file {p} holds no prompts")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.prompts is not None and self.prompts_file is not None:
+            raise Problems.one(("prompts_file",), "give either prompts or prompts_file, not both",
+                               got=self.prompts_file)  # fmt: skip
+        return self
+
+    @property
+    def has_prompts(self) -> bool:
+        return self.prompts is not None or self.prompts_file is not None
+
+    def load_prompts(self) -> list[str]:
+        """The prompt list (builtin sets come from the zoo, imported lazily)."""
+        if self.prompts_file is not None:
+            return read_prompts_file(self.prompts_file)
+        if self.prompts == "digits":
+            from ecodiff_bench.zoo.data import PROMPTS  # numpy only
+
+            return list(PROMPTS)
+        if isinstance(self.prompts, list):
+            return list(self.prompts)
+        raise SuiteError("no prompts configured (set prompts or prompts_file)")
+
+    def prompt_identity(self, limit: int | None) -> Any:
+        """What the prompts are, by content, for hashing (never a path)."""
+        if self.prompts is None and self.prompts_file is None:
+            return None
+        if isinstance(self.prompts, str):
+            return {"builtin": self.prompts}
+        items = self.load_prompts()
+        if limit is not None:
+            items = items[:limit]
+        blob = json.dumps(items, ensure_ascii=False).encode()
+        return {"n": len(items), "sha256": hashlib.sha256(blob).hexdigest()}
+
+
+class Calibration(_PromptSource):
+    """Prompts that calibrate data-driven methods (ecodiff, taylor); the first ``count`` are used."""
+
+    count: int = Field(100, gt=0)
+
+
+class OpenClip(_Strict):
+    """An open_clip model; ``pretrained`` is a tag (``openai``) or a local checkpoint path."""
+
+    name: str = "ViT-B-32"
+    pretrained: str = "openai"
+
+
+class DigitsClip(_Strict):
+    """The zoo's small CLIP trained on digits."""
+
+    name: Literal["digits-clip"]
+
+
+def _clip_tag(v: Any) -> str:
+    name = v.get("name") if isinstance(v, dict) else getattr(v, "name", None)
+    return "digits-clip" if name == "digits-clip" else "open_clip"
+
+
+ClipSpec = Annotated[
+    Annotated[OpenClip, Tag("open_clip")] | Annotated[DigitsClip, Tag("digits-clip")], Discriminator(_clip_tag)
+]
+
+
+class Evaluation(_PromptSource):
+    """Image quality. Sample i uses prompt ``i % len(prompts)`` and generation seed ``seed + i``."""
+
+    samples: int = Field(100, gt=0, description="images per model (compare FID only at equal N)")
+    seed: int = Field(0, ge=0, description="generation seed of the first sample")
+    metrics: list[Literal[QUALITY_METRICS]] = Field(default_factory=list)
+    reference: str | None = Field(
+        None, description="real images for fid / frechet_distance: 'digits-heldout', a directory, or a .npz")
+    feature_extractor: Literal["inception", "digits-clip"] = Field(
+        "inception", description="feature space of frechet_distance (fid always uses Inception)")
+    inception_weights: str | None = Field(None, description="local Inception weights for fid (offline)")
+    clip: ClipSpec = Field(default_factory=OpenClip)
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, v: list[str]) -> list[str]:
+        return check_unique(v, "metric")
+
+
+# -- performance, energy, outputs, regression, smoke -------------------------------------------------------
+
+
+class Latency(_Strict):
+    """Repeat until both ``min_reps`` and ``min_seconds`` are reached (or ``max_reps``)."""
+
+    warmup: int = Field(2, ge=0)
+    min_reps: int = Field(5, gt=0)
+    min_seconds: float = Field(5.0, ge=0)
+    max_reps: int = Field(100, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> Latency:
+        if self.max_reps < self.min_reps:
+            raise Problems.one(("max_reps",), f"max_reps must be >= min_reps ({self.min_reps})", got=self.max_reps)
+        return self
+
+
+class Performance(_Strict):
+    latency: Latency = Field(default_factory=Latency)
+    batch_size: int = Field(1, gt=0)
+    interleave: bool = Field(True, description="alternate base and pruned repetitions (thermal drift)")
+    prompt: str | None = Field(None, description="prompt for timing (default: the first evaluation prompt)")
+
+
+class Energy(_Strict):
+    """Energy is always measured where a counter exists; carbon needs the grid's country (no default)."""
+
+    carbon: bool = True
+    country: str | None = Field(None, description="ISO 3166-1 alpha-3 code, e.g. FRA, USA, DEU")
+    region: str | None = Field(None, description="codecarbon region within the country, e.g. california")
+    idle_baseline_s: float = Field(10.0, ge=0)
+    sample_interval_s: float = Field(0.1, gt=0, description="power timeline sampling interval")
+
+    @field_validator("country")
+    @classmethod
+    def _iso3(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        code = v.strip().upper()
+        try:
+            import pycountry
+        except ImportError:  # pragma: no cover - codecarbon depends on it
+            pycountry = None
+        if pycountry is None:
+            if not re.fullmatch(r"[A-Z]{3}", code):
+                raise fail("not an ISO 3166-1 alpha-3 code", allowed="three letters, e.g. FRA, USA, DEU")
+            return code
+        if len(code) == 3 and pycountry.countries.get(alpha_3=code) is not None:
+            return code
+        if len(code) == 2 and (c := pycountry.countries.get(alpha_2=code)) is not None:
+            hint = f" Did you mean: {c.alpha_3}?"
+        else:
+            hint = suggest(code, [c.alpha_3 for c in pycountry.countries])
+        raise fail(f"not an ISO 3166-1 alpha-3 country code.{hint}", allowed="e.g. FRA, USA, DEU, GBR, CHN")
+
+
+ReportFormat = Literal["html", "md"]
+
+
+class Outputs(_Strict):
+    dir: str = "results"
+    store: str | None = Field(None, description="SQLite results store (default: <dir>/store.sqlite)")
+    report: list[ReportFormat] = Field(default_factory=lambda: ["html", "md"])
+
+    @field_validator("report", mode="before")
+    @classmethod
+    def _report_bool(cls, v):
+        if v is True:
+            return ["html", "md"]
+        if v is False or v is None:
+            return []
+        if isinstance(v, str):
+            return [v]
+        return v
+
+    @property
+    def dir_path(self) -> Path:
+        return Path(self.dir).expanduser()
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store).expanduser() if self.store else self.dir_path / "store.sqlite"
+
+
+class Regression(_Strict):
+    thresholds: dict[str, MetricThreshold] = Field(default_factory=dict)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_metrics(cls, v: dict[str, MetricThreshold]) -> dict[str, MetricThreshold]:
+        p = Problems()
+        for name in v:
+            if name not in METRICS:
+                p.add((name,), unknown_message("metric", name, METRICS), got=name, allowed=METRICS)
+        p.raise_if_any()
+        return v
+
+
+class Smoke(_Strict):
+    """What ``--smoke`` shrinks to (never grows)."""
+
+    samples: int = Field(8, gt=0)
+    reps: int = Field(2, gt=0)
+    epochs: int = Field(1, gt=0)
+    calibration_count: int = Field(4, gt=0)
+    idle_baseline_s: float = Field(1.0, ge=0)
+
+
+# -- the suite ---------------------------------------------------------------------------------------------
+
+
+class Suite(_Strict):
+    name: str
+    description: str = ""
+    models: list[ModelSpec]
+    methods: list[MethodSpec] = Field(default_factory=list)
+    calibration: Calibration = Field(default_factory=Calibration)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    performance: Performance = Field(default_factory=Performance)
+    energy: Energy = Field(default_factory=Energy)
+    outputs: Outputs = Field(default_factory=Outputs)
+    regression: Regression = Field(default_factory=Regression)
+    allow_hub: bool = Field(False, description="allow downloads from the Hugging Face Hub (offline otherwise)")
+    smoke: Smoke = Field(default_factory=Smoke)
+
+    _source: str | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise fail("not a valid suite name", allowed="letters, digits, '.', '_' and '-' (no spaces)")
+        return v
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_shorthand(cls, v):
+        if isinstance(v, list):
+            return [model_shorthand(m, i) for i, m in enumerate(v)]
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _models_nonempty(cls, v: list) -> list:
+        if not v:
+            raise fail("at least one model is required", allowed=model_names())
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Suite:
+        p = Problems()
+        seen: dict[str, int] = {}
+        for i, m in enumerate(self.models):
+            if m.key in seen:
+                p.add(("models", i, "label" if m.label else "name"),
+                      f"duplicate model {m.key!r} (also models[{seen[m.key]}]); give one a distinct label",
+                      got=m.key)
+            seen.setdefault(m.key, i)
+        mseen: dict[str, int] = {}
+        for i, meth in enumerate(self.methods):
+            if meth.name in mseen:
+                p.add(("methods", i, "name"), f"duplicate method {meth.name!r} (also methods[{mseen[meth.name]}])",
+                      got=meth.name)
+            mseen.setdefault(meth.name, i)
+
+        if self.energy.carbon and self.energy.country is None:
+            p.add(("energy", "country"),
+                  "required when energy.carbon is true (no default grid: carbon depends on it)", got=None,
+                  allowed="an ISO 3166-1 alpha-3 code such as FRA, USA, DEU; or set energy.carbon: false")
+
+        calibrated = [m.name for m in self.methods if needs_calibration(m.name)]
+        if calibrated and not self.calibration.has_prompts:
+            p.add(("calibration", "prompts"), f"required by method(s) {', '.join(calibrated)}", got=None,
+                  allowed="'digits', an inline list, or calibration.prompts_file")
+        if calibrated and self.calibration.has_prompts and not isinstance(self.calibration.prompts, str):
+            n = len(self.calibration.load_prompts())
+            if self.calibration.count > n:
+                p.add(("calibration", "count"), f"asks for more prompts than the {n} available",
+                      got=self.calibration.count, allowed=f"1..{n}")
+        for i, meth in enumerate(self.methods):
+            prompts = getattr(meth.options, "prompts", None)  # the calibration prompts a method trains on
+            if prompts is not None and prompts > self.calibration.count:
+                p.add(("methods", i, "options", "prompts"), "exceeds calibration.count",
+                      got=prompts, allowed=f"1..{self.calibration.count}")
+
+        ev = self.evaluation
+        if ev.metrics and not ev.has_prompts:
+            p.add(("evaluation", "prompts"), "required when evaluation.metrics is not empty", got=None,
+                  allowed="'digits', an inline list, or evaluation.prompts_file")
+        needs_ref = [m for m in ev.metrics if m in ("fid", "frechet_distance")]
+        if needs_ref and ev.reference is None:
+            p.add(("evaluation", "reference"), f"required by {', '.join(needs_ref)}", got=None,
+                  allowed="'digits-heldout', a directory of images, or a .npz statistics file")
+        if "fid" in ev.metrics and ev.inception_weights is None and not self.allow_hub:
+            p.add(("evaluation", "inception_weights"),
+                  "required by fid when allow_hub is false (the weights would be downloaded)", got=None,
+                  allowed="a local path to pt_inception-2015-12-05 weights, or allow_hub: true")
+        non_digits = [m.name for m in self.models if not is_digits(m.name)]
+        if non_digits:
+            if "recognisability" in ev.metrics:
+                p.add(("evaluation", "metrics"), f"recognisability applies to digits models only, not "
+                      f"{', '.join(non_digits)}", got="recognisability")
+            if "frechet_distance" in ev.metrics and ev.feature_extractor == "digits-clip":
+                p.add(("evaluation", "feature_extractor"), f"digits-clip only embeds digits, not the "
+                      f"images of {', '.join(non_digits)}", got="digits-clip", allowed="inception")
+            if "clip_score" in ev.metrics and isinstance(ev.clip, DigitsClip):
+                p.add(("evaluation", "clip", "name"), f"digits-clip only scores digits models, not "
+                      f"{', '.join(non_digits)}", got="digits-clip", allowed="an open_clip model, e.g. ViT-B-32")
+        if ev.reference in BUILTIN_REFERENCES and non_digits and needs_ref:
+            p.add(("evaluation", "reference"), f"{ev.reference} holds digits; not a reference for "
+                  f"{', '.join(non_digits)}", got=ev.reference)
+        p.raise_if_any()
+        return self
+
+    # -- conveniences --------------------------------------------------------------------------
+
+    @property
+    def source(self) -> str | None:
+        """The file (or builtin name) the suite was loaded from."""
+        return self._source
+
+    def model(self, key: str) -> ZooModel | HubModel | RandomInitModel | LocalModel:
+        for m in self.models:
+            if m.key == key:
+                return m
+        raise UnknownNameError("model in this suite", key, [m.key for m in self.models])
+
+    def select(self, only: Iterable[str] | None = None, out: str | Path | None = None) -> Suite:
+        """A copy restricted to the models named in ``only`` (labels) and/or writing under ``out``.
+
+        Record ids do not change: neither the model list nor outputs enter a run's hash.
+        """
+        update: dict[str, Any] = {}
+        if only:
+            wanted = list(only)
+            for key in wanted:
+                self.model(key)  # raises with a suggestion
+            update["models"] = [m for m in self.models if m.key in wanted]
+        if out is not None:
+            outputs = self.outputs.model_dump()
+            outputs["dir"] = str(out)
+            update["outputs"] = Outputs.model_validate(outputs)
+        new = self.model_copy(update=update)
+        new._source = self._source
+        return new
+
+    def content_hash(self) -> str:
+        """sha256 of the whole validated suite (its ``suite_hash`` in records)."""
+        from ecodiff_bench.suite.expand import sha256_of
+
+        return sha256_of(self.model_dump(mode="json"))
