@@ -27,10 +27,6 @@ def test_help_lists_the_commands():
     assert result.exit_code == 0
     for command in ("run", "validate", "ls", "prune", "zoo"):
         assert f"  {command} " in result.output
-    try:
-        import ecodiff_bench.cli_results  # noqa: F401
-    except ImportError:
-        return
     for command in ("history", "compare", "export", "report", "check"):
         assert f"  {command} " in result.output
 
@@ -95,7 +91,7 @@ def test_run_dry_run_lists_runs_without_the_runner(tmp_path):
 @pytest.fixture
 def fake_runner(monkeypatch):
     calls: list = []
-    module = types.ModuleType("ecodiff_bench.runner")
+    module = types.ModuleType("ecodiff_bench.run")
 
     def run_suite(suite, *, smoke=False, out=None):
         calls.append(("run", suite, smoke, out))
@@ -106,7 +102,7 @@ def fake_runner(monkeypatch):
         return 3
 
     module.run_suite, module.prune_suite = run_suite, prune_suite
-    monkeypatch.setitem(sys.modules, "ecodiff_bench.runner", module)
+    monkeypatch.setitem(sys.modules, "ecodiff_bench.run", module)
     return calls
 
 
@@ -130,21 +126,14 @@ def test_prune_calls_the_runner_and_passes_its_exit_code(fake_runner):
     assert fake_runner[0][0] == "prune" and fake_runner[0][2] is True
 
 
-def test_run_without_runner_says_so(monkeypatch):
-    monkeypatch.setitem(sys.modules, "ecodiff_bench.runner", None)
-    result = _invoke("run", "digits")
-    assert result.exit_code == 1
-    assert "ecodiff_bench.runner" in result.stderr and "Traceback" not in result.output
-
-
 def test_user_errors_from_the_runner_exit_2(monkeypatch, tmp_path):
-    module = types.ModuleType("ecodiff_bench.runner")
+    module = types.ModuleType("ecodiff_bench.run")
 
     def run_suite(suite, **kwargs):
         raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "weights.pth"))
 
     module.run_suite = run_suite
-    monkeypatch.setitem(sys.modules, "ecodiff_bench.runner", module)
+    monkeypatch.setitem(sys.modules, "ecodiff_bench.run", module)
     result = _invoke("run", "digits")
     assert result.exit_code == 2 and "weights.pth" in result.stderr and "Traceback" not in result.output
 

@@ -15,8 +15,7 @@ from ecodiff_bench.models import (
     ModelNotFoundError,
     build_component,
     build_random_pipeline,
-    call_kwargs,
-    denoiser,
+    call_settings,
     expected_params,
     family_of,
     generate,
@@ -28,6 +27,7 @@ from ecodiff_bench.models import (
     tiny_overrides,
     tiny_pipeline,
 )
+from pruning import denoiser_of as denoiser
 
 SDXL_UNET_PARAMS = 2_567_463_684
 FLUX_DEV_TRANSFORMER_PARAMS = 11_901_408_320
@@ -70,15 +70,15 @@ def test_families_carry_their_published_settings():
     sdxl, turbo, dev, schnell = (FAMILIES.get(n) for n in FAMILIES.names())
     assert (sdxl.pipeline_class, sdxl.denoiser_attr, sdxl.step_distilled) == ("StableDiffusionXLPipeline", "unet", False)
     assert sdxl.hub_id == "stabilityai/stable-diffusion-xl-base-1.0"
-    assert dict(sdxl.defaults) == {"num_inference_steps": 50, "guidance_scale": 5.0, "height": 1024, "width": 1024}
+    assert dict(sdxl.defaults) == {"steps": 50, "guidance": 5.0, "height": 1024, "width": 1024}
     assert turbo.hub_id == "stabilityai/sdxl-turbo" and turbo.step_distilled
-    assert turbo.defaults["guidance_scale"] == 0.0 and 1 <= turbo.defaults["num_inference_steps"] <= 4
+    assert turbo.defaults["guidance"] == 0.0 and 1 <= turbo.defaults["steps"] <= 4
     assert (turbo.defaults["height"], turbo.defaults["width"]) == (512, 512)
     assert (dev.pipeline_class, dev.denoiser_attr, dev.hub_id) == (
         "FluxPipeline", "transformer", "black-forest-labs/FLUX.1-dev")
-    assert dev.defaults["num_inference_steps"] == 50 and dev.defaults["guidance_scale"] == 3.5
+    assert dev.defaults["steps"] == 50 and dev.defaults["guidance"] == 3.5
     assert schnell.hub_id == "black-forest-labs/FLUX.1-schnell" and schnell.step_distilled
-    assert schnell.defaults["num_inference_steps"] == 4 and schnell.defaults["guidance_scale"] == 0.0
+    assert schnell.defaults["steps"] == 4 and schnell.defaults["guidance"] == 0.0
     assert schnell.defaults["max_sequence_length"] == 256
     assert sdxl.pipeline_cls().__name__ == "StableDiffusionXLPipeline"
 
@@ -101,8 +101,8 @@ def test_typo_suggests_the_closest_model(call):
     assert str(info.value).startswith("Unknown model 'sdxll'. Did you mean: sdxl?")
 
 
-def test_call_kwargs_of_a_family_are_its_defaults():
-    assert call_kwargs("flux-dev") == dict(FAMILIES.get("flux-dev").defaults)
+def test_call_settings_of_a_family_are_its_defaults():
+    assert call_settings("flux-dev") == dict(FAMILIES.get("flux-dev").defaults)
 
 
 def test_missing_zoo_model_says_how_to_build_it(monkeypatch, tmp_path):
@@ -110,7 +110,7 @@ def test_missing_zoo_model_says_how_to_build_it(monkeypatch, tmp_path):
 
     monkeypatch.setattr(zoo, "MODELS_DIR", tmp_path)
     with pytest.raises(ModelNotFoundError) as info:
-        call_kwargs("digits-sdxl")
+        call_settings("digits-sdxl")
     assert "ecodiff-bench zoo train digits-sdxl" in str(info.value)
     with pytest.raises(ModelNotFoundError) as info:
         load_pipeline("digits-flux")
@@ -348,9 +348,8 @@ def test_digits_models_load_and_generate(no_network, name):
     if not models.is_available(spec):
         pytest.skip(f"{name} is not built (run `ecodiff-bench zoo train {name}`)")
     card = models.zoo_card(name)
-    settings = call_kwargs(name)
-    for key, value in card["call_kwargs"].items():
-        assert settings[key] == value
+    settings = call_settings(name)
+    assert get_family(name).pipeline_arguments(settings) == card["call_kwargs"]
     pipe = load_pipeline(name)
     assert family_of(pipe) == get_family(name).name
     a = generate(pipe, ["a handwritten digit three", "a handwritten digit seven"], [0, 1])

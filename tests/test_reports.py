@@ -191,7 +191,7 @@ def test_pareto_front():
 
 def test_reports_and_store_do_not_import_torch():
     code = ("import reports, reports.gate, reports.plots, reports.report, ecodiff_bench.core.store, "
-            "ecodiff_bench.cli_results; import sys; assert 'torch' not in sys.modules, 'torch imported'")
+            "ecodiff_bench.cli.results; import sys; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ecodiff_bench.cli_results import register
+from ecodiff_bench.cli.results import register
 from ecodiff_bench.core.store import Store
 from reports.synthetic import demo_records
 

@@ -111,7 +111,7 @@ class RunRecord(BaseModel):
     def parse(cls, data: RunRecord | dict) -> RunRecord:
         """Validate a record (or its JSON form); raises :class:`RecordError` naming the first bad field."""
         if isinstance(data, RunRecord):
-            return data
+            data = data.to_dict()  # checked again: a record built in code may hold NaN
         if not isinstance(data, dict):
             raise RecordError(f"a run record must be a dict, got {type(data).__name__}")
         data = {**data, "metrics": _metric_dicts(data.get("metrics"))} if "metrics" in data else data

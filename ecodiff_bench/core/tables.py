@@ -15,15 +15,12 @@ from rich.text import Text
 _HEADER_RULE = Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)
 
 
-def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, max_width: dict[int, int] | None = None) -> str:
-    """``rows`` under ``headers`` as aligned text; ``None`` shows as empty, cells are never wrapped.
-
-    ``max_width`` maps a column index to a width beyond which its cells are cut with an ellipsis.
-    """
-    table = Table(box=_HEADER_RULE, show_edge=False, pad_edge=False, header_style="", highlight=False)
-    for i, header in enumerate(headers):
-        width = (max_width or {}).get(i)
-        table.add_column(Text(str(header)), no_wrap=True, max_width=width, overflow="ellipsis" if width else "fold")
+def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """``rows`` under ``headers`` as aligned text; ``None`` shows as empty, cells are never wrapped."""
+    table = Table(box=_HEADER_RULE, show_edge=False, pad_edge=False, collapse_padding=True, header_style="",
+                  highlight=False)  # fmt: skip
+    for header in headers:
+        table.add_column(Text(str(header)), no_wrap=True)
     for row in rows:
         table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
     console = Console(file=io.StringIO(), width=1_000_000, color_system=None, force_terminal=False, soft_wrap=True)

@@ -15,12 +15,11 @@ from .families import (
     MODELS,
     Family,
     NamedModel,
-    call_kwargs,
+    call_settings,
     family_names,
     get_family,
     get_model,
     model_names,
-    normalize_settings,
     zoo_card,
     zoo_dir,
 )
@@ -40,7 +39,6 @@ _LAZY = {
     "tiny_overrides": "random_init",
     "tiny_pipeline": "random_init",
     "generate": "generation",
-    "denoiser": "generation",
     "family_of": "generation",
     "origin": "generation",
     "pipe_settings": "generation",
@@ -50,7 +48,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .generation import denoiser, family_of, generate, origin, pipe_settings, tag_pipeline
+    from .generation import family_of, generate, origin, pipe_settings, tag_pipeline
     from .loading import RANDOM_INIT, ModelSpec, is_available, is_cached, load_pipeline, resolve
     from .random_init import (
         build_component,
@@ -82,10 +80,9 @@ __all__ = [
     "RANDOM_INIT",
     "build_component",
     "build_random_pipeline",
-    "call_kwargs",
+    "call_settings",
     "clip_tokenizer",
     "component_names",
-    "denoiser",
     "expected_params",
     "family_names",
     "family_of",
@@ -96,7 +93,6 @@ __all__ = [
     "is_cached",
     "load_pipeline",
     "model_names",
-    "normalize_settings",
     "origin",
     "pipe_settings",
     "published_config",

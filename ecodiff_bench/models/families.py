@@ -4,6 +4,11 @@ A *family* is an architecture plus its published sampling recipe (``sdxl``, ``sd
 ``flux-schnell``). A *named model* is what a suite refers to: every family is also a model (its default
 source is the family's hub id), and the digits zoo adds ``digits-*`` models whose default source is a
 directory shipped under ``ecodiff_bench/zoo/models/`` and whose call settings come from its zoo card.
+
+Call settings have one spelling everywhere (:data:`~ecodiff_bench.core.record.CALL_SETTINGS`: ``steps``,
+``guidance``, ``height``, ``width``, ``max_sequence_length``): in suites, family defaults, records and
+pruning's ``sampling``. A family turns them into its pipeline's arguments (``num_inference_steps``,
+``guidance_scale``, ...) at the call, in :meth:`Family.pipeline_arguments`, and nowhere else.
 """
 
 from __future__ import annotations
@@ -15,26 +20,24 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ecodiff_bench.core.record import CALL_SETTINGS
 from ecodiff_bench.core.registry import Registry
 
 from .errors import ModelNotFoundError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
-# Short names accepted wherever call settings are given; the pipeline's own names win.
-SETTING_ALIASES = {
-    "steps": "num_inference_steps",
-    "guidance": "guidance_scale",
-    "max_seq_len": "max_sequence_length",
+# What follows from the architecture: the diffusers pipeline class, the denoiser's attribute name, and the
+# pipeline's argument for each call setting it takes.
+_ARCH_PIPELINES = {
+    "sdxl": ("StableDiffusionXLPipeline", "unet"),
+    "flux": ("FluxPipeline", "transformer"),
 }
-
-
-def normalize_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Map short setting names (steps, guidance) to the pipeline's call argument names."""
-    out: dict[str, Any] = {}
-    for key, value in (settings or {}).items():
-        out[SETTING_ALIASES.get(key, key)] = value
-    return out
+_PIPELINE_ARGUMENTS = {
+    "sdxl": {"steps": "num_inference_steps", "guidance": "guidance_scale", "height": "height", "width": "width"},
+    "flux": {"steps": "num_inference_steps", "guidance": "guidance_scale", "height": "height", "width": "width",
+             "max_sequence_length": "max_sequence_length"},
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class Family:
     hub_id: str
     denoiser_attr: str  # "unet" | "transformer"
     step_distilled: bool
-    defaults: Mapping[str, Any] = field(default_factory=dict)  # pipeline __call__ kwargs
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # call settings (CALL_SETTINGS names)
     config_file: str = ""  # file in ecodiff_bench/configs with the published component configs
     gated: bool = False  # hub repository needs an accepted licence and a token
     description: str = ""
@@ -54,6 +57,30 @@ class Family:
         import diffusers
 
         return getattr(diffusers, self.pipeline_class)
+
+    def pipeline_arguments(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Call settings -> keyword arguments of the pipeline. Settings the pipeline does not take are
+        dropped (FLUX's ``max_sequence_length`` for SDXL); other keys pass through unchanged."""
+        names = _PIPELINE_ARGUMENTS[self.arch]
+        out: dict[str, Any] = {}
+        for key, value in settings.items():
+            if key in CALL_SETTINGS:
+                if key in names:
+                    out[names[key]] = value
+            elif key in names.values():
+                short = next(k for k, v in names.items() if v == key)
+                raise ValueError(f"call setting {key!r}: spell it {short!r} (the name used everywhere here)")
+            else:
+                out[key] = value
+        return out
+
+    def settings_from_arguments(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Pipeline keyword arguments (a zoo card's ``call_kwargs``) -> call settings."""
+        short = {v: k for k, v in _PIPELINE_ARGUMENTS[self.arch].items()}
+        unknown = sorted(set(arguments) - set(short))
+        if unknown:
+            raise ValueError(f"{self.name}: not call settings of {self.pipeline_class}: {unknown}")
+        return {short[k]: v for k, v in arguments.items()}
 
     def published_config(self) -> dict[str, Any]:
         """The embedded published configs of every pipeline component (a fresh copy)."""
@@ -77,19 +104,11 @@ FAMILIES: Registry[Family] = Registry("family")
 MODELS: Registry[NamedModel] = Registry("model")
 
 
-# What follows from the architecture: the diffusers pipeline class and the denoiser's attribute name.
-_ARCH_PIPELINES = {
-    "sdxl": ("StableDiffusionXLPipeline", "unet"),
-    "flux": ("FluxPipeline", "transformer"),
-}
-
-
 def _add_family(name: str, arch: str, hub_id: str, *, step_distilled: bool, steps: int, guidance: float,
                 size: int, description: str, max_sequence_length: int | None = None, gated: bool = False) -> None:
     """Register a family (config file ``<name>.json``) and the named model of the same name (its hub id)."""
     pipeline_class, denoiser_attr = _ARCH_PIPELINES[arch]
-    defaults: dict[str, Any] = {"num_inference_steps": steps, "guidance_scale": guidance, "height": size,
-                                "width": size}
+    defaults: dict[str, Any] = {"steps": steps, "guidance": guidance, "height": size, "width": size}
     if max_sequence_length is not None:
         defaults["max_sequence_length"] = max_sequence_length
     fam = Family(
@@ -187,14 +206,14 @@ def _card_settings(name: str, family: str) -> dict[str, Any]:
     card = zoo_card(name)
     if card.get("family", family) != family:
         raise ValueError(f"zoo card of {name!r} says family {card['family']!r}, the registry says {family!r}")
-    settings = card.get("call_kwargs")
-    if not isinstance(settings, Mapping):
+    arguments = card.get("call_kwargs")
+    if not isinstance(arguments, Mapping):
         raise ValueError(f"zoo card of {name!r} has no 'call_kwargs' mapping (keys: {sorted(card)})")
-    return normalize_settings(settings)
+    return FAMILIES.get(family).settings_from_arguments(arguments)
 
 
-def call_kwargs(model: str) -> dict[str, Any]:
-    """Default pipeline call settings of a model: family defaults, overridden by its zoo card."""
+def call_settings(model: str) -> dict[str, Any]:
+    """Default call settings of a model: family defaults, overridden by its zoo card."""
     entry = MODELS.get(model)
     settings = dict(FAMILIES.get(entry.family).defaults)
     if entry.is_zoo:

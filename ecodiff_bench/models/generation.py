@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .families import FAMILIES, MODELS, Family, call_kwargs, get_family, normalize_settings
+from .families import FAMILIES, MODELS, Family, call_settings, get_family
 
 _ORIGIN_ATTR = "_ecodiff_origin"
 OUTPUT_TYPES = ("pt", "pil", "np", "latent")
@@ -46,22 +46,13 @@ def family_of(pipe: Any) -> str:
     )
 
 
-def denoiser(pipe: Any) -> torch.nn.Module:
-    """The denoising network: ``pipe.unet`` (SDXL family) or ``pipe.transformer`` (FLUX family)."""
-    for attr in ("unet", "transformer"):
-        module = getattr(pipe, attr, None)
-        if module is not None:
-            return module
-    raise TypeError(f"{type(pipe).__name__} has neither a unet nor a transformer")
-
-
 def pipe_settings(pipe: Any, family: str | None = None, model: str | None = None) -> dict[str, Any]:
     """Default call settings for a pipeline: its named model's (zoo card included), else its family's."""
     if model is not None:
-        return call_kwargs(model)
+        return call_settings(model)
     tagged = origin(pipe) or {}
     if family is None and tagged.get("model") and tagged["model"] in MODELS:
-        return call_kwargs(tagged["model"])
+        return call_settings(tagged["model"])
     return dict(get_family(family or family_of(pipe)).defaults)
 
 
@@ -98,7 +89,8 @@ def generate(
 
     Settings not given fall back to the model's defaults (:func:`pipe_settings`): e.g. FLUX gets its
     ``max_sequence_length`` and guidance (3.5 for dev, 0 for schnell), SDXL-Turbo guidance 0.
-    ``extra`` adds or overrides pipeline call arguments (short names ``steps``/``guidance`` accepted).
+    ``extra`` overrides call settings (``steps``, ``guidance``, ...) and adds other pipeline arguments;
+    the family turns the settings into its pipeline's argument names.
 
     Returns for ``output_type="pt"`` a float32 CPU tensor (N, 3, H, W) in [0, 1]; ``"np"`` an array
     (N, H, W, 3); ``"pil"`` a list of PIL images; ``"latent"`` the pipeline's final latents (CPU).
@@ -116,11 +108,10 @@ def generate(
 
     fam: Family = get_family(family or family_of(pipe))
     settings = pipe_settings(pipe, family, model)
-    explicit = {"num_inference_steps": steps, "guidance_scale": guidance, "height": height, "width": width}
+    explicit = {"steps": steps, "guidance": guidance, "height": height, "width": width}
     settings.update({k: v for k, v in explicit.items() if v is not None})
-    settings.update(normalize_settings(extra))
-    if fam.arch != "flux":
-        settings.pop("max_sequence_length", None)
+    settings.update(extra or {})
+    arguments = fam.pipeline_arguments(settings)
 
     pipe.set_progress_bar_config(disable=not progress)
     size = batch_size or len(prompt_list)
@@ -128,7 +119,7 @@ def generate(
     for start in range(0, len(prompt_list), size):
         chunk_prompts = prompt_list[start : start + size]
         generators = [torch.Generator("cpu").manual_seed(s) for s in seed_list[start : start + size]]
-        result = pipe(prompt=chunk_prompts, generator=generators, output_type=output_type, **settings)
+        result = pipe(prompt=chunk_prompts, generator=generators, output_type=output_type, **arguments)
         chunks.append(result.images)
 
     if output_type == "pil":

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 
 from .errors import ModelNotFoundError
-from .families import MODELS, call_kwargs, get_family, zoo_dir, zoo_missing_error
+from .families import MODELS, call_settings, get_family, zoo_dir, zoo_missing_error
 
 RANDOM_INIT = "random-init"
 SourceKind = Literal["hub", "local", "random-init"]
@@ -35,7 +35,7 @@ class ModelSpec:
     def settings(self) -> dict[str, Any]:
         """Default call settings (family defaults, plus the zoo card for digits models)."""
         if self.name in MODELS:
-            return call_kwargs(self.name)
+            return call_settings(self.name)
         return dict(get_family(self.family).defaults)
 
     def describe(self) -> str:

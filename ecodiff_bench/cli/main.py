@@ -8,7 +8,6 @@ message on stderr that names the field, the value and what is allowed, and exit 
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from pathlib import Path
@@ -16,8 +15,10 @@ from typing import Any
 
 import click
 
+from ecodiff_bench.cli import results
 from ecodiff_bench.core.errors import SuiteError
 from ecodiff_bench.core.registry import UnknownNameError
+from ecodiff_bench.core.tables import text_table
 
 DEFAULT_SUITE = "digits"
 LS_KINDS = ("models", "methods", "metrics", "suites")
@@ -92,32 +93,8 @@ def _load(suite_ref: str):
     return load_suite(suite_ref)
 
 
-def _pipeline_function(name: str):
-    """``ecodiff_bench.runner.<name>``, or a clear message when the runner is not available."""
-    try:
-        module = importlib.import_module("ecodiff_bench.runner")
-    except ModuleNotFoundError as exc:
-        if exc.name != "ecodiff_bench.runner":
-            raise
-        raise click.ClickException(
-            f"the run pipeline is not available: ecodiff_bench.runner is missing from this installation "
-            f"(needed for {name}). Use `ecodiff-bench validate` to check a suite meanwhile.") from None
-    fn = getattr(module, name, None)
-    if fn is None:
-        raise click.ClickException(f"the run pipeline is not available: ecodiff_bench.runner has no {name}()")
-    return fn
-
-
 def _fmt_ratio(r: float) -> str:
     return f"{r:.2f}"
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines)
 
 
 def _model_line(m) -> str:
@@ -192,7 +169,7 @@ def _summary(suite, specs: list, smoke: bool) -> str:
     return "\n".join(lines)
 
 
-def _runs_table(specs: list, done: set[str] | None = None) -> str:
+def _runstext_table(specs: list, done: set[str] | None = None) -> str:
     headers = ["model", "method", "ratio", "seed", "record"] + (["status"] if done is not None else [])
     rows = []
     for s in specs:
@@ -200,7 +177,7 @@ def _runs_table(specs: list, done: set[str] | None = None) -> str:
         if done is not None:
             row.append("done" if s.record_id in done else "to do")
         rows.append(row)
-    return _table(headers, rows)
+    return text_table(headers, rows)
 
 
 def _done_records(suite, specs: list) -> set[str] | None:
@@ -246,7 +223,7 @@ def validate_cmd(suite: str, smoke: bool, as_json: bool) -> None:
         return
     click.echo(_summary(apply_smoke(s) if smoke else s, specs, smoke))
     click.echo("")
-    click.echo(_runs_table(specs))
+    click.echo(_runstext_table(specs))
 
 
 @main.command("ls")
@@ -262,15 +239,15 @@ def ls_cmd(what: str | None) -> None:
         if kind == "models":
             rows = [[m.name, m.family, m.default_source + (f" ({m.hub_id})" if m.hub_id else ""), m.help]
                     for m in (S.known_model(n) for n in S.model_names())]
-            click.echo(_table(["name", "family", "default source", "description"], rows))
+            click.echo(text_table(["name", "family", "default source", "description"], rows))
         elif kind == "methods":
-            click.echo(_table(["name", "description"], [[n, S.METHODS.help(n)] for n in S.METHODS.names()]))
+            click.echo(text_table(["name", "description"], [[n, S.METHODS.help(n)] for n in S.METHODS.names()]))
         elif kind == "metrics":
             from ecodiff_bench.core.metrics import METRICS
 
             when = {"always": "always", "evaluation": "evaluation.metrics", "pruned": "pruned models"}
             rows = [[m.name, m.unit, when[m.stage], m.help] for m in map(METRICS.get, METRICS)]
-            click.echo(_table(["name", "unit", "measured", "description"], rows))
+            click.echo(text_table(["name", "unit", "measured", "description"], rows))
         else:
             rows = []
             for name, path in S.builtin_suites().items():
@@ -279,7 +256,7 @@ def ls_cmd(what: str | None) -> None:
                 except (SuiteError, UnknownNameError) as exc:
                     desc = f"(invalid: {str(exc).splitlines()[0]})"
                 rows.append([name, desc])
-            click.echo(_table(["name", "description"], rows) if rows else "no builtin suites found")
+            click.echo(text_table(["name", "description"], rows) if rows else "no builtin suites found")
 
 
 def _prepared(suite_ref: str, only: tuple[str, ...], out: Path | None):
@@ -307,10 +284,11 @@ def run_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...], dr
         specs = expand(s, smoke=smoke)
         click.echo(_summary(apply_smoke(s) if smoke else s, specs, smoke))
         click.echo("")
-        click.echo(_runs_table(specs, _done_records(s, specs)))
+        click.echo(_runstext_table(specs, _done_records(s, specs)))
         click.echo("\n(dry run: nothing was executed)")
         return
-    run_suite = _pipeline_function("run_suite")
+    from ecodiff_bench.run import run_suite
+
     click.get_current_context().exit(_exit_code(run_suite(s, smoke=smoke, out=s.outputs.dir_path)))
 
 
@@ -322,8 +300,9 @@ def run_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...], dr
 @click.option("--only", multiple=True, metavar="MODEL", help="Prune only this model of the suite (repeatable).")
 def prune_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...]) -> None:
     """Compute and save the pruned models of SUITE without benchmarking them."""
+    from ecodiff_bench.run import prune_suite
+
     s = _prepared(suite, only, out)
-    prune_suite = _pipeline_function("prune_suite")
     click.get_current_context().exit(_exit_code(prune_suite(s, smoke=smoke, out=s.outputs.dir_path)))
 
 
@@ -337,14 +316,8 @@ def zoo_ls_cmd() -> None:
     """List the zoo's models and whether they are built."""
     from ecodiff_bench import zoo
 
-    rows = []
-    for entry in zoo.list_models():
-        if isinstance(entry, dict):
-            status = "built" if entry.get("available", True) else "not built"
-            rows.append([entry.get("name", "?"), entry.get("family", ""), entry.get("teacher") or "", status])
-        else:
-            rows.append([str(entry), "", "", ""])
-    click.echo(_table(["name", "family", "teacher", "status"], rows))
+    rows = [[m["name"], m["family"], m["teacher"], "built" if m["available"] else "not built"] for m in zoo.list_models()]
+    click.echo(text_table(["name", "family", "teacher", "status"], rows))
 
 
 @zoo_group.command("train")
@@ -356,25 +329,13 @@ def zoo_train_cmd(name: str, out: Path | None, seed: int) -> None:
     """Train zoo model NAME from its recipe (CPU; minutes)."""
     from ecodiff_bench import zoo
 
-    known = list(getattr(zoo, "ZOO_NAMES", ()))
-    if known and name not in known:
-        raise UnknownNameError("zoo model", name, known)
+    if name not in zoo.ZOO_NAMES:
+        raise UnknownNameError("zoo model", name, zoo.ZOO_NAMES)
     path = zoo.train(name, out, seed=seed)
     click.echo(f"wrote {path}")
 
 
-def _register_result_commands() -> None:
-    try:
-        from ecodiff_bench.cli_results import register
-    except ModuleNotFoundError as exc:
-        if exc.name == "ecodiff_bench.cli_results":
-            return
-        click.echo(f"warning: result commands unavailable ({exc})", err=True)
-        return
-    register(main)
-
-
-_register_result_commands()
+results.register(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -21,7 +21,7 @@ def _reference_images(reference: str | None) -> torch.Tensor:
     if reference is None:
         raise ValueError("evaluation.reference is not set: fid / frechet_distance need real reference images")
     if reference == "digits-heldout":
-        from .zoo.data import digits_tensors
+        from ecodiff_bench.zoo.data import digits_tensors
 
         x, _ = digits_tensors("heldout")
         return (x + 1) / 2
@@ -42,7 +42,7 @@ def _batches(x: torch.Tensor, size: int = 256):
 @functools.lru_cache(maxsize=4)
 def _digits_clip(device: str):
     """digits-clip, loaded once per device (both the Fréchet features and the CLIP score use it)."""
-    from .zoo import encode_images, load_digits_clip
+    from ecodiff_bench.zoo import encode_images, load_digits_clip
 
     model, preprocess, tokenizer = load_digits_clip(device)
     return model, preprocess, tokenizer, encode_images
@@ -50,7 +50,7 @@ def _digits_clip(device: str):
 
 def build(ev, cache: Path, device) -> dict[str, Any]:
     """Metric objects (or the reason each is unavailable) for the suite's evaluation section."""
-    from .quality import ClipScore, EncoderFeatures, FrechetDistance
+    from ecodiff_bench.quality import ClipScore, EncoderFeatures, FrechetDistance
 
     built: dict[str, Any] = {}
     for name in ev.metrics:
@@ -76,11 +76,11 @@ def build(ev, cache: Path, device) -> dict[str, Any]:
                     local = None if ev.clip.pretrained == "openai" else ev.clip.pretrained
                     built[name] = ClipScore(ev.clip.name, local)
             elif name == "recognisability":
-                from .zoo.classify import DigitsClassifier
+                from ecodiff_bench.zoo.classify import DigitsClassifier
 
                 built[name] = DigitsClassifier(str(device))
             elif name in ("ssim_vs_base", "psnr_vs_base"):
-                from .quality import ConsistencyVsBase
+                from ecodiff_bench.quality import ConsistencyVsBase
 
                 built.setdefault("consistency", ConsistencyVsBase().to(device))
         except (FileNotFoundError, ValueError, RuntimeError, OSError) as err:
@@ -116,7 +116,7 @@ def compute(built: dict[str, Any], wanted: list[str], images: torch.Tensor, prom
 
 
 def _recognisability(classifier, images: torch.Tensor, prompts: list[str]) -> Value:
-    from .zoo.data import digit_from_prompt
+    from ecodiff_bench.zoo.data import digit_from_prompt
 
     labels = [digit_from_prompt(p) for p in prompts]
     if any(label is None for label in labels):

@@ -7,17 +7,18 @@ reference statistics) and turns a pipeline into a dict of :class:`~ecodiff_bench
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import pruning
+from ecodiff_bench import models
+from ecodiff_bench.core.files import atomic_path, write_json_atomic
 from ecodiff_bench.core.values import Value
-
-from . import models
-from .measure import carbon, energy, latency, memory
+from ecodiff_bench.measure import carbon, energy, latency, memory
+from ecodiff_bench.run import quality_setup
 
 EVAL_CHUNK = 25  # images per pipeline call while generating the evaluation set
 
@@ -32,21 +33,12 @@ class Measured:
         self.metrics.update(values)
 
 
-def write_json_atomic(path: Path, payload: Any) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(path)
-    return str(path)
-
-
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 10) -> str:
+    """The first two rows of images as one PNG."""
     from torchvision.utils import save_image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    save_image(images[: nrow * 2].float(), tmp, nrow=nrow, padding=1)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_image(images[: nrow * 2].float(), tmp, nrow=nrow, padding=1, format="png")
     return str(path)
 
 
@@ -91,19 +83,16 @@ class Evaluator:
         return m
 
     def _size(self, pipe) -> dict[str, Value]:
-        den = models.denoiser(pipe)
+        den = pruning.denoiser_of(pipe)
         values = {"params": memory.count_parameters(den, name="params")}
         values["flops_per_step"] = memory.flops_per_step(self._one_step(pipe))
         return values
 
     def _one_step(self, pipe):
-        import pruning.trajectory as tr
+        from pruning import trajectory
 
-        s = self.settings
-        traj = tr.prepare(pipe, self.timing_prompt, self.spec.evaluation.seed, steps=s["num_inference_steps"],
-                          guidance=s.get("guidance_scale", 0.0), height=s.get("height"), width=s.get("width"),
-                          max_sequence_length=s.get("max_sequence_length", 512))
-        den = models.denoiser(pipe)
+        traj = trajectory.prepare(pipe, self.timing_prompt, self.spec.evaluation.seed, **self.settings)
+        den = pruning.denoiser_of(pipe)
 
         def step():
             with torch.no_grad():
@@ -113,7 +102,7 @@ class Evaluator:
 
     def _speed(self, pipe, base_pipe) -> dict[str, Value]:
         lat = self.spec.performance.latency
-        steps = self.settings["num_inference_steps"]
+        steps = self.settings["steps"]
         common = {"warmup": lat.warmup, "images_per_call": self.batch, "steps_per_call": steps,
                   "device": self.device}
         if base_pipe is None or not self.spec.performance.interleave:
@@ -148,7 +137,7 @@ class Evaluator:
         finally:
             timeline = self.monitor.stop_timeline()
         if timeline:
-            m.artifacts["power_timeline"] = write_json_atomic(out / "power_timeline.json", timeline)
+            m.artifacts["power_timeline"] = str(write_json_atomic(out / "power_timeline.json", timeline))
         if self.spec.energy.carbon:
             values.update(carbon.carbon_values(values["energy_image_j"], self.spec.energy.country,
                                                self.spec.energy.region))
@@ -156,8 +145,6 @@ class Evaluator:
 
     # -- quality ----------------------------------------------------------------------------------------------
     def _quality_values(self, images: torch.Tensor, base_images: torch.Tensor | None) -> dict[str, Value]:
-        from . import quality_setup
-
         wanted = self.spec.evaluation.metrics
         if self._quality is None:
             self._quality = quality_setup.build(self.spec.evaluation, self.cache, self.device)

@@ -1,0 +1,256 @@
+"""`ecodiff-bench run` / `prune`: measure the base, prune per (method, ratio), save, measure, store, report.
+
+Resumable by construction: every measured model is one record written atomically to the store, keyed by
+its spec's content hash, and skipped on a rerun; expensive shared work (the unpruned model's evaluation
+images, method scores such as EcoDiff's mask logits, mask-training checkpoints) is cached on disk under
+``<outputs.dir>/cache``. A spec that fails becomes a failed record with its reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import groupby
+from pathlib import Path
+
+import click
+import torch
+from safetensors.torch import load_file, save_file
+
+import pruning
+from ecodiff_bench import models
+from ecodiff_bench.core.files import atomic_path, write_json_atomic
+from ecodiff_bench.core.store import Store
+from ecodiff_bench.measure import energy
+from ecodiff_bench.measure.memory import disk_size
+from ecodiff_bench.run.evaluate import Evaluator
+from ecodiff_bench.run.provenance import collect_provenance
+from ecodiff_bench.run.records import base_values, cost_values, make_record, plan_values
+from ecodiff_bench.run.scorer import Scorer
+from ecodiff_bench.suite import RunSpec, Suite, expand
+
+
+@dataclass
+class Context:
+    suite: Suite
+    smoke: bool
+    out: Path
+    store: Store
+    run_id: str
+    provenance: dict
+    monitor: energy.EnergyMonitor
+
+    @property
+    def cache(self) -> Path:
+        return self.out / "cache"
+
+
+def _say(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _device(spec: RunSpec) -> torch.device:
+    wanted = spec.model_spec.device
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(wanted)
+
+
+def _dtype(spec: RunSpec, device: torch.device) -> torch.dtype:
+    if spec.model_spec.dtype:
+        return getattr(torch, spec.model_spec.dtype)
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _source(spec: RunSpec) -> str | None:
+    ms = spec.model_spec
+    if ms.source == "zoo":
+        return None
+    if ms.source == "hub":
+        return ms.hub_id
+    return ms.source  # "random-init" or a local path
+
+
+def settings_for(spec: RunSpec) -> dict:
+    """Call settings (steps, guidance, ...): the model's defaults, then the suite's overrides."""
+    return {**models.call_settings(spec.model_spec.name), **spec.model_spec.call_overrides()}
+
+
+def _denoiser_attr(spec: RunSpec) -> str:
+    """The pipeline component holding the denoiser (``unet`` / ``transformer``): the family's word."""
+    return models.get_family(spec.family).denoiser_attr
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bars say what is happening; silence the per-file bars of the loaders."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def _open(suite: Suite, smoke: bool, out: Path | None) -> Context:
+    _quiet_libraries()
+    out = Path(out or suite.outputs.dir_path)
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(suite.outputs.store_path if out == suite.outputs.dir_path else out / "store.sqlite")
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+    provenance = collect_provenance({"suite_file": suite.source, "smoke": smoke})
+    monitor = energy.EnergyMonitor()
+    if suite.energy.idle_baseline_s > 0:
+        _say(f"measuring idle power for {suite.energy.idle_baseline_s:g} s ...")
+        monitor.measure_idle(suite.energy.idle_baseline_s)
+    return Context(suite, smoke, out, store, run_id, provenance, monitor)
+
+
+def run_suite(suite: Suite, *, smoke: bool = False, out: Path | None = None) -> int:
+    """Run every pending spec of ``suite``; returns the process exit code (1 if any spec failed)."""
+    ctx = _open(suite, smoke, out)
+    specs = expand(suite, smoke=smoke)
+    failed = 0
+    try:
+        for model_key, group in groupby(specs, key=lambda s: s.model):
+            group = list(group)
+            pending = [s for s in group if not ctx.store.has_ok(s.record_id)]
+            if not pending:
+                _say(f"[{model_key}] all {len(group)} records already measured; skipping")
+                continue
+            failed += _run_model(ctx, group, pending)
+    finally:
+        ctx.monitor.close()
+    _report(ctx)
+    _say(f"{len(specs) - failed}/{len(specs)} records ok; store: {ctx.store.path}; outputs: {ctx.out}")
+    return 1 if failed else 0
+
+
+def prune_suite(suite: Suite, *, smoke: bool = False, out: Path | None = None) -> int:
+    """Compute plans and write pruned models for every (model, method, ratio) without measuring them."""
+    _quiet_libraries()
+    out = Path(out or suite.outputs.dir_path)
+    monitor = energy.EnergyMonitor()
+    try:
+        for model_key, group in groupby(expand(suite, smoke=smoke), key=lambda s: s.model):
+            group = list(group)
+            pipe, settings = _load(group[0])
+            scorer = Scorer(out / "cache", monitor)
+            for spec in group[1:]:
+                plan = scorer.plan(spec, pipe, settings)
+                target = _model_dir(out, spec)
+                pruning.save(pruning.apply(copy.deepcopy(pipe), plan), plan, target, copy_components=True)
+                removed = plan.achieved()["params_removed"]
+                _say(f"[{model_key}] {spec.method} {spec.ratio:.0%}: {removed:,} params removed -> {target}")
+    finally:
+        monitor.close()
+    return 0
+
+
+# -- one model ---------------------------------------------------------------------------------------------------
+
+
+def _load(spec: RunSpec):
+    device = _device(spec)
+    pipe = models.load_pipeline(spec.model_spec.name, _source(spec), device=device, dtype=_dtype(spec, device),
+                                offline=not spec.allow_hub)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, settings_for(spec)
+
+
+def _run_model(ctx: Context, group: list[RunSpec], pending: list[RunSpec]) -> int:
+    base_spec = group[0]
+    assert base_spec.is_base, "expand() puts each model's base spec first"
+    _say(f"[{base_spec.model}] loading ({len(pending)} of {len(group)} records to measure)")
+    try:
+        pipe, settings = _load(base_spec)
+    except Exception as err:  # a model that cannot load fails each of its pending records, with the reason
+        for spec in pending:
+            _put_failed(ctx, spec, err)
+        return len(pending)
+    evaluator = Evaluator(base_spec, settings, _device(base_spec), ctx.monitor, ctx.cache)
+    base_images = _base_images(ctx, base_spec, evaluator, pipe)
+    scorer = Scorer(ctx.cache, ctx.monitor)
+    failed = 0
+    for spec in pending:
+        label = "base" if spec.is_base else f"{spec.method} {spec.ratio:.0%}"
+        _say(f"[{spec.model}] {label}: measuring")
+        t0 = time.perf_counter()
+        try:
+            ctx.store.put(_measure_spec(ctx, spec, pipe, settings, evaluator, base_images, scorer))
+        except Exception as err:  # one failed variant must not lose the others: record why, go on
+            _put_failed(ctx, spec, err)
+            failed += 1
+            continue
+        _say(f"[{spec.model}] {label}: done in {time.perf_counter() - t0:.1f} s")
+    return failed
+
+
+def _base_images(ctx: Context, spec: RunSpec, evaluator: Evaluator, pipe) -> torch.Tensor:
+    """The unpruned model's evaluation images (the SSIM/PSNR reference), cached on disk."""
+    path = ctx.cache / "base-images" / f"{spec.record_id[:16]}.safetensors"
+    if path.exists():
+        return load_file(path)["images"]
+    images = evaluator.eval_images(pipe)
+    with atomic_path(path) as tmp:
+        save_file({"images": images.contiguous()}, tmp)
+    return images
+
+
+def _model_dir(out: Path, spec: RunSpec) -> Path:
+    return out / "models" / f"{spec.model}-{spec.method}-{round(spec.ratio * 100)}-{spec.record_id[:8]}"
+
+
+def _run_settings(spec: RunSpec) -> dict:
+    device = _device(spec)
+    return {"samples": spec.evaluation.samples, "batch_size": spec.performance.batch_size, "device": str(device),
+            "dtype": str(_dtype(spec, device))}  # fmt: skip
+
+
+def _measure_spec(ctx: Context, spec: RunSpec, pipe, settings: dict, evaluator: Evaluator, base_images,
+                  scorer: Scorer):  # fmt: skip
+    folder = ctx.out / "artifacts" / spec.record_id[:16]
+    common = {"settings": settings, "run_settings": _run_settings(spec)}
+    if spec.is_base:
+        m = evaluator.measure(pipe, folder, base_images=None)
+        metrics = {**m.metrics, **base_values(pipe, _denoiser_attr(spec))}
+        return make_record(ctx.suite, ctx.run_id, ctx.provenance, spec, metrics=metrics, artifacts=m.artifacts, **common)
+    plan = scorer.plan(spec, pipe, settings)
+    scores = scorer.scores(spec, pipe, settings)
+    pruned = pruning.apply(copy.deepcopy(pipe), plan)
+    target = _model_dir(ctx.out, spec)
+    pruning.save(pruned, plan, target, copy_components=True)
+    m = evaluator.measure(pruned, folder, base_pipe=pipe, base_images=base_images)
+    m.artifacts["plan"] = str(target / "plan.json")
+    m.artifacts["model_dir"] = str(target)
+    if scores.info.get("curve"):
+        m.artifacts["training_curve"] = str(write_json_atomic(folder / "training_curve.json", scores.info["curve"]))
+    metrics = {**m.metrics, **plan_values(plan), **cost_values(scores)}
+    metrics["disk_bytes"] = disk_size(target / _denoiser_attr(spec))
+    return make_record(ctx.suite, ctx.run_id, ctx.provenance, spec, metrics=metrics, artifacts=m.artifacts,
+                       plan=plan, **common)  # fmt: skip
+
+
+def _put_failed(ctx: Context, spec: RunSpec, err: BaseException) -> None:
+    _say(f"[{spec.model}] {spec.method} {spec.ratio:.0%} FAILED: {type(err).__name__}: {err}")
+    record = make_record(ctx.suite, ctx.run_id, ctx.provenance, spec, metrics={}, artifacts={}, settings={},
+                         run_settings=_run_settings(spec), error=err)  # fmt: skip
+    ctx.store.put(record)
+
+
+def _report(ctx: Context) -> None:
+    formats = ctx.suite.outputs.report
+    if not formats:
+        return
+    import reports
+
+    try:
+        paths = reports.render(ctx.store.path, ctx.out / "report", suite=ctx.suite.name, include_smoke=ctx.smoke)
+    except ValueError as err:
+        _say(f"report not written: {err}")
+        return
+    for fmt, path in paths.items():
+        _say(f"report ({fmt}): {path}")

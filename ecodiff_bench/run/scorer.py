@@ -1,0 +1,64 @@
+"""Method scores (unit importances) per ``score_key``, shared by every ratio of a method: computed once,
+kept in memory and on disk, and metered, since computing them is the pruning's own cost."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+import pruning
+from ecodiff_bench.core.files import atomic_path, write_json_atomic
+from ecodiff_bench.measure import energy
+from ecodiff_bench.suite import RunSpec
+from ecodiff_bench.suite.methods import config_kwargs
+
+
+class Scorer:
+    """Scores per ``score_key``: memory, then the disk cache under ``cache/scores``, then computed."""
+
+    def __init__(self, cache: Path, monitor: energy.EnergyMonitor):
+        self.cache, self.monitor, self.memo = cache, monitor, {}
+
+    def scores(self, spec: RunSpec, pipe, settings: dict) -> pruning.Scores:
+        if spec.score_key not in self.memo:
+            folder = self.cache / "scores" / spec.score_key[:24]
+            if (folder / "scores.safetensors").exists():
+                info = json.loads((folder / "info.json").read_text())
+                self.memo[spec.score_key] = pruning.Scores(spec.method, load_file(folder / "scores.safetensors"), info)
+            else:
+                self.memo[spec.score_key] = self._compute(spec, pipe, settings, folder)
+        return self.memo[spec.score_key]
+
+    def _compute(self, spec: RunSpec, pipe, settings: dict, folder: Path) -> pruning.Scores:
+        prompts = None
+        if spec.calibration:
+            count = min(spec.calibration.count, spec.options.get("prompts") or spec.calibration.count)
+            prompts = spec.calibration.load_prompts()[:count]
+        t0 = time.perf_counter()
+        self.monitor.begin_window("scoring")
+        try:
+            result = pruning.score(
+                pipe,
+                spec.method,
+                prompts,
+                sampling=settings,
+                options=config_kwargs(spec.method, spec.options, spec.seed),
+                checkpoint_dir=folder / "checkpoint",
+            )
+        except BaseException:
+            self.monitor.cancel_window("scoring")
+            raise
+        window = self.monitor.end_window("scoring")
+        result.info["pruning_time_s"] = time.perf_counter() - t0
+        result.info["pruning_energy"] = window.total_value("pruning_energy_j").to_dict()
+        write_json_atomic(folder / "info.json", result.info)  # before the scores: their file marks "done"
+        with atomic_path(folder / "scores.safetensors") as tmp:
+            save_file({k: v.float().contiguous() for k, v in result.values.items()}, tmp)
+        return result
+
+    def plan(self, spec: RunSpec, pipe, settings: dict) -> pruning.PruningPlan:
+        return pruning.plan(pipe, self.scores(spec, pipe, settings), spec.ratio,
+                            target=spec.options["target"], ranking=spec.options["ranking"])  # fmt: skip
