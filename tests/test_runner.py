@@ -73,6 +73,7 @@ def test_run_measures_every_variant_then_skips_them(tmp_path, tiny_dirs):
             assert name in m
     eco = next(r for r in pruned if r["method"] == "ecodiff")
     assert Path(eco["artifacts"]["training_curve"]).exists()
+    _assert_every_recorded_metric_is_known(records, tmp_path / "out" / "store.sqlite")
     assert (tmp_path / "out" / "report" / "report.html").exists()
     stamps = {r["record_id"]: r["created_at"] for r in records}
 
@@ -80,6 +81,33 @@ def test_run_measures_every_variant_then_skips_them(tmp_path, tiny_dirs):
     assert again.exit_code == 0
     assert "already measured" in again.output
     assert {r["record_id"]: r["created_at"] for r in store.records(suite="tiny")} == stamps
+
+
+def _assert_every_recorded_metric_is_known(records: list[dict], store: Path) -> None:
+    """Every metric the runner recorded is in the catalog (with its unit and direction), is accepted by the
+    gate and ``compare --metric``, and the report shows its change the catalog's way."""
+    from ecodiff_bench.core.metrics import METRICS, is_absolute_delta
+    from ecodiff_bench.core.thresholds import validate_thresholds
+    from reports import analysis
+
+    recorded = {name: vd for r in records for name, vd in r["metrics"].items()}
+    assert {"latency_ratio_vs_base", "pruning_energy_j", "ssim_vs_base"} <= set(recorded)
+    for name, vd in recorded.items():
+        assert name in METRICS, name
+        assert vd["unit"] == METRICS.get(name).unit, name
+        assert vd["higher_is_better"] in (None, METRICS.get(name).higher_is_better), name
+        assert analysis.direction(name, vd) == METRICS.get(name).higher_is_better
+    validate_thresholds({name: {"max_increase": 1.0} for name in recorded})
+    run_id = records[0]["run_id"]
+    args = ["compare", run_id, run_id, "--store", str(store)] + [a for n in recorded for a in ("--metric", n)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert all(name in result.output for name in recorded)
+    base = next(r for r in records if r["method"] == "base")
+    pruned = next(r for r in records if r["method"] != "base" and r["model"] == base["model"])
+    for name in ("latency_image_s", "ssim_vs_base"):
+        cell = analysis.make_cell(pruned, name, base)
+        assert cell.delta.endswith("%") != is_absolute_delta(name), (name, cell.delta)
 
 
 def test_pruned_model_written_by_run_loads_with_pruning_load(tmp_path, tiny_dirs):

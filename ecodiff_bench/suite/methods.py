@@ -137,6 +137,11 @@ class MethodInfo:
     def config_fields(self) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(self.config)) if self.config else ()
 
+    def config_kwargs(self, options: dict[str, Any], seed: int) -> dict[str, Any]:
+        """Resolved suite options -> pruning.score's ``options`` (the config's fields, and the seed)."""
+        fields = self.config_fields()
+        return {**{k: v for k, v in options.items() if k in fields}, "seed": seed}
+
 
 def _option_fields(name: str, config: type | None) -> dict[str, tuple[Any, FieldInfo]]:
     rules = _RULES.get(name, {})
@@ -211,9 +216,7 @@ def resolved_options(entry: MethodEntry, family: str) -> dict[str, Any]:
 
 
 def config_kwargs(name: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Resolved suite options -> pruning.score's ``options`` (the config's fields, and the seed)."""
-    fields = METHODS.get(name).config_fields()
-    return {**{k: v for k, v in options.items() if k in fields}, "seed": seed}
+    return METHODS.get(name).config_kwargs(options, seed)
 
 
 def shrink_for_smoke(name: str, options: dict[str, Any], *, epochs: int, calibration: int) -> None:

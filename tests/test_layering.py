@@ -1,0 +1,132 @@
+"""The architecture as tested contracts: import directions, one home per concept, module sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pruning
+from ecodiff_bench.core.metrics import METRICS, QUALITY_METRICS
+from ecodiff_bench.core.record import CALL_SETTINGS
+from ecodiff_bench.suite import methods as suite_methods
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _modules_after(code: str) -> list[str]:
+    """The modules loaded by ``code`` in a fresh interpreter."""
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_pruning_loads_no_harness_module():
+    loaded = _modules_after("import pruning")
+    assert "torch" in loaded  # the check below means something only if pruning really loaded
+    assert [m for m in loaded if m.split(".")[0] in ("ecodiff_bench", "reports")] == []
+
+
+def test_reports_load_no_torch_and_only_the_core_of_the_harness():
+    loaded = _modules_after("import reports, reports.gate, reports.plots, reports.report, reports.synthetic")
+    assert "reports.gate" in loaded
+    assert not [m for m in loaded if m == "torch" or m.startswith("torch.")]
+    harness = [m for m in loaded if m.startswith("ecodiff_bench.")]
+    assert harness and all(m.startswith("ecodiff_bench.core") for m in harness), harness
+
+
+def test_the_suite_does_not_import_the_reports():
+    assert not [m for m in _modules_after("import ecodiff_bench.suite") if m.split(".")[0] == "reports"]
+
+
+def test_no_module_over_600_lines():
+    sizes = {p: len(p.read_text().splitlines()) for d in ("ecodiff_bench", "reports") for p in (ROOT / d).rglob("*.py")}
+    assert {str(p.relative_to(ROOT)): n for p, n in sizes.items() if n > 600} == {}
+
+
+# -- methods: one place on the harness side, generated from pruning --------------------------------------------
+
+
+def test_suite_methods_are_prunings_methods():
+    assert suite_methods.METHODS.names() == list(pruning.METHODS)
+    for name in pruning.METHODS:
+        info = suite_methods.method_info(name)
+        assert info.help == pruning.METHODS[name]
+        assert info.needs_calibration == (name not in pruning.DATA_FREE)
+
+
+@pytest.mark.parametrize("name", ["ecodiff", "taylor"])
+def test_every_config_field_is_an_option_or_set_by_the_harness(name):
+    info = suite_methods.method_info(name)
+    options = set(info.options.model_fields)
+    for field in dataclasses.fields(info.config):
+        assert (field.name in options) != (field.name in suite_methods.NOT_OPTIONS), field.name
+    defaults = info.options()
+    for field in dataclasses.fields(info.config):  # the suite's defaults are pruning's (or the architecture's)
+        if field.name in options and getattr(defaults, field.name) is not None:
+            assert getattr(defaults, field.name) == field.default, field.name
+
+
+def test_a_new_config_field_becomes_a_suite_option(monkeypatch):
+    @dataclasses.dataclass
+    class WithController(pruning.EcoDiffConfig):
+        sparsity_target: float | None = None
+        controller: str = "none"
+
+    monkeypatch.setitem(suite_methods._CONFIGS, "ecodiff", WithController)
+    info = suite_methods._build("ecodiff")
+    opts = info.options.model_validate({"sparsity_target": 0.3, "controller": "pid"})
+    assert (opts.sparsity_target, opts.controller) == (0.3, "pid")
+    kwargs = info.config_kwargs({**opts.model_dump(), "ranking": "global"}, seed=2)
+    assert kwargs["sparsity_target"] == 0.3 and kwargs["seed"] == 2 and "ranking" not in kwargs
+    WithController(**kwargs)  # what the runner passes is what pruning's config accepts
+
+
+def test_not_options_name_real_config_fields():
+    fields = {f.name for name in ("ecodiff", "taylor") for f in dataclasses.fields(suite_methods._CONFIGS[name])}
+    assert set(suite_methods.NOT_OPTIONS) <= fields
+
+
+# -- one spelling of the call settings ------------------------------------------------------------------------
+
+
+def test_call_settings_are_spelled_once():
+    from ecodiff_bench.models import FAMILIES
+    from ecodiff_bench.suite.sources import ZooModel
+
+    assert set(CALL_SETTINGS) == set(pruning.SAMPLING_KEYS)
+    assert set(CALL_SETTINGS) <= set(ZooModel.model_fields)
+    for family in FAMILIES.names():
+        fam = FAMILIES.get(family)
+        assert set(fam.defaults) <= set(CALL_SETTINGS)
+        arguments = fam.pipeline_arguments(fam.defaults)
+        assert "num_inference_steps" in arguments and "steps" not in arguments
+        assert fam.settings_from_arguments(arguments) == dict(fam.defaults)
+        with pytest.raises(ValueError, match="spell it 'steps'"):
+            fam.pipeline_arguments({"num_inference_steps": 4})
+
+
+# -- metrics: one catalog ---------------------------------------------------------------------------------------
+
+
+def test_quality_metrics_a_suite_may_ask_for_are_in_the_catalog():
+    from ecodiff_bench.suite import Evaluation
+
+    assert QUALITY_METRICS == ("fid", "frechet_distance", "clip_score", "ssim_vs_base", "psnr_vs_base",
+                               "recognisability")  # fmt: skip
+    assert Evaluation(metrics=list(QUALITY_METRICS)).metrics == list(QUALITY_METRICS)
+
+
+def test_every_catalog_metric_is_accepted_by_the_gate_and_the_suite():
+    from ecodiff_bench.core.thresholds import validate_thresholds
+    from ecodiff_bench.suite import validate_suite
+
+    thresholds = {name: {"max_increase": 1.0} for name in METRICS}
+    assert len(validate_thresholds(thresholds)) == len(METRICS)
+    suite = validate_suite({"name": "t", "models": ["digits-sdxl"], "energy": {"carbon": False},
+                            "regression": {"thresholds": thresholds}})  # fmt: skip
+    assert set(suite.regression.thresholds) == set(METRICS)
