@@ -12,8 +12,14 @@ from pathlib import Path
 __all__ = ["render", "select_records"]
 
 
-def select_records(source, *, suite: str | None = None, run_id: str | None = None, tag: str | None = None,
-                   include_smoke: bool | None = None):
+def select_records(
+    source,
+    *,
+    suite: str | None = None,
+    run_id: str | None = None,
+    tag: str | None = None,
+    include_smoke: bool | None = None,
+):
     """Resolve ``source`` (a store path, a :class:`~ecodiff_bench.core.store.Store` or a list of record dicts) into
     a :class:`reports.analysis.Selection` plus the folders used to resolve relative artifact paths."""
     from ecodiff_bench.core.errors import StoreError
@@ -36,16 +42,26 @@ def select_records(source, *, suite: str | None = None, run_id: str | None = Non
         if tag is not None:
             raise StoreError("tag= needs a store, not a list of records")
     explicit = run_id is not None or tag is not None
-    sel = analysis.select(records, suite=suite, run_id=run_id, tag_ids=tag_ids, include_smoke=include_smoke,
-                          explicit=explicit)
+    sel = analysis.select(
+        records, suite=suite, run_id=run_id, tag_ids=tag_ids, include_smoke=include_smoke, explicit=explicit
+    )
     if tag is not None:
         sel.filters["tag"] = tag
     roots.append(Path.cwd())
     return sel, roots
 
 
-def render(source, out_dir, *, suite: str | None = None, run_id: str | None = None, tag: str | None = None,
-           include_smoke: bool | None = None, artifact_root=None, title: str | None = None) -> dict[str, Path]:
+def render(
+    source,
+    out_dir,
+    *,
+    suite: str | None = None,
+    run_id: str | None = None,
+    tag: str | None = None,
+    include_smoke: bool | None = None,
+    artifact_root=None,
+    title: str | None = None,
+) -> dict[str, Path]:
     """Render the HTML and Markdown reports for the selected records into ``out_dir``.
 
     ``include_smoke``: None (default) shows full records, or the smoke records when a run id / tag is
@@ -60,7 +76,9 @@ def render(source, out_dir, *, suite: str | None = None, run_id: str | None = No
         roots.insert(0, Path(artifact_root))
     if not sel.records:
         what = ", ".join(f"{k}={v}" for k, v in sel.filters.items()) or "any filter"
-        raise ValueError(f"no records match {what}" + ("" if include_smoke is not False else " (smoke excluded)"))
+        raise ValueError(
+            f"no records match {what}" + ("" if include_smoke is not False else " (smoke excluded)")
+        )
     if title is None:
         suites = sorted({r["suite"] for r in sel.records})
         title = f"ecodiff-bench report: {', '.join(suites)}"

@@ -168,9 +168,9 @@ def load_json_artifact(art: Artifact) -> tuple[Any, str | None]:
 @dataclass
 class Selection:
     records: list[dict]
-    notices: list[str] = field(default_factory=list)   # informational
+    notices: list[str] = field(default_factory=list)  # informational
     warnings: list[str] = field(default_factory=list)  # comparability problems
-    smoke: str = "none"                                  # "none" | "all" | "some"
+    smoke: str = "none"  # "none" | "all" | "some"
     filters: dict = field(default_factory=dict)
 
 
@@ -204,8 +204,10 @@ def comparability_warnings(records: list[dict]) -> list[str]:
         devices[device_of(r)].append(full_label(r))
     if len(devices) > 1:
         parts = "; ".join(f"{d}: {len(v)} record(s)" for d, v in sorted(devices.items()))
-        out.append(f"Records were measured on different devices ({parts}). Latency, energy and memory "
-                   "differences between them reflect the hardware, not only the pruning.")
+        out.append(
+            f"Records were measured on different devices ({parts}). Latency, energy and memory "
+            "differences between them reflect the hardware, not only the pruning."
+        )
     for name in catalog.SAMPLE_SENSITIVE:
         counts: dict[int | None, list[str]] = defaultdict(list)
         for r in ok:
@@ -216,8 +218,10 @@ def comparability_warnings(records: list[dict]) -> list[str]:
                 f"{'unknown' if n is None else n} samples: {', '.join(v[:4])}{' …' if len(v) > 4 else ''}"
                 for n, v in sorted(counts.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
             )
-            out.append(f"{name} was computed from different sample counts ({parts}); these values are biased "
-                       "differently and are not directly comparable.")
+            out.append(
+                f"{name} was computed from different sample counts ({parts}); these values are biased "
+                "differently and are not directly comparable."
+            )
     by_model: dict[str, list[dict]] = defaultdict(list)
     for r in ok:
         by_model[r["model"]].append(r)
@@ -230,14 +234,25 @@ def comparability_warnings(records: list[dict]) -> list[str]:
     return out
 
 
-def select(records: list[dict], *, suite: str | None = None, run_id: str | None = None, tag_ids: set | None = None,
-           include_smoke: bool | None = None, explicit: bool = False) -> Selection:
+def select(
+    records: list[dict],
+    *,
+    suite: str | None = None,
+    run_id: str | None = None,
+    tag_ids: set | None = None,
+    include_smoke: bool | None = None,
+    explicit: bool = False,
+) -> Selection:
     """Filter records and decide on smoke: ``include_smoke`` None means full records, unless the selection
     is explicit (a run id or a tag) or only smoke records match; the report then says it shows smoke runs."""
     filters = {k: v for k, v in (("suite", suite), ("run_id", run_id)) if v is not None}
-    recs = [r for r in records
-            if (suite is None or r["suite"] == suite) and (run_id is None or r["run_id"] == run_id)
-            and (tag_ids is None or r["record_id"] in tag_ids)]
+    recs = [
+        r
+        for r in records
+        if (suite is None or r["suite"] == suite)
+        and (run_id is None or r["run_id"] == run_id)
+        and (tag_ids is None or r["record_id"] in tag_ids)
+    ]
     notices: list[str] = []
     if include_smoke is None:
         full = [r for r in recs if not r["smoke"]]
@@ -246,8 +261,10 @@ def select(records: list[dict], *, suite: str | None = None, run_id: str | None 
         else:
             chosen = full
             if len(full) != len(recs):
-                notices.append(f"{len(recs) - len(full)} smoke record(s) left out (pass include_smoke / "
-                               "--include-smoke to show them).")
+                notices.append(
+                    f"{len(recs) - len(full)} smoke record(s) left out (pass include_smoke / "
+                    "--include-smoke to show them)."
+                )
     elif include_smoke:
         chosen = recs
     else:
@@ -255,8 +272,10 @@ def select(records: list[dict], *, suite: str | None = None, run_id: str | None 
     if not explicit:
         chosen, hidden = dedupe_latest(chosen)
         if hidden:
-            notices.append(f"{hidden} older record(s) of the same model/method/ratio/seed hidden; "
-                           "select a run id to see a specific run.")
+            notices.append(
+                f"{hidden} older record(s) of the same model/method/ratio/seed hidden; "
+                "select a run id to see a specific run."
+            )
     n_smoke = sum(1 for r in chosen if r["smoke"])
     smoke = "none" if n_smoke == 0 else ("all" if n_smoke == len(chosen) else "some")
     failed = [r for r in chosen if r["status"] != "ok"]
@@ -272,11 +291,11 @@ def select(records: list[dict], *, suite: str | None = None, run_id: str | None 
 @dataclass
 class Cell:
     text: str
-    status: str                 # measured | estimated | unavailable | missing
-    note: str = ""              # reason (unavailable) or remark (estimated)
-    delta: str = ""             # "+12 %" / "-0.5"
-    arrow: str = ""             # "↑" / "↓" / "="
-    verdict: str = ""           # "good" | "bad" | "neutral" | ""
+    status: str  # measured | estimated | unavailable | missing
+    note: str = ""  # reason (unavailable) or remark (estimated)
+    delta: str = ""  # "+12 %" / "-0.5"
+    arrow: str = ""  # "↑" / "↓" / "="
+    verdict: str = ""  # "good" | "bad" | "neutral" | ""
     value: float | None = None
 
 
@@ -292,7 +311,7 @@ class Row:
 class Group:
     model: str
     rows: list[Row]
-    metric_for: dict[str, str]   # column key -> metric name chosen for this group
+    metric_for: dict[str, str]  # column key -> metric name chosen for this group
     bases: list[dict]
     pruned: list[dict]
 
@@ -347,8 +366,12 @@ def _base_for(record: dict, bases: list[dict]) -> dict | None:
         return None
 
     def rank(b: dict) -> tuple:
-        return (b["smoke"] == record["smoke"], b["run_id"] == record["run_id"], b["seed"] == record["seed"],
-                b["created_at"])
+        return (
+            b["smoke"] == record["smoke"],
+            b["run_id"] == record["run_id"],
+            b["seed"] == record["seed"],
+            b["created_at"],
+        )
 
     return max(bases, key=rank)
 
@@ -362,8 +385,10 @@ def build_groups(records: list[dict]) -> list[Group]:
     for model in sorted(by_model):
         recs = by_model[model]
         bases = sorted([r for r in recs if is_base(r)], key=lambda r: (r["seed"] is None, r["seed"] or 0))
-        pruned = sorted([r for r in recs if not is_base(r)],
-                        key=lambda r: (r["method"], float(r["ratio"]), r["seed"] or 0))
+        pruned = sorted(
+            [r for r in recs if not is_base(r)],
+            key=lambda r: (r["method"], float(r["ratio"]), r["seed"] or 0),
+        )
         seeds = {r["seed"] for r in recs}
         chosen = {key: _pick_metric(recs, names) for key, _, names in COLUMNS}
         rows = []
@@ -437,19 +462,30 @@ def sustainability(groups: list[Group]) -> list[Sustain]:
             def j(v):
                 return "n/a" if v is None else fmt_value(v, "J")
 
-            out.append(Sustain(
-                model=g.model, label=row.label, record=r,
-                base_energy=j(e_b), pruned_energy=j(e_p),
-                base_kwh_1k="n/a" if e_b is None else fmt_energy_kwh(1000 * e_b),
-                pruned_kwh_1k="n/a" if e_p is None else fmt_energy_kwh(1000 * e_p),
-                base_co2_1k="n/a" if c_b is None else f"{sig(c_b)} g",
-                pruned_co2_1k="n/a" if c_p is None else f"{sig(c_p)} g",
-                saving_kwh_1k="n/a" if saving is None else fmt_energy_kwh(1000 * saving),
-                saving_co2_1k="n/a" if (c_b is None or c_p is None) else f"{sig(c_b - c_p)} g",
-                pruning_cost="n/a" if cost is None else f"{fmt_value(cost, 'J')} ({fmt_energy_kwh(cost)})",
-                pruning_co2="n/a" if (cost is None or intensity is None) else f"≈{sig(cost * intensity)} g (est.)",
-                breakeven=breakeven, breakeven_images=n_be, notes=notes,
-            ))
+            out.append(
+                Sustain(
+                    model=g.model,
+                    label=row.label,
+                    record=r,
+                    base_energy=j(e_b),
+                    pruned_energy=j(e_p),
+                    base_kwh_1k="n/a" if e_b is None else fmt_energy_kwh(1000 * e_b),
+                    pruned_kwh_1k="n/a" if e_p is None else fmt_energy_kwh(1000 * e_p),
+                    base_co2_1k="n/a" if c_b is None else f"{sig(c_b)} g",
+                    pruned_co2_1k="n/a" if c_p is None else f"{sig(c_p)} g",
+                    saving_kwh_1k="n/a" if saving is None else fmt_energy_kwh(1000 * saving),
+                    saving_co2_1k="n/a" if (c_b is None or c_p is None) else f"{sig(c_b - c_p)} g",
+                    pruning_cost="n/a"
+                    if cost is None
+                    else f"{fmt_value(cost, 'J')} ({fmt_energy_kwh(cost)})",
+                    pruning_co2="n/a"
+                    if (cost is None or intensity is None)
+                    else f"≈{sig(cost * intensity)} g (est.)",
+                    breakeven=breakeven,
+                    breakeven_images=n_be,
+                    notes=notes,
+                )
+            )
     return out
 
 
@@ -457,7 +493,7 @@ def sustainability(groups: list[Group]) -> list[Sustain]:
 @dataclass
 class ProvenanceTable:
     runs: list[str]
-    rows: list[tuple[str, list[str], bool]]   # key, value per run, differs across runs
+    rows: list[tuple[str, list[str], bool]]  # key, value per run, differs across runs
 
 
 def provenance(records: list[dict]) -> ProvenanceTable:
@@ -469,8 +505,14 @@ def provenance(records: list[dict]) -> ProvenanceTable:
     for run in runs:
         values: dict[str, list[str]] = defaultdict(list)
         for r in by_run[run]:
-            flat = {"suite": r["suite"], "suite_hash": r["suite_hash"], "smoke": r["smoke"],
-                    "device": device_of(r), "git commit": commit_of(r), "created_at": r["created_at"]}
+            flat = {
+                "suite": r["suite"],
+                "suite_hash": r["suite_hash"],
+                "smoke": r["smoke"],
+                "device": device_of(r),
+                "git commit": commit_of(r),
+                "created_at": r["created_at"],
+            }
             flat.update({f"provenance.{k}": v for k, v in flatten(r["provenance"]).items()})
             flat.update({f"settings.{k}": v for k, v in flatten(r["settings"]).items()})
             for k, v in flat.items():
@@ -502,7 +544,10 @@ def provenance(records: list[dict]) -> ProvenanceTable:
 # -- pareto ----------------------------------------------------------------------------------------------
 def quality_metric(records: list[dict]) -> str | None:
     for name in QUALITY_PREFERENCE:
-        if sum(1 for r in records if number(r, name) is not None and number(r, "energy_image_j") is not None) >= 2:
+        if (
+            sum(1 for r in records if number(r, name) is not None and number(r, "energy_image_j") is not None)
+            >= 2
+        ):
             return name
     return None
 

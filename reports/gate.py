@@ -40,9 +40,21 @@ from ecodiff_bench.core.thresholds import (
 from reports.analysis import device_of, sample_count
 
 __all__ = [
-    "BOUNDS", "DEFAULT_THRESHOLDS", "Change", "Comparison", "GateResult", "IncomparableError", "MetricThreshold",
-    "Thresholds", "check", "default_thresholds", "diff", "key_text", "validate_thresholds", "verdict",
-]  # fmt: skip
+    "BOUNDS",
+    "DEFAULT_THRESHOLDS",
+    "Change",
+    "Comparison",
+    "GateResult",
+    "IncomparableError",
+    "MetricThreshold",
+    "Thresholds",
+    "check",
+    "default_thresholds",
+    "diff",
+    "key_text",
+    "validate_thresholds",
+    "verdict",
+]
 
 Outcome = Literal["pass", "fail", "not_compared"]
 
@@ -163,7 +175,9 @@ def diff(a_records: list[dict], b_records: list[dict], metrics: list[str] | None
         ra, rb = a_ok.get(k), b_ok.get(k)
         config = key_text(_key((ra or rb)[0]))
         if ra is None or rb is None:
-            out.append(Change(config, "*", None if ra is None else Side(None), None if rb is None else Side(None)))
+            out.append(
+                Change(config, "*", None if ra is None else Side(None), None if rb is None else Side(None))
+            )
             continue
         names = metrics or sorted({n for r in ra + rb for n in r["metrics"]})
         for name in names:
@@ -220,11 +234,16 @@ class GateResult:
     def summary(self) -> str:
         n = len(self.comparisons)
         verdict = "PASS" if self.passed else "FAIL"
-        policy = ("strict: not-compared rows fail" if self.strict
-                  else "not-compared rows do not fail unless the metric is required")  # fmt: skip
-        return (f"{verdict}: {self.candidate_name} vs {self.baseline_name}: {n} check(s), "
-                f"{n - len(self.failures) - len(self.not_compared)} passed, {len(self.failures)} failed, "
-                f"{len(self.not_compared)} not compared ({policy}).")  # fmt: skip
+        policy = (
+            "strict: not-compared rows fail"
+            if self.strict
+            else "not-compared rows do not fail unless the metric is required"
+        )
+        return (
+            f"{verdict}: {self.candidate_name} vs {self.baseline_name}: {n} check(s), "
+            f"{n - len(self.failures) - len(self.not_compared)} passed, {len(self.failures)} failed, "
+            f"{len(self.not_compared)} not compared ({policy})."
+        )
 
     def table(self) -> str:
         """A text table of every comparison, then warnings and the summary line."""
@@ -241,7 +260,9 @@ class GateResult:
             else:
                 change = f"{c.change:+.4g}"
             outcome = c.outcome.upper().replace("_", " ")
-            rows.append((c.config, c.metric, num(c.baseline), num(c.candidate), change, c.limits, outcome, c.reason))
+            rows.append(
+                (c.config, c.metric, num(c.baseline), num(c.candidate), change, c.limits, outcome, c.reason)
+            )
         header = ("config", "metric", "baseline", "candidate", "change", "limit", "result", "reason")
         lines = [text_table(header, rows)]
         if self.warnings:
@@ -250,27 +271,39 @@ class GateResult:
         return "\n".join(lines)
 
     def junit_xml(self) -> str:
-        suite = ET.Element("testsuite", {
-            "name": f"ecodiff-bench gate: {self.candidate_name} vs {self.baseline_name}",
-            "tests": str(len(self.comparisons)), "failures": str(len(self.failures)), "errors": "0",
-            "skipped": str(len(self.not_compared)),
-        })  # fmt: skip
+        suite = ET.Element(
+            "testsuite",
+            {
+                "name": f"ecodiff-bench gate: {self.candidate_name} vs {self.baseline_name}",
+                "tests": str(len(self.comparisons)),
+                "failures": str(len(self.failures)),
+                "errors": "0",
+                "skipped": str(len(self.not_compared)),
+            },
+        )
         props = ET.SubElement(suite, "properties")
-        for k, v in (("baseline", self.baseline_name), ("candidate", self.candidate_name),
-                     ("strict", str(self.strict).lower())):  # fmt: skip
+        for k, v in (
+            ("baseline", self.baseline_name),
+            ("candidate", self.candidate_name),
+            ("strict", str(self.strict).lower()),
+        ):
             ET.SubElement(props, "property", {"name": k, "value": v})
         for c in self.comparisons:
             case = ET.SubElement(suite, "testcase", {"classname": c.config, "name": c.metric, "time": "0"})
-            text = (f"baseline={c.baseline} candidate={c.candidate} unit={c.unit} change={c.change} "
-                    f"limits={c.limits}: {c.reason}")  # fmt: skip
+            text = (
+                f"baseline={c.baseline} candidate={c.candidate} unit={c.unit} change={c.change} "
+                f"limits={c.limits}: {c.reason}"
+            )
             if c.outcome == "fail":
                 ET.SubElement(case, "failure", {"message": c.reason, "type": "regression"}).text = text
             elif c.outcome == "not_compared":
                 ET.SubElement(case, "skipped", {"message": f"not compared: {c.reason}"})
         if self.warnings:
             ET.SubElement(suite, "system-out").text = "\n".join(self.warnings)
-        root = ET.Element("testsuites", {"tests": suite.get("tests"), "failures": suite.get("failures"),
-                                         "skipped": suite.get("skipped")})  # fmt: skip
+        root = ET.Element(
+            "testsuites",
+            {"tests": suite.get("tests"), "failures": suite.get("failures"), "skipped": suite.get("skipped")},
+        )
         root.append(suite)
         ET.indent(root)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
@@ -282,8 +315,18 @@ class GateResult:
 def _compare(name: str, th: MetricThreshold, key: Key, base: Side, cand: Side, strict: bool) -> Comparison:
     model, method, ratio = key
     limits = ", ".join(f"{b}={v:g}" for b, v in th.bounds().items())
-    comp = Comparison(model, method, ratio, name, "not_compared", "", base.value, cand.value,
-                      cand.unit or base.unit, limits=limits)  # fmt: skip
+    comp = Comparison(
+        model,
+        method,
+        ratio,
+        name,
+        "not_compared",
+        "",
+        base.value,
+        cand.value,
+        cand.unit or base.unit,
+        limits=limits,
+    )
     missing = []
     if base.value is None:
         missing.append(f"baseline: {base.note}")
@@ -319,13 +362,16 @@ def _compare(name: str, th: MetricThreshold, key: Key, base: Side, cand: Side, s
     return comp
 
 
-def _release_warnings(cand: list[dict], base: list[dict], cand_name: str, base_name: str,
-                      allow_smoke_mismatch: bool) -> list[str]:  # fmt: skip
+def _release_warnings(
+    cand: list[dict], base: list[dict], cand_name: str, base_name: str, allow_smoke_mismatch: bool
+) -> list[str]:
     smoke_c, smoke_b = {r["smoke"] for r in cand}, {r["smoke"] for r in base}
     warnings: list[str] = []
     if smoke_c != smoke_b or len(smoke_c) > 1:
-        msg = (f"smoke flags differ: {cand_name} smoke={sorted(smoke_c)}, {base_name} smoke={sorted(smoke_b)}; "
-               "smoke and full records are not comparable")  # fmt: skip
+        msg = (
+            f"smoke flags differ: {cand_name} smoke={sorted(smoke_c)}, {base_name} smoke={sorted(smoke_b)}; "
+            "smoke and full records are not comparable"
+        )
         if not allow_smoke_mismatch:
             raise IncomparableError(msg)
         warnings.append(msg)
@@ -334,14 +380,23 @@ def _release_warnings(cand: list[dict], base: list[dict], cand_name: str, base_n
     dev_c = {device_of(r) for r in cand if r["status"] == "ok"}
     dev_b = {device_of(r) for r in base if r["status"] == "ok"}
     if dev_c != dev_b:
-        warnings.append(f"devices differ ({cand_name}: {', '.join(sorted(dev_c))}; {base_name}: "
-                        f"{', '.join(sorted(dev_b))}); latency, energy and memory changes may reflect hardware")  # fmt: skip
+        warnings.append(
+            f"devices differ ({cand_name}: {', '.join(sorted(dev_c))}; {base_name}: "
+            f"{', '.join(sorted(dev_b))}); latency, energy and memory changes may reflect hardware"
+        )
     return warnings
 
 
-def check(candidate_records: list[dict], baseline_records: list[dict], thresholds: Any = None, *,
-          strict: bool = False, allow_smoke_mismatch: bool = False, baseline_name: str = "baseline",
-          candidate_name: str = "candidate") -> GateResult:  # fmt: skip
+def check(
+    candidate_records: list[dict],
+    baseline_records: list[dict],
+    thresholds: Any = None,
+    *,
+    strict: bool = False,
+    allow_smoke_mismatch: bool = False,
+    baseline_name: str = "baseline",
+    candidate_name: str = "candidate",
+) -> GateResult:
     """Compare two releases metric by metric. ``thresholds``: :class:`Thresholds`, a plain mapping, or None
     for :data:`DEFAULT_THRESHOLDS`. Raises :class:`IncomparableError` for smoke vs full and empty sides."""
     th = default_thresholds() if thresholds is None else validate_thresholds(thresholds)
@@ -351,8 +406,9 @@ def check(candidate_records: list[dict], baseline_records: list[dict], threshold
         raise IncomparableError(f"{baseline_name} has no records")
     candidate_records = [normalize_record(r) for r in candidate_records]
     baseline_records = [normalize_record(r) for r in baseline_records]
-    warnings = _release_warnings(candidate_records, baseline_records, candidate_name, baseline_name,
-                                 allow_smoke_mismatch)  # fmt: skip
+    warnings = _release_warnings(
+        candidate_records, baseline_records, candidate_name, baseline_name, allow_smoke_mismatch
+    )
     cand_ok, cand_failed = _by_config(candidate_records)
     base_ok, base_failed = _by_config(baseline_records)
     comps: list[Comparison] = []
@@ -363,12 +419,20 @@ def check(candidate_records: list[dict], baseline_records: list[dict], threshold
             comps.append(Comparison(model, method, ratio, "run", "fail", f"candidate run failed: {err}"))
             continue
         if key not in cand_ok:
-            why = "baseline run failed" if key in base_failed and key not in base_ok else "configuration missing"
+            why = (
+                "baseline run failed"
+                if key in base_failed and key not in base_ok
+                else "configuration missing"
+            )
             outcome: Outcome = "fail" if strict else "not_compared"
             comps.append(Comparison(model, method, ratio, "*", outcome, f"{why} in {candidate_name}"))
             continue
         if key not in base_ok:
-            why = "baseline run failed" if key in base_failed else f"no {baseline_name} record for this configuration"
+            why = (
+                "baseline run failed"
+                if key in base_failed
+                else f"no {baseline_name} record for this configuration"
+            )
             outcome = "fail" if strict else "not_compared"
             comps.append(Comparison(model, method, ratio, "*", outcome, why))
             continue

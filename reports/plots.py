@@ -33,8 +33,18 @@ from reports.analysis import (  # noqa: E402
 )
 
 DPI = 100
-_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf")
+_COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 
 
 @dataclass
@@ -66,9 +76,15 @@ def quality_vs_energy(records: list[dict]) -> Plot:
     ok = [r for r in records if r.get("status") == "ok"]
     qname = quality_metric(ok)
     if qname is None:
-        return Plot("quality_vs_energy", "Quality vs energy", None,
-                    ["Not enough records with both energy_image_j and a quality metric "
-                     "(fid, frechet_distance, clip_score or ssim_vs_base) available."])
+        return Plot(
+            "quality_vs_energy",
+            "Quality vs energy",
+            None,
+            [
+                "Not enough records with both energy_image_j and a quality metric "
+                "(fid, frechet_distance, clip_score or ssim_vs_base) available."
+            ],
+        )
     pts = [r for r in ok if number(r, qname) is not None and number(r, "energy_image_j") is not None]
     hib = direction(qname, metric(pts[0], qname))
     colors = _color_map(r["model"] for r in pts)
@@ -84,8 +100,16 @@ def quality_vs_energy(records: list[dict]) -> Plot:
         for r, (x, y) in zip(recs, xy, strict=True):
             marker = "s" if is_base(r) else "o"
             est = any((metric(r, m) or {}).get("status") == "estimated" for m in (qname, "energy_image_j"))
-            ax.scatter([x], [y], color=c, marker=marker, s=40, edgecolors="black" if est else c,
-                       linewidths=1.5 if est else 0.5, zorder=3)
+            ax.scatter(
+                [x],
+                [y],
+                color=c,
+                marker=marker,
+                s=40,
+                edgecolors="black" if est else c,
+                linewidths=1.5 if est else 0.5,
+                zorder=3,
+            )
             ax.annotate(label(r), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
         fx = [xy[i][0] for i in front]
         fy = [xy[i][1] for i in front]
@@ -100,8 +124,10 @@ def quality_vs_energy(records: list[dict]) -> Plot:
     left_out = [full_label(r) for r in ok if r not in pts]
     if left_out:
         msgs.append(f"Not plotted ({qname} or energy_image_j n/a): {', '.join(left_out)}")
-    cap = ("Squares: base models; circles: pruned; ringed points lie on the Pareto front "
-           "(no other model of the same family uses less energy at better quality).")
+    cap = (
+        "Squares: base models; circles: pruned; ringed points lie on the Pareto front "
+        "(no other model of the same family uses less energy at better quality)."
+    )
     return Plot("quality_vs_energy", "Quality vs energy (Pareto front)", _png(fig), msgs, cap)
 
 
@@ -115,8 +141,9 @@ def latency_energy_bars(groups: list[Group]) -> Plot:
     fig = Figure(layout="constrained", figsize=(10, min(30.0, 0.3 * len(rows) + 1.6)))
     msgs = []
     first_ax = None
-    for k, (name, title, unit_label) in enumerate((("latency_image_s", "Latency per image", "s"),
-                                                   ("energy_image_j", "Energy per image", "J"))):
+    for k, (name, title, unit_label) in enumerate(
+        (("latency_image_s", "Latency per image", "s"), ("energy_image_j", "Energy per image", "J"))
+    ):
         ax = fig.add_subplot(1, 2, k + 1, sharey=first_ax)
         first_ax = first_ax or ax
         missing = []
@@ -131,8 +158,16 @@ def latency_energy_bars(groups: list[Group]) -> Plot:
             if isinstance(sd, (int, float)) and math.isfinite(sd):
                 err = sd
             est = (metric(row.record, name) or {}).get("status") == "estimated"
-            ax.barh(i, v, color=colors[row.record["method"]], xerr=err, capsize=3,
-                    hatch="//" if est else None, edgecolor="black", linewidth=0.4)
+            ax.barh(
+                i,
+                v,
+                color=colors[row.record["method"]],
+                xerr=err,
+                capsize=3,
+                hatch="//" if est else None,
+                edgecolor="black",
+                linewidth=0.4,
+            )
         ax.set_yticks(range(len(rows)))
         if k == 0:
             ax.set_yticklabels(labels, fontsize=7)
@@ -145,8 +180,13 @@ def latency_energy_bars(groups: list[Group]) -> Plot:
         ax.grid(True, axis="x", alpha=0.3)
         if missing:
             msgs.append(f"{name} n/a for: {', '.join(missing)}")
-    return Plot("latency_energy", "Latency and energy per image", _png(fig), msgs,
-                "Error bars: standard deviation where recorded; hatched bars are estimates; colour = method.")
+    return Plot(
+        "latency_energy",
+        "Latency and energy per image",
+        _png(fig),
+        msgs,
+        "Error bars: standard deviation where recorded; hatched bars are estimates; colour = method.",
+    )
 
 
 # -- per-layer kept units heatmap -----------------------------------------------------------------------
@@ -234,8 +274,11 @@ def kept_units_heatmaps(groups: list[Group], roots) -> list[Plot]:
         fig.colorbar(im, ax=axes, fraction=0.05, label="kept fraction")
         if bad:
             msgs.append(f"Malformed module entries (need 'total' and 'kept'): {', '.join(bad[:5])}")
-        cap = ("Fraction of units kept per module (rows) for each pruned model (columns); "
-               "blank cells: module absent from that plan. " + "; ".join(f"{lab}: {plan_summary(plan)}" for lab, plan in cols))
+        cap = (
+            "Fraction of units kept per module (rows) for each pruned model (columns); "
+            "blank cells: module absent from that plan. "
+            + "; ".join(f"{lab}: {plan_summary(plan)}" for lab, plan in cols)
+        )
         plots.append(Plot(key, title, _png(fig), msgs, cap))
     return plots
 
@@ -288,7 +331,11 @@ def training_curves(groups: list[Group], roots) -> list[Plot]:
         for i, r in enumerate(g.pruned):
             lab = label(r, True)
             art = resolve_artifact(r, "training_curve", roots)
-            if art.problem and r.get("method") != "ecodiff" and not (r.get("artifacts") or {}).get("training_curve"):
+            if (
+                art.problem
+                and r.get("method") != "ecodiff"
+                and not (r.get("artifacts") or {}).get("training_curve")
+            ):
                 continue  # methods without mask training have no curve; nothing to report
             data, problem = load_json_artifact(art)
             if problem is None:
@@ -303,10 +350,16 @@ def training_curves(groups: list[Group], roots) -> list[Plot]:
                 continue
             c = _COLORS[i % len(_COLORS)]
             for key, style in (("loss", "-"), ("mse", ":")):
-                pts = [(float(p["step"]), float(p[key])) for p in data if isinstance(p.get(key), (int, float))]
+                pts = [
+                    (float(p["step"]), float(p[key])) for p in data if isinstance(p.get(key), (int, float))
+                ]
                 if pts:
                     ax_l.plot(*zip(*pts, strict=True), style, color=c, linewidth=1.0, label=f"{lab} {key}")
-            pts = [(float(p["step"]), float(p["sparsity"])) for p in data if isinstance(p.get("sparsity"), (int, float))]
+            pts = [
+                (float(p["step"]), float(p["sparsity"]))
+                for p in data
+                if isinstance(p.get("sparsity"), (int, float))
+            ]
             if pts:
                 ax_s.plot(*zip(*pts, strict=True), color=c, linewidth=1.0, label=lab)
             drawn += 1
@@ -342,7 +395,11 @@ class Sample:
     message: str = ""
 
 
-_MIME = {b"\x89PNG": ("image/png", ".png"), b"\xff\xd8\xff": ("image/jpeg", ".jpg"), b"RIFF": ("image/webp", ".webp")}
+_MIME = {
+    b"\x89PNG": ("image/png", ".png"),
+    b"\xff\xd8\xff": ("image/jpeg", ".jpg"),
+    b"RIFF": ("image/webp", ".webp"),
+}
 
 
 def sample_grids(groups: list[Group], roots) -> list[Sample]:
@@ -361,8 +418,17 @@ def sample_grids(groups: list[Group], roots) -> list[Sample]:
                 continue
             kind = next((v for sig_, v in _MIME.items() if data.startswith(sig_)), None)
             if kind is None:
-                out.append(Sample(g.model, row.label, r.get("seed"), None, "", "",
-                                  f"{art.path} is not a PNG/JPEG/WebP image"))
+                out.append(
+                    Sample(
+                        g.model,
+                        row.label,
+                        r.get("seed"),
+                        None,
+                        "",
+                        "",
+                        f"{art.path} is not a PNG/JPEG/WebP image",
+                    )
+                )
                 continue
             out.append(Sample(g.model, row.label, r.get("seed"), data, kind[0], kind[1]))
     return out

@@ -52,10 +52,16 @@ def build(sel: A.Selection, roots: list[Path], title: str) -> Content:
     return Content(
         title=title,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        sel=sel, groups=groups, sustain=A.sustainability(groups), prov=A.provenance(sel.records),
-        quality_plot=P.quality_vs_energy(ok), bars_plot=P.latency_energy_bars(groups),
-        heatmaps=P.kept_units_heatmaps(groups, roots), power=P.power_timelines(groups, roots),
-        training=P.training_curves(groups, roots), samples=P.sample_grids(groups, roots),
+        sel=sel,
+        groups=groups,
+        sustain=A.sustainability(groups),
+        prov=A.provenance(sel.records),
+        quality_plot=P.quality_vs_energy(ok),
+        bars_plot=P.latency_energy_bars(groups),
+        heatmaps=P.kept_units_heatmaps(groups, roots),
+        power=P.power_timelines(groups, roots),
+        training=P.training_curves(groups, roots),
+        samples=P.sample_grids(groups, roots),
         failed=[r for r in sel.records if r["status"] != "ok"],
     )
 
@@ -65,8 +71,10 @@ def _seed_note(c: Content) -> list[str]:
     for g in c.groups:
         seeds = {s.seed for s in c.samples if s.model == g.model and s.png is not None}
         if len(seeds) > 1:
-            out.append(f"{g.model}: sample grids come from different seeds ({', '.join(map(str, sorted(seeds, key=str)))}); "
-                       "images are not pairwise comparable.")
+            out.append(
+                f"{g.model}: sample grids come from different seeds ({', '.join(map(str, sorted(seeds, key=str)))}); "
+                "images are not pairwise comparable."
+            )
     return out
 
 
@@ -90,8 +98,10 @@ def _selection_text(c: Content) -> str:
     return f"Selection: {', '.join(parts)}; {n} record(s), {smoke} smoke."
 
 
-SMOKE_BANNER = ("SMOKE RUN: these records come from a smoke configuration (few steps/samples). "
-                "The numbers check that the pipeline works; they are not benchmark results.")
+SMOKE_BANNER = (
+    "SMOKE RUN: these records come from a smoke configuration (few steps/samples). "
+    "The numbers check that the pipeline works; they are not benchmark results."
+)
 
 
 # ============================================================================= HTML
@@ -135,16 +145,21 @@ def _html_cell(cell: A.Cell, notes: Notes) -> str:
         n = notes.ref(f"estimated: {cell.note}")
         out += f' <span class="est" title="{_e(cell.note)}">(est.)<sup>[{n}]</sup></span>'
     if cell.delta:
-        out += (f'<span class="delta {cell.verdict}" title="change vs base; {cell.verdict}">'
-                f"{_e(cell.arrow)} {_e(cell.delta)}</span>")
+        out += (
+            f'<span class="delta {cell.verdict}" title="change vs base; {cell.verdict}">'
+            f"{_e(cell.arrow)} {_e(cell.delta)}</span>"
+        )
     return f"<td>{out}</td>"
 
 
 def _html_plot(p: P.Plot) -> str:
     parts = [f"<h3>{_e(p.title)}</h3>"]
     if p.png is not None:
-        parts.append(f'<figure><img alt="{_e(p.title)}" src="{_data_uri(p.png)}">'
-                     + (f"<figcaption>{_e(p.caption)}</figcaption>" if p.caption else "") + "</figure>")
+        parts.append(
+            f'<figure><img alt="{_e(p.title)}" src="{_data_uri(p.png)}">'
+            + (f"<figcaption>{_e(p.caption)}</figcaption>" if p.caption else "")
+            + "</figure>"
+        )
     else:
         parts.append(f'<p class="missing">Plot not available: {_e(p.title)}.</p>')
     for m in p.messages:
@@ -163,7 +178,8 @@ def _html_plot_section(anchor: str, heading: str, plots: list[P.Plot], empty: st
 def to_html(c: Content) -> str:
     notes = Notes()
     h: list[str] = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_e(c.title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(c.title)}</h1>",
         f"<p><small>Generated {_e(c.generated)}. {_e(_selection_text(c))}</small></p>",
@@ -171,23 +187,34 @@ def to_html(c: Content) -> str:
     if c.sel.smoke == "all":
         h.append(f'<div class="banner">{_e(SMOKE_BANNER)}</div>')
     elif c.sel.smoke == "some":
-        h.append(f'<div class="banner">{_e("This report shows smoke records next to full ones (marked [smoke]).")}</div>')
+        h.append(
+            f'<div class="banner">{_e("This report shows smoke records next to full ones (marked [smoke]).")}</div>'
+        )
     warnings = c.sel.warnings + _seed_note(c)
     if warnings:
-        h.append('<div class="warn"><strong>Comparability warnings</strong><ul>'
-                 + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul></div>")
+        h.append(
+            '<div class="warn"><strong>Comparability warnings</strong><ul>'
+            + "".join(f"<li>{_e(w)}</li>" for w in warnings)
+            + "</ul></div>"
+        )
     if c.sel.notices:
-        h.append('<div class="notice"><ul>' + "".join(f"<li>{_e(n)}</li>" for n in c.sel.notices) + "</ul></div>")
+        h.append(
+            '<div class="notice"><ul>' + "".join(f"<li>{_e(n)}</li>" for n in c.sel.notices) + "</ul></div>"
+        )
 
     # --- results table
     h.append('<h2 id="results">Base vs pruned</h2>')
-    h.append("<p><small>Deltas are relative to the base model of the same family (absolute for quality "
-             "metrics). <span class='good'>green</span> = better, <span class='bad'>red</span> = worse, "
-             "according to each metric's direction. Hover n/a for the reason.</small></p>")
+    h.append(
+        "<p><small>Deltas are relative to the base model of the same family (absolute for quality "
+        "metrics). <span class='good'>green</span> = better, <span class='bad'>red</span> = worse, "
+        "according to each metric's direction. Hover n/a for the reason.</small></p>"
+    )
     for g in c.groups:
         h.append(f"<h3>{_e(g.model)}</h3><table><thead><tr><th class='l'>Model</th>")
         for key, header, _ in A.COLUMNS:
-            h.append(f'<th title="{_e(g.metric_for[key])}">{_e(header)}<br><small>{_e(g.metric_for[key])}</small></th>')
+            h.append(
+                f'<th title="{_e(g.metric_for[key])}">{_e(header)}<br><small>{_e(g.metric_for[key])}</small></th>'
+            )
         h.append("</tr></thead><tbody>")
         for row in g.rows:
             tag = " [smoke]" if row.record["smoke"] and c.sel.smoke == "some" else ""
@@ -201,18 +228,41 @@ def to_html(c: Content) -> str:
 
     # --- sustainability
     h.append('<h2 id="sustainability">Sustainability</h2>')
-    h.append("<p><small>Energy and carbon per 1,000 images; the energy the pruning itself cost "
-             "(<code>pruning_energy_j</code>); and after how many generated images the pruned model has "
-             "paid that cost back (pruning energy / energy saved per image).</small></p>")
+    h.append(
+        "<p><small>Energy and carbon per 1,000 images; the energy the pruning itself cost "
+        "(<code>pruning_energy_j</code>); and after how many generated images the pruned model has "
+        "paid that cost back (pruning energy / energy saved per image).</small></p>"
+    )
     if c.sustain:
-        heads = ["Model", "Pruned", "Energy/image base → pruned", "Energy per 1k images base → pruned",
-                 "gCO2e per 1k base → pruned", "Saving per 1k images", "gCO2e saved per 1k", "Pruning cost",
-                 "Pruning gCO2e", "Pays back after"]
-        h.append("<table><thead><tr>" + "".join(f"<th class='l'>{_e(x)}</th>" for x in heads) + "</tr></thead><tbody>")
+        heads = [
+            "Model",
+            "Pruned",
+            "Energy/image base → pruned",
+            "Energy per 1k images base → pruned",
+            "gCO2e per 1k base → pruned",
+            "Saving per 1k images",
+            "gCO2e saved per 1k",
+            "Pruning cost",
+            "Pruning gCO2e",
+            "Pays back after",
+        ]
+        h.append(
+            "<table><thead><tr>"
+            + "".join(f"<th class='l'>{_e(x)}</th>" for x in heads)
+            + "</tr></thead><tbody>"
+        )
         for s in c.sustain:
-            cells = [s.model, s.label, f"{s.base_energy} → {s.pruned_energy}", f"{s.base_kwh_1k} → {s.pruned_kwh_1k}",
-                     f"{s.base_co2_1k} → {s.pruned_co2_1k}", s.saving_kwh_1k, s.saving_co2_1k, s.pruning_cost,
-                     s.pruning_co2]
+            cells = [
+                s.model,
+                s.label,
+                f"{s.base_energy} → {s.pruned_energy}",
+                f"{s.base_kwh_1k} → {s.pruned_kwh_1k}",
+                f"{s.base_co2_1k} → {s.pruned_co2_1k}",
+                s.saving_kwh_1k,
+                s.saving_co2_1k,
+                s.pruning_cost,
+                s.pruning_co2,
+            ]
             row = "".join(f"<td class='l'>{_e(x)}</td>" for x in cells)
             be = _e(s.breakeven)
             if s.notes:
@@ -238,35 +288,54 @@ def to_html(c: Content) -> str:
         for s in (s for s in c.samples if s.model == g.model):
             cap = f"{s.label} — seed {s.seed}"
             if s.png is not None:
-                h.append(f'<figure><img alt="{_e(cap)}" src="{_data_uri(s.png, s.mime)}">'
-                         f"<figcaption>{_e(cap)}</figcaption></figure>")
+                h.append(
+                    f'<figure><img alt="{_e(cap)}" src="{_data_uri(s.png, s.mime)}">'
+                    f"<figcaption>{_e(cap)}</figcaption></figure>"
+                )
             else:
-                h.append(f'<figure><p class="missing">{_e(cap)}: samples not available ({_e(s.message)})</p></figure>')
+                h.append(
+                    f'<figure><p class="missing">{_e(cap)}: samples not available ({_e(s.message)})</p></figure>'
+                )
         h.append("</div>")
 
     # --- failed
     if c.failed:
-        h.append('<h2 id="failed">Failed records</h2><table><thead><tr><th class="l">Model</th>'
-                 '<th class="l">Run</th><th class="l">Error</th></tr></thead><tbody>')
+        h.append(
+            '<h2 id="failed">Failed records</h2><table><thead><tr><th class="l">Model</th>'
+            '<th class="l">Run</th><th class="l">Error</th></tr></thead><tbody>'
+        )
         for r in c.failed:
-            h.append(f"<tr><td class='l'>{_e(A.full_label(r))}</td><td class='l'>{_e(r['run_id'])}</td>"
-                     f"<td class='l'>{_e(r['error'] or '')}</td></tr>")
+            h.append(
+                f"<tr><td class='l'>{_e(A.full_label(r))}</td><td class='l'>{_e(r['run_id'])}</td>"
+                f"<td class='l'>{_e(r['error'] or '')}</td></tr>"
+            )
         h.append("</tbody></table>")
 
     # --- provenance
     h.append('<h2 id="provenance">Provenance</h2>')
-    h.append("<p><small>Per run: environment and settings as recorded. Highlighted rows differ between or "
-             "within runs.</small></p>")
-    h.append("<table><thead><tr><th class='l'>Key</th>" + "".join(f"<th class='l'>{_e(r)}</th>" for r in c.prov.runs)
-             + "</tr></thead><tbody>")
+    h.append(
+        "<p><small>Per run: environment and settings as recorded. Highlighted rows differ between or "
+        "within runs.</small></p>"
+    )
+    h.append(
+        "<table><thead><tr><th class='l'>Key</th>"
+        + "".join(f"<th class='l'>{_e(r)}</th>" for r in c.prov.runs)
+        + "</tr></thead><tbody>"
+    )
     for key, vals, differs in c.prov.rows:
         cls = ' class="differs"' if differs else ""
-        h.append(f"<tr{cls}><td class='l'>{_e(key)}</td>" + "".join(f"<td class='l'>{_e(v)}</td>" for v in vals) + "</tr>")
+        h.append(
+            f"<tr{cls}><td class='l'>{_e(key)}</td>"
+            + "".join(f"<td class='l'>{_e(v)}</td>" for v in vals)
+            + "</tr>"
+        )
     h.append("</tbody></table>")
 
     # --- notes
     if notes.items:
-        h.append('<h2 id="notes">Notes</h2><ol>' + "".join(f"<li>{_e(n)}</li>" for n in notes.items) + "</ol>")
+        h.append(
+            '<h2 id="notes">Notes</h2><ol>' + "".join(f"<li>{_e(n)}</li>" for n in notes.items) + "</ol>"
+        )
     h.append("</body></html>")
     return "\n".join(h)
 
@@ -308,7 +377,9 @@ def _md_plot(p: P.Plot, assets: Path, rel: str) -> list[str]:
     return out
 
 
-def _md_plot_section(heading: str, plots: list[P.Plot], empty: str | None, assets: Path, rel: str) -> list[str]:
+def _md_plot_section(
+    heading: str, plots: list[P.Plot], empty: str | None, assets: Path, rel: str
+) -> list[str]:
     """A section of per-record plots, with ``empty`` (if any) said when there are none."""
     out = [f"## {heading}", ""]
     for p in plots:
@@ -332,9 +403,13 @@ def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
     if c.sel.notices:
         m += [f"- {n}" for n in c.sel.notices] + [""]
 
-    m += ["## Base vs pruned", "",
-          "Deltas vs the base model of the same family (absolute for quality metrics); ✅ better, ❌ worse. "
-          "`n/a [k]`: see note k.", ""]
+    m += [
+        "## Base vs pruned",
+        "",
+        "Deltas vs the base model of the same family (absolute for quality metrics); ✅ better, ❌ worse. "
+        "`n/a [k]`: see note k.",
+        "",
+    ]
     for g in c.groups:
         header = ["Model"] + [f"{h} ({g.metric_for[k]})" for k, h, _ in A.COLUMNS]
         rows = []
@@ -346,19 +421,43 @@ def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
     if not c.groups:
         m += ["*No successful records.*", ""]
 
-    m += ["## Sustainability", "",
-          "Energy and carbon per 1,000 images, the energy the pruning cost (`pruning_energy_j`), and the number "
-          "of images after which pruning has paid for itself (pruning energy / energy saved per image).", ""]
+    m += [
+        "## Sustainability",
+        "",
+        "Energy and carbon per 1,000 images, the energy the pruning cost (`pruning_energy_j`), and the number "
+        "of images after which pruning has paid for itself (pruning energy / energy saved per image).",
+        "",
+    ]
     if c.sustain:
-        header = ["Model", "Pruned", "Energy/image base → pruned", "Energy per 1k base → pruned",
-                  "gCO2e per 1k base → pruned", "Saving per 1k", "gCO2e saved per 1k", "Pruning cost",
-                  "Pruning gCO2e", "Pays back after"]
+        header = [
+            "Model",
+            "Pruned",
+            "Energy/image base → pruned",
+            "Energy per 1k base → pruned",
+            "gCO2e per 1k base → pruned",
+            "Saving per 1k",
+            "gCO2e saved per 1k",
+            "Pruning cost",
+            "Pruning gCO2e",
+            "Pays back after",
+        ]
         rows = []
         for s in c.sustain:
             be = s.breakeven + (f" [{notes.ref('; '.join(s.notes))}]" if s.notes else "")
-            rows.append([s.model, s.label, f"{s.base_energy} → {s.pruned_energy}",
-                         f"{s.base_kwh_1k} → {s.pruned_kwh_1k}", f"{s.base_co2_1k} → {s.pruned_co2_1k}",
-                         s.saving_kwh_1k, s.saving_co2_1k, s.pruning_cost, s.pruning_co2, be])
+            rows.append(
+                [
+                    s.model,
+                    s.label,
+                    f"{s.base_energy} → {s.pruned_energy}",
+                    f"{s.base_kwh_1k} → {s.pruned_kwh_1k}",
+                    f"{s.base_co2_1k} → {s.pruned_co2_1k}",
+                    s.saving_kwh_1k,
+                    s.saving_co2_1k,
+                    s.pruning_cost,
+                    s.pruning_co2,
+                    be,
+                ]
+            )
         m += [_md_table(header, rows), ""]
     else:
         m += ["*No pruned records with a base to compare: no savings to show.*", ""]
@@ -383,9 +482,15 @@ def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
                 m += [f"*{cap}: samples not available ({s.message})*", ""]
 
     if c.failed:
-        m += ["## Failed records", "",
-              _md_table(["Model", "Run", "Error"], [[A.full_label(r), r["run_id"], r["error"] or ""] for r in c.failed]),
-              ""]
+        m += [
+            "## Failed records",
+            "",
+            _md_table(
+                ["Model", "Run", "Error"],
+                [[A.full_label(r), r["run_id"], r["error"] or ""] for r in c.failed],
+            ),
+            "",
+        ]
 
     m += ["## Provenance", "", "Rows marked ⚠ differ between or within runs.", ""]
     m += [_md_table(["Key"] + c.prov.runs, [[("⚠ " if d else "") + k] + v for k, v, d in c.prov.rows]), ""]

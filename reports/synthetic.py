@@ -15,8 +15,15 @@ from pathlib import Path
 from ecodiff_bench.core.metrics import METRICS
 
 
-def value(name: str, v: float | None, *, status: str | None = None, note: str = "", details: dict | None = None,
-          unit: str | None = None) -> dict:
+def value(
+    name: str,
+    v: float | None,
+    *,
+    status: str | None = None,
+    note: str = "",
+    details: dict | None = None,
+    unit: str | None = None,
+) -> dict:
     """A Value.to_dict()-shaped dict (unit and direction from the metric catalog)."""
     known = METRICS.get(name) if name in METRICS else None
     default_unit, hib = (known.unit, known.higher_is_better) if known else ("", None)
@@ -24,8 +31,15 @@ def value(name: str, v: float | None, *, status: str | None = None, note: str = 
         status = "unavailable" if v is None else "measured"
     if status == "unavailable" and not note:
         note = "not measured in this synthetic record"
-    return {"name": name, "value": None if status == "unavailable" else float(v), "unit": unit or default_unit,
-            "status": status, "higher_is_better": hib, "note": note, "details": dict(details or {})}
+    return {
+        "name": name,
+        "value": None if status == "unavailable" else float(v),
+        "unit": unit or default_unit,
+        "status": status,
+        "higher_is_better": hib,
+        "note": note,
+        "details": dict(details or {}),
+    }
 
 
 def _png_bytes(width: int, height: int, rgb_fn) -> bytes:
@@ -37,10 +51,20 @@ def _png_bytes(width: int, height: int, rgb_fn) -> bytes:
             raw.extend(bytes(rgb_fn(x, y)))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(raw))) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(raw)))
+        + chunk(b"IEND", b"")
+    )
 
 
 def write_png(path: Path, width: int = 64, height: int = 32, seed: int = 0) -> Path:
@@ -63,13 +87,26 @@ def make_plan(ratio: float, n_blocks: int = 4, heads: int = 8, ffn: int = 32) ->
     # the shape of pruning.plan.PruningPlan.to_dict() (only the keys the reports read, plus a few)
     for spec in modules.values():
         spec.update(params_per_unit=64, params_shared=8)
-    return {"version": 1, "method": "ecodiff", "ratio": ratio, "target": "params", "ranking": "global",
-            "achieved": {"params_removed_frac_of_prunable": ratio * 0.98, "units_removed_frac": ratio},
-            "modules": modules}
+    return {
+        "version": 1,
+        "method": "ecodiff",
+        "ratio": ratio,
+        "target": "params",
+        "ranking": "global",
+        "achieved": {"params_removed_frac_of_prunable": ratio * 0.98, "units_removed_frac": ratio},
+        "modules": modules,
+    }
 
 
-def make_artifacts(out_dir: Path, label: str, *, ratio: float, seed: int = 0, pruned: bool = True,
-                   kinds: tuple[str, ...] = ("samples", "power_timeline", "plan", "training_curve")) -> dict:
+def make_artifacts(
+    out_dir: Path,
+    label: str,
+    *,
+    ratio: float,
+    seed: int = 0,
+    pruned: bool = True,
+    kinds: tuple[str, ...] = ("samples", "power_timeline", "plan", "training_curve"),
+) -> dict:
     """Write artifact files for one record under ``out_dir/label``; returns the ``artifacts`` dict."""
     d = Path(out_dir) / label
     d.mkdir(parents=True, exist_ok=True)
@@ -85,18 +122,38 @@ def make_artifacts(out_dir: Path, label: str, *, ratio: float, seed: int = 0, pr
         (d / "plan.json").write_text(json.dumps(make_plan(ratio)))
         arts["plan"] = str(d / "plan.json")
     if pruned and "training_curve" in kinds:
-        curve = [{"step": s, "loss": 1.0 / (1 + s) + ratio, "mse": 0.5 / (1 + s),
-                  "sparsity": min(ratio, ratio * s / 20)} for s in range(0, 40, 2)]
+        curve = [
+            {
+                "step": s,
+                "loss": 1.0 / (1 + s) + ratio,
+                "mse": 0.5 / (1 + s),
+                "sparsity": min(ratio, ratio * s / 20),
+            }
+            for s in range(0, 40, 2)
+        ]
         (d / "curve.json").write_text(json.dumps(curve))
         arts["training_curve"] = str(d / "curve.json")
     return arts
 
 
-def make_record(model: str = "digits-sdxl", method: str = "base", ratio: float = 0.0, *, run_id: str = "run-1",
-                suite: str = "digits", seed: int = 0, smoke: bool = False, status: str = "ok",
-                metrics: dict | None = None, artifacts: dict | None = None, device: str = "Test GPU",
-                created_at: str = "2025-01-01T00:00:00+00:00", settings: dict | None = None,
-                overrides: dict | None = None, fid_samples: int = 1000) -> dict:
+def make_record(
+    model: str = "digits-sdxl",
+    method: str = "base",
+    ratio: float = 0.0,
+    *,
+    run_id: str = "run-1",
+    suite: str = "digits",
+    seed: int = 0,
+    smoke: bool = False,
+    status: str = "ok",
+    metrics: dict | None = None,
+    artifacts: dict | None = None,
+    device: str = "Test GPU",
+    created_at: str = "2025-01-01T00:00:00+00:00",
+    settings: dict | None = None,
+    overrides: dict | None = None,
+    fid_samples: int = 1000,
+) -> dict:
     """One synthetic record; metrics follow simple scaling laws in ``ratio`` unless given."""
     keep = 1.0 - ratio
     if metrics is None:
@@ -107,7 +164,7 @@ def make_record(model: str = "digits-sdxl", method: str = "base", ratio: float =
             "cuda_peak_allocated_bytes": 9.0e9 * (1 - 0.5 * ratio),
             "energy_image_j": 900.0 * (1 - 0.55 * ratio),
             "gco2e_per_1000_images": 90.0 * (1 - 0.55 * ratio),
-            "fid": 20.0 + 30 * ratio ** 2,
+            "fid": 20.0 + 30 * ratio**2,
             "frechet_distance": 5.0 + 8 * ratio,
             "clip_score": 31.0 - 4 * ratio,
             "ssim_vs_base": 1.0 - 0.9 * ratio if ratio else 1.0,
@@ -121,27 +178,56 @@ def make_record(model: str = "digits-sdxl", method: str = "base", ratio: float =
     spec = f"{suite}|{model}|{method}|{ratio}|{seed}|{smoke}"
     record = {
         "record_id": hashlib.sha256(spec.encode()).hexdigest()[:16],
-        "run_id": run_id, "suite": suite, "suite_hash": "abc123", "created_at": created_at,
-        "model": model, "family": "sdxl", "method": method, "ratio": float(ratio), "seed": seed, "smoke": smoke,
-        "status": status, "error": None if status == "ok" else "synthetic failure: CUDA out of memory",
+        "run_id": run_id,
+        "suite": suite,
+        "suite_hash": "abc123",
+        "created_at": created_at,
+        "model": model,
+        "family": "sdxl",
+        "method": method,
+        "ratio": float(ratio),
+        "seed": seed,
+        "smoke": smoke,
+        "status": status,
+        "error": None if status == "ok" else "synthetic failure: CUDA out of memory",
         "metrics": metrics,
         # the shape of ecodiff_bench.provenance.collect_provenance()
-        "provenance": {"git": {"commit": "0123abcd", "dirty": False}, "python": "3.11", "cpu": "Test CPU",
-                       "packages": {"torch": "2.4", "diffusers": "0.30"},
-                       "torch": {"cuda_available": True, "cuda_devices": [device]},
-                       "gpu": {"status": "ok", "driver": "550.00",
-                               "gpus": [{"index": 0, "name": device, "power_limit_w": 700.0}]}},
-        "settings": {"steps": 20, "guidance": 5.0, "height": 512, "width": 512, "resolution": 512, "samples": fid_samples,
-                     **(settings or {})},
+        "provenance": {
+            "git": {"commit": "0123abcd", "dirty": False},
+            "python": "3.11",
+            "cpu": "Test CPU",
+            "packages": {"torch": "2.4", "diffusers": "0.30"},
+            "torch": {"cuda_available": True, "cuda_devices": [device]},
+            "gpu": {
+                "status": "ok",
+                "driver": "550.00",
+                "gpus": [{"index": 0, "name": device, "power_limit_w": 700.0}],
+            },
+        },
+        "settings": {
+            "steps": 20,
+            "guidance": 5.0,
+            "height": 512,
+            "width": 512,
+            "resolution": 512,
+            "samples": fid_samples,
+            **(settings or {}),
+        },
         "artifacts": dict(artifacts or {}),
     }
     record.update(overrides or {})
     return record
 
 
-def demo_records(artifact_dir: Path | None = None, *, run_id: str = "run-1", smoke: bool = False,
-                 models: tuple[str, ...] = ("digits-sdxl",), methods: tuple[str, ...] = ("ecodiff", "magnitude"),
-                 ratios: tuple[float, ...] = (0.2, 0.4)) -> list[dict]:
+def demo_records(
+    artifact_dir: Path | None = None,
+    *,
+    run_id: str = "run-1",
+    smoke: bool = False,
+    models: tuple[str, ...] = ("digits-sdxl",),
+    methods: tuple[str, ...] = ("ecodiff", "magnitude"),
+    ratios: tuple[float, ...] = (0.2, 0.4),
+) -> list[dict]:
     """A base and pruned records per model; with ``artifact_dir``, each record gets artifact files."""
     out = []
     for model in models:
@@ -149,7 +235,18 @@ def demo_records(artifact_dir: Path | None = None, *, run_id: str = "run-1", smo
         for i, (method, ratio) in enumerate(specs):
             arts = None
             if artifact_dir is not None:
-                arts = make_artifacts(Path(artifact_dir), f"{model}-{method}-{ratio}", ratio=ratio, pruned=method != "base")
-            out.append(make_record(model, method, ratio, run_id=run_id, smoke=smoke, artifacts=arts,
-                                   created_at=f"2025-01-01T00:00:{i:02d}+00:00"))
+                arts = make_artifacts(
+                    Path(artifact_dir), f"{model}-{method}-{ratio}", ratio=ratio, pruned=method != "base"
+                )
+            out.append(
+                make_record(
+                    model,
+                    method,
+                    ratio,
+                    run_id=run_id,
+                    smoke=smoke,
+                    artifacts=arts,
+                    created_at=f"2025-01-01T00:00:{i:02d}+00:00",
+                )
+            )
     return out

@@ -42,16 +42,21 @@ def test_cli_import_does_not_import_torch():
 
 
 def test_python_dash_m():
-    out = subprocess.run([sys.executable, "-m", "ecodiff_bench", "--help"], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ecodiff_bench", "--help"], cwd=REPO, capture_output=True, text=True
+    )
     assert out.returncode == 0 and "validate" in out.stdout
 
 
-@pytest.mark.parametrize("kind,expected", [
-    ("models", ["sdxl", "flux-schnell", "digits-sdxl", "digits-flux-schnell"]),
-    ("methods", ["ecodiff", "taylor", "magnitude", "random"]),
-    ("metrics", ["latency_image_s", "gco2e_per_1000_images", "fid", "clip_score", "recognisability"]),
-    ("suites", ["digits", "sdxl", "flux-dev", "sdxl-arch"]),
-])
+@pytest.mark.parametrize(
+    "kind,expected",
+    [
+        ("models", ["sdxl", "flux-schnell", "digits-sdxl", "digits-flux-schnell"]),
+        ("methods", ["ecodiff", "taylor", "magnitude", "random"]),
+        ("metrics", ["latency_image_s", "gco2e_per_1000_images", "fid", "clip_score", "recognisability"]),
+        ("suites", ["digits", "sdxl", "flux-dev", "sdxl-arch"]),
+    ],
+)
 def test_ls(kind, expected):
     result = _invoke("ls", kind)
     assert result.exit_code == 0, result.output
@@ -84,7 +89,9 @@ def test_validate_json_matches_expand():
 def test_run_dry_run_lists_runs_without_the_runner(tmp_path):
     result = _invoke("run", "--dry-run", "--only", "digits-flux", "--out", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
-    assert "dry run" in result.output and "digits-flux" in result.output and "digits-sdxl " not in result.output
+    assert (
+        "dry run" in result.output and "digits-flux" in result.output and "digits-sdxl " not in result.output
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -109,7 +116,7 @@ def fake_runner(monkeypatch):
 def test_run_calls_the_runner_with_the_suite(fake_runner, tmp_path):
     result = _invoke("run", "--smoke", "--only", "digits-sdxl", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
-    (kind, suite, smoke, out), = fake_runner
+    ((kind, suite, smoke, out),) = fake_runner
     assert kind == "run" and isinstance(suite, Suite) and suite.name == "digits" and smoke is True
     assert out == tmp_path and suite.outputs.dir_path == tmp_path
     assert [m.key for m in suite.models] == ["digits-sdxl"]
@@ -148,7 +155,9 @@ def test_zoo_train_calls_zoo(monkeypatch, tmp_path):
     import ecodiff_bench.zoo as zoo
 
     calls = []
-    monkeypatch.setattr(zoo, "train", lambda name, out_dir, seed=0: calls.append((name, out_dir, seed)) or out_dir)
+    monkeypatch.setattr(
+        zoo, "train", lambda name, out_dir, seed=0: calls.append((name, out_dir, seed)) or out_dir
+    )
     result = _invoke("zoo", "train", "digits-flux", "--out", str(tmp_path), "--seed", "3")
     assert result.exit_code == 0, result.output
     assert calls == [("digits-flux", tmp_path, 3)]
@@ -156,8 +165,15 @@ def test_zoo_train_calls_zoo(monkeypatch, tmp_path):
 
 def test_validate_a_suite_written_by_hand(tmp_path):
     path = tmp_path / "mine.yaml"
-    path.write_text(yaml.safe_dump({"models": ["digits-sdxl"], "methods": [{"name": "random", "ratios": [0.5]}],
-                                    "energy": {"carbon": False}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "models": ["digits-sdxl"],
+                "methods": [{"name": "random", "ratios": [0.5]}],
+                "energy": {"carbon": False},
+            }
+        )
+    )
     result = _invoke("validate", str(path))
     assert result.exit_code == 0, result.output
     assert "Suite 'mine'" in result.output and "2 runs" in result.output

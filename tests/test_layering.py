@@ -44,7 +44,11 @@ def test_the_suite_does_not_import_the_reports():
 
 
 def test_no_module_over_600_lines():
-    sizes = {p: len(p.read_text().splitlines()) for d in ("ecodiff_bench", "reports") for p in (ROOT / d).rglob("*.py")}
+    sizes = {
+        p: len(p.read_text().splitlines())
+        for d in ("ecodiff_bench", "reports")
+        for p in (ROOT / d).rglob("*.py")
+    }
     assert {str(p.relative_to(ROOT)): n for p, n in sizes.items() if n > 600} == {}
 
 
@@ -66,7 +70,9 @@ def test_every_config_field_is_an_option_or_set_by_the_harness(name):
     for field in dataclasses.fields(info.config):
         assert (field.name in options) != (field.name in suite_methods.NOT_OPTIONS), field.name
     defaults = info.options()
-    for field in dataclasses.fields(info.config):  # the suite's defaults are pruning's (or the architecture's)
+    for field in dataclasses.fields(
+        info.config
+    ):  # the suite's defaults are pruning's (or the architecture's)
         if field.name in options and getattr(defaults, field.name) is not None:
             assert getattr(defaults, field.name) == field.default, field.name
 
@@ -87,7 +93,9 @@ def test_a_new_config_field_becomes_a_suite_option(monkeypatch):
 
 
 def test_not_options_name_real_config_fields():
-    fields = {f.name for name in ("ecodiff", "taylor") for f in dataclasses.fields(suite_methods._CONFIGS[name])}
+    fields = {
+        f.name for name in ("ecodiff", "taylor") for f in dataclasses.fields(suite_methods._CONFIGS[name])
+    }
     assert set(suite_methods.NOT_OPTIONS) <= fields
 
 
@@ -116,8 +124,14 @@ def test_call_settings_are_spelled_once():
 def test_quality_metrics_a_suite_may_ask_for_are_in_the_catalog():
     from ecodiff_bench.suite import Evaluation
 
-    assert QUALITY_METRICS == ("fid", "frechet_distance", "clip_score", "ssim_vs_base", "psnr_vs_base",
-                               "recognisability")  # fmt: skip
+    assert QUALITY_METRICS == (
+        "fid",
+        "frechet_distance",
+        "clip_score",
+        "ssim_vs_base",
+        "psnr_vs_base",
+        "recognisability",
+    )
     assert Evaluation(metrics=list(QUALITY_METRICS)).metrics == list(QUALITY_METRICS)
 
 
@@ -127,6 +141,12 @@ def test_every_catalog_metric_is_accepted_by_the_gate_and_the_suite():
 
     thresholds = {name: {"max_increase": 1.0} for name in METRICS}
     assert len(validate_thresholds(thresholds)) == len(METRICS)
-    suite = validate_suite({"name": "t", "models": ["digits-sdxl"], "energy": {"carbon": False},
-                            "regression": {"thresholds": thresholds}})  # fmt: skip
+    suite = validate_suite(
+        {
+            "name": "t",
+            "models": ["digits-sdxl"],
+            "energy": {"carbon": False},
+            "regression": {"thresholds": thresholds},
+        }
+    )
     assert set(suite.regression.thresholds) == set(METRICS)

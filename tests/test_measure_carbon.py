@@ -62,8 +62,15 @@ def test_gco2e_per_1000_images():
 def test_emissions_csv_rows_have_codecarbon_columns(tmp_path):
     from codecarbon.output_methods.emissions_data import EmissionsData
 
-    row = emissions_csv_row(duration_s=10.0, gpu_energy_j=36_000.0, cpu_energy_j=Value.unavailable(
-        "cpu", "J", "no RAPL"), country_iso_code="FRA", run_id="r1", gpu_model="H100", gpu_count=1)
+    row = emissions_csv_row(
+        duration_s=10.0,
+        gpu_energy_j=36_000.0,
+        cpu_energy_j=Value.unavailable("cpu", "J", "no RAPL"),
+        country_iso_code="FRA",
+        run_id="r1",
+        gpu_model="H100",
+        gpu_count=1,
+    )
     assert list(row) == emissions_csv_columns() == list(EmissionsData.__dataclass_fields__)
     assert row["gpu_energy"] == pytest.approx(0.01)  # kWh
     assert row["cpu_energy"] == ""
@@ -75,4 +82,6 @@ def test_emissions_csv_rows_have_codecarbon_columns(tmp_path):
     rows = list(csv.DictReader(path.open()))
     assert len(rows) == 3 and rows[0]["country_iso_code"] == "FRA"
     with pytest.raises(ValueError, match="not an emissions.csv column"):
-        emissions_csv_row(duration_s=1, gpu_energy_j=1, cpu_energy_j=1, country_iso_code="FRA", extra={"x": 1})
+        emissions_csv_row(
+            duration_s=1, gpu_energy_j=1, cpu_energy_j=1, country_iso_code="FRA", extra={"x": 1}
+        )

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ecodiff_bench.measure.energy import EnergyMonitor, RaplReader, UnknownWindowError, measure_energy
+from ecodiff_bench.measure.cpu_energy import RaplReader
+from ecodiff_bench.measure.energy import EnergyMonitor, UnknownWindowError, measure_energy
 
 # the ``nvml`` fixture (tests/conftest.py) installs a fresh fake NVML per test
 

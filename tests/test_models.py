@@ -68,14 +68,21 @@ def tiny_flux():
 def test_families_carry_their_published_settings():
     assert FAMILIES.names() == ["sdxl", "sdxl-turbo", "flux-dev", "flux-schnell"]
     sdxl, turbo, dev, schnell = (FAMILIES.get(n) for n in FAMILIES.names())
-    assert (sdxl.pipeline_class, sdxl.denoiser_attr, sdxl.step_distilled) == ("StableDiffusionXLPipeline", "unet", False)
+    assert (sdxl.pipeline_class, sdxl.denoiser_attr, sdxl.step_distilled) == (
+        "StableDiffusionXLPipeline",
+        "unet",
+        False,
+    )
     assert sdxl.hub_id == "stabilityai/stable-diffusion-xl-base-1.0"
     assert dict(sdxl.defaults) == {"steps": 50, "guidance": 5.0, "height": 1024, "width": 1024}
     assert turbo.hub_id == "stabilityai/sdxl-turbo" and turbo.step_distilled
     assert turbo.defaults["guidance"] == 0.0 and 1 <= turbo.defaults["steps"] <= 4
     assert (turbo.defaults["height"], turbo.defaults["width"]) == (512, 512)
     assert (dev.pipeline_class, dev.denoiser_attr, dev.hub_id) == (
-        "FluxPipeline", "transformer", "black-forest-labs/FLUX.1-dev")
+        "FluxPipeline",
+        "transformer",
+        "black-forest-labs/FLUX.1-dev",
+    )
     assert dev.defaults["steps"] == 50 and dev.defaults["guidance"] == 3.5
     assert schnell.hub_id == "black-forest-labs/FLUX.1-schnell" and schnell.step_distilled
     assert schnell.defaults["steps"] == 4 and schnell.defaults["guidance"] == 0.0
@@ -84,8 +91,12 @@ def test_families_carry_their_published_settings():
 
 
 def test_named_models_map_to_families():
-    expected = {"digits-sdxl": "sdxl", "digits-sdxl-turbo": "sdxl-turbo", "digits-flux": "flux-dev",
-                "digits-flux-schnell": "flux-schnell"}
+    expected = {
+        "digits-sdxl": "sdxl",
+        "digits-sdxl-turbo": "sdxl-turbo",
+        "digits-flux": "flux-dev",
+        "digits-flux-schnell": "flux-schnell",
+    }
     for name, family in expected.items():
         assert MODELS.get(name).family == family
         assert get_family(name).name == family
@@ -93,8 +104,15 @@ def test_named_models_map_to_families():
         assert MODELS.get(family).source == FAMILIES.get(family).hub_id
 
 
-@pytest.mark.parametrize("call", [lambda: MODELS.get("sdxll"), lambda: get_family("sdxll"),
-                                  lambda: resolve("sdxll"), lambda: load_pipeline("sdxll")])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: MODELS.get("sdxll"),
+        lambda: get_family("sdxll"),
+        lambda: resolve("sdxll"),
+        lambda: load_pipeline("sdxll"),
+    ],
+)
 def test_typo_suggests_the_closest_model(call):
     with pytest.raises(UnknownNameError) as info:
         call()
@@ -121,14 +139,19 @@ def test_missing_zoo_model_says_how_to_build_it(monkeypatch, tmp_path):
 
 
 def test_resolve_source_kinds(tmp_path):
-    assert resolve("sdxl").kind == "hub" and resolve("sdxl").location == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert (
+        resolve("sdxl").kind == "hub"
+        and resolve("sdxl").location == "stabilityai/stable-diffusion-xl-base-1.0"
+    )
     assert resolve("sdxl", "random-init").kind == "random-init"
     assert resolve("sdxl", "stabilityai/sdxl-turbo").kind == "hub"
     local = resolve("flux-dev", tmp_path)
     assert (local.kind, local.location, local.family) == ("local", str(tmp_path.resolve()), "flux-dev")
     assert resolve("sdxl", "./relative/dir").kind == "local"
     zoo = resolve("digits-flux-schnell")
-    assert zoo.kind == "local" and zoo.family == "flux-schnell" and zoo.location.endswith("digits-flux-schnell")
+    assert (
+        zoo.kind == "local" and zoo.family == "flux-schnell" and zoo.location.endswith("digits-flux-schnell")
+    )
     with pytest.raises(ValueError, match="random-init"):
         resolve("digits-sdxl", "random-init")
 
@@ -228,7 +251,9 @@ def test_real_tensor_random_init_is_seeded_and_keeps_global_rng():
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
-    half = build_component("flux-schnell", "transformer", device="cpu", dtype=torch.bfloat16, overrides=overrides)
+    half = build_component(
+        "flux-schnell", "transformer", device="cpu", dtype=torch.bfloat16, overrides=overrides
+    )
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
 
 
@@ -310,7 +335,9 @@ def test_generate_passes_the_family_settings(family, expected):
     assert ("max_sequence_length" in call) == family.startswith("flux")
     assert [g.initial_seed() for g in call["generator"]] == [1, 2]
     # explicit arguments and extra override the defaults
-    generate(pipe, "p", [7], steps=3, guidance=1.5, extra={"max_sequence_length": 64, "height": 256, "width": 256})
+    generate(
+        pipe, "p", [7], steps=3, guidance=1.5, extra={"max_sequence_length": 64, "height": 256, "width": 256}
+    )
     last = pipe.calls[-1]
     assert (last["num_inference_steps"], last["guidance_scale"], last["height"]) == (3, 1.5, 256)
 
@@ -320,7 +347,9 @@ def test_family_of_untagged_pipelines(tiny_sdxl, tiny_flux):
 
     plain = StableDiffusionXLPipeline(**tiny_sdxl.components)
     assert origin(plain) is None and family_of(plain) == "sdxl"
-    turbo_sched = EulerAncestralDiscreteScheduler.from_config(tiny_sdxl.scheduler.config, timestep_spacing="trailing")
+    turbo_sched = EulerAncestralDiscreteScheduler.from_config(
+        tiny_sdxl.scheduler.config, timestep_spacing="trailing"
+    )
     turbo = StableDiffusionXLPipeline(**{**tiny_sdxl.components, "scheduler": turbo_sched})
     assert family_of(turbo) == "sdxl-turbo"
     assert family_of(FluxPipeline(**tiny_flux.components)) == "flux-dev"

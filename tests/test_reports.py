@@ -40,8 +40,16 @@ def test_render_writes_html_and_markdown_with_all_sections(demo_store, tmp_path)
     md = out["markdown"].read_text()
     for section in SECTIONS:
         assert f'id="{section}"' in html, section
-    for heading in ("## Base vs pruned", "## Sustainability", "## Plots", "## Kept units per layer",
-                    "## Power timeline", "## Mask training curves", "## Samples", "## Provenance"):
+    for heading in (
+        "## Base vs pruned",
+        "## Sustainability",
+        "## Plots",
+        "## Kept units per layer",
+        "## Power timeline",
+        "## Mask training curves",
+        "## Samples",
+        "## Provenance",
+    ):
         assert heading in md, heading
     srcs = _imgs(html)
     # quality/energy, bars, heatmap, power, training + 5 sample grids
@@ -53,10 +61,16 @@ def test_render_writes_html_and_markdown_with_all_sections(demo_store, tmp_path)
         assert link.startswith("assets/")
         assert (out["markdown"].parent / link).stat().st_size > 100
     assert "Pareto front" in html
-    prov = html[html.index('id="provenance"'):]
-    for key, val in (("device", "Test GPU"), ("git commit", "0123abcd"), ("smoke", "False"),
-                     ("provenance.packages.torch", "2.4")):
-        assert re.search(rf"<td class='l'>{re.escape(key)}</td><td class='l'>{re.escape(val)}</td>", prov), key
+    prov = html[html.index('id="provenance"') :]
+    for key, val in (
+        ("device", "Test GPU"),
+        ("git commit", "0123abcd"),
+        ("smoke", "False"),
+        ("provenance.packages.torch", "2.4"),
+    ):
+        assert re.search(rf"<td class='l'>{re.escape(key)}</td><td class='l'>{re.escape(val)}</td>", prov), (
+            key
+        )
     assert "ecodiff @20%" in html and "digits-sdxl" in md
 
 
@@ -114,8 +128,12 @@ def test_missing_and_broken_artifacts_are_reported_not_fatal(tmp_path):
     recs = demo_records()  # no artifacts at all
     plan = tmp_path / "bad_plan.json"
     plan.write_text("{not json")
-    recs[1]["artifacts"] = {"plan": str(plan), "power_timeline": str(tmp_path / "gone.json"),
-                            "samples": str(plan), "training_curve": str(plan)}
+    recs[1]["artifacts"] = {
+        "plan": str(plan),
+        "power_timeline": str(tmp_path / "gone.json"),
+        "samples": str(plan),
+        "training_curve": str(plan),
+    }
     out = reports.render(recs, tmp_path / "r")
     html = out["html"].read_text()
     md = out["markdown"].read_text()
@@ -168,10 +186,15 @@ def test_no_match_raises(demo_store, tmp_path):
 
 
 def test_plan_heatmap_reads_kept_over_total(tmp_path):
-    plan = {"ratio": 0.5, "target": "params", "achieved": {"params_removed_frac_of_prunable": 0.48}, "modules": {
-        "down.0.attn": {"kind": "heads", "total": 4, "kept": [0, 1]},
-        "down.0.ff": {"kind": "ffn", "total": 10, "kept": list(range(10))},
-    }}
+    plan = {
+        "ratio": 0.5,
+        "target": "params",
+        "achieved": {"params_removed_frac_of_prunable": 0.48},
+        "modules": {
+            "down.0.attn": {"kind": "heads", "total": 4, "kept": [0, 1]},
+            "down.0.ff": {"kind": "ffn", "total": 10, "kept": list(range(10))},
+        },
+    }
     p = tmp_path / "plan.json"
     p.write_text(json.dumps(plan))
     recs = [make_record("m", "base", 0.0), make_record("m", "ecodiff", 0.5, artifacts={"plan": "plan.json"})]
@@ -190,8 +213,10 @@ def test_pareto_front():
 
 
 def test_reports_and_store_do_not_import_torch():
-    code = ("import reports, reports.gate, reports.plots, reports.report, ecodiff_bench.core.store, "
-            "ecodiff_bench.cli.results; import sys; assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import reports, reports.gate, reports.plots, reports.report, ecodiff_bench.core.store, "
+        "ecodiff_bench.cli.results; import sys; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -214,10 +239,14 @@ def test_device_of_reads_the_provenance_shape(prov, settings, expected):
 
 def test_pruned_rows_compare_with_the_base_of_the_same_kind_of_run():
     full_base = make_record("m", "base", 0.0, run_id="full")
-    smoke_base = make_record("m", "base", 0.0, run_id="smk", smoke=True, created_at="2025-02-01T00:00:00+00:00")
+    smoke_base = make_record(
+        "m", "base", 0.0, run_id="smk", smoke=True, created_at="2025-02-01T00:00:00+00:00"
+    )
     smoke_base["record_id"] += "s"
     full_pruned = make_record("m", "ecodiff", 0.2, run_id="full2")
     smoke_pruned = make_record("m", "random", 0.5, run_id="smk", smoke=True)
-    rows = {r.label: r for r in analysis.build_groups([full_base, smoke_base, full_pruned, smoke_pruned])[0].rows}
+    rows = {
+        r.label: r for r in analysis.build_groups([full_base, smoke_base, full_pruned, smoke_pruned])[0].rows
+    }
     assert rows["ecodiff @20%"].base is full_base
     assert rows["random @50%"].base is smoke_base

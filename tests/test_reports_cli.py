@@ -87,7 +87,9 @@ def test_check_pass_fail_and_junit(db, tmp_path):
     res = run(["check", "--baseline", "v1", "--candidate", "v2", "--junit", str(tmp_path / "bad.xml")], db)
     assert res.exit_code == 1, res.output
     assert "FAIL" in res.output and "regression" in res.output
-    assert ET.parse(tmp_path / "bad.xml").getroot().find("testsuite").get("failures") == "5"  # base + 4 pruned, fid +10 each
+    assert (
+        ET.parse(tmp_path / "bad.xml").getroot().find("testsuite").get("failures") == "5"
+    )  # base + 4 pruned, fid +10 each
 
 
 def test_check_reads_thresholds_from_a_suite_like_yaml(db, tmp_path):

@@ -35,16 +35,26 @@ def tiny_dirs(tmp_path_factory):
 def _suite(tmp_path: Path, tiny_dirs: Path, models=("sdxl",), methods=METHODS) -> Path:
     entries = {
         "sdxl": {"name": "sdxl", "source": str(tiny_dirs / "sdxl"), "steps": 4, "guidance": 5.0},
-        "flux": {"name": "flux-schnell", "source": str(tiny_dirs / "flux"), "steps": 2, "guidance": 0.0,
-                 "max_sequence_length": 8},
+        "flux": {
+            "name": "flux-schnell",
+            "source": str(tiny_dirs / "flux"),
+            "steps": 2,
+            "guidance": 0.0,
+            "max_sequence_length": 8,
+        },
     }
     suite = {
         "name": "tiny",
-        "models": [{**entries[m], "height": 16, "width": 16, "device": "cpu", "dtype": "float32"} for m in models],
+        "models": [
+            {**entries[m], "height": 16, "width": 16, "device": "cpu", "dtype": "float32"} for m in models
+        ],
         "methods": methods,
         "calibration": {"prompts": ["a photo of a cat", "a handwritten digit seven"], "count": 2},
-        "evaluation": {"prompts": ["a photo of a cat", "a handwritten digit one"], "samples": 4,
-                       "metrics": ["ssim_vs_base", "psnr_vs_base"]},
+        "evaluation": {
+            "prompts": ["a photo of a cat", "a handwritten digit one"],
+            "samples": 4,
+            "metrics": ["ssim_vs_base", "psnr_vs_base"],
+        },
         "performance": {"latency": {"warmup": 0, "min_reps": 1, "min_seconds": 0, "max_reps": 2}},
         "energy": {"country": "FRA", "idle_baseline_s": 0},
         "outputs": {"dir": str(tmp_path / "out")},
@@ -64,8 +74,12 @@ def test_run_measures_every_variant_then_skips_them(tmp_path, tiny_dirs):
     pruned = [r for r in records if r["method"] != "base"]
     for r in pruned:
         m = r["metrics"]
-        assert m["params"]["value"] < next(b for b in records if b["method"] == "base" and b["model"] == r["model"])[
-            "metrics"]["params"]["value"]
+        assert (
+            m["params"]["value"]
+            < next(b for b in records if b["method"] == "base" and b["model"] == r["model"])["metrics"][
+                "params"
+            ]["value"]
+        )
         assert 0.3 <= m["params_removed_frac"]["value"] < 0.6
         assert 0 < m["ssim_vs_base"]["value"] <= 1
         assert Path(r["artifacts"]["plan"]).exists() and Path(r["artifacts"]["samples"]).exists()

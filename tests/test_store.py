@@ -65,7 +65,10 @@ def test_queries_exclude_smoke_unless_asked(store):
     store.put_many([full, smoke])
     assert [r["record_id"] for r in store.records()] == [full["record_id"]]
     assert store.records(run_id="smoke-run") == []
-    assert {r["record_id"] for r in store.records(include_smoke=True)} == {full["record_id"], smoke["record_id"]}
+    assert {r["record_id"] for r in store.records(include_smoke=True)} == {
+        full["record_id"],
+        smoke["record_id"],
+    }
     assert [r["record_id"] for r in store.records(smoke_only=True)] == [smoke["record_id"]]
     assert store.count_smoke() == 1
 
@@ -85,7 +88,9 @@ def test_filters(store):
 
 def test_runs_history(store):
     store.put(make_record("a", "base", 0.0, run_id="r1", created_at="2025-01-01T00:00:00+00:00"))
-    store.put(make_record("a", "ecodiff", 0.2, run_id="r1", status="failed", created_at="2025-01-01T00:01:00+00:00"))
+    store.put(
+        make_record("a", "ecodiff", 0.2, run_id="r1", status="failed", created_at="2025-01-01T00:01:00+00:00")
+    )
     store.put(make_record("a", "base", 0.0, run_id="r2", smoke=True, created_at="2025-01-02T00:00:00+00:00"))
     runs = store.runs()
     assert [r["run_id"] for r in runs] == ["r2", "r1"]  # newest first
@@ -128,7 +133,10 @@ def test_release_tags(store):
         (lambda r: r["metrics"].update(fid=value("clip_score", 1.0)), "key must equal the name"),
         (lambda r: r["metrics"]["fid"].update(value=None), "needs a number"),
         (lambda r: r["metrics"]["fid"].update(status="unavailable"), "must be None"),
-        (lambda r: r["metrics"]["fid"]["details"].update(spread=float("nan")), r"record.metrics.fid.details.spread"),
+        (
+            lambda r: r["metrics"]["fid"]["details"].update(spread=float("nan")),
+            r"record.metrics.fid.details.spread",
+        ),
         (lambda r: r["settings"].update(guidance=float("inf")), r"record.settings.guidance"),
     ],
 )
@@ -161,8 +169,20 @@ def test_export_flat_formats(store, tmp_path, fmt):
     out = store.export(tmp_path / f"out.{fmt}")
     frame = {"csv": pd.read_csv, "json": pd.read_json, "parquet": pd.read_parquet}[fmt](out)
     assert len(frame) == 2
-    for col in ("record_id", "model", "method", "ratio", "smoke", "fid", "fid__unit", "fid__status",
-                "energy_image_j", "energy_image_j__unit", "artifact.plan", "provenance.git.commit"):
+    for col in (
+        "record_id",
+        "model",
+        "method",
+        "ratio",
+        "smoke",
+        "fid",
+        "fid__unit",
+        "fid__status",
+        "energy_image_j",
+        "energy_image_j__unit",
+        "artifact.plan",
+        "provenance.git.commit",
+    ):
         assert col in frame.columns, col
     frame = frame.set_index("method")
     assert frame.loc["base", "fid"] == pytest.approx(20.0)
@@ -246,7 +266,9 @@ def _reopen_intact(db: Path) -> Store:
 
 def test_sigkill_inside_a_write_leaves_earlier_records_intact(tmp_path):
     db, marker = tmp_path / "crash.sqlite", tmp_path / "marker"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD_MID_TRANSACTION, str(db), str(marker)], env=_child_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD_MID_TRANSACTION, str(db), str(marker)], env=_child_env()
+    )
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():

@@ -39,7 +39,9 @@ BASE: dict = {
 
 def _write(tmp_path: Path, data, name: str = "suite.yaml") -> Path:
     path = tmp_path / name
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path.write_text(
+        data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False), encoding="utf-8"
+    )
     return path
 
 
@@ -67,89 +69,206 @@ def _assert_user_error(result, *needles: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 MALFORMED = [
-    ("unknown-top-key", lambda d: d.update(modles=["digits-sdxl"]), ["modles", "unknown key", "Did you mean: models?"]),
-    ("unknown-model-key", lambda d: d.update(models=[{"name": "digits-sdxl", "stepz": 4}]),
-     ["models[0].stepz", "Did you mean: steps?", "got 4"]),
-    ("unknown-option-key", lambda d: d["methods"][0]["options"].update(lrr=0.2),
-     ["methods[0].options.lrr", "Did you mean: lr?", "got 0.2"]),
-    ("unknown-nested-section-key", lambda d: d.update(performance={"latency": {"warmups": 3}}),
-     ["performance.latency.warmups", "Did you mean: warmup?"]),
+    (
+        "unknown-top-key",
+        lambda d: d.update(modles=["digits-sdxl"]),
+        ["modles", "unknown key", "Did you mean: models?"],
+    ),
+    (
+        "unknown-model-key",
+        lambda d: d.update(models=[{"name": "digits-sdxl", "stepz": 4}]),
+        ["models[0].stepz", "Did you mean: steps?", "got 4"],
+    ),
+    (
+        "unknown-option-key",
+        lambda d: d["methods"][0]["options"].update(lrr=0.2),
+        ["methods[0].options.lrr", "Did you mean: lr?", "got 0.2"],
+    ),
+    (
+        "unknown-nested-section-key",
+        lambda d: d.update(performance={"latency": {"warmups": 3}}),
+        ["performance.latency.warmups", "Did you mean: warmup?"],
+    ),
     ("samples-wrong-type", lambda d: d["evaluation"].update(samples="ten"), ["evaluation.samples", "'ten'"]),
-    ("steps-float", lambda d: d.update(models=[{"name": "digits-sdxl", "steps": 4.5}]), ["models[0].steps", "4.5"]),
-    ("ratio-above-one", lambda d: d["methods"][1].update(ratios=[1.5]),
-     ["methods[1].ratios[0]", "got 1.5", "0 < ratio < 1"]),
+    (
+        "steps-float",
+        lambda d: d.update(models=[{"name": "digits-sdxl", "steps": 4.5}]),
+        ["models[0].steps", "4.5"],
+    ),
+    (
+        "ratio-above-one",
+        lambda d: d["methods"][1].update(ratios=[1.5]),
+        ["methods[1].ratios[0]", "got 1.5", "0 < ratio < 1"],
+    ),
     ("ratio-zero", lambda d: d["methods"][1].update(ratios=[0.2, 0]), ["methods[1].ratios[1]", "got 0"]),
-    ("ratio-duplicate", lambda d: d["methods"][1].update(ratios=[0.2, 0.2]), ["methods[1].ratios", "duplicate ratio 0.2"]),
+    (
+        "ratio-duplicate",
+        lambda d: d["methods"][1].update(ratios=[0.2, 0.2]),
+        ["methods[1].ratios", "duplicate ratio 0.2"],
+    ),
     ("ratios-not-list", lambda d: d["methods"][1].update(ratios=0.2), ["methods[1].ratios", "got 0.2"]),
     ("ratios-missing", lambda d: d["methods"][1].pop("ratios"), ["methods[1].ratios", "required"]),
-    ("unknown-method", lambda d: d["methods"][0].update(name="ecodif"),
-     ["methods[0].name", "'ecodif'", "Did you mean: ecodiff?"]),
+    (
+        "unknown-method",
+        lambda d: d["methods"][0].update(name="ecodif"),
+        ["methods[0].name", "'ecodif'", "Did you mean: ecodiff?"],
+    ),
     ("method-not-mapping", lambda d: d.update(methods=["ecodiff"]), ["methods[0]", "'ecodiff'", "mapping"]),
     ("method-without-name", lambda d: d["methods"][1].pop("name"), ["methods[1].name", "required"]),
-    ("duplicate-method", lambda d: d["methods"].append({"name": "magnitude", "ratios": [0.1]}),
-     ["methods[3].name", "duplicate method 'magnitude'"]),
-    ("bad-parametrization", lambda d: d["methods"][0]["options"].update(parametrization="hardconcrete"),
-     ["methods[0].options.parametrization", "'hardconcrete'", "hard-concrete"]),
+    (
+        "duplicate-method",
+        lambda d: d["methods"].append({"name": "magnitude", "ratios": [0.1]}),
+        ["methods[3].name", "duplicate method 'magnitude'"],
+    ),
+    (
+        "bad-parametrization",
+        lambda d: d["methods"][0]["options"].update(parametrization="hardconcrete"),
+        ["methods[0].options.parametrization", "'hardconcrete'", "hard-concrete"],
+    ),
     ("negative-seed", lambda d: d["methods"][2].update(seeds=[-1]), ["methods[2].seeds", "-1"]),
-    ("unknown-model", lambda d: d.update(models=["digits-sdx"]),
-     ["models[0].name", "'digits-sdx'", "Did you mean: digits-sdxl?"]),
-    ("unknown-model-mapping", lambda d: d.update(models=[{"name": "sdxll"}]),
-     ["models[0].name", "'sdxll'", "Did you mean: sdxl?"]),
+    (
+        "unknown-model",
+        lambda d: d.update(models=["digits-sdx"]),
+        ["models[0].name", "'digits-sdx'", "Did you mean: digits-sdxl?"],
+    ),
+    (
+        "unknown-model-mapping",
+        lambda d: d.update(models=[{"name": "sdxll"}]),
+        ["models[0].name", "'sdxll'", "Did you mean: sdxl?"],
+    ),
     ("empty-models", lambda d: d.update(models=[]), ["models", "at least one model", "got []"]),
     ("missing-models", lambda d: d.pop("models"), ["models", "required"]),
-    ("duplicate-models", lambda d: d.update(models=["digits-sdxl", "digits-sdxl"]),
-     ["models[1].name", "duplicate model 'digits-sdxl'"]),
-    ("bad-dtype", lambda d: d.update(models=[{"name": "digits-sdxl", "dtype": "fp16"}]),
-     ["models[0].dtype", "'fp16'", "float32", "bfloat16"]),
-    ("bad-device", lambda d: d.update(models=[{"name": "digits-sdxl", "device": "gpu"}]),
-     ["models[0].device", "'gpu'", "cuda"]),
-    ("height-not-multiple-of-8", lambda d: d.update(models=[{"name": "digits-sdxl", "height": 1004}]),
-     ["models[0].height", "1004", "multiple of 8"]),
-    ("unknown-source", lambda d: d.update(models=[{"name": "sdxl", "source": "hubb"}]),
-     ["models[0].source", "'hubb'", "Did you mean: hub?"]),
-    ("zoo-source-for-sdxl", lambda d: d.update(models=[{"name": "sdxl", "source": "zoo"}]),
-     ["models[0].source", "'zoo'", "random-init"]),
-    ("hub-digits-without-id", lambda d: d.update(models=[{"name": "digits-sdxl", "source": "hub"}]),
-     ["models[0].hub_id", "required"]),
-    ("hub-id-on-zoo-model", lambda d: d.update(models=[{"name": "digits-sdxl", "hub_id": "x/y"}]),
-     ["models[0].hub_id", "unknown key"]),
-    ("missing-country", lambda d: d.update(energy={}),
-     ["energy.country", "required when energy.carbon is true", "FRA"]),
-    ("country-alpha2", lambda d: d.update(energy={"country": "FR"}),
-     ["energy.country", "'FR'", "Did you mean: FRA?"]),
+    (
+        "duplicate-models",
+        lambda d: d.update(models=["digits-sdxl", "digits-sdxl"]),
+        ["models[1].name", "duplicate model 'digits-sdxl'"],
+    ),
+    (
+        "bad-dtype",
+        lambda d: d.update(models=[{"name": "digits-sdxl", "dtype": "fp16"}]),
+        ["models[0].dtype", "'fp16'", "float32", "bfloat16"],
+    ),
+    (
+        "bad-device",
+        lambda d: d.update(models=[{"name": "digits-sdxl", "device": "gpu"}]),
+        ["models[0].device", "'gpu'", "cuda"],
+    ),
+    (
+        "height-not-multiple-of-8",
+        lambda d: d.update(models=[{"name": "digits-sdxl", "height": 1004}]),
+        ["models[0].height", "1004", "multiple of 8"],
+    ),
+    (
+        "unknown-source",
+        lambda d: d.update(models=[{"name": "sdxl", "source": "hubb"}]),
+        ["models[0].source", "'hubb'", "Did you mean: hub?"],
+    ),
+    (
+        "zoo-source-for-sdxl",
+        lambda d: d.update(models=[{"name": "sdxl", "source": "zoo"}]),
+        ["models[0].source", "'zoo'", "random-init"],
+    ),
+    (
+        "hub-digits-without-id",
+        lambda d: d.update(models=[{"name": "digits-sdxl", "source": "hub"}]),
+        ["models[0].hub_id", "required"],
+    ),
+    (
+        "hub-id-on-zoo-model",
+        lambda d: d.update(models=[{"name": "digits-sdxl", "hub_id": "x/y"}]),
+        ["models[0].hub_id", "unknown key"],
+    ),
+    (
+        "missing-country",
+        lambda d: d.update(energy={}),
+        ["energy.country", "required when energy.carbon is true", "FRA"],
+    ),
+    (
+        "country-alpha2",
+        lambda d: d.update(energy={"country": "FR"}),
+        ["energy.country", "'FR'", "Did you mean: FRA?"],
+    ),
     ("negative-samples", lambda d: d["evaluation"].update(samples=-5), ["evaluation.samples", "-5"]),
-    ("unknown-metric", lambda d: d["evaluation"].update(metrics=["fidd"]),
-     ["evaluation.metrics[0]", "'fidd'", "Did you mean: fid?"]),
-    ("fid-without-reference", lambda d: d["evaluation"].update(metrics=["fid"], inception_weights="w.pth"),
-     ["evaluation.reference", "required by fid"]),
-    ("fid-offline-without-weights", lambda d: d["evaluation"].update(metrics=["fid"], reference="digits-heldout"),
-     ["evaluation.inception_weights", "allow_hub"]),
-    ("recognisability-on-sdxl", lambda d: d.update(models=["sdxl"], evaluation={
-        "prompts": ["a cat"], "metrics": ["recognisability"]}), ["evaluation.metrics", "recognisability", "sdxl"]),
-    ("unknown-prompt-set", lambda d: d["evaluation"].update(prompts="digit"),
-     ["evaluation.prompts", "'digit'", "Did you mean: digits?"]),
-    ("prompts-and-file", lambda d: d["calibration"].update(prompts_file="suites/prompts/calibration.txt"),
-     ["calibration.prompts_file"]),
-    ("missing-prompts-file", lambda d: d.update(calibration={"prompts_file": "nope.txt"}),
-     ["calibration.prompts_file", "not found", "nope.txt"]),
-    ("ecodiff-without-calibration", lambda d: d.pop("calibration"),
-     ["calibration.prompts", "required by method(s) ecodiff"]),
-    ("calibration-count-too-large", lambda d: d["calibration"].update(count=5), ["calibration.count", "got 5"]),
-    ("unknown-threshold-metric", lambda d: d.update(regression={"thresholds": {"latency_s": {"max_increase": 1}}}),
-     ["regression.thresholds.latency_s", "Did you mean: latency_step_s?"]),
-    ("threshold-without-bound", lambda d: d.update(regression={"thresholds": {"fid": {}}}),
-     ["regression.thresholds.fid", "max_increase"]),
-    ("max-reps-below-min", lambda d: d.update(performance={"latency": {"min_reps": 5, "max_reps": 2}}),
-     ["performance.latency.max_reps", "got 2"]),
-    ("bad-report-format", lambda d: d.update(outputs={"report": ["pdf"]}), ["outputs.report[0]", "'pdf'", "html"]),
+    (
+        "unknown-metric",
+        lambda d: d["evaluation"].update(metrics=["fidd"]),
+        ["evaluation.metrics[0]", "'fidd'", "Did you mean: fid?"],
+    ),
+    (
+        "fid-without-reference",
+        lambda d: d["evaluation"].update(metrics=["fid"], inception_weights="w.pth"),
+        ["evaluation.reference", "required by fid"],
+    ),
+    (
+        "fid-offline-without-weights",
+        lambda d: d["evaluation"].update(metrics=["fid"], reference="digits-heldout"),
+        ["evaluation.inception_weights", "allow_hub"],
+    ),
+    (
+        "recognisability-on-sdxl",
+        lambda d: d.update(
+            models=["sdxl"], evaluation={"prompts": ["a cat"], "metrics": ["recognisability"]}
+        ),
+        ["evaluation.metrics", "recognisability", "sdxl"],
+    ),
+    (
+        "unknown-prompt-set",
+        lambda d: d["evaluation"].update(prompts="digit"),
+        ["evaluation.prompts", "'digit'", "Did you mean: digits?"],
+    ),
+    (
+        "prompts-and-file",
+        lambda d: d["calibration"].update(prompts_file="suites/prompts/calibration.txt"),
+        ["calibration.prompts_file"],
+    ),
+    (
+        "missing-prompts-file",
+        lambda d: d.update(calibration={"prompts_file": "nope.txt"}),
+        ["calibration.prompts_file", "not found", "nope.txt"],
+    ),
+    (
+        "ecodiff-without-calibration",
+        lambda d: d.pop("calibration"),
+        ["calibration.prompts", "required by method(s) ecodiff"],
+    ),
+    (
+        "calibration-count-too-large",
+        lambda d: d["calibration"].update(count=5),
+        ["calibration.count", "got 5"],
+    ),
+    (
+        "unknown-threshold-metric",
+        lambda d: d.update(regression={"thresholds": {"latency_s": {"max_increase": 1}}}),
+        ["regression.thresholds.latency_s", "Did you mean: latency_step_s?"],
+    ),
+    (
+        "threshold-without-bound",
+        lambda d: d.update(regression={"thresholds": {"fid": {}}}),
+        ["regression.thresholds.fid", "max_increase"],
+    ),
+    (
+        "max-reps-below-min",
+        lambda d: d.update(performance={"latency": {"min_reps": 5, "max_reps": 2}}),
+        ["performance.latency.max_reps", "got 2"],
+    ),
+    (
+        "bad-report-format",
+        lambda d: d.update(outputs={"report": ["pdf"]}),
+        ["outputs.report[0]", "'pdf'", "html"],
+    ),
     ("bad-suite-name", lambda d: d.update(name="my suite"), ["name", "'my suite'"]),
     ("bad-bool", lambda d: d.update(allow_hub="sure"), ["allow_hub", "'sure'"]),
-    ("clip-unknown-key", lambda d: d["evaluation"].update(clip={"name": "ViT-B-32", "pretrainedd": "openai"}),
-     ["evaluation.clip.pretrainedd", "Did you mean: pretrained?"]),
+    (
+        "clip-unknown-key",
+        lambda d: d["evaluation"].update(clip={"name": "ViT-B-32", "pretrainedd": "openai"}),
+        ["evaluation.clip.pretrainedd", "Did you mean: pretrained?"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("mutate,needles", [(m, n) for _, m, n in MALFORMED], ids=[i for i, _, _ in MALFORMED])
+@pytest.mark.parametrize(
+    "mutate,needles", [(m, n) for _, m, n in MALFORMED], ids=[i for i, _, _ in MALFORMED]
+)
 def test_malformed_suite_exits_2_naming_field_and_value(tmp_path, mutate, needles):
     path = _write(tmp_path, _mutated(mutate))
     _assert_user_error(_invoke("validate", str(path)), *needles)
@@ -161,8 +280,9 @@ def test_at_least_twenty_kinds_of_malformed_suites():
 
 
 def test_every_problem_is_listed(tmp_path):
-    data = _mutated(lambda d: (d.update(foo=1), d["evaluation"].update(samples=0),
-                               d["methods"][1].update(ratios=[2.0])))
+    data = _mutated(
+        lambda d: (d.update(foo=1), d["evaluation"].update(samples=0), d["methods"][1].update(ratios=[2.0]))
+    )
     result = _invoke("validate", str(_write(tmp_path, data)))
     _assert_user_error(result, "3 problems", "foo", "evaluation.samples", "methods[1].ratios[0]")
 
@@ -199,7 +319,9 @@ def test_unknown_builtin_suite_suggests(tmp_path):
 def test_include_cycle_is_detected(tmp_path):
     _write(tmp_path, {"include": "b.yaml", "name": "a"}, "a.yaml")
     _write(tmp_path, {"include": "a.yaml"}, "b.yaml")
-    _assert_user_error(_invoke("validate", str(tmp_path / "a.yaml")), "include", "cycle", "a.yaml -> b.yaml -> a.yaml")
+    _assert_user_error(
+        _invoke("validate", str(tmp_path / "a.yaml")), "include", "cycle", "a.yaml -> b.yaml -> a.yaml"
+    )
 
 
 def test_self_include_is_a_cycle(tmp_path):
@@ -225,8 +347,11 @@ def test_error_inside_included_file_is_reported(tmp_path):
 
 def test_only_unknown_model_suggests(tmp_path):
     path = _write(tmp_path, BASE)
-    _assert_user_error(_invoke("run", str(path), "--only", "digits-fluxx", "--dry-run"),
-                       "'digits-fluxx'", "Did you mean: digits-flux?")
+    _assert_user_error(
+        _invoke("run", str(path), "--only", "digits-fluxx", "--dry-run"),
+        "'digits-fluxx'",
+        "Did you mean: digits-flux?",
+    )
 
 
 def test_unknown_option_and_bad_ls_kind_exit_2(tmp_path):
@@ -243,7 +368,9 @@ def test_suite_error_lists_problems_in_python():
         validate_suite(_mutated(lambda d: d.update(models=["sdxll"], bogus=1)))
     err = info.value
     assert len(err.problems) == 2
-    assert any(p.startswith("models[0].name: Unknown model 'sdxll'. Did you mean: sdxl?") for p in err.problems)
+    assert any(
+        p.startswith("models[0].name: Unknown model 'sdxll'. Did you mean: sdxl?") for p in err.problems
+    )
     assert any(p.startswith("bogus: unknown key") for p in err.problems)
 
 
@@ -310,7 +437,15 @@ def test_expansion_counts_and_order():
     specs = expand(validate_suite(BASE))
     # per model: 1 base + ecodiff 2 ratios + magnitude 2 ratios + random 1 ratio x 2 seeds
     assert len(specs) == 2 * (1 + 2 + 2 + 2)
-    assert [s.method for s in specs[:7]] == ["base", "ecodiff", "ecodiff", "magnitude", "magnitude", "random", "random"]
+    assert [s.method for s in specs[:7]] == [
+        "base",
+        "ecodiff",
+        "ecodiff",
+        "magnitude",
+        "magnitude",
+        "random",
+        "random",
+    ]
     assert [(s.ratio, s.seed) for s in specs if s.method == "random"][:2] == [(0.3, 0), (0.3, 1)]
     assert {s.model for s in specs} == {"digits-sdxl", "digits-flux"}
     assert {s.family for s in specs} == {"sdxl", "flux-dev"}
@@ -368,8 +503,16 @@ def test_changing_method_options_changes_only_that_method():
 
 def test_name_outputs_and_thresholds_do_not_change_hashes():
     before = _ids(BASE)
-    after = _ids(_mutated(lambda d: d.update(name="other", description="x", outputs={"dir": "elsewhere"},
-                                              regression={"thresholds": {"fid": {"max_increase": 1}}})))
+    after = _ids(
+        _mutated(
+            lambda d: d.update(
+                name="other",
+                description="x",
+                outputs={"dir": "elsewhere"},
+                regression={"thresholds": {"fid": {"max_increase": 1}}},
+            )
+        )
+    )
     assert before == after
 
 
@@ -393,13 +536,18 @@ def test_score_and_plan_keys():
     specs = [s for s in expand(validate_suite(BASE)) if s.method == "ecodiff" and s.model == "digits-sdxl"]
     assert specs[0].score_key == specs[1].score_key  # one training serves every ratio
     assert specs[0].plan_key != specs[1].plan_key
-    other = [s for s in expand(validate_suite(_mutated(lambda d: d["evaluation"].update(samples=5))))
-             if s.method == "ecodiff" and s.model == "digits-sdxl"]
+    other = [
+        s
+        for s in expand(validate_suite(_mutated(lambda d: d["evaluation"].update(samples=5))))
+        if s.method == "ecodiff" and s.model == "digits-sdxl"
+    ]
     assert [s.plan_key for s in other] == [s.plan_key for s in specs]  # evaluation does not change the plan
 
 
 def test_smoke_shrinks_and_marks():
-    suite = validate_suite(_mutated(lambda d: d.update(smoke={"samples": 3, "epochs": 1, "calibration_count": 1})))
+    suite = validate_suite(
+        _mutated(lambda d: d.update(smoke={"samples": 3, "epochs": 1, "calibration_count": 1}))
+    )
     full, smoke = expand(suite), expand(suite, smoke=True)
     assert len(full) == len(smoke)
     assert all(s.smoke for s in smoke) and not any(s.smoke for s in full)
@@ -428,8 +576,11 @@ def test_select_keeps_hashes_and_sets_out(tmp_path):
 
 
 def test_labels_allow_the_same_model_twice():
-    data = _mutated(lambda d: d.update(models=[{"name": "digits-sdxl"},
-                                               {"name": "digits-sdxl", "label": "digits-sdxl-10", "steps": 10}]))
+    data = _mutated(
+        lambda d: d.update(
+            models=[{"name": "digits-sdxl"}, {"name": "digits-sdxl", "label": "digits-sdxl-10", "steps": 10}]
+        )
+    )
     specs = expand(validate_suite(data))
     assert {s.model for s in specs} == {"digits-sdxl", "digits-sdxl-10"}
 
@@ -441,22 +592,32 @@ def test_labels_allow_the_same_model_twice():
 
 def test_include_deep_merges_and_replaces_lists(tmp_path):
     (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "prompts.txt").write_text("# comment\na handwritten digit one\n\na handwritten digit two\n")
-    _write(tmp_path, {
-        "name": "from-base",
-        "models": ["digits-flux"],
-        "methods": [{"name": "taylor", "ratios": [0.1]}],
-        "calibration": {"prompts_file": "prompts.txt", "count": 2},
-        "evaluation": {"prompts": "digits", "samples": 50, "metrics": ["ssim_vs_base", "psnr_vs_base"]},
-        "energy": {"country": "DEU", "idle_baseline_s": 3},
-    }, "base/common.yaml")
-    path = _write(tmp_path, {
-        "include": "base/common.yaml",
-        "models": ["digits-sdxl"],
-        "methods": [{"name": "random", "ratios": [0.2]}],
-        "evaluation": {"samples": 10},
-        "energy": {"country": "FRA"},
-    }, "child.yaml")
+    (tmp_path / "base" / "prompts.txt").write_text(
+        "# comment\na handwritten digit one\n\na handwritten digit two\n"
+    )
+    _write(
+        tmp_path,
+        {
+            "name": "from-base",
+            "models": ["digits-flux"],
+            "methods": [{"name": "taylor", "ratios": [0.1]}],
+            "calibration": {"prompts_file": "prompts.txt", "count": 2},
+            "evaluation": {"prompts": "digits", "samples": 50, "metrics": ["ssim_vs_base", "psnr_vs_base"]},
+            "energy": {"country": "DEU", "idle_baseline_s": 3},
+        },
+        "base/common.yaml",
+    )
+    path = _write(
+        tmp_path,
+        {
+            "include": "base/common.yaml",
+            "models": ["digits-sdxl"],
+            "methods": [{"name": "random", "ratios": [0.2]}],
+            "evaluation": {"samples": 10},
+            "energy": {"country": "FRA"},
+        },
+        "child.yaml",
+    )
     suite = load_suite(path)
     assert suite.name == "child"  # a suite's name is never inherited
     assert [m.name for m in suite.models] == ["digits-sdxl"]
@@ -470,8 +631,15 @@ def test_include_deep_merges_and_replaces_lists(tmp_path):
 def test_include_list_applies_in_order(tmp_path):
     _write(tmp_path, {"evaluation": {"samples": 5, "seed": 1}}, "one.yaml")
     _write(tmp_path, {"evaluation": {"samples": 7}}, "two.yaml")
-    path = _write(tmp_path, {"include": ["one.yaml", "two.yaml"], "name": "x", "models": ["digits-sdxl"],
-                             "energy": {"carbon": False}})
+    path = _write(
+        tmp_path,
+        {
+            "include": ["one.yaml", "two.yaml"],
+            "name": "x",
+            "models": ["digits-sdxl"],
+            "energy": {"carbon": False},
+        },
+    )
     suite = load_suite(path)
     assert (suite.evaluation.samples, suite.evaluation.seed) == (7, 1)
 
@@ -494,19 +662,26 @@ def test_defaults_and_shorthand():
 
 
 def test_local_path_and_random_init_sources():
-    suite = validate_suite({"name": "m", "energy": {"carbon": False}, "models": [
-        {"name": "sdxl", "source": "./my-pruned-sdxl", "label": "mine"},
-        {"name": "flux-dev", "source": "random-init"},
-        {"name": "digits-sdxl", "source": "hub", "hub_id": "someone/digits"},
-    ]})
+    suite = validate_suite(
+        {
+            "name": "m",
+            "energy": {"carbon": False},
+            "models": [
+                {"name": "sdxl", "source": "./my-pruned-sdxl", "label": "mine"},
+                {"name": "flux-dev", "source": "random-init"},
+                {"name": "digits-sdxl", "source": "hub", "hub_id": "someone/digits"},
+            ],
+        }
+    )
     local, rnd, hub = suite.models
     assert local.path == Path("my-pruned-sdxl") and rnd.source == "random-init"
     assert hub.resolved_hub_id == "someone/digits"
 
 
 def test_report_bool_and_country_case():
-    suite = validate_suite({"name": "m", "models": ["digits-sdxl"], "outputs": {"report": False},
-                            "energy": {"country": "fra"}})
+    suite = validate_suite(
+        {"name": "m", "models": ["digits-sdxl"], "outputs": {"report": False}, "energy": {"country": "fra"}}
+    )
     assert suite.outputs.report == [] and suite.energy.country == "FRA"
 
 

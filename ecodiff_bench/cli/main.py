@@ -101,7 +101,11 @@ def _model_line(m) -> str:
     parts = [f"source {m.source}"]
     if m.source == "hub":
         parts[0] += f" ({m.resolved_hub_id}{'@' + m.revision if m.revision else ''})"
-    for field, label in (("steps", "steps"), ("guidance", "guidance"), ("max_sequence_length", "max_seq_len")):
+    for field, label in (
+        ("steps", "steps"),
+        ("guidance", "guidance"),
+        ("max_sequence_length", "max_seq_len"),
+    ):
         v = getattr(m, field)
         if v is not None:
             parts.append(f"{label} {v}")
@@ -135,15 +139,19 @@ def _summary(suite, specs: list, smoke: bool) -> str:
     lines = [f"Suite {suite.name!r} ({suite.source or 'in memory'}) is valid."]
     if suite.description:
         lines.append(f"  {suite.description}")
-    lines.append(f"  {len(specs)} runs = {n_models} model(s) x (1 base + {n_pruned} pruned)"
-                 + ("  [smoke]" if smoke else ""))
+    lines.append(
+        f"  {len(specs)} runs = {n_models} model(s) x (1 base + {n_pruned} pruned)"
+        + ("  [smoke]" if smoke else "")
+    )
     lines.append("  models:")
     lines += [f"    {_model_line(m)}" for m in suite.models]
     lines.append("  methods:" if suite.methods else "  methods: none (base models only)")
     for meth in suite.methods:
         extra = _non_default_options(meth)
-        lines.append(f"    {meth.name}: ratios {', '.join(str(r) for r in meth.ratios)}; "
-                     f"seeds {', '.join(str(s) for s in meth.seeds)}" + (f"; {extra}" if extra else ""))
+        lines.append(
+            f"    {meth.name}: ratios {', '.join(str(r) for r in meth.ratios)}; "
+            f"seeds {', '.join(str(s) for s in meth.seeds)}" + (f"; {extra}" if extra else "")
+        )
     from ecodiff_bench.suite import needs_calibration
 
     if any(needs_calibration(m.name) for m in suite.methods):
@@ -151,17 +159,23 @@ def _summary(suite, specs: list, smoke: bool) -> str:
         lines.append(f"  calibration: {cal.count} of the {_prompt_desc(cal)}")
     ev = specs[0].evaluation if specs else suite.evaluation
     if ev.metrics:
-        lines.append(f"  evaluation: {ev.samples} samples per model from {_prompt_desc(ev)}, seeds {ev.seed}.."
-                     f"{ev.seed + ev.samples - 1}; metrics {', '.join(ev.metrics)}"
-                     + (f"; reference {ev.reference}" if ev.reference else ""))
+        lines.append(
+            f"  evaluation: {ev.samples} samples per model from {_prompt_desc(ev)}, seeds {ev.seed}.."
+            f"{ev.seed + ev.samples - 1}; metrics {', '.join(ev.metrics)}"
+            + (f"; reference {ev.reference}" if ev.reference else "")
+        )
     else:
         lines.append("  evaluation: no quality metrics (speed, memory and energy only)")
     lat = specs[0].performance.latency if specs else suite.performance.latency
-    lines.append(f"  latency: warmup {lat.warmup}, {lat.min_reps}..{lat.max_reps} reps, at least "
-                 f"{lat.min_seconds:g} s; batch {suite.performance.batch_size}"
-                 + ("; base/pruned interleaved" if suite.performance.interleave else ""))
+    lines.append(
+        f"  latency: warmup {lat.warmup}, {lat.min_reps}..{lat.max_reps} reps, at least "
+        f"{lat.min_seconds:g} s; batch {suite.performance.batch_size}"
+        + ("; base/pruned interleaved" if suite.performance.interleave else "")
+    )
     en = suite.energy
-    carbon = (f"carbon for {en.country}" + (f"/{en.region}" if en.region else "")) if en.carbon else "no carbon"
+    carbon = (
+        (f"carbon for {en.country}" + (f"/{en.region}" if en.region else "")) if en.carbon else "no carbon"
+    )
     lines.append(f"  energy: {carbon}; idle baseline {en.idle_baseline_s:g} s")
     report = ", ".join(suite.outputs.report) or "none"
     lines.append(f"  outputs: {suite.outputs.dir_path} (store {suite.outputs.store_path}; report {report})")
@@ -237,11 +251,15 @@ def ls_cmd(what: str | None) -> None:
         if len(kinds) > 1:
             click.echo(("\n" if i else "") + f"{kind}:")
         if kind == "models":
-            rows = [[m.name, m.family, m.default_source + (f" ({m.hub_id})" if m.hub_id else ""), m.help]
-                    for m in (S.known_model(n) for n in S.model_names())]
+            rows = [
+                [m.name, m.family, m.default_source + (f" ({m.hub_id})" if m.hub_id else ""), m.help]
+                for m in (S.known_model(n) for n in S.model_names())
+            ]
             click.echo(text_table(["name", "family", "default source", "description"], rows))
         elif kind == "methods":
-            click.echo(text_table(["name", "description"], [[n, S.METHODS.help(n)] for n in S.METHODS.names()]))
+            click.echo(
+                text_table(["name", "description"], [[n, S.METHODS.help(n)] for n in S.METHODS.names()])
+            )
         elif kind == "metrics":
             from ecodiff_bench.core.metrics import METRICS
 
@@ -266,12 +284,22 @@ def _prepared(suite_ref: str, only: tuple[str, ...], out: Path | None):
 
 @main.command("run")
 @click.argument("suite", metavar="[SUITE]", required=False, default=DEFAULT_SUITE)
-@click.option("--smoke", is_flag=True, help="Shrink samples, repetitions, epochs and calibration (see the suite's "
-              "smoke section); results are marked as smoke runs.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output directory (overrides the suite's outputs.dir).")
+@click.option(
+    "--smoke",
+    is_flag=True,
+    help="Shrink samples, repetitions, epochs and calibration (see the suite's "
+    "smoke section); results are marked as smoke runs.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output directory (overrides the suite's outputs.dir).",
+)
 @click.option("--only", multiple=True, metavar="MODEL", help="Run only this model of the suite (repeatable).")
-@click.option("--dry-run", is_flag=True, help="Validate, list the runs (and which are already stored), run nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Validate, list the runs (and which are already stored), run nothing."
+)
 def run_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...], dry_run: bool) -> None:
     """Prune and benchmark every model of SUITE (default: the embedded 'digits' suite).
 
@@ -294,10 +322,18 @@ def run_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...], dr
 
 @main.command("prune")
 @click.argument("suite", metavar="SUITE")
-@click.option("--smoke", is_flag=True, help="Shrink epochs and calibration as the suite's smoke section says.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output directory (overrides the suite's outputs.dir).")
-@click.option("--only", multiple=True, metavar="MODEL", help="Prune only this model of the suite (repeatable).")
+@click.option(
+    "--smoke", is_flag=True, help="Shrink epochs and calibration as the suite's smoke section says."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output directory (overrides the suite's outputs.dir).",
+)
+@click.option(
+    "--only", multiple=True, metavar="MODEL", help="Prune only this model of the suite (repeatable)."
+)
 def prune_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...]) -> None:
     """Compute and save the pruned models of SUITE without benchmarking them."""
     from ecodiff_bench.run import prune_suite
@@ -316,14 +352,21 @@ def zoo_ls_cmd() -> None:
     """List the zoo's models and whether they are built."""
     from ecodiff_bench import zoo
 
-    rows = [[m["name"], m["family"], m["teacher"], "built" if m["available"] else "not built"] for m in zoo.list_models()]
+    rows = [
+        [m["name"], m["family"], m["teacher"], "built" if m["available"] else "not built"]
+        for m in zoo.list_models()
+    ]
     click.echo(text_table(["name", "family", "teacher", "status"], rows))
 
 
 @zoo_group.command("train")
 @click.argument("name")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to write the model (default: the zoo's shipped location).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the model (default: the zoo's shipped location).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
 def zoo_train_cmd(name: str, out: Path | None, seed: int) -> None:
     """Train zoo model NAME from its recipe (CPU; minutes)."""

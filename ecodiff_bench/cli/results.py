@@ -22,8 +22,15 @@ _STORE_HELP = f"Results store (SQLite). Default: ${DEFAULT_STORE_ENV} or results
 
 
 def store_option(f):
-    return click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                        envvar=DEFAULT_STORE_ENV, show_envvar=True, help=_STORE_HELP)(f)
+    return click.option(
+        "--store",
+        "store_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        envvar=DEFAULT_STORE_ENV,
+        show_envvar=True,
+        help=_STORE_HELP,
+    )(f)
 
 
 def open_store(store_path: Path | None) -> Store:
@@ -47,14 +54,17 @@ def _resolve(store: Store, ref: str, param: str, include_smoke: bool = True) -> 
         if len(ids) == 1:
             rec = store.get(ids[0])
         elif len(ids) > 1:
-            raise click.BadParameter(f"{ref!r} is a prefix of {len(ids)} record ids; give more characters",
-                                     param_hint=param)
+            raise click.BadParameter(
+                f"{ref!r} is a prefix of {len(ids)} record ids; give more characters", param_hint=param
+            )
     if rec is not None:
         return f"record {rec['record_id']}", [rec]
     tags = ", ".join(store.tag_names()) or "none"
     runs = ", ".join(store.run_ids()[:8]) or "none"
-    raise click.BadParameter(f"{ref!r} is not a release tag, run id or record id. Tags: {tags}. "
-                             f"Recent runs: {runs}.", param_hint=param)
+    raise click.BadParameter(
+        f"{ref!r} is not a release tag, run id or record id. Tags: {tags}. Recent runs: {runs}.",
+        param_hint=param,
+    )
 
 
 # -- history -------------------------------------------------------------------------------------------
@@ -71,13 +81,28 @@ def history_cmd(store_path, suite, model, show_records, include_smoke, limit, as
     store = open_store(store_path)
     if show_records:
         recs = store.records(suite=suite, model=model, include_smoke=include_smoke)[::-1][:limit]
-        rows = [[r["created_at"], r["run_id"], r["record_id"][:12], r["model"], r["method"], f"{r['ratio']:g}",
-                 r.get("seed"), "yes" if r["smoke"] else "", r["status"]] for r in recs]
+        rows = [
+            [
+                r["created_at"],
+                r["run_id"],
+                r["record_id"][:12],
+                r["model"],
+                r["method"],
+                f"{r['ratio']:g}",
+                r.get("seed"),
+                "yes" if r["smoke"] else "",
+                r["status"],
+            ]
+            for r in recs
+        ]
         if as_json:
             click.echo(json.dumps(recs, indent=1))
             return
-        click.echo(text_table(["created", "run", "record", "model", "method", "ratio", "seed", "smoke", "status"],
-                               rows))
+        click.echo(
+            text_table(
+                ["created", "run", "record", "model", "method", "ratio", "seed", "smoke", "status"], rows
+            )
+        )
         if not include_smoke and (n := store.count_smoke(suite=suite, model=model)):
             click.echo(f"({n} smoke record(s) hidden; --include-smoke shows them)")
         return
@@ -88,16 +113,34 @@ def history_cmd(store_path, suite, model, show_records, include_smoke, limit, as
     if not runs:
         click.echo("No runs stored yet.")
         return
-    click.echo(text_table(
-        ["run", "suite", "started", "records", "ok", "failed", "smoke", "models", "tags"],
-        [[r["run_id"], r["suite"], r["started"], r["records"], r["ok"], r["failed"], r["smoke"],
-          ",".join(r["models"]), ",".join(r["tags"])] for r in runs]))
+    click.echo(
+        text_table(
+            ["run", "suite", "started", "records", "ok", "failed", "smoke", "models", "tags"],
+            [
+                [
+                    r["run_id"],
+                    r["suite"],
+                    r["started"],
+                    r["records"],
+                    r["ok"],
+                    r["failed"],
+                    r["smoke"],
+                    ",".join(r["models"]),
+                    ",".join(r["tags"]),
+                ]
+                for r in runs
+            ],
+        )
+    )
     tags = store.tags()
     if tags:
         click.echo("\nReleases:")
-        click.echo(text_table(["tag", "created", "records", "runs", "smoke"],
-                               [[t["name"], t["created_at"], t["records"], ",".join(t["runs"]), t["smoke"]]
-                                for t in tags]))
+        click.echo(
+            text_table(
+                ["tag", "created", "records", "runs", "smoke"],
+                [[t["name"], t["created_at"], t["records"], ",".join(t["runs"]), t["smoke"]] for t in tags],
+            )
+        )
 
 
 # -- compare -------------------------------------------------------------------------------------------
@@ -125,12 +168,17 @@ def compare_cmd(a, b, store_path, metrics):
     smoke_a = {r["smoke"] for r in recs_a}
     smoke_b = {r["smoke"] for r in recs_b}
     if smoke_a != smoke_b or len(smoke_a) > 1:
-        click.echo(f"WARNING: comparing smoke and full records ({desc_a}: smoke={sorted(smoke_a)}, "
-                   f"{desc_b}: smoke={sorted(smoke_b)}); the numbers are not comparable.", err=True)
+        click.echo(
+            f"WARNING: comparing smoke and full records ({desc_a}: smoke={sorted(smoke_a)}, "
+            f"{desc_b}: smoke={sorted(smoke_b)}); the numbers are not comparable.",
+            err=True,
+        )
     rows = []
     for c in diff(recs_a, recs_b, list(metrics) or None):
         if c.metric == "*":
-            rows.append([c.config, "*", "missing" if c.a is None else "", "missing" if c.b is None else "", "", ""])
+            rows.append(
+                [c.config, "*", "missing" if c.a is None else "", "missing" if c.b is None else "", "", ""]
+            )
             continue
         change = ""
         if c.change is not None:
@@ -145,31 +193,44 @@ def compare_cmd(a, b, store_path, metrics):
 @click.command("export", short_help="Export records to csv/json/jsonl/parquet.")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @store_option
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
-              help="Default: from OUT's suffix. csv/json/parquet: one flat row per record; jsonl: full records.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(EXPORT_FORMATS),
+    default=None,
+    help="Default: from OUT's suffix. csv/json/parquet: one flat row per record; jsonl: full records.",
+)
 @click.option("--suite", default=None)
 @click.option("--run-id", default=None)
 @click.option("--model", default=None)
 @click.option("--tag", default=None, help="Only the records of this release.")
 @click.option("--status", type=click.Choice(RECORD_STATUSES), default=None)
-@click.option("--include-smoke", is_flag=True, help="Also export smoke records (column 'smoke' tells them apart).")
+@click.option(
+    "--include-smoke", is_flag=True, help="Also export smoke records (column 'smoke' tells them apart)."
+)
 def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_smoke):
     """Export records to OUT (csv, json, jsonl or parquet)."""
     if fmt is None:
         fmt = out.suffix.lstrip(".").lower()
         if fmt not in EXPORT_FORMATS:
-            raise click.BadParameter(f"cannot tell the format from {out.name!r}; use a suffix or --format "
-                                     f"({', '.join(EXPORT_FORMATS)})", param_hint="OUT")
+            raise click.BadParameter(
+                f"cannot tell the format from {out.name!r}; use a suffix or --format "
+                f"({', '.join(EXPORT_FORMATS)})",
+                param_hint="OUT",
+            )
     store = open_store(store_path)
     try:
-        recs = store.records(suite=suite, run_id=run_id, model=model, tag=tag, status=status,
-                             include_smoke=include_smoke)
+        recs = store.records(
+            suite=suite, run_id=run_id, model=model, tag=tag, status=status, include_smoke=include_smoke
+        )
     except StoreError as exc:
         raise click.BadParameter(str(exc), param_hint="--tag") from None
     export_records(recs, out, fmt)
     click.echo(f"Wrote {len(recs)} record(s) to {out} ({fmt}).")
     if not include_smoke:
-        n = len(store.records(suite=suite, run_id=run_id, model=model, tag=tag, status=status, smoke_only=True))
+        n = len(
+            store.records(suite=suite, run_id=run_id, model=model, tag=tag, status=status, smoke_only=True)
+        )
         if n:
             click.echo(f"({n} matching smoke record(s) left out; --include-smoke adds them)")
 
@@ -177,13 +238,22 @@ def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_
 # -- report --------------------------------------------------------------------------------------------
 @click.command("report", short_help="Render HTML and Markdown reports.")
 @store_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results/report"),
-              show_default=True, help="Folder for report.html, report.md and assets/.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results/report"),
+    show_default=True,
+    help="Folder for report.html, report.md and assets/.",
+)
 @click.option("--suite", default=None)
 @click.option("--run-id", default=None)
 @click.option("--tag", default=None, help="Report on this release.")
-@click.option("--include-smoke/--exclude-smoke", default=None,
-              help="Default: full records, or smoke ones when a run/tag is selected or nothing else matches.")
+@click.option(
+    "--include-smoke/--exclude-smoke",
+    default=None,
+    help="Default: full records, or smoke ones when a run/tag is selected or nothing else matches.",
+)
 @click.option("--title", default=None)
 def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title):
     """Render the HTML and Markdown reports from the store."""
@@ -191,14 +261,19 @@ def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title):
 
     store = open_store(store_path)
     if run_id is not None and run_id not in store.run_ids():
-        raise click.BadParameter(f"unknown run id {run_id!r}; recent runs: {', '.join(store.run_ids()[:8]) or 'none'}",
-                                 param_hint="--run-id")
+        raise click.BadParameter(
+            f"unknown run id {run_id!r}; recent runs: {', '.join(store.run_ids()[:8]) or 'none'}",
+            param_hint="--run-id",
+        )
     if tag is not None and tag not in store.tag_names():
-        raise click.BadParameter(f"unknown release tag {tag!r}; known: {', '.join(store.tag_names()) or 'none'}",
-                                 param_hint="--tag")
+        raise click.BadParameter(
+            f"unknown release tag {tag!r}; known: {', '.join(store.tag_names()) or 'none'}",
+            param_hint="--tag",
+        )
     try:
-        paths = reports.render(store, out_dir, suite=suite, run_id=run_id, tag=tag, include_smoke=include_smoke,
-                               title=title)
+        paths = reports.render(
+            store, out_dir, suite=suite, run_id=run_id, tag=tag, include_smoke=include_smoke, title=title
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"HTML report: {paths['html']}\nMarkdown report: {paths['markdown']}")
@@ -253,9 +328,16 @@ def load_thresholds(path: Path):
 @click.option("--baseline", required=True, help="Baseline release tag (or run id).")
 @click.option("--candidate", default=None, help="Candidate release tag (or run id).")
 @click.option("--run-id", default=None, help="Use this run as the candidate.")
-@click.option("--thresholds", "thresholds_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="YAML/JSON thresholds, or a suite YAML (regression.thresholds). Default: built-in.")
-@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JUnit XML here.")
+@click.option(
+    "--thresholds",
+    "thresholds_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML/JSON thresholds, or a suite YAML (regression.thresholds). Default: built-in.",
+)
+@click.option(
+    "--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JUnit XML here."
+)
 @click.option("--strict", is_flag=True, help="Metrics that cannot be compared fail the gate.")
 def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, strict):
     """Regression gate: exit 1 if the candidate regresses against the baseline beyond the thresholds."""
@@ -270,23 +352,27 @@ def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, s
     if candidate is None and run_id is None:
         runs = [r for r in store.runs() if r["smoke"] is False]
         if not runs:
-            raise click.UsageError("no full (non-smoke) run in the store to use as candidate; "
-                                   "give --candidate or --run-id")
+            raise click.UsageError(
+                "no full (non-smoke) run in the store to use as candidate; give --candidate or --run-id"
+            )
         run_id = runs[0]["run_id"]
         click.echo(f"Candidate: latest full run {run_id}")
     if run_id is not None:
         cand_recs = store.records(run_id=run_id, include_smoke=True)
         if not cand_recs:
-            raise click.BadParameter(f"unknown run id {run_id!r}; recent runs: {', '.join(store.run_ids()[:8])}",
-                                     param_hint="--run-id")
+            raise click.BadParameter(
+                f"unknown run id {run_id!r}; recent runs: {', '.join(store.run_ids()[:8])}",
+                param_hint="--run-id",
+            )
         desc_c = f"run {run_id}"
     else:
         desc_c, cand_recs = _resolve_release(store, candidate, "--candidate")
     if thresholds is None:
         click.echo("Thresholds: built-in defaults " + json.dumps(DEFAULT_THRESHOLDS))
     try:
-        result = gate_check(cand_recs, base_recs, thresholds, strict=strict, baseline_name=desc_b,
-                            candidate_name=desc_c)
+        result = gate_check(
+            cand_recs, base_recs, thresholds, strict=strict, baseline_name=desc_b, candidate_name=desc_c
+        )
     except IncomparableError as exc:
         raise click.UsageError(f"cannot compare {desc_c} with {desc_b}: {exc}") from None
     click.echo(result.table())
@@ -303,9 +389,12 @@ def _resolve_release(store: Store, ref: str, param: str) -> tuple[str, list[dict
     recs = store.records(run_id=ref, include_smoke=True)
     if recs:
         return f"run {ref}", recs
-    raise click.BadParameter(f"{ref!r} is neither a release tag nor a run id. Tags: "
-                             f"{', '.join(store.tag_names()) or 'none'}. Recent runs: "
-                             f"{', '.join(store.run_ids()[:8]) or 'none'}.", param_hint=param)
+    raise click.BadParameter(
+        f"{ref!r} is neither a release tag nor a run id. Tags: "
+        f"{', '.join(store.tag_names()) or 'none'}. Recent runs: "
+        f"{', '.join(store.run_ids()[:8]) or 'none'}.",
+        param_hint=param,
+    )
 
 
 COMMANDS = (history_cmd, compare_cmd, export_cmd, report_cmd, tag_cmd, check_cmd)

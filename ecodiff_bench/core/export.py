@@ -37,7 +37,11 @@ def flatten_record(record: dict) -> dict[str, Any]:
         row[f"{name}__unit"] = vd["unit"]
         row[f"{name}__status"] = vd["status"]
         row[f"{name}__note"] = vd["note"] or None
-    for section, prefix in (("settings", "settings"), ("provenance", "provenance"), ("artifacts", "artifact")):
+    for section, prefix in (
+        ("settings", "settings"),
+        ("provenance", "provenance"),
+        ("artifacts", "artifact"),
+    ):
         for k, v in flatten(record[section]).items():
             row[f"{prefix}.{k}"] = v
     return row
@@ -55,7 +59,9 @@ def records_frame(records: list[dict]):
     # Mixed scalar types in one column (e.g. a setting that is 512 in one run and "512x512" in another)
     # cannot go to parquet; keep such columns as text.
     for col in frame.columns:
-        kinds = {type(v) for v in frame[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        kinds = {
+            type(v) for v in frame[col] if v is not None and not (isinstance(v, float) and math.isnan(v))
+        }
         if len(kinds) > 1 and not kinds <= {int, float}:
             frame[col] = [None if v is None else str(v) for v in frame[col]]
     return frame

@@ -33,24 +33,45 @@ class Metric:
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def _add(name: str, unit: str, higher_is_better: bool | None, help: str, *, delta: Delta = "relative",
-         stage: Stage = "always", sample_sensitive: bool = False) -> None:
-    METRICS.register(name, Metric(name, unit, higher_is_better, delta, help, stage, sample_sensitive), help=help)
+def _add(
+    name: str,
+    unit: str,
+    higher_is_better: bool | None,
+    help: str,
+    *,
+    delta: Delta = "relative",
+    stage: Stage = "always",
+    sample_sensitive: bool = False,
+) -> None:
+    METRICS.register(
+        name, Metric(name, unit, higher_is_better, delta, help, stage, sample_sensitive), help=help
+    )
 
 
 # size and compute
 _add("params", "count", False, "parameters of the denoiser")
 _add("params_removed_frac", "fraction", None, "fraction of prunable parameters removed", delta="absolute")
-_add("units_removed_frac", "fraction", None, "fraction of prunable units (heads, FFN units) removed",
-     delta="absolute")
+_add(
+    "units_removed_frac",
+    "fraction",
+    None,
+    "fraction of prunable units (heads, FFN units) removed",
+    delta="absolute",
+)
 _add("disk_bytes", "B", False, "size of the saved denoiser")
 _add("flops_per_step", "FLOP", False, "FLOPs of one denoiser call")
 # speed
 _add("latency_image_s", "s", False, "seconds per image (mean; p50/p90/p99 in details)")
 _add("latency_step_s", "s", False, "seconds per denoising step")
 _add("throughput_img_per_s", "img/s", True, "images per second")
-_add("latency_ratio_vs_base", "ratio", False, "pruned / base mean latency, timed interleaved in one window",
-     delta="absolute", stage="pruned")
+_add(
+    "latency_ratio_vs_base",
+    "ratio",
+    False,
+    "pruned / base mean latency, timed interleaved in one window",
+    delta="absolute",
+    stage="pruned",
+)
 # memory
 _add("cuda_peak_allocated_bytes", "B", False, "peak CUDA memory allocated")
 _add("cuda_peak_reserved_bytes", "B", False, "peak CUDA memory reserved")
@@ -65,9 +86,22 @@ _add("energy_image_j", "J", False, "total energy per image used for carbon")
 _add("gco2e_per_1000_images", "gCO2e", False, "grams CO2-equivalent per 1,000 images")
 # image quality (asked for in evaluation.metrics)
 _QUALITY = {"delta": "absolute", "stage": "evaluation"}
-_add("fid", "", False, "Frechet Inception Distance against the reference set", sample_sensitive=True, **_QUALITY)
-_add("frechet_distance", "", False, "Frechet distance in the suite's feature extractor's space",
-     sample_sensitive=True, **_QUALITY)
+_add(
+    "fid",
+    "",
+    False,
+    "Frechet Inception Distance against the reference set",
+    sample_sensitive=True,
+    **_QUALITY,
+)
+_add(
+    "frechet_distance",
+    "",
+    False,
+    "Frechet distance in the suite's feature extractor's space",
+    sample_sensitive=True,
+    **_QUALITY,
+)
 _add("clip_score", "", True, "100 x cosine(image, prompt) in CLIP space", sample_sensitive=True, **_QUALITY)
 _add("ssim_vs_base", "", True, "SSIM against the unpruned model's images of the same seeds", **_QUALITY)
 _add("psnr_vs_base", "dB", True, "PSNR against the unpruned model's images of the same seeds", **_QUALITY)

@@ -42,9 +42,20 @@ RECORD_STATUSES: tuple[str, ...] = ("ok", "failed")
 CALL_SETTINGS: tuple[str, ...] = ("steps", "guidance", "height", "width", "max_sequence_length")
 #: Top-level fields that are plain columns in exports and in the store's index, in this order.
 RECORD_COLUMNS: tuple[str, ...] = (
-    "record_id", "run_id", "suite", "suite_hash", "created_at", "model", "family", "method", "ratio",
-    "seed", "smoke", "status", "error",
-)  # fmt: skip
+    "record_id",
+    "run_id",
+    "suite",
+    "suite_hash",
+    "created_at",
+    "model",
+    "family",
+    "method",
+    "ratio",
+    "seed",
+    "smoke",
+    "status",
+    "error",
+)
 
 
 def utc_now() -> str:
@@ -86,7 +97,9 @@ class RunRecord(BaseModel):
     def _keys_are_names(cls, v: dict[str, Value]) -> dict[str, Value]:
         for key, value in v.items():
             if value.name != key:
-                raise ValueError(f"metrics.{key} holds a value named {value.name!r}; the key must equal the name")
+                raise ValueError(
+                    f"metrics.{key} holds a value named {value.name!r}; the key must equal the name"
+                )
         return v
 
     @model_validator(mode="after")
@@ -151,7 +164,9 @@ def _describe(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
     missing = [str(e["loc"][0]) for e in errors if e["type"] == "missing" and len(e["loc"]) == 1]
     required = [n for n, f in RunRecord.model_fields.items() if f.is_required()]
-    lines = [f"run record is missing {', '.join(missing)} (required: {', '.join(required)})"] if missing else []
+    lines = (
+        [f"run record is missing {', '.join(missing)} (required: {', '.join(required)})"] if missing else []
+    )
     for e in errors:
         if e["type"] == "missing" and len(e["loc"]) == 1:
             continue

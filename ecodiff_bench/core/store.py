@@ -133,8 +133,18 @@ class Store:
                      run_id=excluded.run_id, suite=excluded.suite, model=excluded.model,
                      method=excluded.method, smoke=excluded.smoke, status=excluded.status,
                      created_at=excluded.created_at, written_at=excluded.written_at, data=excluded.data""",
-                (rec["record_id"], rec["run_id"], rec["suite"], rec["model"], rec["method"], int(rec["smoke"]),
-                 rec["status"], str(rec["created_at"]), utc_now(), data),
+                (
+                    rec["record_id"],
+                    rec["run_id"],
+                    rec["suite"],
+                    rec["model"],
+                    rec["method"],
+                    int(rec["smoke"]),
+                    rec["status"],
+                    str(rec["created_at"]),
+                    utc_now(),
+                    data,
+                ),
             )
         return rec
 
@@ -176,8 +186,13 @@ class Store:
         if status is not None and status not in RECORD_STATUSES:
             raise ValueError(f"status must be one of {RECORD_STATUSES} or None, got {status!r}")
         where, args = [], []
-        for column, value in (("suite", suite), ("run_id", run_id), ("model", model), ("status", status),
-                              ("method", method)):
+        for column, value in (
+            ("suite", suite),
+            ("run_id", run_id),
+            ("model", model),
+            ("status", status),
+            ("method", method),
+        ):
             if value is not None:
                 where.append(f"r.{column} = ?")
                 args.append(value)
@@ -187,7 +202,9 @@ class Store:
             where.append("r.smoke = 0")
         if tag is not None:
             if not self._conn.execute("SELECT 1 FROM tags WHERE name = ? LIMIT 1", (tag,)).fetchone():
-                raise StoreError(f"unknown release tag {tag!r}; known tags: {', '.join(self.tag_names()) or 'none'}")
+                raise StoreError(
+                    f"unknown release tag {tag!r}; known tags: {', '.join(self.tag_names()) or 'none'}"
+                )
             where.append("r.record_id IN (SELECT record_id FROM tags WHERE name = ?)")
             args.append(tag)
         if record_ids is not None:
@@ -215,21 +232,35 @@ class Store:
                FROM records GROUP BY run_id ORDER BY MIN(created_at) DESC, run_id"""
         ).fetchall()
         out = []
-        for (run_id, suite, first, last, n, n_ok, n_failed, smoke_max, smoke_min, models, methods,
-             n_suites) in rows:
-            out.append({
-                "run_id": run_id,
-                "suite": suite if n_suites == 1 else f"{suite} (+{n_suites - 1} more)",
-                "started": first,
-                "finished": last,
-                "records": n,
-                "ok": int(n_ok or 0),
-                "failed": int(n_failed or 0),
-                "smoke": bool(smoke_max) if smoke_max == smoke_min else "mixed",
-                "models": sorted((models or "").split(",")) if models else [],
-                "methods": sorted((methods or "").split(",")) if methods else [],
-                "tags": self._tags_of_run(run_id),
-            })
+        for (
+            run_id,
+            suite,
+            first,
+            last,
+            n,
+            n_ok,
+            n_failed,
+            smoke_max,
+            smoke_min,
+            models,
+            methods,
+            n_suites,
+        ) in rows:
+            out.append(
+                {
+                    "run_id": run_id,
+                    "suite": suite if n_suites == 1 else f"{suite} (+{n_suites - 1} more)",
+                    "started": first,
+                    "finished": last,
+                    "records": n,
+                    "ok": int(n_ok or 0),
+                    "failed": int(n_failed or 0),
+                    "smoke": bool(smoke_max) if smoke_max == smoke_min else "mixed",
+                    "models": sorted((models or "").split(",")) if models else [],
+                    "methods": sorted((methods or "").split(",")) if methods else [],
+                    "tags": self._tags_of_run(run_id),
+                }
+            )
         return out
 
     def _tags_of_run(self, run_id: str) -> list[str]:
@@ -261,15 +292,20 @@ class Store:
         if (record_ids is None) == (run_id is None):
             raise StoreError("tag(): give either record_ids or run_id (exactly one)")
         if run_id is not None:
-            ids = [r[0] for r in self._conn.execute("SELECT record_id FROM records WHERE run_id = ?", (run_id,))]
+            ids = [
+                r[0] for r in self._conn.execute("SELECT record_id FROM records WHERE run_id = ?", (run_id,))
+            ]
             if not ids:
-                raise StoreError(f"no records with run_id {run_id!r}; known runs: {', '.join(self.run_ids()[:10]) or 'none'}")
+                raise StoreError(
+                    f"no records with run_id {run_id!r}; known runs: {', '.join(self.run_ids()[:10]) or 'none'}"
+                )
         else:
             ids = list(dict.fromkeys(record_ids))
             if not ids:
                 raise StoreError("tag(): record_ids is empty")
             known = {
-                r[0] for r in self._conn.execute(
+                r[0]
+                for r in self._conn.execute(
                     f"SELECT record_id FROM records WHERE record_id IN ({', '.join('?' * len(ids))})", ids
                 )
             }
@@ -280,10 +316,14 @@ class Store:
         with self._write() as conn:
             exists = conn.execute("SELECT 1 FROM tags WHERE name = ? LIMIT 1", (name,)).fetchone()
             if exists and not replace:
-                raise StoreError(f"tag {name!r} already exists; releases are immutable (use replace=True / --replace)")
+                raise StoreError(
+                    f"tag {name!r} already exists; releases are immutable (use replace=True / --replace)"
+                )
             conn.execute("DELETE FROM tags WHERE name = ?", (name,))
-            conn.executemany("INSERT INTO tags (name, record_id, created_at) VALUES (?, ?, ?)",
-                             [(name, i, now) for i in ids])
+            conn.executemany(
+                "INSERT INTO tags (name, record_id, created_at) VALUES (?, ?, ?)",
+                [(name, i, now) for i in ids],
+            )
         return ids
 
     def tag_names(self) -> list[str]:
@@ -296,8 +336,13 @@ class Store:
                GROUP BY t.name ORDER BY MIN(t.created_at), t.name"""
         ).fetchall()
         return [
-            {"name": n, "created_at": c, "records": k, "runs": sorted((runs or "").split(",")) if runs else [],
-             "smoke": bool(smoke)}
+            {
+                "name": n,
+                "created_at": c,
+                "records": k,
+                "runs": sorted((runs or "").split(",")) if runs else [],
+                "smoke": bool(smoke),
+            }
             for n, c, k, runs, smoke in rows
         ]
 
@@ -313,4 +358,3 @@ class Store:
         nested records, one per line. ``fmt`` defaults to the file suffix.
         """
         return export_records(self.records(**filters), path, fmt)
-

@@ -43,9 +43,15 @@ class MetricThreshold(BaseModel):
 
     max_increase: float | None = Field(None, ge=0, description="candidate - baseline may be at most this")
     max_decrease: float | None = Field(None, ge=0, description="baseline - candidate may be at most this")
-    max_increase_frac: float | None = Field(None, ge=0, description="(candidate - baseline) / |baseline| at most")
-    max_decrease_frac: float | None = Field(None, ge=0, description="(baseline - candidate) / |baseline| at most")
-    required: bool = Field(False, description="fail (instead of 'not compared') when the metric is unavailable")
+    max_increase_frac: float | None = Field(
+        None, ge=0, description="(candidate - baseline) / |baseline| at most"
+    )
+    max_decrease_frac: float | None = Field(
+        None, ge=0, description="(baseline - candidate) / |baseline| at most"
+    )
+    required: bool = Field(
+        False, description="fail (instead of 'not compared') when the metric is unavailable"
+    )
 
     @model_validator(mode="after")
     def _one_bound(self) -> MetricThreshold:
@@ -60,7 +66,9 @@ class MetricThreshold(BaseModel):
 def check_metric_name(name: str) -> str:
     """``name`` if the catalog knows it; else a ``ValueError`` naming the closest metric."""
     if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}.{suggest(name, METRICS)} Known metrics: {', '.join(METRICS)}")
+        raise ValueError(
+            f"unknown metric {name!r}.{suggest(name, METRICS)} Known metrics: {', '.join(METRICS)}"
+        )
     return name
 
 

@@ -30,11 +30,15 @@ class Value:
             raise ValueError(f"Value {self.name!r}: status {self.status!r} is not one of {STATUSES}")
         if self.status == "unavailable":
             if self.value is not None:
-                raise ValueError(f"Value {self.name!r}: an unavailable value must be None, got {self.value!r}")
+                raise ValueError(
+                    f"Value {self.name!r}: an unavailable value must be None, got {self.value!r}"
+                )
             if not self.note:
                 raise ValueError(f"Value {self.name!r}: say why it is unavailable (note=...)")
         elif self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
-            raise ValueError(f"Value {self.name!r}: status {self.status!r} needs a number, got {self.value!r}")
+            raise ValueError(
+                f"Value {self.name!r}: status {self.status!r} needs a number, got {self.value!r}"
+            )
 
     @classmethod
     def unavailable(cls, name: str, unit: str, why: str, higher_is_better: bool | None = None) -> Value:

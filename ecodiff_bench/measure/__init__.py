@@ -14,17 +14,17 @@ from ecodiff_bench.measure.carbon import (
     gco2e,
     write_emissions_csv,
 )
+from ecodiff_bench.measure.cpu_energy import RaplReader
 from ecodiff_bench.measure.energy import (
     EnergyMonitor,
     EnergyWindow,
     GpuEnergy,
-    PowerSampler,
-    RaplReader,
     UnknownWindowError,
     measure_energy,
 )
 from ecodiff_bench.measure.latency import LatencySampler, Timer, interleaved, latency_values, time_callable
 from ecodiff_bench.measure.memory import MemoryTracker, count_parameters, disk_size, flops_per_step
+from ecodiff_bench.measure.power import PowerSampler
 
 __all__ = [
     "CarbonIntensity",

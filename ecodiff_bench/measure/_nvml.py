@@ -84,8 +84,12 @@ class NvmlSession:
         except nvml.NVMLError as err:
             self.reason = describe_nvml_error(nvml, err)
             absent_types = tuple(
-                t for t in (getattr(nvml, "NVMLError_LibraryNotFound", None),
-                            getattr(nvml, "NVMLError_DriverNotLoaded", None)) if t is not None
+                t
+                for t in (
+                    getattr(nvml, "NVMLError_LibraryNotFound", None),
+                    getattr(nvml, "NVMLError_DriverNotLoaded", None),
+                )
+                if t is not None
             )
             self.absent = bool(absent_types) and isinstance(err, absent_types)
             return self

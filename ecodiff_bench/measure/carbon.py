@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import functools
 import os
 import platform
@@ -23,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ecodiff_bench.core.registry import suggest
 from ecodiff_bench.core.values import Value
 
 __all__ = [
@@ -50,9 +50,19 @@ class CarbonIntensity:
     source: str
 
     def to_value(self) -> Value:
-        return Value("carbon_intensity_g_per_kwh", self.g_per_kwh, "gCO2e/kWh", "estimated", False,
-                     note=self.source, details={"country_iso_code": self.country_iso_code,
-                                                "region": self.region, "country_name": self.country_name})
+        return Value(
+            "carbon_intensity_g_per_kwh",
+            self.g_per_kwh,
+            "gCO2e/kWh",
+            "estimated",
+            False,
+            note=self.source,
+            details={
+                "country_iso_code": self.country_iso_code,
+                "region": self.region,
+                "country_name": self.country_name,
+            },
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,11 +78,6 @@ def _codecarbon_version() -> str:
     except ImportError:
         return "unknown"
     return str(__version__)
-
-
-def _suggest(value: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(value, list(choices), n=3, cutoff=0.5)
-    return f" Did you mean: {', '.join(close)}?" if close else ""
 
 
 def _regions_of(country: str) -> list[str]:
@@ -96,12 +101,14 @@ def carbon_intensity(country_iso_code: str | None, region: str | None = None) ->
     Canadian provinces, Chinese provinces, Nordic bidding zones), else it must be None.
     """
     if country_iso_code is None or not str(country_iso_code).strip():
-        raise ValueError("country_iso_code: required to compute carbon (ISO 3166-1 alpha-3, e.g. 'FRA', "
-                         "'USA', 'DEU'); ecodiff-bench never geolocates and has no default country")
+        raise ValueError(
+            "country_iso_code: required to compute carbon (ISO 3166-1 alpha-3, e.g. 'FRA', "
+            "'USA', 'DEU'); ecodiff-bench never geolocates and has no default country"
+        )
     country = str(country_iso_code).strip().upper()
     mix = _data_source().get_global_energy_mix_data()
     if country not in mix:
-        hint = _suggest(country, mix)
+        hint = suggest(country, mix, n=3, cutoff=0.5)
         if len(country) == 2:
             try:
                 import pycountry
@@ -111,9 +118,11 @@ def carbon_intensity(country_iso_code: str | None, region: str | None = None) ->
                 match = None
             if match is not None:
                 hint = f" {country!r} is an alpha-2 code; the alpha-3 code is {match.alpha_3!r}."
-        raise ValueError(f"country_iso_code: {country_iso_code!r} is not an ISO 3166-1 alpha-3 code known to "
-                         f"codecarbon {_codecarbon_version()}.{hint} ({len(mix)} codes, "
-                         "e.g. FRA, DEU, USA, GBR, JPN)")
+        raise ValueError(
+            f"country_iso_code: {country_iso_code!r} is not an ISO 3166-1 alpha-3 code known to "
+            f"codecarbon {_codecarbon_version()}.{hint} ({len(mix)} codes, "
+            "e.g. FRA, DEU, USA, GBR, JPN)"
+        )
     name = str(mix[country].get("country_name", country))
     from codecarbon.core.emissions import Emissions
     from codecarbon.core.units import Energy
@@ -122,24 +131,34 @@ def carbon_intensity(country_iso_code: str | None, region: str | None = None) ->
     if region is not None and str(region).strip():
         region = str(region).strip()
         if country not in _REGIONAL_COUNTRIES:
-            raise ValueError(f"region: codecarbon has regional data only for {', '.join(_REGIONAL_COUNTRIES)}; "
-                             f"got region {region!r} for {country}. Leave region empty to use the national "
-                             "figure.")
+            raise ValueError(
+                f"region: codecarbon has regional data only for {', '.join(_REGIONAL_COUNTRIES)}; "
+                f"got region {region!r} for {country}. Leave region empty to use the national "
+                "figure."
+            )
         regions = _regions_of(country)
         key = region.upper() if country in _NORDIC else region.lower()
         if key not in regions:
-            raise ValueError(f"region: {region!r} is not a region codecarbon knows for {country}."
-                             f"{_suggest(key, regions)} (known: {', '.join(regions[:12])}"
-                             f"{', ...' if len(regions) > 12 else ''})")
+            raise ValueError(
+                f"region: {region!r} is not a region codecarbon knows for {country}."
+                f"{suggest(key, regions, n=3, cutoff=0.5)} (known: {', '.join(regions[:12])}"
+                f"{', ...' if len(regions) > 12 else ''})"
+            )
         region = key
     else:
         region = None
     emissions = Emissions(_data_source())
-    kg = emissions.get_private_infra_emissions(Energy(kWh=1.0), GeoMetadata(country_iso_code=country,
-                                                                             country_name=name, region=region))
+    kg = emissions.get_private_infra_emissions(
+        Energy(kWh=1.0), GeoMetadata(country_iso_code=country, country_name=name, region=region)
+    )
     where = f"{name} ({country}{', ' + region if region else ''})"
-    return CarbonIntensity(country, region, name, float(kg) * 1000.0,
-                           f"codecarbon {_codecarbon_version()} offline data for {where}")
+    return CarbonIntensity(
+        country,
+        region,
+        name,
+        float(kg) * 1000.0,
+        f"codecarbon {_codecarbon_version()} offline data for {where}",
+    )
 
 
 def gco2e(energy_j: float, intensity: CarbonIntensity) -> float:
@@ -147,7 +166,9 @@ def gco2e(energy_j: float, intensity: CarbonIntensity) -> float:
     return energy_j / J_PER_KWH * intensity.g_per_kwh
 
 
-def carbon_values(energy_image_j: Value, country_iso_code: str | None, region: str | None = None) -> dict[str, Value]:
+def carbon_values(
+    energy_image_j: Value, country_iso_code: str | None, region: str | None = None
+) -> dict[str, Value]:
     """``gco2e_per_1000_images`` from a per-image energy Value (normally ``energy_image_j``).
 
     An unavailable energy gives an unavailable carbon figure (with the energy's reason). Carbon is always
@@ -161,10 +182,23 @@ def carbon_values(energy_image_j: Value, country_iso_code: str | None, region: s
     note = f"{energy_image_j.name} x 1000 x {intensity.g_per_kwh:.4g} gCO2e/kWh ({intensity.source})"
     if energy_image_j.status == "estimated":
         note += "; the energy itself is estimated"
-    return {name: Value(name, per_1000, "gCO2e", "estimated", False, note=note,
-                        details={"carbon_intensity_g_per_kwh": intensity.g_per_kwh,
-                                 "country_iso_code": intensity.country_iso_code, "region": intensity.region,
-                                 "energy_name": energy_image_j.name, "energy_j_per_image": energy_image_j.value})}
+    return {
+        name: Value(
+            name,
+            per_1000,
+            "gCO2e",
+            "estimated",
+            False,
+            note=note,
+            details={
+                "carbon_intensity_g_per_kwh": intensity.g_per_kwh,
+                "country_iso_code": intensity.country_iso_code,
+                "region": intensity.region,
+                "energy_name": energy_image_j.name,
+                "energy_j_per_image": energy_image_j.value,
+            },
+        )
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,34 +255,36 @@ def emissions_csv_row(
     except ImportError:
         ram_gb = ""
     row: dict[str, Any] = {c: "" for c in emissions_csv_columns()}
-    row.update({
-        "timestamp": (timestamp or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
-        "project_name": project_name,
-        "run_id": run_id,
-        "experiment_id": experiment_id,
-        "duration": duration_s,
-        "emissions": emissions_kg,
-        "emissions_rate": emissions_kg / duration_s if duration_s > 0 else "",
-        "cpu_power": power_w(cpu_kwh),
-        "gpu_power": power_w(gpu_kwh),
-        "cpu_energy": cpu_kwh,
-        "gpu_energy": gpu_kwh,
-        "energy_consumed": total_kwh,
-        "country_name": intensity.country_name,
-        "country_iso_code": intensity.country_iso_code,
-        "region": intensity.region or "",
-        "os": platform.platform(),
-        "python_version": platform.python_version(),
-        "codecarbon_version": _codecarbon_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": platform.processor() or platform.machine(),
-        "gpu_count": "" if gpu_count is None else gpu_count,
-        "gpu_model": gpu_model,
-        "ram_total_size": ram_gb,
-        "tracking_mode": "process",
-        "on_cloud": "N",
-        "pue": 1,
-    })
+    row.update(
+        {
+            "timestamp": (timestamp or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+            "project_name": project_name,
+            "run_id": run_id,
+            "experiment_id": experiment_id,
+            "duration": duration_s,
+            "emissions": emissions_kg,
+            "emissions_rate": emissions_kg / duration_s if duration_s > 0 else "",
+            "cpu_power": power_w(cpu_kwh),
+            "gpu_power": power_w(gpu_kwh),
+            "cpu_energy": cpu_kwh,
+            "gpu_energy": gpu_kwh,
+            "energy_consumed": total_kwh,
+            "country_name": intensity.country_name,
+            "country_iso_code": intensity.country_iso_code,
+            "region": intensity.region or "",
+            "os": platform.platform(),
+            "python_version": platform.python_version(),
+            "codecarbon_version": _codecarbon_version(),
+            "cpu_count": os.cpu_count(),
+            "cpu_model": platform.processor() or platform.machine(),
+            "gpu_count": "" if gpu_count is None else gpu_count,
+            "gpu_model": gpu_model,
+            "ram_total_size": ram_gb,
+            "tracking_mode": "process",
+            "on_cloud": "N",
+            "pue": 1,
+        }
+    )
     for k, v in (extra or {}).items():
         if k not in row:
             raise ValueError(f"extra: {k!r} is not an emissions.csv column (columns: {list(row)})")
@@ -256,7 +292,9 @@ def emissions_csv_row(
     return row
 
 
-def write_emissions_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, *, append: bool = True) -> Path:
+def write_emissions_csv(
+    rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, *, append: bool = True
+) -> Path:
     """Write rows with codecarbon's header (appending keeps a single header, as codecarbon does)."""
     path = Path(path)
     columns = emissions_csv_columns()

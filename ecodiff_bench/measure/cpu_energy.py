@@ -56,8 +56,10 @@ class RaplReader:
         self.domains = found
         if not found:
             if denied:
-                self.reason = ("RAPL counters not readable (permission denied on "
-                               f"{', '.join(denied)}; Linux restricts energy_uj to root)")
+                self.reason = (
+                    "RAPL counters not readable (permission denied on "
+                    f"{', '.join(denied)}; Linux restricts energy_uj to root)"
+                )
             else:
                 self.reason = f"no RAPL package domain under {self.root}"
 

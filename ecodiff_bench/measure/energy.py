@@ -22,7 +22,6 @@ the figure carbon is computed from).
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,13 +32,12 @@ from ecodiff_bench.core.values import Status, Value
 from ecodiff_bench.measure._device import synchronize
 from ecodiff_bench.measure._nvml import NvmlSession, describe_nvml_error
 from ecodiff_bench.measure.cpu_energy import RaplReader, codecarbon_cpu_tdp, process_cpu_seconds
+from ecodiff_bench.measure.power import PowerSampler
 
 __all__ = [
     "EnergyMonitor",
     "EnergyWindow",
     "GpuEnergy",
-    "PowerSampler",
-    "RaplReader",
     "UnknownWindowError",
     "measure_energy",
 ]
@@ -59,81 +57,6 @@ def _worst(statuses: list[str]) -> Status:
         if s in statuses:
             return s  # type: ignore[return-value]
     return "measured"
-
-
-# --------------------------------------------------------------------------------------------------
-# GPU power timeline
-# --------------------------------------------------------------------------------------------------
-class PowerSampler:
-    """Samples ``nvmlDeviceGetPowerUsage`` on every GPU from a background thread (for plots, and for the
-    short-window estimate). ``timeline()`` gives ``[[t_s, watts_total], ...]`` from the sampler's start.
-    """
-
-    def __init__(self, session: NvmlSession, *, interval_s: float = 0.1,
-                 clock: Callable[[], float] = time.perf_counter):
-        if interval_s <= 0:
-            raise ValueError(f"interval_s: expected a number > 0, got {interval_s!r}")
-        self.session = session
-        self.interval_s = interval_s
-        self.clock = clock
-        self.samples: list[tuple[float, float, list[float]]] = []  # (clock time, total W, per-GPU W)
-        self.errors: list[str] = []
-        self.t0: float | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def sample(self) -> None:
-        nvml = self.session.nvml
-        watts = []
-        for gpu in self.session.gpus:
-            try:
-                watts.append(nvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0)
-            except nvml.NVMLError as err:
-                msg = f"{gpu.label}: power read failed: {describe_nvml_error(nvml, err)}"
-                if msg not in self.errors:
-                    self.errors.append(msg)
-                return  # a partial total would be misleading: skip this sample
-        with self._lock:
-            self.samples.append((self.clock(), sum(watts), watts))
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
-
-    def start(self) -> PowerSampler:
-        if not self.session.ok:
-            raise RuntimeError(f"PowerSampler: NVML unavailable ({self.session.reason})")
-        if self._thread is not None:
-            raise RuntimeError("PowerSampler already started")
-        self.t0 = self.clock()
-        self.sample()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="ecodiff-power-sampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> list[list[float]]:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-            self.sample()
-        return self.timeline()
-
-    def between(self, t_start: float, t_end: float) -> list[float]:
-        with self._lock:
-            return [w for t, w, _ in self.samples if t_start <= t <= t_end]
-
-    def between_per_gpu(self, t_start: float, t_end: float) -> list[list[float]]:
-        with self._lock:
-            return [per for t, _, per in self.samples if t_start <= t <= t_end]
-
-    def timeline(self) -> list[list[float]]:
-        """``[[seconds since start, total watts], ...]`` (the ``power_timeline`` artifact format)."""
-        with self._lock:
-            t0 = self.t0 if self.t0 is not None else (self.samples[0][0] if self.samples else 0.0)
-            return [[round(t - t0, 6), w] for t, w, _ in self.samples]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -175,8 +98,14 @@ class EnergyWindow:
 
     def total_value(self, name: str = "energy_j", divide_by: float = 1.0) -> Value:
         """GPU gross + CPU energy (divided by ``divide_by``), the way ``energy_image_j`` is built."""
-        parts = {"duration_s": self.duration_s, "gpu_j": self.gpu_j, "cpu_j": self.cpu_j,
-                 "gpu_status": self.gpu_status, "cpu_status": self.cpu_status, "window": self.name}
+        parts = {
+            "duration_s": self.duration_s,
+            "gpu_j": self.gpu_j,
+            "cpu_j": self.cpu_j,
+            "gpu_status": self.gpu_status,
+            "cpu_status": self.cpu_status,
+            "window": self.name,
+        }
         if self.gpu_status == "unavailable" and not self.gpu_absent:
             return Value.unavailable(name, "J", f"GPU energy unavailable: {self.gpu_note}", False)
         notes = []
@@ -193,33 +122,54 @@ class EnergyWindow:
         else:
             notes.append(f"CPU energy not included ({self.cpu_note})")
         if not statuses:
-            return Value.unavailable(name, "J", f"neither GPU ({self.gpu_note}) nor CPU ({self.cpu_note}) "
-                                                "energy is available", False)
+            return Value.unavailable(
+                name,
+                "J",
+                f"neither GPU ({self.gpu_note}) nor CPU ({self.cpu_note}) energy is available",
+                False,
+            )
         if self.gpu_status == "estimated":
             notes.append(f"GPU: {self.gpu_note}")
         if self.cpu_status == "estimated":
             notes.append(f"CPU: {self.cpu_note}")
-        return Value(name, total / divide_by, "J", _worst(statuses), False, note="; ".join(notes),
-                     details=parts)
+        return Value(
+            name, total / divide_by, "J", _worst(statuses), False, note="; ".join(notes), details=parts
+        )
 
     def values(self, images: int, idle_power: Value | None = None) -> dict[str, Value]:
         """Per-image energy metrics for ``images`` images produced in this window."""
         if isinstance(images, bool) or not isinstance(images, int) or images < 1:
             raise ValueError(f"images: expected an integer >= 1, got {images!r}")
-        common = {"window": self.name, "duration_s": self.duration_s, "images": images,
-                  "per_gpu": [g.__dict__ for g in self.gpus], **self.details}
+        common = {
+            "window": self.name,
+            "duration_s": self.duration_s,
+            "images": images,
+            "per_gpu": [g.__dict__ for g in self.gpus],
+            **self.details,
+        }
         out: dict[str, Value] = {}
         if self.gpu_status == "unavailable":
             out["gpu_energy_image_j"] = Value.unavailable("gpu_energy_image_j", "J", self.gpu_note, False)
         else:
-            out["gpu_energy_image_j"] = Value("gpu_energy_image_j", self.gpu_j / images, "J", self.gpu_status,
-                                              False, note=self.gpu_note, details=common)
+            out["gpu_energy_image_j"] = Value(
+                "gpu_energy_image_j",
+                self.gpu_j / images,
+                "J",
+                self.gpu_status,
+                False,
+                note=self.gpu_note,
+                details=common,
+            )
         if idle_power is None:
-            out["idle_power_w"] = Value.unavailable("idle_power_w", "W", "no idle baseline was measured", False)
+            out["idle_power_w"] = Value.unavailable(
+                "idle_power_w", "W", "no idle baseline was measured", False
+            )
         else:
             out["idle_power_w"] = idle_power
         if self.gpu_status == "unavailable":
-            out["gpu_energy_image_net_j"] = Value.unavailable("gpu_energy_image_net_j", "J", self.gpu_note, False)
+            out["gpu_energy_image_net_j"] = Value.unavailable(
+                "gpu_energy_image_net_j", "J", self.gpu_note, False
+            )
         elif idle_power is None or not idle_power.available:
             why = "no idle baseline was measured" if idle_power is None else f"idle power: {idle_power.note}"
             out["gpu_energy_image_net_j"] = Value.unavailable("gpu_energy_image_net_j", "J", why, False)
@@ -229,13 +179,26 @@ class EnergyWindow:
             if net < 0:
                 note += " (negative: the window drew less than the idle baseline; noise or a stale baseline)"
             out["gpu_energy_image_net_j"] = Value(
-                "gpu_energy_image_net_j", net / images, "J", _worst([self.gpu_status, idle_power.status]), False,
-                note=note, details={**common, "idle_power_w": idle_power.value})
+                "gpu_energy_image_net_j",
+                net / images,
+                "J",
+                _worst([self.gpu_status, idle_power.status]),
+                False,
+                note=note,
+                details={**common, "idle_power_w": idle_power.value},
+            )
         if self.cpu_status == "unavailable":
             out["cpu_energy_image_j"] = Value.unavailable("cpu_energy_image_j", "J", self.cpu_note, False)
         else:
-            out["cpu_energy_image_j"] = Value("cpu_energy_image_j", self.cpu_j / images, "J", self.cpu_status,
-                                              False, note=self.cpu_note, details=common)
+            out["cpu_energy_image_j"] = Value(
+                "cpu_energy_image_j",
+                self.cpu_j / images,
+                "J",
+                self.cpu_status,
+                False,
+                note=self.cpu_note,
+                details=common,
+            )
         out["energy_image_j"] = self.total_value("energy_image_j", divide_by=images)
         return out
 
@@ -309,7 +272,8 @@ class EnergyMonitor:
                 if isinstance(err, nvml.NVMLError_NotSupported):
                     self._no_counter[gpu.index] = (
                         f"{gpu.label} has no total-energy counter (needs Volta or newer): "
-                        f"{describe_nvml_error(nvml, err)}")
+                        f"{describe_nvml_error(nvml, err)}"
+                    )
                 # any other error may be transient: it is reported by the window that hits it
 
     def _setup_cpu(self, rapl_root) -> None:
@@ -361,8 +325,9 @@ class EnergyMonitor:
                     try:
                         counters[gpu.index] = float(nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
                     except nvml.NVMLError as err:
-                        counters[gpu.index] = f"{gpu.label}: energy counter read failed: " \
-                                              f"{describe_nvml_error(nvml, err)}"
+                        counters[gpu.index] = (
+                            f"{gpu.label}: energy counter read failed: {describe_nvml_error(nvml, err)}"
+                        )
                 try:
                     power[gpu.index] = nvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
                 except nvml.NVMLError:
@@ -373,8 +338,15 @@ class EnergyMonitor:
                 rapl_reading = self.rapl.read()
             except (OSError, ValueError) as err:
                 rapl_error = f"RAPL read failed: {err}"
-        return _Edge(t=self.clock(), wall=time.time(), counters_mj=counters, power_w=power, rapl=rapl_reading,
-                     rapl_error=rapl_error, cpu_s=process_cpu_seconds())
+        return _Edge(
+            t=self.clock(),
+            wall=time.time(),
+            counters_mj=counters,
+            power_w=power,
+            rapl=rapl_reading,
+            rapl_error=rapl_error,
+            cpu_s=process_cpu_seconds(),
+        )
 
     def begin_window(self, name: str, *, sync: bool = True) -> None:
         if name in self._open:
@@ -386,7 +358,8 @@ class EnergyMonitor:
     def end_window(self, name: str, *, sync: bool = True) -> EnergyWindow:
         if name not in self._open:
             raise UnknownWindowError(
-                f"end_window: no open window named {name!r} (open: {sorted(self._open) or 'none'})")
+                f"end_window: no open window named {name!r} (open: {sorted(self._open) or 'none'})"
+            )
         if sync:
             self.sync()
         end = self._read_edge()
@@ -420,24 +393,37 @@ class EnergyMonitor:
                 out.append(GpuEnergy(gpu.index, gpu.name, None, "unavailable", why))
                 continue
             if b < a:
-                out.append(GpuEnergy(gpu.index, gpu.name, None, "unavailable",
-                                     f"{gpu.label}: energy counter went backwards ({a} -> {b} mJ; "
-                                     "driver reloaded or GPU reset during the window)"))
+                out.append(
+                    GpuEnergy(
+                        gpu.index,
+                        gpu.name,
+                        None,
+                        "unavailable",
+                        f"{gpu.label}: energy counter went backwards ({a} -> {b} mJ; "
+                        "driver reloaded or GPU reset during the window)",
+                    )
+                )
                 continue
             if not short:
-                out.append(GpuEnergy(gpu.index, gpu.name, (b - a) / 1000.0, "measured", "NVML energy counter"))
+                out.append(
+                    GpuEnergy(gpu.index, gpu.name, (b - a) / 1000.0, "measured", "NVML energy counter")
+                )
                 continue
             watts = [w for w in (start.power_w.get(gpu.index), end.power_w.get(gpu.index)) if w is not None]
             if self.sampler is not None:
                 watts += [per[pos] for per in self.sampler.between_per_gpu(start.t, end.t) if len(per) > pos]
             if watts:
                 j = sum(watts) / len(watts) * duration
-                note = (f"window {duration:.3g} s shorter than {self.min_window_s:g} s: mean power "
-                        f"({len(watts)} samples) x time")
+                note = (
+                    f"window {duration:.3g} s shorter than {self.min_window_s:g} s: mean power "
+                    f"({len(watts)} samples) x time"
+                )
             else:
                 j = (b - a) / 1000.0
-                note = (f"window {duration:.3g} s shorter than {self.min_window_s:g} s and no power reading: "
-                        f"raw counter difference (counter updates every ~{COUNTER_PERIOD_S:g} s)")
+                note = (
+                    f"window {duration:.3g} s shorter than {self.min_window_s:g} s and no power reading: "
+                    f"raw counter difference (counter updates every ~{COUNTER_PERIOD_S:g} s)"
+                )
             out.append(GpuEnergy(gpu.index, gpu.name, j, "estimated", note))
         return out
 
@@ -461,8 +447,16 @@ class EnergyMonitor:
                 gpu_note = next((g.note for g in gpus if g.status == "estimated"), "NVML energy counter")
         cpu_j, cpu_status, cpu_note = self._cpu_energy(start, end, duration)
         return EnergyWindow(
-            name=name, duration_s=duration, gpus=gpus, gpu_j=gpu_j, gpu_status=gpu_status, gpu_note=gpu_note,
-            gpu_absent=absent, cpu_j=cpu_j, cpu_status=cpu_status, cpu_note=cpu_note,
+            name=name,
+            duration_s=duration,
+            gpus=gpus,
+            gpu_j=gpu_j,
+            gpu_status=gpu_status,
+            gpu_note=gpu_note,
+            gpu_absent=absent,
+            cpu_j=cpu_j,
+            cpu_status=cpu_status,
+            cpu_note=cpu_note,
             details={"started_at_unix": start.wall, "gpu_names": [g.name for g in self.session.gpus]},
         )
 
@@ -484,8 +478,14 @@ class EnergyMonitor:
         n_cpus = os.cpu_count() or 1
         joules = tdp * cpu_s / n_cpus
         why = f" ({self._cpu_reason})" if self._cpu_reason else ""
-        return joules, "estimated", (f"estimate{why}: TDP {tdp:g} W ({model}) x process CPU time "
-                                     f"{cpu_s:.3g} s / {n_cpus} logical CPUs, as codecarbon's CPU-load model")
+        return (
+            joules,
+            "estimated",
+            (
+                f"estimate{why}: TDP {tdp:g} W ({model}) x process CPU time "
+                f"{cpu_s:.3g} s / {n_cpus} logical CPUs, as codecarbon's CPU-load model"
+            ),
+        )
 
     # -- idle baseline and timeline ---------------------------------------------------------------------
     def measure_idle(self, seconds: float = 5.0) -> Value:
@@ -499,10 +499,18 @@ class EnergyMonitor:
         if w.gpu_status == "unavailable":
             self.idle_power = Value.unavailable("idle_power_w", "W", w.gpu_note, False)
         else:
-            self.idle_power = Value("idle_power_w", w.gpu_j / w.duration_s, "W", w.gpu_status, False,
-                                    note=f"mean GPU power over {w.duration_s:.3g} s idle (sum over GPUs)",
-                                    details={"duration_s": w.duration_s,
-                                             "per_gpu_w": {g.index: g.joules / w.duration_s for g in w.gpus}})
+            self.idle_power = Value(
+                "idle_power_w",
+                w.gpu_j / w.duration_s,
+                "W",
+                w.gpu_status,
+                False,
+                note=f"mean GPU power over {w.duration_s:.3g} s idle (sum over GPUs)",
+                details={
+                    "duration_s": w.duration_s,
+                    "per_gpu_w": {g.index: g.joules / w.duration_s for g in w.gpus},
+                },
+            )
         return self.idle_power
 
     def start_timeline(self, interval_s: float = 0.1) -> PowerSampler:
@@ -551,6 +559,13 @@ def measure_energy(
     out = window.values(images=reps * images_per_call, idle_power=monitor.idle_power)
     for k, v in out.items():
         if v.available and k != "idle_power_w":
-            out[k] = Value(v.name, v.value, v.unit, v.status, v.higher_is_better, v.note,
-                           {**v.details, "reps": reps, "images_per_call": images_per_call})
+            out[k] = Value(
+                v.name,
+                v.value,
+                v.unit,
+                v.status,
+                v.higher_is_better,
+                v.note,
+                {**v.details, "reps": reps, "images_per_call": images_per_call},
+            )
     return out

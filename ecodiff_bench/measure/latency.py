@@ -38,7 +38,9 @@ class Timer:
         on_cuda = self.device is not None and self.device.type == "cuda"
         if clock == "cuda_events" and not on_cuda:
             raise ValueError(f"clock='cuda_events' needs a CUDA device, got device {self.device}")
-        self.clock = "cuda_events" if (clock == "auto" and on_cuda) or clock == "cuda_events" else "perf_counter"
+        self.clock = (
+            "cuda_events" if (clock == "auto" and on_cuda) or clock == "cuda_events" else "perf_counter"
+        )
         self.elapsed_s: float | None = None
         self.host_elapsed_s: float | None = None
         self._events = None
@@ -123,27 +125,45 @@ def latency_values(
         **dict(extra_details or {}),
     }
     image_details = {
-        "p50": p50, "p90": p90, "p99": p99,
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
         "stdev": statistics.stdev(per_image.tolist()) if n > 1 else 0.0,
-        "min": float(per_image.min()), "max": float(per_image.max()),
+        "min": float(per_image.min()),
+        "max": float(per_image.max()),
         "call_mean_s": float(calls.mean()),
         **common,
     }
-    out = {"latency_image_s": Value("latency_image_s", float(per_image.mean()), "s", "measured", False,
-                                    details=image_details)}
+    out = {
+        "latency_image_s": Value(
+            "latency_image_s", float(per_image.mean()), "s", "measured", False, details=image_details
+        )
+    }
     if steps_per_call is None:
         out["latency_step_s"] = Value.unavailable(
-            "latency_step_s", "s", "steps_per_call was not given", False)
+            "latency_step_s", "s", "steps_per_call was not given", False
+        )
     else:
         per_step = calls / steps_per_call
         out["latency_step_s"] = Value(
-            "latency_step_s", float(per_step.mean()), "s", "measured", False,
+            "latency_step_s",
+            float(per_step.mean()),
+            "s",
+            "measured",
+            False,
             note="call time / steps (whole batch; includes the call's fixed costs spread over the steps)",
-            details={"p50": float(np.percentile(per_step, 50)),
-                     "stdev": statistics.stdev(per_step.tolist()) if n > 1 else 0.0, **common},
+            details={
+                "p50": float(np.percentile(per_step, 50)),
+                "stdev": statistics.stdev(per_step.tolist()) if n > 1 else 0.0,
+                **common,
+            },
         )
     out["throughput_img_per_s"] = Value(
-        "throughput_img_per_s", float(images_per_call * n / calls.sum()), "img/s", "measured", True,
+        "throughput_img_per_s",
+        float(images_per_call * n / calls.sum()),
+        "img/s",
+        "measured",
+        True,
         details=common,
     )
     return out
@@ -155,11 +175,18 @@ class LatencySampler:
     Use it when the timed loop is yours (e.g. while generating the images that quality metrics need).
     """
 
-    def __init__(self, *, images_per_call: int = 1, steps_per_call: int | None = None, device: Any = None,
-                 clock: str = "auto"):
+    def __init__(
+        self,
+        *,
+        images_per_call: int = 1,
+        steps_per_call: int | None = None,
+        device: Any = None,
+        clock: str = "auto",
+    ):
         self.images_per_call = _check_positive_int("images_per_call", images_per_call)
-        self.steps_per_call = None if steps_per_call is None else _check_positive_int("steps_per_call",
-                                                                                        steps_per_call)
+        self.steps_per_call = (
+            None if steps_per_call is None else _check_positive_int("steps_per_call", steps_per_call)
+        )
         self.device = device
         self.clock = clock
         self.call_seconds: list[float] = []
@@ -182,9 +209,13 @@ class LatencySampler:
         return float(sum(self.call_seconds))
 
     def values(self, **extra_details: Any) -> dict[str, Value]:
-        return latency_values(self.call_seconds, images_per_call=self.images_per_call,
-                              steps_per_call=self.steps_per_call, clock=self.clock_used or "perf_counter",
-                              extra_details=extra_details)
+        return latency_values(
+            self.call_seconds,
+            images_per_call=self.images_per_call,
+            steps_per_call=self.steps_per_call,
+            clock=self.clock_used or "perf_counter",
+            extra_details=extra_details,
+        )
 
 
 def time_callable(
@@ -208,8 +239,9 @@ def time_callable(
     _check_nonneg("min_seconds", min_seconds)
     if max_reps < min_reps:
         raise ValueError(f"max_reps: must be >= min_reps ({min_reps}), got {max_reps}")
-    sampler = LatencySampler(images_per_call=images_per_call, steps_per_call=steps_per_call, device=device,
-                             clock=clock)
+    sampler = LatencySampler(
+        images_per_call=images_per_call, steps_per_call=steps_per_call, device=device, clock=clock
+    )
     for _ in range(warmup):
         fn()
     synchronize(sampler.device)
@@ -217,8 +249,13 @@ def time_callable(
         with sampler.measure():
             fn()
     hit_cap = sampler.n >= max_reps and (sampler.n < min_reps or sampler.total_s < min_seconds)
-    return sampler.values(warmup=warmup, min_reps=min_reps, min_seconds=min_seconds, max_reps=max_reps,
-                          stopped_at_max_reps=hit_cap)
+    return sampler.values(
+        warmup=warmup,
+        min_reps=min_reps,
+        min_seconds=min_seconds,
+        max_reps=max_reps,
+        stopped_at_max_reps=hit_cap,
+    )
 
 
 def interleaved(
@@ -259,8 +296,10 @@ def interleaved(
 
     images = per_label(images_per_call, "images_per_call")
     steps = per_label(steps_per_call, "steps_per_call")
-    samplers = {k: LatencySampler(images_per_call=images[k], steps_per_call=steps[k], device=device,
-                                  clock=clock) for k in labels}
+    samplers = {
+        k: LatencySampler(images_per_call=images[k], steps_per_call=steps[k], device=device, clock=clock)
+        for k in labels
+    }
     for _ in range(warmup):
         for k in labels:
             fns[k]()
@@ -271,5 +310,7 @@ def interleaved(
             with samplers[k].measure():
                 fns[k]()
         done += 1
-    return {k: samplers[k].values(warmup=warmup, rounds=done, interleaved_with=[x for x in labels if x != k])
-            for k in labels}
+    return {
+        k: samplers[k].values(warmup=warmup, rounds=done, interleaved_with=[x for x in labels if x != k])
+        for k in labels
+    }

@@ -137,40 +137,70 @@ class MemoryTracker:
 
             dev = {"device": str(self.device)}
             out["cuda_peak_allocated_bytes"] = Value(
-                "cuda_peak_allocated_bytes", float(torch.cuda.max_memory_allocated(self.device)), "B",
-                "measured", False, details=dev)
+                "cuda_peak_allocated_bytes",
+                float(torch.cuda.max_memory_allocated(self.device)),
+                "B",
+                "measured",
+                False,
+                details=dev,
+            )
             out["cuda_peak_reserved_bytes"] = Value(
-                "cuda_peak_reserved_bytes", float(torch.cuda.max_memory_reserved(self.device)), "B",
-                "measured", False, details=dev)
+                "cuda_peak_reserved_bytes",
+                float(torch.cuda.max_memory_reserved(self.device)),
+                "B",
+                "measured",
+                False,
+                details=dev,
+            )
         else:
             why = f"device {self.device} is not a CUDA device"
             out["cuda_peak_allocated_bytes"] = Value.unavailable("cuda_peak_allocated_bytes", "B", why, False)
             out["cuda_peak_reserved_bytes"] = Value.unavailable("cuda_peak_reserved_bytes", "B", why, False)
         if self._nvml_error is not None and self._nvml_peak is None:
             out["nvml_memory_used_bytes"] = Value.unavailable(
-                "nvml_memory_used_bytes", "B", f"NVML memory read failed: {self._nvml_error}", False)
+                "nvml_memory_used_bytes", "B", f"NVML memory read failed: {self._nvml_error}", False
+            )
         elif self._nvml_peak is not None:
             how = "max of samples" if self.nvml_interval_s else "max of window start and end"
             out["nvml_memory_used_bytes"] = Value(
-                "nvml_memory_used_bytes", float(self._nvml_peak), "B", "measured", False,
+                "nvml_memory_used_bytes",
+                float(self._nvml_peak),
+                "B",
+                "measured",
+                False,
                 note=f"device-wide (all processes, CUDA context included); {how}",
-                details={"gpu": self._nvml_gpu.label, "interval_s": self.nvml_interval_s})
+                details={"gpu": self._nvml_gpu.label, "interval_s": self.nvml_interval_s},
+            )
         else:
-            out["nvml_memory_used_bytes"] = Value.unavailable("nvml_memory_used_bytes", "B",
-                                                              self._nvml_reason, False)
+            out["nvml_memory_used_bytes"] = Value.unavailable(
+                "nvml_memory_used_bytes", "B", self._nvml_reason, False
+            )
         hwm = _read_vm_hwm_bytes() if self._rss_reset else None
         if hwm is not None:
-            out["peak_rss_bytes"] = Value("peak_rss_bytes", float(hwm), "B", "measured", False,
-                                          note="VmHWM over the window (reset at window start)")
+            out["peak_rss_bytes"] = Value(
+                "peak_rss_bytes",
+                float(hwm),
+                "B",
+                "measured",
+                False,
+                note="VmHWM over the window (reset at window start)",
+            )
         else:
             out["peak_rss_bytes"] = Value(
-                "peak_rss_bytes", float(_lifetime_peak_rss_bytes()), "B", "measured", False,
-                note="process-lifetime peak (getrusage); the peak could not be reset at window start")
+                "peak_rss_bytes",
+                float(_lifetime_peak_rss_bytes()),
+                "B",
+                "measured",
+                False,
+                note="process-lifetime peak (getrusage); the peak could not be reset at window start",
+            )
         return out
 
     def values(self) -> dict[str, Value]:
         if self._result is None:
-            raise RuntimeError("MemoryTracker.values(): the window has not ended; use `with MemoryTracker() as m:`")
+            raise RuntimeError(
+                "MemoryTracker.values(): the window has not ended; use `with MemoryTracker() as m:`"
+            )
         return dict(self._result)
 
 
@@ -245,9 +275,19 @@ def flops_per_step(step_fn: Callable[[], Any], *, name: str = "flops_per_step") 
     total = int(counter.get_total_flops())
     by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
     if total == 0:
-        return Value.unavailable(name, "FLOP", "the step ran no operation FlopCounterMode counts "
-                                              "(matmul, convolution, attention)", False)
-    return Value(name, float(total), "FLOP", "measured", False,
-                 note="torch.utils.flop_counter: matmul/convolution/attention FLOPs (2 per multiply-add); "
-                      "elementwise ops not counted",
-                 details={"by_operator": by_op})
+        return Value.unavailable(
+            name,
+            "FLOP",
+            "the step ran no operation FlopCounterMode counts (matmul, convolution, attention)",
+            False,
+        )
+    return Value(
+        name,
+        float(total),
+        "FLOP",
+        "measured",
+        False,
+        note="torch.utils.flop_counter: matmul/convolution/attention FLOPs (2 per multiply-add); "
+        "elementwise ops not counted",
+        details={"by_operator": by_op},
+    )

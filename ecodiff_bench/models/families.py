@@ -34,10 +34,20 @@ _ARCH_PIPELINES = {
     "flux": ("FluxPipeline", "transformer"),
 }
 _PIPELINE_ARGUMENTS = {
-    "sdxl": {"steps": "num_inference_steps", "guidance": "guidance_scale", "height": "height", "width": "width"},
-    "flux": {"steps": "num_inference_steps", "guidance": "guidance_scale", "height": "height", "width": "width",
-             "max_sequence_length": "max_sequence_length"},
-}  # fmt: skip
+    "sdxl": {
+        "steps": "num_inference_steps",
+        "guidance": "guidance_scale",
+        "height": "height",
+        "width": "width",
+    },
+    "flux": {
+        "steps": "num_inference_steps",
+        "guidance": "guidance_scale",
+        "height": "height",
+        "width": "width",
+        "max_sequence_length": "max_sequence_length",
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -104,8 +114,19 @@ FAMILIES: Registry[Family] = Registry("family")
 MODELS: Registry[NamedModel] = Registry("model")
 
 
-def _add_family(name: str, arch: str, hub_id: str, *, step_distilled: bool, steps: int, guidance: float,
-                size: int, description: str, max_sequence_length: int | None = None, gated: bool = False) -> None:
+def _add_family(
+    name: str,
+    arch: str,
+    hub_id: str,
+    *,
+    step_distilled: bool,
+    steps: int,
+    guidance: float,
+    size: int,
+    description: str,
+    max_sequence_length: int | None = None,
+    gated: bool = False,
+) -> None:
     """Register a family (config file ``<name>.json``) and the named model of the same name (its hub id)."""
     pipeline_class, denoiser_attr = _ARCH_PIPELINES[arch]
     defaults: dict[str, Any] = {"steps": steps, "guidance": guidance, "height": size, "width": size}
@@ -124,27 +145,52 @@ def _add_family(name: str, arch: str, hub_id: str, *, step_distilled: bool, step
         description=description,
     )
     FAMILIES.register(fam.name, fam, help=fam.description)
-    MODELS.register(fam.name, NamedModel(fam.name, fam.name, fam.hub_id, fam.description), help=fam.description)
+    MODELS.register(
+        fam.name, NamedModel(fam.name, fam.name, fam.hub_id, fam.description), help=fam.description
+    )
 
 
 _add_family(
-    "sdxl", "sdxl", "stabilityai/stable-diffusion-xl-base-1.0",
-    step_distilled=False, steps=50, guidance=5.0, size=1024,
+    "sdxl",
+    "sdxl",
+    "stabilityai/stable-diffusion-xl-base-1.0",
+    step_distilled=False,
+    steps=50,
+    guidance=5.0,
+    size=1024,
     description="Stable Diffusion XL base 1.0: UNet 2.57B params, 50 steps, CFG 5.0, 1024x1024",
 )
 _add_family(
-    "sdxl-turbo", "sdxl", "stabilityai/sdxl-turbo",
-    step_distilled=True, steps=4, guidance=0.0, size=512,
+    "sdxl-turbo",
+    "sdxl",
+    "stabilityai/sdxl-turbo",
+    step_distilled=True,
+    steps=4,
+    guidance=0.0,
+    size=512,
     description="SDXL-Turbo (adversarially distilled SDXL): 1-4 steps, no CFG, 512x512",
 )
 _add_family(
-    "flux-dev", "flux", "black-forest-labs/FLUX.1-dev",
-    step_distilled=False, steps=50, guidance=3.5, size=1024, max_sequence_length=512, gated=True,
+    "flux-dev",
+    "flux",
+    "black-forest-labs/FLUX.1-dev",
+    step_distilled=False,
+    steps=50,
+    guidance=3.5,
+    size=1024,
+    max_sequence_length=512,
+    gated=True,
     description="FLUX.1-dev (guidance-distilled): transformer 11.9B params, 50 steps, guidance 3.5, 1024x1024",
 )
 _add_family(
-    "flux-schnell", "flux", "black-forest-labs/FLUX.1-schnell",
-    step_distilled=True, steps=4, guidance=0.0, size=1024, max_sequence_length=256,
+    "flux-schnell",
+    "flux",
+    "black-forest-labs/FLUX.1-schnell",
+    step_distilled=True,
+    steps=4,
+    guidance=0.0,
+    size=1024,
+    max_sequence_length=256,
     description="FLUX.1-schnell (timestep-distilled): 4 steps, no guidance, max_sequence_length 256",
 )
 

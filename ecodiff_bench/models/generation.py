@@ -102,7 +102,9 @@ def generate(
     if len(prompt_list) == 1 and len(seed_list) > 1:
         prompt_list = prompt_list * len(seed_list)
     if len(prompt_list) != len(seed_list):
-        raise ValueError(f"got {len(prompt_list)} prompts but {len(seed_list)} seeds; give one seed per prompt")
+        raise ValueError(
+            f"got {len(prompt_list)} prompts but {len(seed_list)} seeds; give one seed per prompt"
+        )
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 

@@ -92,7 +92,9 @@ def _download_hint(hub_id: str, gated: bool) -> str:
     )
     if gated:
         hint += f"; {hub_id} is gated: accept its licence on the hub and log in (`hf auth login`) first"
-    return hint + ". `random-init` builds the architecture with random weights (speed, memory and energy only)."
+    return (
+        hint + ". `random-init` builds the architecture with random weights (speed, memory and energy only)."
+    )
 
 
 def is_cached(hub_id: str, cache_dir: str | os.PathLike[str] | None = None) -> bool:
@@ -122,7 +124,11 @@ def _check_local(spec: ModelSpec) -> None:
         "pass the directory of a saved diffusers pipeline (one with model_index.json, as written by "
         "`pipeline.save_pretrained(dir)`), or a hub id that is in the local cache"
     )
-    problem = "does not exist" if not path.exists() else "is not a diffusers pipeline directory (no model_index.json)"
+    problem = (
+        "does not exist"
+        if not path.exists()
+        else "is not a diffusers pipeline directory (no model_index.json)"
+    )
     raise ModelNotFoundError(
         f"Model {spec.name!r} ({spec.family}): directory {path} {problem}.",
         looked_for=str(path / "model_index.json"),
@@ -185,7 +191,11 @@ def load_pipeline(
             raise ModelNotFoundError(
                 f"Model {spec.name!r} ({spec.family}): hub id {spec.location!r} is not in the local Hugging Face "
                 "cache and hub downloads are off (offline)."
-                + ("" if spec.location == fam.hub_id else " (For a local directory, give a path starting with / or ./.)"),
+                + (
+                    ""
+                    if spec.location == fam.hub_id
+                    else " (For a local directory, give a path starting with / or ./.)"
+                ),
                 looked_for=f"{spec.location} (model_index.json and component weights)",
                 where=where,
                 hint=hint,

@@ -27,7 +27,14 @@ from .families import Family, get_family
 from .tokenizers import clip_tokenizer, t5_tokenizer
 
 # Keys of a published transformers config.json that describe the file rather than the architecture.
-_TRANSFORMERS_FILE_KEYS = {"architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "_name_or_path"}
+_TRANSFORMERS_FILE_KEYS = {
+    "architectures",
+    "model_type",
+    "torch_dtype",
+    "dtype",
+    "transformers_version",
+    "_name_or_path",
+}
 
 
 def published_config(family: str) -> dict[str, Any]:
@@ -139,9 +146,13 @@ def build_random_pipeline(
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(names))
     if unknown:
-        raise KeyError(f"overrides for unknown components {unknown} of {fam.name}; components: {', '.join(names)}")
+        raise KeyError(
+            f"overrides for unknown components {unknown} of {fam.name}; components: {', '.join(names)}"
+        )
     parts = {
-        name: build_component(fam.name, name, device=device, dtype=dtype, seed=seed, overrides=overrides.get(name))
+        name: build_component(
+            fam.name, name, device=device, dtype=dtype, seed=seed, overrides=overrides.get(name)
+        )
         for name in names
     }
     extra = {"add_watermarker": False} if fam.pipeline_class == "StableDiffusionXLPipeline" else {}
@@ -159,11 +170,21 @@ def tiny_overrides(family: str) -> dict[str, dict[str, Any]]:
     vocabulary sizes. Tiny pipelines run at small sizes such as 32x32 or 64x64 (the VAE downsamples by 2).
     """
     fam = get_family(family)
-    clip = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
-            "projection_dim": 32}
-    vae = {"block_out_channels": [32, 64], "down_block_types": ["DownEncoderBlock2D"] * 2,
-           "up_block_types": ["UpDecoderBlock2D"] * 2, "latent_channels": 4, "layers_per_block": 1,
-           "sample_size": 64}
+    clip = {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "projection_dim": 32,
+    }
+    vae = {
+        "block_out_channels": [32, 64],
+        "down_block_types": ["DownEncoderBlock2D"] * 2,
+        "up_block_types": ["UpDecoderBlock2D"] * 2,
+        "latent_channels": 4,
+        "layers_per_block": 1,
+        "sample_size": 64,
+    }
     if fam.arch == "sdxl":
         unet = {
             "block_out_channels": [32, 64],
@@ -177,11 +198,24 @@ def tiny_overrides(family: str) -> dict[str, dict[str, Any]]:
             "sample_size": 32,
         }
         return {"unet": unet, "vae": vae, "text_encoder": dict(clip), "text_encoder_2": dict(clip)}
-    transformer = {"in_channels": 16, "num_layers": 2, "num_single_layers": 2, "attention_head_dim": 16,
-                   "num_attention_heads": 2, "joint_attention_dim": 32, "pooled_projection_dim": 32,
-                   "axes_dims_rope": [4, 6, 6]}
-    t5 = {"d_model": 32, "d_ff": 37, "d_kv": 8, "num_heads": 4, "num_layers": 2,
-          "relative_attention_num_buckets": 8}
+    transformer = {
+        "in_channels": 16,
+        "num_layers": 2,
+        "num_single_layers": 2,
+        "attention_head_dim": 16,
+        "num_attention_heads": 2,
+        "joint_attention_dim": 32,
+        "pooled_projection_dim": 32,
+        "axes_dims_rope": [4, 6, 6],
+    }
+    t5 = {
+        "d_model": 32,
+        "d_ff": 37,
+        "d_kv": 8,
+        "num_heads": 4,
+        "num_layers": 2,
+        "relative_attention_num_buckets": 8,
+    }
     return {"transformer": transformer, "vae": vae, "text_encoder": dict(clip), "text_encoder_2": t5}
 
 
@@ -189,4 +223,6 @@ def tiny_pipeline(
     family: str, *, seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ):
     """A tiny random pipeline of ``family`` for tests (a few MB; 4 steps at 64x64 take well under a second)."""
-    return build_random_pipeline(family, device=device, dtype=dtype, seed=seed, overrides=tiny_overrides(family))
+    return build_random_pipeline(
+        family, device=device, dtype=dtype, seed=seed, overrides=tiny_overrides(family)
+    )

@@ -50,26 +50,34 @@ def clip_search_paths() -> list[Path]:
     return out + (snapshots or [repo_dir / "snapshots" / "<revision>" / DEFAULT_FILE])
 
 
-def find_clip_checkpoint(model_name: str = DEFAULT_MODEL, checkpoint_path: str | os.PathLike | None = None) -> str:
+def find_clip_checkpoint(
+    model_name: str = DEFAULT_MODEL, checkpoint_path: str | os.PathLike | None = None
+) -> str:
     """The local weights file for ``model_name``, or FileNotFoundError saying what, where, and how."""
-    how = (f"On a machine with network access: `huggingface-cli download {DEFAULT_HF_REPO} {DEFAULT_FILE}` (or "
-           f"`python -c \"import open_clip; open_clip.create_model('ViT-B-32', pretrained='openai')\"`), copy "
-           f"the file here, and pass checkpoint_path=... or set {CLIP_ENV}.")
+    how = (
+        f"On a machine with network access: `huggingface-cli download {DEFAULT_HF_REPO} {DEFAULT_FILE}` (or "
+        f"`python -c \"import open_clip; open_clip.create_model('ViT-B-32', pretrained='openai')\"`), copy "
+        f"the file here, and pass checkpoint_path=... or set {CLIP_ENV}."
+    )
     if checkpoint_path is not None:
         p = Path(checkpoint_path).expanduser()
         if not p.is_file():
             raise FileNotFoundError(f"CLIP score: checkpoint_path={str(p)!r} does not exist. {how}")
         return str(p)
     if model_name != DEFAULT_MODEL:
-        raise FileNotFoundError(f"CLIP score: model {model_name!r} needs checkpoint_path= (a local open_clip "
-                                "weights file), or model_name='local-dir:/path' holding open_clip_config.json "
-                                "and the weights; nothing is downloaded")
+        raise FileNotFoundError(
+            f"CLIP score: model {model_name!r} needs checkpoint_path= (a local open_clip "
+            "weights file), or model_name='local-dir:/path' holding open_clip_config.json "
+            "and the weights; nothing is downloaded"
+        )
     searched = clip_search_paths()
     for p in searched:
         if p.is_file():
             return str(p)
-    raise FileNotFoundError(f"CLIP score: no local weights for {DEFAULT_MODEL} (OpenAI) found in: "
-                            f"{', '.join(str(p) for p in searched)}. {how}")
+    raise FileNotFoundError(
+        f"CLIP score: no local weights for {DEFAULT_MODEL} (OpenAI) found in: "
+        f"{', '.join(str(p) for p in searched)}. {how}"
+    )
 
 
 def load_open_clip(
@@ -85,23 +93,28 @@ def load_open_clip(
     import open_clip
 
     if model_name.startswith("hf-hub:"):
-        raise ValueError(f"model_name: {model_name!r} would download from the hub; download it elsewhere and "
-                         "use 'local-dir:/path' or checkpoint_path=")
+        raise ValueError(
+            f"model_name: {model_name!r} would download from the hub; download it elsewhere and "
+            "use 'local-dir:/path' or checkpoint_path="
+        )
     if model_name.startswith("local-dir:"):
         local = Path(model_name.removeprefix("local-dir:"))
         if not (local / "open_clip_config.json").is_file():
             raise FileNotFoundError(f"model_name: {local / 'open_clip_config.json'} does not exist")
         if not any(any(local.glob(f"*{ext}")) for ext in (".safetensors", ".bin", ".pth")):
             # open_clip would build the model with random weights and only log a warning
-            raise FileNotFoundError(f"model_name: no weights file (*.safetensors, *.bin, *.pth) in {local}; "
-                                    "random weights are never used for CLIP score")
+            raise FileNotFoundError(
+                f"model_name: no weights file (*.safetensors, *.bin, *.pth) in {local}; "
+                "random weights are never used for CLIP score"
+            )
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, device=device)
         return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
     path = find_clip_checkpoint(model_name, checkpoint_path)
     if force_quick_gelu is None:
         force_quick_gelu = model_name == DEFAULT_MODEL
     model, _, preprocess = open_clip.create_model_and_transforms(
-        model_name, pretrained=path, device=device, force_quick_gelu=force_quick_gelu)
+        model_name, pretrained=path, device=device, force_quick_gelu=force_quick_gelu
+    )
     return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
 
 
@@ -138,14 +151,17 @@ class ClipScore(Metric):
         if model is None:
             if preprocess is not None or tokenizer is not None:
                 raise ValueError("preprocess/tokenizer: given without model; pass all three or none")
-            model, preprocess, tokenizer = load_open_clip(model_name, checkpoint_path,
-                                                          force_quick_gelu=force_quick_gelu)
+            model, preprocess, tokenizer = load_open_clip(
+                model_name, checkpoint_path, force_quick_gelu=force_quick_gelu
+            )
             self.model_label = model_name if checkpoint_path is None else f"{model_name} ({checkpoint_path})"
         else:
             missing = [n for n, v in (("preprocess", preprocess), ("tokenizer", tokenizer)) if v is None]
             if missing:
-                raise ValueError(f"{', '.join(missing)}: required with a preloaded model (an open_clip "
-                                 "(model, preprocess, tokenizer) triple)")
+                raise ValueError(
+                    f"{', '.join(missing)}: required with a preloaded model (an open_clip "
+                    "(model, preprocess, tokenizer) triple)"
+                )
             self.model_label = type(model).__name__
         self.model = model.eval().requires_grad_(False)
         self.preprocess = preprocess
@@ -194,6 +210,12 @@ class ClipScore(Metric):
 
     def compute_value(self) -> Value:
         v = float(self.compute())
-        return Value("clip_score", v, "", "measured", True,
-                     note="mean of 100 x cosine(image, prompt)" + (" clamped at 0" if self.clamp_at_zero else ""),
-                     details={"model": self.model_label, "n": self._last_n, "clamp_at_zero": self.clamp_at_zero})
+        return Value(
+            "clip_score",
+            v,
+            "",
+            "measured",
+            True,
+            note="mean of 100 x cosine(image, prompt)" + (" clamped at 0" if self.clamp_at_zero else ""),
+            details={"model": self.model_label, "n": self._last_n, "clamp_at_zero": self.clamp_at_zero},
+        )

@@ -41,11 +41,15 @@ class ConsistencyVsBase:
         check_images(pruned, "pruned")
         check_images(base, "base")
         if pruned.shape != base.shape:
-            raise ValueError(f"pruned/base: shapes differ ({tuple(pruned.shape)} vs {tuple(base.shape)}); "
-                             "compare images from identical seeds, prompts and resolution")
+            raise ValueError(
+                f"pruned/base: shapes differ ({tuple(pruned.shape)} vs {tuple(base.shape)}); "
+                "compare images from identical seeds, prompts and resolution"
+            )
         if min(pruned.shape[-2:]) < 11:
-            raise ValueError(f"pruned/base: SSIM's 11-pixel window needs images of at least 11x11, got "
-                             f"{tuple(pruned.shape[-2:])}; upsample first")
+            raise ValueError(
+                f"pruned/base: SSIM's 11-pixel window needs images of at least 11x11, got "
+                f"{tuple(pruned.shape[-2:])}; upsample first"
+            )
         p, b = to_float01(pruned), to_float01(base)
         dev = self.ssim.device
         self.ssim.update(p.to(dev), b.to(dev))
@@ -64,14 +68,28 @@ class ConsistencyVsBase:
         psnr = float(self.psnr.compute())
         details = {"n_local": self.n, "data_range": 1.0}
         if math.isinf(psnr):  # stores and JSON hold no infinity: say it in words instead
-            psnr_value = Value.unavailable("psnr_vs_base", "dB", "infinite: images identical to the base (MSE = 0)",
-                                           True)
+            psnr_value = Value.unavailable(
+                "psnr_vs_base", "dB", "infinite: images identical to the base (MSE = 0)", True
+            )
         else:
-            psnr_value = Value("psnr_vs_base", psnr, "dB", "measured", True, note="pooled MSE over all pairs",
-                               details=details)
+            psnr_value = Value(
+                "psnr_vs_base",
+                psnr,
+                "dB",
+                "measured",
+                True,
+                note="pooled MSE over all pairs",
+                details=details,
+            )
         return {
-            "ssim_vs_base": Value("ssim_vs_base", ssim, "", "measured", True,
-                                  note="mean SSIM (Gaussian window 11, sigma 1.5) vs the unpruned model",
-                                  details=details),
+            "ssim_vs_base": Value(
+                "ssim_vs_base",
+                ssim,
+                "",
+                "measured",
+                True,
+                note="mean SSIM (Gaussian window 11, sigma 1.5) vs the unpruned model",
+                details=details,
+            ),
             "psnr_vs_base": psnr_value,
         }

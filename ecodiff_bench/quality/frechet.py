@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from ecodiff_bench.core.files import atomic_path
 from ecodiff_bench.core.values import Value
 from ecodiff_bench.quality._images import check_images, to_float01, to_uint8
 
@@ -77,16 +78,20 @@ def inception_search_paths() -> list[Path]:
 
 def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
     """The local Inception weights file, or FileNotFoundError saying what, where, and how to get it."""
-    how = (f"Get it on a machine with network access, e.g. `python -c \"import torch; "
-           f"torch.hub.load_state_dict_from_url('{INCEPTION_URL}')\"` (it lands in "
-           f"{Path(torch.hub.get_dir()) / 'checkpoints'}), copy it to this machine, and pass "
-           f"feature_extractor_weights_path=... or set {INCEPTION_ENV}.")
+    how = (
+        f'Get it on a machine with network access, e.g. `python -c "import torch; '
+        f"torch.hub.load_state_dict_from_url('{INCEPTION_URL}')\"` (it lands in "
+        f"{Path(torch.hub.get_dir()) / 'checkpoints'}), copy it to this machine, and pass "
+        f"feature_extractor_weights_path=... or set {INCEPTION_ENV}."
+    )
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
-            raise FileNotFoundError(f"FID Inception weights: feature_extractor_weights_path={str(p)!r} does not "
-                                    f"exist. Expected the file {INCEPTION_FILE_NAMES[0]} (or "
-                                    f"{INCEPTION_FILE_NAMES[1]}). {how}")
+            raise FileNotFoundError(
+                f"FID Inception weights: feature_extractor_weights_path={str(p)!r} does not "
+                f"exist. Expected the file {INCEPTION_FILE_NAMES[0]} (or "
+                f"{INCEPTION_FILE_NAMES[1]}). {how}"
+            )
         return p
     searched = inception_search_paths()
     for p in searched:
@@ -95,7 +100,8 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
     raise FileNotFoundError(
         f"FID needs the standard Inception weights file {INCEPTION_FILE_NAMES[0]} (or pytorch-fid's "
         f"{INCEPTION_FILE_NAMES[1]}); not found in: {', '.join(str(p) for p in searched)}. {how} "
-        "Random weights are never substituted.")
+        "Random weights are never substituted."
+    )
 
 
 def _check_inception_file(path: Path) -> str:
@@ -108,8 +114,10 @@ def _check_inception_file(path: Path) -> str:
         raise ValueError(f"FID Inception weights {path}: not a plain tensor state dict ({err})") from err
     fc = state.get("fc.weight") if isinstance(state, dict) else None
     if fc is None or tuple(fc.shape) != (1008, 2048) or "Mixed_7c.branch_pool.conv.weight" not in state:
-        raise ValueError(f"FID Inception weights {path}: not the TF Inception v3 (2015-12-05) state dict "
-                         f"(expected fc.weight of shape (1008, 2048) and Mixed_7c layers)")
+        raise ValueError(
+            f"FID Inception weights {path}: not the TF Inception v3 (2015-12-05) state dict "
+            f"(expected fc.weight of shape (1008, 2048) and Mixed_7c layers)"
+        )
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -176,12 +184,16 @@ class ReferenceStats:
         from safetensors.torch import save_file
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        save_file({"mu": self.mu.double().contiguous().cpu(), "sigma": self.sigma.double().contiguous().cpu(),
-                   "n": torch.tensor([self.n], dtype=torch.int64)}, str(tmp),
-                  metadata={"meta": json.dumps(self.meta, sort_keys=True), "format": "ecodiff-frechet-ref-1"})
-        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+        with atomic_path(path) as tmp:  # a concurrent reader never sees half a file
+            save_file(
+                {
+                    "mu": self.mu.double().contiguous().cpu(),
+                    "sigma": self.sigma.double().contiguous().cpu(),
+                    "n": torch.tensor([self.n], dtype=torch.int64),
+                },
+                str(tmp),
+                metadata={"meta": json.dumps(self.meta, sort_keys=True), "format": "ecodiff-frechet-ref-1"},
+            )
         return path
 
     @classmethod
@@ -190,7 +202,9 @@ class ReferenceStats:
 
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("meta", "{}"))
-            return cls(mu=f.get_tensor("mu"), sigma=f.get_tensor("sigma"), n=int(f.get_tensor("n")[0]), meta=meta)
+            return cls(
+                mu=f.get_tensor("mu"), sigma=f.get_tensor("sigma"), n=int(f.get_tensor("n")[0]), meta=meta
+            )
 
 
 class EncoderFeatures(nn.Module):
@@ -199,8 +213,13 @@ class EncoderFeatures(nn.Module):
     ``EncoderFeatures(clip, lambda m, x: zoo.encode_images(m, x, normalize=False), num_features=D)``.
     The wrapped model's weights define the extractor's identity (its fingerprint)."""
 
-    def __init__(self, model: nn.Module, encode: Callable[[nn.Module, Tensor], Tensor] | None = None, *,
-                 num_features: int | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        encode: Callable[[nn.Module, Tensor], Tensor] | None = None,
+        *,
+        num_features: int | None = None,
+    ):
         super().__init__()
         self.model = model
         self.encode = encode
@@ -244,34 +263,60 @@ class FrechetDistance(FrechetInceptionDistance):
         input_img_size: tuple[int, int, int] = (3, 299, 299),
         **metric_kwargs: Any,
     ):
-        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
-                                        or num_samples < 2):
+        if num_samples is not None and (
+            isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2
+        ):
             raise ValueError(f"num_samples: expected an integer >= 2 or None, got {num_samples!r}")
         if feature_extractor is None:
             path = find_inception_weights(feature_extractor_weights_path)
             sha = _check_inception_file(path)
-            super().__init__(feature=2048, reset_real_features=False, normalize=False,
-                             feature_extractor_weights_path=str(path), antialias=antialias, **metric_kwargs)
+            super().__init__(
+                feature=2048,
+                reset_real_features=False,
+                normalize=False,
+                feature_extractor_weights_path=str(path),
+                antialias=antialias,
+                **metric_kwargs,
+            )
             self.metric_name = name or "fid"
             self.fingerprint = sha
             self.extractor_id = extractor_id or f"inception-v3-tf-2015-12-05/sha256:{sha}"
-            self.settings = {"extractor": "inception-v3 (TF 2015-12-05 weights)", "weights_file": str(path),
-                             "weights_sha256": sha, "features": 2048, "antialias": antialias,
-                             "resize": 299, "input": "uint8 (floats rounded)"}
+            self.settings = {
+                "extractor": "inception-v3 (TF 2015-12-05 weights)",
+                "weights_file": str(path),
+                "weights_sha256": sha,
+                "features": 2048,
+                "antialias": antialias,
+                "resize": 299,
+                "input": "uint8 (floats rounded)",
+            }
         else:
             if not isinstance(feature_extractor, nn.Module):
-                raise TypeError(f"feature_extractor: expected a torch.nn.Module, got {type(feature_extractor).__name__}")
+                raise TypeError(
+                    f"feature_extractor: expected a torch.nn.Module, got {type(feature_extractor).__name__}"
+                )
             if feature_extractor_weights_path is not None:
-                raise ValueError("feature_extractor_weights_path: only for the standard Inception; it was given "
-                                 "together with a custom feature_extractor")
+                raise ValueError(
+                    "feature_extractor_weights_path: only for the standard Inception; it was given "
+                    "together with a custom feature_extractor"
+                )
             feature_extractor.eval().requires_grad_(False)
-            super().__init__(feature=feature_extractor, reset_real_features=False, normalize=True,
-                             input_img_size=input_img_size, **metric_kwargs)
+            super().__init__(
+                feature=feature_extractor,
+                reset_real_features=False,
+                normalize=True,
+                input_img_size=input_img_size,
+                **metric_kwargs,
+            )
             self.metric_name = name or "frechet_distance"
             self.fingerprint = module_fingerprint(feature_extractor)
-            self.extractor_id = extractor_id or f"{type(feature_extractor).__qualname__}/sha256:{self.fingerprint}"
-            self.settings = {"extractor": type(feature_extractor).__qualname__,
-                             "extractor_sha256": self.fingerprint}
+            self.extractor_id = (
+                extractor_id or f"{type(feature_extractor).__qualname__}/sha256:{self.fingerprint}"
+            )
+            self.settings = {
+                "extractor": type(feature_extractor).__qualname__,
+                "extractor_sha256": self.fingerprint,
+            }
         self.num_samples = num_samples
         self.feature_dim = int(self.real_features_sum.shape[0])
         self._last: dict[str, Any] = {}
@@ -292,38 +337,63 @@ class FrechetDistance(FrechetInceptionDistance):
         with self.sync_context():
             n = int(self.real_features_num_samples)
             if n < 2:
-                raise RuntimeError(f"{self.metric_name}: need at least 2 real images for reference statistics, have {n}")
+                raise RuntimeError(
+                    f"{self.metric_name}: need at least 2 real images for reference statistics, have {n}"
+                )
             mu = self.real_features_sum / n
             sigma = (self.real_features_cov_sum - n * torch.outer(mu, mu)) / (n - 1)
-        return ReferenceStats(mu.clone(), sigma.clone(), n, {"extractor_id": self.extractor_id,
-                                                              "extractor_sha256": self.fingerprint,
-                                                              "feature_dim": str(self.feature_dim)})
+        return ReferenceStats(
+            mu.clone(),
+            sigma.clone(),
+            n,
+            {
+                "extractor_id": self.extractor_id,
+                "extractor_sha256": self.fingerprint,
+                "feature_dim": str(self.feature_dim),
+            },
+        )
 
     def set_reference(self, stats: ReferenceStats) -> None:
         """Replace the real side by ``stats``. When sharded, rank 0 holds them and the others hold zeros,
         so the summed states are exactly the reference."""
-        if tuple(stats.mu.shape) != (self.feature_dim,) or tuple(stats.sigma.shape) != (self.feature_dim,) * 2:
-            raise ValueError(f"{self.metric_name}: reference statistics have {tuple(stats.mu.shape)} features, "
-                             f"this extractor gives {self.feature_dim}")
+        if (
+            tuple(stats.mu.shape) != (self.feature_dim,)
+            or tuple(stats.sigma.shape) != (self.feature_dim,) * 2
+        ):
+            raise ValueError(
+                f"{self.metric_name}: reference statistics have {tuple(stats.mu.shape)} features, "
+                f"this extractor gives {self.feature_dim}"
+            )
         for key, mine in (("extractor_id", self.extractor_id), ("extractor_sha256", self.fingerprint)):
             theirs = stats.meta.get(key)
             if theirs and theirs != mine:
-                raise IncomparableError(f"{self.metric_name}: reference statistics were computed with {key} "
-                                        f"{theirs}, this metric uses {mine}")
+                raise IncomparableError(
+                    f"{self.metric_name}: reference statistics were computed with {key} "
+                    f"{theirs}, this metric uses {mine}"
+                )
         rank, _ = _dist_rank_world()
         dev = self.real_features_sum.device
         n = stats.n if rank == 0 else 0
         mu = stats.mu.to(dev, torch.float64)
         self.real_features_sum = mu * n
-        self.real_features_cov_sum = (stats.sigma.to(dev, torch.float64) * (n - 1) + n * torch.outer(mu, mu)
-                                      if n else torch.zeros_like(self.real_features_cov_sum))
+        self.real_features_cov_sum = (
+            stats.sigma.to(dev, torch.float64) * (n - 1) + n * torch.outer(mu, mu)
+            if n
+            else torch.zeros_like(self.real_features_cov_sum)
+        )
         self.real_features_num_samples = torch.tensor(n, dtype=torch.long, device=dev)
         self._computed = None
 
     def reference_key(self, data_hash: str) -> str:
-        blob = json.dumps({"data": data_hash, "extractor": self.extractor_id, "weights": self.fingerprint,
-                           "settings": {k: v for k, v in self.settings.items() if k != "weights_file"}},
-                          sort_keys=True)
+        blob = json.dumps(
+            {
+                "data": data_hash,
+                "extractor": self.extractor_id,
+                "weights": self.fingerprint,
+                "settings": {k: v for k, v in self.settings.items() if k != "weights_file"},
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def load_or_compute_reference(
@@ -342,8 +412,10 @@ class FrechetDistance(FrechetInceptionDistance):
         rank, world = _dist_rank_world()
         if data_hash is None:
             if world > 1:
-                raise ValueError("data_hash: required when the reference set is sharded across processes "
-                                 "(each rank sees a different shard, so the content hash must come from the caller)")
+                raise ValueError(
+                    "data_hash: required when the reference set is sharded across processes "
+                    "(each rank sees a different shard, so the content hash must come from the caller)"
+                )
             data_hash = hash_images(batches())
         path = Path(cache_dir) / f"frechet-ref-{self.reference_key(data_hash)[:32]}.safetensors"
         if path.is_file():
@@ -365,12 +437,16 @@ class FrechetDistance(FrechetInceptionDistance):
     def compute(self) -> Tensor:  # type: ignore[override]
         n_real, n_fake = int(self.real_features_num_samples), int(self.fake_features_num_samples)
         if n_real < 2 or n_fake < 2:
-            raise RuntimeError(f"{self.metric_name}: need at least 2 real and 2 generated images, have "
-                               f"{n_real} real and {n_fake} generated")
+            raise RuntimeError(
+                f"{self.metric_name}: need at least 2 real and 2 generated images, have "
+                f"{n_real} real and {n_fake} generated"
+            )
         if self.num_samples is not None and n_fake != self.num_samples:
-            raise IncomparableError(f"{self.metric_name}: set up for num_samples={self.num_samples} generated images "
-                                    f"but got {n_fake}; Fréchet distances are biased by the sample count, so they "
-                                    "are only computed (and compared) at the fixed count")
+            raise IncomparableError(
+                f"{self.metric_name}: set up for num_samples={self.num_samples} generated images "
+                f"but got {n_fake}; Fréchet distances are biased by the sample count, so they "
+                "are only computed (and compared) at the fixed count"
+            )
         mu_r = self.real_features_sum / n_real
         mu_f = self.fake_features_sum / n_fake
         sig_r = (self.real_features_cov_sum - n_real * torch.outer(mu_r, mu_r)) / (n_real - 1)
@@ -381,12 +457,20 @@ class FrechetDistance(FrechetInceptionDistance):
     def compute_value(self) -> Value:
         d = float(self.compute())
         n_real, n_fake = self._last["n_real"], self._last["n_fake"]
-        details = {"n_real": n_real, "n_fake": n_fake, "num_samples": self.num_samples,
-                   "feature_dim": self.feature_dim, "extractor_id": self.extractor_id, **self.settings}
+        details = {
+            "n_real": n_real,
+            "n_fake": n_fake,
+            "num_samples": self.num_samples,
+            "feature_dim": self.feature_dim,
+            "extractor_id": self.extractor_id,
+            **self.settings,
+        }
         note = ""
         if min(n_real, n_fake) <= self.feature_dim:
-            note = (f"fewer samples ({min(n_real, n_fake)}) than feature dimensions ({self.feature_dim}): "
-                    "rank-deficient covariance; compare only at equal N")
+            note = (
+                f"fewer samples ({min(n_real, n_fake)}) than feature dimensions ({self.feature_dim}): "
+                "rank-deficient covariance; compare only at equal N"
+            )
         return Value(self.metric_name, d, "", "measured", False, note=note, details=details)
 
 
@@ -396,4 +480,6 @@ def check_comparable(*values: Value) -> None:
     seen = {(v.name, *(v.details.get(k) for k in keys)) for v in values if v.available}
     if len(seen) > 1:
         rows = "; ".join(f"{v.name}: " + ", ".join(f"{k}={v.details.get(k)}" for k in keys) for v in values)
-        raise IncomparableError(f"Fréchet distances computed under different settings cannot be compared: {rows}")
+        raise IncomparableError(
+            f"Fréchet distances computed under different settings cannot be compared: {rows}"
+        )

@@ -45,8 +45,16 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int = 10) -> str:
 class Evaluator:
     """Everything needed to measure the variants of one model the same way."""
 
-    def __init__(self, spec, settings: dict, device: torch.device, monitor: energy.EnergyMonitor, cache: Path):
-        self.spec, self.settings, self.device, self.monitor, self.cache = spec, settings, device, monitor, cache
+    def __init__(
+        self, spec, settings: dict, device: torch.device, monitor: energy.EnergyMonitor, cache: Path
+    ):
+        self.spec, self.settings, self.device, self.monitor, self.cache = (
+            spec,
+            settings,
+            device,
+            monitor,
+            cache,
+        )
         ev = spec.evaluation
         prompts = ev.load_prompts()
         self.prompts = [prompts[i % len(prompts)] for i in range(ev.samples)]
@@ -58,20 +66,34 @@ class Evaluator:
 
     # -- generation -------------------------------------------------------------------------------------------
     def generate(self, pipe, prompts, seeds, batch_size: int | None = None) -> torch.Tensor:
-        return models.generate(pipe, prompts, seeds, family=self.spec.family, extra=self.settings,
-                               batch_size=batch_size or len(prompts))
+        return models.generate(
+            pipe,
+            prompts,
+            seeds,
+            family=self.spec.family,
+            extra=self.settings,
+            batch_size=batch_size or len(prompts),
+        )
 
     def one_call(self, pipe):
-        return lambda: self.generate(pipe, [self.timing_prompt] * self.batch, [self.spec.evaluation.seed] * self.batch)
+        return lambda: self.generate(
+            pipe, [self.timing_prompt] * self.batch, [self.spec.evaluation.seed] * self.batch
+        )
 
     def eval_images(self, pipe) -> torch.Tensor:
         """The evaluation set; generated in chunks (image i depends only on its prompt and seed)."""
         chunk = max(self.batch, EVAL_CHUNK)
-        return torch.cat([self.generate(pipe, self.prompts[i : i + chunk], self.seeds[i : i + chunk])
-                          for i in range(0, len(self.prompts), chunk)])
+        return torch.cat(
+            [
+                self.generate(pipe, self.prompts[i : i + chunk], self.seeds[i : i + chunk])
+                for i in range(0, len(self.prompts), chunk)
+            ]
+        )
 
     # -- measurement ------------------------------------------------------------------------------------------
-    def measure(self, pipe, out: Path, *, base_pipe=None, base_images: torch.Tensor | None = None) -> Measured:
+    def measure(
+        self, pipe, out: Path, *, base_pipe=None, base_images: torch.Tensor | None = None
+    ) -> Measured:
         m = Measured()
         m.add(self._size(pipe))
         m.add(self._speed(pipe, base_pipe))
@@ -103,21 +125,39 @@ class Evaluator:
     def _speed(self, pipe, base_pipe) -> dict[str, Value]:
         lat = self.spec.performance.latency
         steps = self.settings["steps"]
-        common = {"warmup": lat.warmup, "images_per_call": self.batch, "steps_per_call": steps,
-                  "device": self.device}
+        common = {
+            "warmup": lat.warmup,
+            "images_per_call": self.batch,
+            "steps_per_call": steps,
+            "device": self.device,
+        }
         if base_pipe is None or not self.spec.performance.interleave:
-            return latency.time_callable(self.one_call(pipe), min_reps=lat.min_reps, min_seconds=lat.min_seconds,
-                                         max_reps=lat.max_reps, **common)
+            return latency.time_callable(
+                self.one_call(pipe),
+                min_reps=lat.min_reps,
+                min_seconds=lat.min_seconds,
+                max_reps=lat.max_reps,
+                **common,
+            )
         # Base and pruned alternate, so drift (heat, background load) hits both alike.
-        both = latency.interleaved({"pruned": self.one_call(pipe), "base": self.one_call(base_pipe)},
-                                   rounds=lat.min_reps, min_seconds=lat.min_seconds, max_rounds=lat.max_reps,
-                                   **common)
+        both = latency.interleaved(
+            {"pruned": self.one_call(pipe), "base": self.one_call(base_pipe)},
+            rounds=lat.min_reps,
+            min_seconds=lat.min_seconds,
+            max_rounds=lat.max_reps,
+            **common,
+        )
         values = both["pruned"]
         base_mean = both["base"]["latency_image_s"].value
         values["latency_ratio_vs_base"] = Value(
-            "latency_ratio_vs_base", values["latency_image_s"].value / base_mean, "ratio", "measured", False,
+            "latency_ratio_vs_base",
+            values["latency_image_s"].value / base_mean,
+            "ratio",
+            "measured",
+            False,
             note="pruned / base mean latency, timed interleaved in the same window",
-            details={"base_latency_image_s": base_mean})
+            details={"base_latency_image_s": base_mean},
+        )
         return values
 
     def _memory(self, pipe) -> dict[str, Value]:
@@ -131,16 +171,24 @@ class Evaluator:
         if self.monitor.gpus:  # a power timeline needs NVML; energy itself falls back to the CPU figures
             self.monitor.start_timeline(self.spec.energy.sample_interval_s)
         try:
-            values = energy.measure_energy(self.one_call(pipe), self.monitor, images_per_call=self.batch,
-                                           min_seconds=lat.min_seconds, min_reps=lat.min_reps,
-                                           max_reps=lat.max_reps)
+            values = energy.measure_energy(
+                self.one_call(pipe),
+                self.monitor,
+                images_per_call=self.batch,
+                min_seconds=lat.min_seconds,
+                min_reps=lat.min_reps,
+                max_reps=lat.max_reps,
+            )
         finally:
             timeline = self.monitor.stop_timeline()
         if timeline:
             m.artifacts["power_timeline"] = str(write_json_atomic(out / "power_timeline.json", timeline))
         if self.spec.energy.carbon:
-            values.update(carbon.carbon_values(values["energy_image_j"], self.spec.energy.country,
-                                               self.spec.energy.region))
+            values.update(
+                carbon.carbon_values(
+                    values["energy_image_j"], self.spec.energy.country, self.spec.energy.region
+                )
+            )
         return values
 
     # -- quality ----------------------------------------------------------------------------------------------

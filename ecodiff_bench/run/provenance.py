@@ -19,8 +19,22 @@ from typing import Any
 __all__ = ["PACKAGES", "collect_provenance", "cpu_model", "git_info", "gpu_info", "package_versions"]
 
 # distribution names (pip) of the packages whose versions change results
-PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "safetensors", "torchmetrics",
-            "torch-fidelity", "open-clip-torch", "codecarbon", "nvidia-ml-py", "numpy", "scipy", "ecodiff-bench")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "safetensors",
+    "torchmetrics",
+    "torch-fidelity",
+    "open-clip-torch",
+    "codecarbon",
+    "nvidia-ml-py",
+    "numpy",
+    "scipy",
+    "ecodiff-bench",
+)
 
 
 def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
@@ -38,8 +52,9 @@ def git_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
     where = Path(path) if path is not None else Path(__file__).resolve().parent
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
@@ -87,16 +102,23 @@ def gpu_info() -> dict[str, Any]:
             out["driver"] = None
             out["driver_reason"] = describe_nvml_error(nvml, err)
         for g in s.gpus:
-            entry: dict[str, Any] = {"index": g.index, "visible_index": g.visible_index, "name": g.name,
-                                     "uuid": g.uuid}
-            for key, fn, scale in (("power_limit_w", "nvmlDeviceGetEnforcedPowerLimit", 1e-3),
-                                   ("power_management_limit_w", "nvmlDeviceGetPowerManagementLimit", 1e-3)):
+            entry: dict[str, Any] = {
+                "index": g.index,
+                "visible_index": g.visible_index,
+                "name": g.name,
+                "uuid": g.uuid,
+            }
+            for key, fn, scale in (
+                ("power_limit_w", "nvmlDeviceGetEnforcedPowerLimit", 1e-3),
+                ("power_management_limit_w", "nvmlDeviceGetPowerManagementLimit", 1e-3),
+            ):
                 try:
                     entry[key] = getattr(nvml, fn)(g.handle) * scale
                 except (nvml.NVMLError, AttributeError) as err:
                     entry[key] = None
-                    entry[key + "_reason"] = describe_nvml_error(nvml, err) if isinstance(err, nvml.NVMLError) \
-                        else str(err)
+                    entry[key + "_reason"] = (
+                        describe_nvml_error(nvml, err) if isinstance(err, nvml.NVMLError) else str(err)
+                    )
             try:
                 entry["memory_total_bytes"] = int(nvml.nvmlDeviceGetMemoryInfo(g.handle).total)
             except nvml.NVMLError as err:

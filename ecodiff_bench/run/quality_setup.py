@@ -57,16 +57,23 @@ def build(ev, cache: Path, device) -> dict[str, Any]:
         try:
             if name in ("fid", "frechet_distance"):
                 if name == "fid" or ev.feature_extractor == "inception":
-                    metric = FrechetDistance(feature_extractor_weights_path=ev.inception_weights,
-                                             num_samples=ev.samples, name=name)
+                    metric = FrechetDistance(
+                        feature_extractor_weights_path=ev.inception_weights, num_samples=ev.samples, name=name
+                    )
                 else:
                     model, _, _, encode = _digits_clip(str(device))
-                    feats = EncoderFeatures(model, lambda m, x, enc=encode: enc(m, x, normalize=False),
-                                            num_features=int(model.visual.output_dim))
-                    metric = FrechetDistance(feats, num_samples=ev.samples, name=name,
-                                             extractor_id="digits-clip")
+                    feats = EncoderFeatures(
+                        model,
+                        lambda m, x, enc=encode: enc(m, x, normalize=False),
+                        num_features=int(model.visual.output_dim),
+                    )
+                    metric = FrechetDistance(
+                        feats, num_samples=ev.samples, name=name, extractor_id="digits-clip"
+                    )
                 real = _reference_images(ev.reference)
-                metric.load_or_compute_reference(lambda real=real: _batches(real), cache_dir=cache / "reference")
+                metric.load_or_compute_reference(
+                    lambda real=real: _batches(real), cache_dir=cache / "reference"
+                )
                 built[name] = metric.to(device)
             elif name == "clip_score":
                 if ev.clip.name == "digits-clip":
@@ -88,8 +95,13 @@ def build(ev, cache: Path, device) -> dict[str, Any]:
     return built
 
 
-def compute(built: dict[str, Any], wanted: list[str], images: torch.Tensor, prompts: list[str],
-            base_images: torch.Tensor | None) -> dict[str, Value]:
+def compute(
+    built: dict[str, Any],
+    wanted: list[str],
+    images: torch.Tensor,
+    prompts: list[str],
+    base_images: torch.Tensor | None,
+) -> dict[str, Value]:
     out: dict[str, Value] = {}
     for name in wanted:
         unit, higher = METRICS.get(name).unit, METRICS.get(name).higher_is_better
@@ -107,7 +119,9 @@ def compute(built: dict[str, Any], wanted: list[str], images: torch.Tensor, prom
         elif name == "recognisability":
             out[name] = _recognisability(metric, images, prompts)
         elif base_images is None:  # the unpruned model is the reference itself
-            out[name] = Value.unavailable(name, unit, "not applicable: this is the unpruned reference", higher)
+            out[name] = Value.unavailable(
+                name, unit, "not applicable: this is the unpruned reference", higher
+            )
         elif name not in out:  # ssim_vs_base and psnr_vs_base come together
             metric.reset()
             metric.update(images, base_images)
@@ -120,9 +134,17 @@ def _recognisability(classifier, images: torch.Tensor, prompts: list[str]) -> Va
 
     labels = [digit_from_prompt(p) for p in prompts]
     if any(label is None for label in labels):
-        return Value.unavailable("recognisability", "fraction", "evaluation prompts do not name a digit", True)
+        return Value.unavailable(
+            "recognisability", "fraction", "evaluation prompts do not name a digit", True
+        )
     pred = classifier.predict(images, value_range=(0.0, 1.0))
     ok = (pred == torch.tensor(labels)).float()
-    return Value("recognisability", float(ok.mean()), "fraction", "measured", True,
-                 note="share of samples digits-clip assigns to the prompted digit",
-                 details={"n_samples": len(labels), "classifier": "digits-clip zero-shot"})
+    return Value(
+        "recognisability",
+        float(ok.mean()),
+        "fraction",
+        "measured",
+        True,
+        note="share of samples digits-clip assigns to the prompted digit",
+        details={"n_samples": len(labels), "classifier": "digits-clip zero-shot"},
+    )

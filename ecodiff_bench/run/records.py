@@ -21,7 +21,10 @@ def base_values(pipe, denoiser_attr: str) -> dict[str, Value]:
     else:
         why = "the unpruned weights are not in a local directory (random-init or hub cache)"
         disk = Value.unavailable("disk_bytes", "B", why, False)
-    zero = {n: Value(n, 0.0, "fraction", "measured", None, "unpruned") for n in ("params_removed_frac", "units_removed_frac")}
+    zero = {
+        n: Value(n, 0.0, "fraction", "measured", None, "unpruned")
+        for n in ("params_removed_frac", "units_removed_frac")
+    }
     return {"disk_bytes": disk, **zero}
 
 
@@ -30,22 +33,47 @@ def plan_values(plan: pruning.PruningPlan) -> dict[str, Value]:
     note = f"target {plan.ratio:.0%} of prunable parameters ({plan.target}, {plan.ranking} ranking)"
     removed = {"params_removed": a["params_removed"], "params_prunable": a["params_prunable"]}
     return {
-        "params_removed_frac": Value("params_removed_frac", a["params_removed_frac_of_prunable"], "fraction",
-                                     "measured", None, note, removed),  # fmt: skip
-        "units_removed_frac": Value("units_removed_frac", a["units_removed_frac"], "fraction", "measured", None),
+        "params_removed_frac": Value(
+            "params_removed_frac",
+            a["params_removed_frac_of_prunable"],
+            "fraction",
+            "measured",
+            None,
+            note,
+            removed,
+        ),
+        "units_removed_frac": Value(
+            "units_removed_frac", a["units_removed_frac"], "fraction", "measured", None
+        ),
     }
 
 
 def cost_values(scores: pruning.Scores) -> dict[str, Value]:
     energy_value = Value.from_dict({**scores.info["pruning_energy"], "name": "pruning_energy_j"})
-    time_value = Value("pruning_time_s", scores.info["pruning_time_s"], "s", "measured", False,
-                       note="scoring time, shared by every ratio of this method")  # fmt: skip
+    time_value = Value(
+        "pruning_time_s",
+        scores.info["pruning_time_s"],
+        "s",
+        "measured",
+        False,
+        note="scoring time, shared by every ratio of this method",
+    )
     return {"pruning_energy_j": energy_value, "pruning_time_s": time_value}
 
 
-def make_record(suite: Suite, run_id: str, provenance: dict, spec: RunSpec, *, metrics: dict[str, Value],
-                artifacts: dict[str, str], settings: dict[str, Any], run_settings: dict[str, Any],
-                plan: pruning.PruningPlan | None = None, error: BaseException | None = None) -> RunRecord:  # fmt: skip
+def make_record(
+    suite: Suite,
+    run_id: str,
+    provenance: dict,
+    spec: RunSpec,
+    *,
+    metrics: dict[str, Value],
+    artifacts: dict[str, str],
+    settings: dict[str, Any],
+    run_settings: dict[str, Any],
+    plan: pruning.PruningPlan | None = None,
+    error: BaseException | None = None,
+) -> RunRecord:
     """The record of one spec: measured (``error`` None) or failed with ``error`` as its reason."""
     prov = {**provenance, "seeds": {"evaluation": spec.evaluation.seed, "method": spec.seed}}
     if error is not None:
@@ -66,7 +94,11 @@ def make_record(suite: Suite, run_id: str, provenance: dict, spec: RunSpec, *, m
         error=None if error is None else f"{type(error).__name__}: {error}",
         metrics=metrics,
         provenance=prov,
-        settings={**settings, **run_settings, "options": spec.options,
-                  "plan_achieved": plan.achieved() if plan else None},  # fmt: skip
+        settings={
+            **settings,
+            **run_settings,
+            "options": spec.options,
+            "plan_achieved": plan.achieved() if plan else None,
+        },
         artifacts=artifacts,
     )

@@ -155,8 +155,13 @@ def prune_suite(suite: Suite, *, smoke: bool = False, out: Path | None = None) -
 
 def _load(spec: RunSpec):
     device = _device(spec)
-    pipe = models.load_pipeline(spec.model_spec.name, _source(spec), device=device, dtype=_dtype(spec, device),
-                                offline=not spec.allow_hub)  # fmt: skip
+    pipe = models.load_pipeline(
+        spec.model_spec.name,
+        _source(spec),
+        device=device,
+        dtype=_dtype(spec, device),
+        offline=not spec.allow_hub,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe, settings_for(spec)
 
@@ -206,18 +211,25 @@ def _model_dir(out: Path, spec: RunSpec) -> Path:
 
 def _run_settings(spec: RunSpec) -> dict:
     device = _device(spec)
-    return {"samples": spec.evaluation.samples, "batch_size": spec.performance.batch_size, "device": str(device),
-            "dtype": str(_dtype(spec, device))}  # fmt: skip
+    return {
+        "samples": spec.evaluation.samples,
+        "batch_size": spec.performance.batch_size,
+        "device": str(device),
+        "dtype": str(_dtype(spec, device)),
+    }
 
 
-def _measure_spec(ctx: Context, spec: RunSpec, pipe, settings: dict, evaluator: Evaluator, base_images,
-                  scorer: Scorer):  # fmt: skip
+def _measure_spec(
+    ctx: Context, spec: RunSpec, pipe, settings: dict, evaluator: Evaluator, base_images, scorer: Scorer
+):
     folder = ctx.out / "artifacts" / spec.record_id[:16]
     common = {"settings": settings, "run_settings": _run_settings(spec)}
     if spec.is_base:
         m = evaluator.measure(pipe, folder, base_images=None)
         metrics = {**m.metrics, **base_values(pipe, _denoiser_attr(spec))}
-        return make_record(ctx.suite, ctx.run_id, ctx.provenance, spec, metrics=metrics, artifacts=m.artifacts, **common)
+        return make_record(
+            ctx.suite, ctx.run_id, ctx.provenance, spec, metrics=metrics, artifacts=m.artifacts, **common
+        )
     plan = scorer.plan(spec, pipe, settings)
     scores = scorer.scores(spec, pipe, settings)
     pruned = pruning.apply(copy.deepcopy(pipe), plan)
@@ -227,17 +239,36 @@ def _measure_spec(ctx: Context, spec: RunSpec, pipe, settings: dict, evaluator: 
     m.artifacts["plan"] = str(target / "plan.json")
     m.artifacts["model_dir"] = str(target)
     if scores.info.get("curve"):
-        m.artifacts["training_curve"] = str(write_json_atomic(folder / "training_curve.json", scores.info["curve"]))
+        m.artifacts["training_curve"] = str(
+            write_json_atomic(folder / "training_curve.json", scores.info["curve"])
+        )
     metrics = {**m.metrics, **plan_values(plan), **cost_values(scores)}
     metrics["disk_bytes"] = disk_size(target / _denoiser_attr(spec))
-    return make_record(ctx.suite, ctx.run_id, ctx.provenance, spec, metrics=metrics, artifacts=m.artifacts,
-                       plan=plan, **common)  # fmt: skip
+    return make_record(
+        ctx.suite,
+        ctx.run_id,
+        ctx.provenance,
+        spec,
+        metrics=metrics,
+        artifacts=m.artifacts,
+        plan=plan,
+        **common,
+    )
 
 
 def _put_failed(ctx: Context, spec: RunSpec, err: BaseException) -> None:
     _say(f"[{spec.model}] {spec.method} {spec.ratio:.0%} FAILED: {type(err).__name__}: {err}")
-    record = make_record(ctx.suite, ctx.run_id, ctx.provenance, spec, metrics={}, artifacts={}, settings={},
-                         run_settings=_run_settings(spec), error=err)  # fmt: skip
+    record = make_record(
+        ctx.suite,
+        ctx.run_id,
+        ctx.provenance,
+        spec,
+        metrics={},
+        artifacts={},
+        settings={},
+        run_settings=_run_settings(spec),
+        error=err,
+    )
     ctx.store.put(record)
 
 
@@ -248,7 +279,9 @@ def _report(ctx: Context) -> None:
     import reports
 
     try:
-        paths = reports.render(ctx.store.path, ctx.out / "report", suite=ctx.suite.name, include_smoke=ctx.smoke)
+        paths = reports.render(
+            ctx.store.path, ctx.out / "report", suite=ctx.suite.name, include_smoke=ctx.smoke
+        )
     except ValueError as err:
         _say(f"report not written: {err}")
         return

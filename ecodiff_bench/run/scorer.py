@@ -27,7 +27,9 @@ class Scorer:
             folder = self.cache / "scores" / spec.score_key[:24]
             if (folder / "scores.safetensors").exists():
                 info = json.loads((folder / "info.json").read_text())
-                self.memo[spec.score_key] = pruning.Scores(spec.method, load_file(folder / "scores.safetensors"), info)
+                self.memo[spec.score_key] = pruning.Scores(
+                    spec.method, load_file(folder / "scores.safetensors"), info
+                )
             else:
                 self.memo[spec.score_key] = self._compute(spec, pipe, settings, folder)
         return self.memo[spec.score_key]
@@ -60,5 +62,10 @@ class Scorer:
         return result
 
     def plan(self, spec: RunSpec, pipe, settings: dict) -> pruning.PruningPlan:
-        return pruning.plan(pipe, self.scores(spec, pipe, settings), spec.ratio,
-                            target=spec.options["target"], ranking=spec.options["ranking"])  # fmt: skip
+        return pruning.plan(
+            pipe,
+            self.scores(spec, pipe, settings),
+            spec.ratio,
+            target=spec.options["target"],
+            ranking=spec.options["ranking"],
+        )

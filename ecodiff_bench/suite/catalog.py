@@ -33,8 +33,13 @@ def known_models() -> dict[str, KnownModel]:
     out = {}
     for name in MODELS.names():
         entry = MODELS.get(name)
-        out[name] = KnownModel(name, entry.family, "zoo" if entry.is_zoo else "hub",
-                               None if entry.is_zoo else entry.source, MODELS.help(name))  # fmt: skip
+        out[name] = KnownModel(
+            name,
+            entry.family,
+            "zoo" if entry.is_zoo else "hub",
+            None if entry.is_zoo else entry.source,
+            MODELS.help(name),
+        )
     return out
 
 

@@ -53,15 +53,28 @@ class RunSpec(BaseModel):
     record_id: str = Field(description="sha256 of hash_payload(): skip the spec when this record exists")
     base_id: str | None = Field(None, description="record_id of the same model's base spec")
     score_key: str | None = Field(None, description="same scores/logits for every ratio, ranking and target")
-    plan_key: str | None = Field(None, description="same pruned model (plan) regardless of evaluation settings")
+    plan_key: str | None = Field(
+        None, description="same pruned model (plan) regardless of evaluation settings"
+    )
 
     @property
     def is_base(self) -> bool:
         return self.method == "base"
 
     def hash_payload(self) -> dict[str, Any]:
-        return _spec_payload(self.model_spec, self.method, self.ratio, self.seed, self.options, self.calibration,
-                             self.evaluation, self.performance, self.energy, self.smoke, self.model)  # fmt: skip
+        return _spec_payload(
+            self.model_spec,
+            self.method,
+            self.ratio,
+            self.seed,
+            self.options,
+            self.calibration,
+            self.evaluation,
+            self.performance,
+            self.energy,
+            self.smoke,
+            self.model,
+        )
 
     def short(self) -> str:
         return self.record_id[:12]
@@ -81,8 +94,9 @@ def _evaluation_payload(ev: Evaluation) -> dict[str, Any]:
     return d
 
 
-def _spec_payload(model_spec, method, ratio, seed, options, calibration, evaluation, performance, energy,
-                  smoke, key) -> dict[str, Any]:  # fmt: skip
+def _spec_payload(
+    model_spec, method, ratio, seed, options, calibration, evaluation, performance, energy, smoke, key
+) -> dict[str, Any]:
     return {
         "schema": SCHEMA_VERSION,
         "model": _model_payload(model_spec, key),
@@ -127,24 +141,63 @@ def expand(suite: Suite, smoke: bool = False) -> list[RunSpec]:
     for m in s.models:
         family = m.family
         base_id = sha256_of(_spec_payload(m, "base", 0.0, 0, {}, None, key=m.key, **common))
-        specs.append(RunSpec(suite=s.name, model=m.key, family=family, model_spec=m, method="base", ratio=0.0,
-                             seed=0, allow_hub=s.allow_hub, record_id=base_id, **common))  # fmt: skip
+        specs.append(
+            RunSpec(
+                suite=s.name,
+                model=m.key,
+                family=family,
+                model_spec=m,
+                method="base",
+                ratio=0.0,
+                seed=0,
+                allow_hub=s.allow_hub,
+                record_id=base_id,
+                **common,
+            )
+        )
         for meth in s.methods:
             opts = resolved_options(meth, family)
             cal = s.calibration if needs_calibration(meth.name) else None
             for seed in meth.seeds:
                 score_opts = {k: v for k, v in opts.items() if k not in PLAN_OPTIONS}
-                score_key = sha256_of({"schema": SCHEMA_VERSION, "model": _model_payload(m, m.key),
-                                       "method": meth.name, "seed": seed, "options": score_opts,
-                                       "calibration": _calibration_payload(cal), "smoke": smoke})  # fmt: skip
+                score_key = sha256_of(
+                    {
+                        "schema": SCHEMA_VERSION,
+                        "model": _model_payload(m, m.key),
+                        "method": meth.name,
+                        "seed": seed,
+                        "options": score_opts,
+                        "calibration": _calibration_payload(cal),
+                        "smoke": smoke,
+                    }
+                )
                 for ratio in meth.ratios:
                     payload = _spec_payload(m, meth.name, ratio, seed, opts, cal, key=m.key, **common)
-                    plan_key = sha256_of({"score_key": score_key, "ratio": ratio, "ranking": opts["ranking"],
-                                          "target": opts["target"]})  # fmt: skip
-                    specs.append(RunSpec(
-                        suite=s.name, model=m.key, family=family, model_spec=m, method=meth.name, ratio=ratio,
-                        seed=seed, options=opts, calibration=cal, allow_hub=s.allow_hub,
-                        record_id=sha256_of(payload), base_id=base_id, score_key=score_key, plan_key=plan_key,
-                        **common,
-                    ))  # fmt: skip
+                    plan_key = sha256_of(
+                        {
+                            "score_key": score_key,
+                            "ratio": ratio,
+                            "ranking": opts["ranking"],
+                            "target": opts["target"],
+                        }
+                    )
+                    specs.append(
+                        RunSpec(
+                            suite=s.name,
+                            model=m.key,
+                            family=family,
+                            model_spec=m,
+                            method=meth.name,
+                            ratio=ratio,
+                            seed=seed,
+                            options=opts,
+                            calibration=cal,
+                            allow_hub=s.allow_hub,
+                            record_id=sha256_of(payload),
+                            base_id=base_id,
+                            score_key=score_key,
+                            plan_key=plan_key,
+                            **common,
+                        )
+                    )
     return specs

@@ -65,13 +65,17 @@ def _load_raw(path: Path, stack: tuple[Path, ...] = ()) -> dict:
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
-        raise SuiteError(f"include: expected a file name or a list of file names (got {includes!r}) in {path}")
+        raise SuiteError(
+            f"include: expected a file name or a list of file names (got {includes!r}) in {path}"
+        )
     merged: dict = {}
     for inc in includes:
         inc_path = Path(inc).expanduser()
         inc_path = inc_path if inc_path.is_absolute() else path.parent / inc_path
         if not inc_path.is_file():
-            raise SuiteError(f"include: file not found: {inc_path.resolve()} (got {inc!r}; included from {path})")
+            raise SuiteError(
+                f"include: file not found: {inc_path.resolve()} (got {inc!r}; included from {path})"
+            )
         merged = deep_merge(merged, _load_raw(inc_path, (*stack, path)))
     return deep_merge(merged, data)
 

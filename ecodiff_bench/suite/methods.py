@@ -55,14 +55,20 @@ _RULES: dict[str, dict[str, dict[str, Any]]] = {
     "taylor": {
         "threshold": {"ge": 0, "le": 1, "description": "stop at the first step with loss < T * max"},
         "batch": {"gt": 0, "description": "calibration batch size"},
-        "timestep_stride": {"gt": 0, "description": "visit every k-th training timestep (1: all, as the paper)"},
+        "timestep_stride": {
+            "gt": 0,
+            "description": "visit every k-th training timestep (1: all, as the paper)",
+        },
     },
 }
 
 #: Options of the harness alone (not passed to pruning).
 _SUITE_OPTIONS: dict[str, dict[str, tuple[Any, FieldInfo]]] = {
     "ecodiff": {
-        "prompts": (int | None, Field(None, gt=0, description="calibration prompts to train on (default: all)")),
+        "prompts": (
+            int | None,
+            Field(None, gt=0, description="calibration prompts to train on (default: all)"),
+        ),
     },
 }
 
@@ -171,7 +177,9 @@ def _build(name: str) -> MethodInfo:
     config = _CONFIGS.get(name)
     title = "".join(part.capitalize() for part in name.split("-"))
     options = create_model(f"{title}Options", __base__=PlanOptions, **_option_fields(name, config))
-    options.__doc__ = f"Options of {name} (from pruning.{config.__name__})." if config else f"Options of {name}."
+    options.__doc__ = (
+        f"Options of {name} (from pruning.{config.__name__})." if config else f"Options of {name}."
+    )
     entry = create_model(
         f"{title}Method",
         __base__=MethodEntry,

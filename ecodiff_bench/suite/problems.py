@@ -51,7 +51,9 @@ class Problems:
     def raise_if_any(self) -> None:
         if self.items:
             summary = "; ".join(i["message"] for i in self.items)
-            raise PydanticCustomError("suite_problems", "{summary}", {"summary": summary, "problems": self.items})
+            raise PydanticCustomError(
+                "suite_problems", "{summary}", {"summary": summary, "problems": self.items}
+            )
 
     @classmethod
     def one(cls, loc: tuple, message: str, **kw: Any) -> PydanticCustomError:
@@ -208,7 +210,10 @@ def _describe(err: dict, data: Any, root: type[BaseModel]) -> list[tuple[list, s
     path = _clean_loc(loc, data, root)
     got = err.get("input", ...)
     if typ == "suite_problems":
-        return [(path + list(p["loc"]), p["message"], p.get("got", ...), p.get("allowed")) for p in ctx["problems"]]
+        return [
+            (path + list(p["loc"]), p["message"], p.get("got", ...), p.get("allowed"))
+            for p in ctx["problems"]
+        ]
     if typ == "suite_value":
         return [(path, ctx["message"], got, ctx.get("allowed"))]
     if typ == "extra_forbidden":
@@ -234,7 +239,14 @@ def _describe(err: dict, data: Any, root: type[BaseModel]) -> list[tuple[list, s
         if typ == "union_tag_not_found":
             return [(path + [field], "required field is missing", ..., allowed)]
         tag = str(ctx.get("tag"))
-        return [(path + [field], unknown_message(kind, tag, [a.strip() for a in allowed.split(",")]), tag, allowed)]
+        return [
+            (
+                path + [field],
+                unknown_message(kind, tag, [a.strip() for a in allowed.split(",")]),
+                tag,
+                allowed,
+            )
+        ]
     if typ in ("model_type", "dict_type", "model_attributes_type"):
         return [(path, "expected a mapping (key: value pairs)", got, None)]
     msg = str(ctx["error"]) if typ == "value_error" and "error" in ctx else err["msg"]

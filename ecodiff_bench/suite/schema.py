@@ -62,11 +62,15 @@ class _PromptSource(_Strict):
     @classmethod
     def _builtin_or_list(cls, v):
         if isinstance(v, str) and v not in BUILTIN_PROMPT_SETS:
-            raise fail(unknown_message("builtin prompt set", v, BUILTIN_PROMPT_SETS),
-                        allowed=f"{', '.join(BUILTIN_PROMPT_SETS)}, an inline list, or prompts_file")
+            raise fail(
+                unknown_message("builtin prompt set", v, BUILTIN_PROMPT_SETS),
+                allowed=f"{', '.join(BUILTIN_PROMPT_SETS)}, an inline list, or prompts_file",
+            )
         if v is not None and not isinstance(v, str | list):
-            raise fail("expected a builtin prompt set name or a list of prompts",
-                        allowed=f"{', '.join(BUILTIN_PROMPT_SETS)}, an inline list, or prompts_file")
+            raise fail(
+                "expected a builtin prompt set name or a list of prompts",
+                allowed=f"{', '.join(BUILTIN_PROMPT_SETS)}, an inline list, or prompts_file",
+            )
         return v
 
     @field_validator("prompts")
@@ -82,7 +86,9 @@ class _PromptSource(_Strict):
         if v is not None:
             p = Path(v).expanduser()
             if not p.is_file():
-                raise fail(f"prompts file not found: {p.resolve()}", allowed="a text file, one prompt per line")
+                raise fail(
+                    f"prompts file not found: {p.resolve()}", allowed="a text file, one prompt per line"
+                )
             if not read_prompts_file(p):
                 raise fail(f"prompts file {p} holds no prompts")
         return v
@@ -90,8 +96,9 @@ class _PromptSource(_Strict):
     @model_validator(mode="after")
     def _one_source(self):
         if self.prompts is not None and self.prompts_file is not None:
-            raise Problems.one(("prompts_file",), "give either prompts or prompts_file, not both",
-                               got=self.prompts_file)  # fmt: skip
+            raise Problems.one(
+                ("prompts_file",), "give either prompts or prompts_file, not both", got=self.prompts_file
+            )
         return self
 
     @property
@@ -148,7 +155,8 @@ def _clip_tag(v: Any) -> str:
 
 
 ClipSpec = Annotated[
-    Annotated[OpenClip, Tag("open_clip")] | Annotated[DigitsClip, Tag("digits-clip")], Discriminator(_clip_tag)
+    Annotated[OpenClip, Tag("open_clip")] | Annotated[DigitsClip, Tag("digits-clip")],
+    Discriminator(_clip_tag),
 ]
 
 
@@ -159,9 +167,11 @@ class Evaluation(_PromptSource):
     seed: int = Field(0, ge=0, description="generation seed of the first sample")
     metrics: list[Literal[QUALITY_METRICS]] = Field(default_factory=list)
     reference: str | None = Field(
-        None, description="real images for fid / frechet_distance: 'digits-heldout', a directory, or a .npz")
+        None, description="real images for fid / frechet_distance: 'digits-heldout', a directory, or a .npz"
+    )
     feature_extractor: Literal["inception", "digits-clip"] = Field(
-        "inception", description="feature space of frechet_distance (fid always uses Inception)")
+        "inception", description="feature space of frechet_distance (fid always uses Inception)"
+    )
     inception_weights: str | None = Field(None, description="local Inception weights for fid (offline)")
     clip: ClipSpec = Field(default_factory=OpenClip)
 
@@ -185,7 +195,9 @@ class Latency(_Strict):
     @model_validator(mode="after")
     def _order(self) -> Latency:
         if self.max_reps < self.min_reps:
-            raise Problems.one(("max_reps",), f"max_reps must be >= min_reps ({self.min_reps})", got=self.max_reps)
+            raise Problems.one(
+                ("max_reps",), f"max_reps must be >= min_reps ({self.min_reps})", got=self.max_reps
+            )
         return self
 
 
@@ -294,7 +306,9 @@ class Suite(_Strict):
     energy: Energy = Field(default_factory=Energy)
     outputs: Outputs = Field(default_factory=Outputs)
     regression: Regression = Field(default_factory=Regression)
-    allow_hub: bool = Field(False, description="allow downloads from the Hugging Face Hub (offline otherwise)")
+    allow_hub: bool = Field(
+        False, description="allow downloads from the Hugging Face Hub (offline otherwise)"
+    )
     smoke: Smoke = Field(default_factory=Smoke)
 
     _source: str | None = PrivateAttr(default=None)
@@ -326,63 +340,108 @@ class Suite(_Strict):
         seen: dict[str, int] = {}
         for i, m in enumerate(self.models):
             if m.key in seen:
-                p.add(("models", i, "label" if m.label else "name"),
-                      f"duplicate model {m.key!r} (also models[{seen[m.key]}]); give one a distinct label",
-                      got=m.key)
+                p.add(
+                    ("models", i, "label" if m.label else "name"),
+                    f"duplicate model {m.key!r} (also models[{seen[m.key]}]); give one a distinct label",
+                    got=m.key,
+                )
             seen.setdefault(m.key, i)
         mseen: dict[str, int] = {}
         for i, meth in enumerate(self.methods):
             if meth.name in mseen:
-                p.add(("methods", i, "name"), f"duplicate method {meth.name!r} (also methods[{mseen[meth.name]}])",
-                      got=meth.name)
+                p.add(
+                    ("methods", i, "name"),
+                    f"duplicate method {meth.name!r} (also methods[{mseen[meth.name]}])",
+                    got=meth.name,
+                )
             mseen.setdefault(meth.name, i)
 
         if self.energy.carbon and self.energy.country is None:
-            p.add(("energy", "country"),
-                  "required when energy.carbon is true (no default grid: carbon depends on it)", got=None,
-                  allowed="an ISO 3166-1 alpha-3 code such as FRA, USA, DEU; or set energy.carbon: false")
+            p.add(
+                ("energy", "country"),
+                "required when energy.carbon is true (no default grid: carbon depends on it)",
+                got=None,
+                allowed="an ISO 3166-1 alpha-3 code such as FRA, USA, DEU; or set energy.carbon: false",
+            )
 
         calibrated = [m.name for m in self.methods if needs_calibration(m.name)]
         if calibrated and not self.calibration.has_prompts:
-            p.add(("calibration", "prompts"), f"required by method(s) {', '.join(calibrated)}", got=None,
-                  allowed="'digits', an inline list, or calibration.prompts_file")
+            p.add(
+                ("calibration", "prompts"),
+                f"required by method(s) {', '.join(calibrated)}",
+                got=None,
+                allowed="'digits', an inline list, or calibration.prompts_file",
+            )
         if calibrated and self.calibration.has_prompts and not isinstance(self.calibration.prompts, str):
             n = len(self.calibration.load_prompts())
             if self.calibration.count > n:
-                p.add(("calibration", "count"), f"asks for more prompts than the {n} available",
-                      got=self.calibration.count, allowed=f"1..{n}")
+                p.add(
+                    ("calibration", "count"),
+                    f"asks for more prompts than the {n} available",
+                    got=self.calibration.count,
+                    allowed=f"1..{n}",
+                )
         for i, meth in enumerate(self.methods):
             prompts = getattr(meth.options, "prompts", None)  # the calibration prompts a method trains on
             if prompts is not None and prompts > self.calibration.count:
-                p.add(("methods", i, "options", "prompts"), "exceeds calibration.count",
-                      got=prompts, allowed=f"1..{self.calibration.count}")
+                p.add(
+                    ("methods", i, "options", "prompts"),
+                    "exceeds calibration.count",
+                    got=prompts,
+                    allowed=f"1..{self.calibration.count}",
+                )
 
         ev = self.evaluation
         if ev.metrics and not ev.has_prompts:
-            p.add(("evaluation", "prompts"), "required when evaluation.metrics is not empty", got=None,
-                  allowed="'digits', an inline list, or evaluation.prompts_file")
+            p.add(
+                ("evaluation", "prompts"),
+                "required when evaluation.metrics is not empty",
+                got=None,
+                allowed="'digits', an inline list, or evaluation.prompts_file",
+            )
         needs_ref = [m for m in ev.metrics if m in ("fid", "frechet_distance")]
         if needs_ref and ev.reference is None:
-            p.add(("evaluation", "reference"), f"required by {', '.join(needs_ref)}", got=None,
-                  allowed="'digits-heldout', a directory of images, or a .npz statistics file")
+            p.add(
+                ("evaluation", "reference"),
+                f"required by {', '.join(needs_ref)}",
+                got=None,
+                allowed="'digits-heldout', a directory of images, or a .npz statistics file",
+            )
         if "fid" in ev.metrics and ev.inception_weights is None and not self.allow_hub:
-            p.add(("evaluation", "inception_weights"),
-                  "required by fid when allow_hub is false (the weights would be downloaded)", got=None,
-                  allowed="a local path to pt_inception-2015-12-05 weights, or allow_hub: true")
+            p.add(
+                ("evaluation", "inception_weights"),
+                "required by fid when allow_hub is false (the weights would be downloaded)",
+                got=None,
+                allowed="a local path to pt_inception-2015-12-05 weights, or allow_hub: true",
+            )
         non_digits = [m.name for m in self.models if not is_digits(m.name)]
         if non_digits:
             if "recognisability" in ev.metrics:
-                p.add(("evaluation", "metrics"), f"recognisability applies to digits models only, not "
-                      f"{', '.join(non_digits)}", got="recognisability")
+                p.add(
+                    ("evaluation", "metrics"),
+                    f"recognisability applies to digits models only, not {', '.join(non_digits)}",
+                    got="recognisability",
+                )
             if "frechet_distance" in ev.metrics and ev.feature_extractor == "digits-clip":
-                p.add(("evaluation", "feature_extractor"), f"digits-clip only embeds digits, not the "
-                      f"images of {', '.join(non_digits)}", got="digits-clip", allowed="inception")
+                p.add(
+                    ("evaluation", "feature_extractor"),
+                    f"digits-clip only embeds digits, not the images of {', '.join(non_digits)}",
+                    got="digits-clip",
+                    allowed="inception",
+                )
             if "clip_score" in ev.metrics and isinstance(ev.clip, DigitsClip):
-                p.add(("evaluation", "clip", "name"), f"digits-clip only scores digits models, not "
-                      f"{', '.join(non_digits)}", got="digits-clip", allowed="an open_clip model, e.g. ViT-B-32")
+                p.add(
+                    ("evaluation", "clip", "name"),
+                    f"digits-clip only scores digits models, not {', '.join(non_digits)}",
+                    got="digits-clip",
+                    allowed="an open_clip model, e.g. ViT-B-32",
+                )
         if ev.reference in BUILTIN_REFERENCES and non_digits and needs_ref:
-            p.add(("evaluation", "reference"), f"{ev.reference} holds digits; not a reference for "
-                  f"{', '.join(non_digits)}", got=ev.reference)
+            p.add(
+                ("evaluation", "reference"),
+                f"{ev.reference} holds digits; not a reference for {', '.join(non_digits)}",
+                got=ev.reference,
+            )
         p.raise_if_any()
         return self
 

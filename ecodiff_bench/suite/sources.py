@@ -77,8 +77,12 @@ class ZooModel(_ModelBase):
     @model_validator(mode="after")
     def _only_digits(self) -> ZooModel:
         if not is_digits(self.name):
-            raise Problems.one(("source",), f"the zoo only holds digits models, not {self.name!r}", got="zoo",
-                               allowed="hub, random-init, or a local path")  # fmt: skip
+            raise Problems.one(
+                ("source",),
+                f"the zoo only holds digits models, not {self.name!r}",
+                got="zoo",
+                allowed="hub, random-init, or a local path",
+            )
         return self
 
 
@@ -92,7 +96,9 @@ class HubModel(_ModelBase):
     @model_validator(mode="after")
     def _hub_id_for_digits(self) -> HubModel:
         if self.hub_id is None and known_model(self.name).hub_id is None:
-            raise Problems.one(("hub_id",), f"required: {self.name!r} has no official hub repository", got=None)
+            raise Problems.one(
+                ("hub_id",), f"required: {self.name!r} has no official hub repository", got=None
+            )
         return self
 
     @property
@@ -141,8 +147,12 @@ def model_shorthand(v: Any, index: int) -> Any:
         src = v["source"]
         if not isinstance(src, str) or (src not in SOURCE_KEYWORDS and not looks_like_path(src)):
             hint = suggest(str(src), SOURCE_KEYWORDS, cutoff=0.5)
-            raise Problems.one((index, "source"), "unknown source" + ("." + hint if hint else ""), got=src,
-                               allowed="zoo, hub, random-init, or a local path such as ./my-model")  # fmt: skip
+            raise Problems.one(
+                (index, "source"),
+                "unknown source" + ("." + hint if hint else ""),
+                got=src,
+                allowed="zoo, hub, random-init, or a local path such as ./my-model",
+            )
     return v
 
 
