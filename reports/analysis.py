@@ -42,7 +42,7 @@ COMPARABLE_SETTINGS = (*CALL_SETTINGS, "dtype", "batch_size")
 
 # -- small helpers ------------------------------------------------------------------------------------
 def device_of(record: dict) -> str:
-    """The device a record was measured on, from its provenance (see ecodiff_bench.provenance).
+    """The device a record was measured on, from its provenance (see ecodiff_bench.run.provenance).
 
     Order: provenance.device_name / gpu_name; a run device ("cuda:1", "cpu") from provenance.device or
     settings.device picks the GPU (torch.cuda_devices, else gpu.gpus[*].name) or the CPU model; without a

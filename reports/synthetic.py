@@ -191,7 +191,7 @@ def make_record(
         "status": status,
         "error": None if status == "ok" else "synthetic failure: CUDA out of memory",
         "metrics": metrics,
-        # the shape of ecodiff_bench.provenance.collect_provenance()
+        # the shape of ecodiff_bench.run.provenance.collect_provenance()
         "provenance": {
             "git": {"commit": "0123abcd", "dirty": False},
             "python": "3.11",

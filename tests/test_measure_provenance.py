@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ecodiff_bench.provenance import collect_provenance, gpu_info
+from ecodiff_bench.run.provenance import collect_provenance, gpu_info
 
 
 def test_provenance_fields(nvml):

@@ -1,8 +1,8 @@
 """Measurement trackers: latency, memory/size/FLOPs, energy (NVML, RAPL), carbon (codecarbon, offline).
 
 Every number is an :class:`ecodiff_bench.core.values.Value` with a unit, a status (measured / estimated /
-unavailable, with the reason) and a direction; metric names follow CONTRACTS.md. Nothing here imports
-torch at module import time, so the store and reports can import the names cheaply.
+unavailable, with the reason) and a direction; metric names are those of the catalog
+(``ecodiff_bench.core.metrics``). Nothing here imports torch at module import time.
 """
 
 from ecodiff_bench.measure.carbon import (

@@ -7,7 +7,7 @@ first, because codecarbon itself falls back silently: an unknown country becomes
 an unknown region becomes the national figure. Here a missing or unknown country is an error naming the
 field; nothing is ever guessed.
 
-Metric names (CONTRACTS.md): ``gco2e_per_1000_images``.
+Metric names (the catalog, ecodiff_bench.core.metrics): ``gco2e_per_1000_images``.
 """
 
 from __future__ import annotations

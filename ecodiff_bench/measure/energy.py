@@ -14,7 +14,8 @@ CPU energy: RAPL package counters under /sys/class/powercap (wraparound handled)
 an estimate from codecarbon's CPU power table (TDP x this process's CPU time / logical CPUs), labelled
 "estimated"; or "unavailable" with the reason.
 
-Metric names (CONTRACTS.md): ``gpu_energy_image_j`` (gross), ``gpu_energy_image_net_j`` (minus idle
+Metric names (see ecodiff_bench.core.metrics):
+``gpu_energy_image_j`` (gross), ``gpu_energy_image_net_j`` (minus idle
 power x window time), ``idle_power_w``, ``cpu_energy_image_j``, ``energy_image_j`` (GPU gross + CPU:
 the figure carbon is computed from).
 """

@@ -4,7 +4,8 @@ On a CUDA device the timer uses CUDA events recorded on the current stream (the 
 host-side jitter after the last launch does not count); elsewhere ``time.perf_counter`` with a device
 synchronization on both edges.
 
-Metric names (CONTRACTS.md): ``latency_image_s`` (mean seconds per image; details hold p50/p90/p99,
+Metric names (see ecodiff_bench.core.metrics):
+``latency_image_s`` (mean seconds per image; details hold p50/p90/p99,
 stdev and n), ``latency_step_s`` (seconds per denoising step of one call), ``throughput_img_per_s``.
 """
 

@@ -1,6 +1,7 @@
 """Memory, size and compute: CUDA peaks, NVML memory, process peak RSS, parameters, bytes on disk, FLOPs.
 
-Metric names (CONTRACTS.md): ``cuda_peak_allocated_bytes``, ``cuda_peak_reserved_bytes``,
+Metric names (see ecodiff_bench.core.metrics):
+``cuda_peak_allocated_bytes``, ``cuda_peak_reserved_bytes``,
 ``nvml_memory_used_bytes``, ``peak_rss_bytes``, ``params``, ``disk_bytes``, ``flops_per_step``.
 """
 
