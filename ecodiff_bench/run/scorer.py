@@ -13,7 +13,7 @@ import pruning
 from ecodiff_bench.core.files import atomic_path, write_json_atomic
 from ecodiff_bench.measure import energy
 from ecodiff_bench.suite import RunSpec
-from ecodiff_bench.suite.methods import config_kwargs
+from ecodiff_bench.suite.methods import PLAN_OPTIONS, config_kwargs
 
 
 class Scorer:
@@ -62,10 +62,5 @@ class Scorer:
         return result
 
     def plan(self, spec: RunSpec, pipe, settings: dict) -> pruning.PruningPlan:
-        return pruning.plan(
-            pipe,
-            self.scores(spec, pipe, settings),
-            spec.ratio,
-            target=spec.options["target"],
-            ranking=spec.options["ranking"],
-        )
+        plan_options = {k: spec.options[k] for k in PLAN_OPTIONS}  # ranking, target (pruning.plan's keywords)
+        return pruning.plan(pipe, self.scores(spec, pipe, settings), spec.ratio, **plan_options)

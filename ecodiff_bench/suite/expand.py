@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ecodiff_bench.suite.loading import validate_suite
 from ecodiff_bench.suite.methods import METHOD_NAMES, PLAN_OPTIONS, needs_calibration, resolved_options
 from ecodiff_bench.suite.methods import shrink_for_smoke as _shrink_method
 from ecodiff_bench.suite.schema import Calibration, Energy, Evaluation, Performance, Suite
@@ -114,8 +115,6 @@ def _spec_payload(
 
 def apply_smoke(suite: Suite) -> Suite:
     """The suite shrunk as ``--smoke`` asks: fewer samples, repetitions, epochs and calibration prompts."""
-    from ecodiff_bench.suite.loading import validate_suite
-
     sm = suite.smoke
     d = suite.model_dump(mode="python")
     ev = d["evaluation"]
@@ -173,14 +172,8 @@ def expand(suite: Suite, smoke: bool = False) -> list[RunSpec]:
                 )
                 for ratio in meth.ratios:
                     payload = _spec_payload(m, meth.name, ratio, seed, opts, cal, key=m.key, **common)
-                    plan_key = sha256_of(
-                        {
-                            "score_key": score_key,
-                            "ratio": ratio,
-                            "ranking": opts["ranking"],
-                            "target": opts["target"],
-                        }
-                    )
+                    plan_opts = {k: opts[k] for k in PLAN_OPTIONS}
+                    plan_key = sha256_of({"score_key": score_key, "ratio": ratio, **plan_opts})
                     specs.append(
                         RunSpec(
                             suite=s.name,

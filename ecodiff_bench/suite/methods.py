@@ -84,9 +84,6 @@ _SMOKE: dict[str, dict[str, str]] = {
     "taylor": {"batch": "calibration"},
 }
 
-#: Options every method takes: how units are ranked, and what the ratio counts (pruning.plan's arguments).
-PLAN_OPTIONS = ("ranking", "target")
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -97,6 +94,10 @@ class PlanOptions(_Strict):
 
     ranking: Literal[pruning.RANKINGS] = "global"
     target: Literal[pruning.TARGETS] = "params"
+
+
+#: The options every method takes, which are keyword arguments of ``pruning.plan`` (not of scoring).
+PLAN_OPTIONS: tuple[str, ...] = tuple(PlanOptions.model_fields)
 
 
 def _check_ratio(v: float) -> float:
