@@ -73,7 +73,7 @@ def _slug(text: str) -> str:
 
 # -- quality vs energy -----------------------------------------------------------------------------------
 def quality_vs_energy(records: list[dict]) -> Plot:
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r["status"] == "ok"]
     qname = quality_metric(ok)
     if qname is None:
         return Plot(
@@ -154,7 +154,7 @@ def latency_energy_bars(groups: list[Group]) -> Plot:
                 ax.text(0, i, " n/a", ha="left", va="center", fontsize=7)
                 continue
             err = None
-            sd = ((metric(row.record, name) or {}).get("details") or {}).get("stdev")
+            sd = (metric(row.record, name) or {"details": {}})["details"].get("stdev")
             if isinstance(sd, (int, float)) and math.isfinite(sd):
                 err = sd
             est = (metric(row.record, name) or {}).get("status") == "estimated"
@@ -331,11 +331,7 @@ def training_curves(groups: list[Group], roots) -> list[Plot]:
         for i, r in enumerate(g.pruned):
             lab = label(r, True)
             art = resolve_artifact(r, "training_curve", roots)
-            if (
-                art.problem
-                and r.get("method") != "ecodiff"
-                and not (r.get("artifacts") or {}).get("training_curve")
-            ):
+            if art.problem and r["method"] != "ecodiff" and not r["artifacts"].get("training_curve"):
                 continue  # methods without mask training have no curve; nothing to report
             data, problem = load_json_artifact(art)
             if problem is None:
@@ -409,12 +405,12 @@ def sample_grids(groups: list[Group], roots) -> list[Sample]:
             r = row.record
             art = resolve_artifact(r, "samples", roots)
             if not art.ok:
-                out.append(Sample(g.model, row.label, r.get("seed"), None, "", "", art.problem))
+                out.append(Sample(g.model, row.label, r["seed"], None, "", "", art.problem))
                 continue
             try:
                 data = art.path.read_bytes()
             except OSError as exc:
-                out.append(Sample(g.model, row.label, r.get("seed"), None, "", "", f"could not read: {exc}"))
+                out.append(Sample(g.model, row.label, r["seed"], None, "", "", f"could not read: {exc}"))
                 continue
             kind = next((v for sig_, v in _MIME.items() if data.startswith(sig_)), None)
             if kind is None:
@@ -422,7 +418,7 @@ def sample_grids(groups: list[Group], roots) -> list[Sample]:
                     Sample(
                         g.model,
                         row.label,
-                        r.get("seed"),
+                        r["seed"],
                         None,
                         "",
                         "",
@@ -430,5 +426,5 @@ def sample_grids(groups: list[Group], roots) -> list[Sample]:
                     )
                 )
                 continue
-            out.append(Sample(g.model, row.label, r.get("seed"), data, kind[0], kind[1]))
+            out.append(Sample(g.model, row.label, r["seed"], data, kind[0], kind[1]))
     return out

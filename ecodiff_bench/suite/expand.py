@@ -12,11 +12,12 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ecodiff_bench.suite.loading import validate_suite
 from ecodiff_bench.suite.methods import METHOD_NAMES, PLAN_OPTIONS, needs_calibration, resolved_options
 from ecodiff_bench.suite.methods import shrink_for_smoke as _shrink_method
+from ecodiff_bench.suite.problems import StrictModel
 from ecodiff_bench.suite.schema import Calibration, Energy, Evaluation, Performance, Suite
 from ecodiff_bench.suite.sources import ModelSpec
 
@@ -32,10 +33,8 @@ def sha256_of(obj: Any) -> str:
     return hashlib.sha256(_canonical(obj).encode()).hexdigest()
 
 
-class RunSpec(BaseModel):
+class RunSpec(StrictModel):
     """One measured model: the base of a model, or one (method, ratio, seed) applied to it."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     suite: str
     model: str = Field(description="the model's key in the suite (label or name)")

@@ -22,12 +22,12 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import AfterValidator, Field, create_model, field_validator
 from pydantic.fields import FieldInfo
 
 import pruning
 from ecodiff_bench.core.registry import Registry
-from ecodiff_bench.suite.problems import check_unique, fail
+from ecodiff_bench.suite.problems import StrictModel, check_unique, fail
 from pruning.masks import PARAMETRIZATIONS
 
 #: Each method's config dataclass in pruning; methods without one take only the plan's options.
@@ -85,11 +85,7 @@ _SMOKE: dict[str, dict[str, str]] = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class PlanOptions(_Strict):
+class PlanOptions(StrictModel):
     """Options every method shares: how units are ranked, and what the ratio counts."""
 
     ranking: Literal[pruning.RANKINGS] = "global"
@@ -109,7 +105,7 @@ def _check_ratio(v: float) -> float:
 Ratio = Annotated[float, AfterValidator(_check_ratio)]
 
 
-class MethodEntry(_Strict):
+class MethodEntry(StrictModel):
     """One entry of a suite's ``methods``: ratios and seeds (the options field is per method)."""
 
     ratios: list[Ratio]

@@ -14,12 +14,18 @@ from collections.abc import Iterable
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Tag, ValidationError
 from pydantic_core import PydanticCustomError
 
 from ecodiff_bench.core.registry import suggest, unknown_message
 
-__all__ = ["Problems", "check_unique", "fail", "format_validation_error", "unknown_message"]
+__all__ = ["Problems", "StrictModel", "check_unique", "fail", "format_validation_error", "unknown_message"]
+
+
+class StrictModel(BaseModel):
+    """The base of every suite section: unknown keys refused, no coercion (``"4"`` is not 4), immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 def _allowed_text(allowed: Iterable[Any] | str) -> str:

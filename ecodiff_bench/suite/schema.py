@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     PrivateAttr,
@@ -28,7 +26,7 @@ from ecodiff_bench.core.registry import UnknownNameError, suggest
 from ecodiff_bench.core.thresholds import MetricThreshold
 from ecodiff_bench.suite.catalog import BUILTIN_PROMPT_SETS, BUILTIN_REFERENCES, is_digits, model_names
 from ecodiff_bench.suite.methods import MethodSpec, needs_calibration
-from ecodiff_bench.suite.problems import Problems, check_unique, fail, unknown_message
+from ecodiff_bench.suite.problems import Problems, StrictModel, check_unique, fail, unknown_message
 from ecodiff_bench.suite.sources import (
     HubModel,
     LocalModel,
@@ -37,11 +35,6 @@ from ecodiff_bench.suite.sources import (
     ZooModel,
     model_shorthand,
 )
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
 
 # -- prompts, calibration, evaluation ---------------------------------------------------------------------
 
@@ -52,7 +45,7 @@ def read_prompts_file(path: str | Path) -> list[str]:
     return [s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")]
 
 
-class _PromptSource(_Strict):
+class _PromptSource(StrictModel):
     """Prompts: a builtin set (``digits``), an inline list, or ``prompts_file`` (one per line)."""
 
     prompts: Literal["digits"] | list[str] | None = None
@@ -136,14 +129,14 @@ class Calibration(_PromptSource):
     count: int = Field(100, gt=0)
 
 
-class OpenClip(_Strict):
+class OpenClip(StrictModel):
     """An open_clip model; ``pretrained`` is a tag (``openai``) or a local checkpoint path."""
 
     name: str = "ViT-B-32"
     pretrained: str = "openai"
 
 
-class DigitsClip(_Strict):
+class DigitsClip(StrictModel):
     """The zoo's small CLIP trained on digits."""
 
     name: Literal["digits-clip"]
@@ -184,7 +177,7 @@ class Evaluation(_PromptSource):
 # -- performance, energy, outputs, regression, smoke -------------------------------------------------------
 
 
-class Latency(_Strict):
+class Latency(StrictModel):
     """Repeat until both ``min_reps`` and ``min_seconds`` are reached (or ``max_reps``)."""
 
     warmup: int = Field(2, ge=0)
@@ -201,14 +194,14 @@ class Latency(_Strict):
         return self
 
 
-class Performance(_Strict):
+class Performance(StrictModel):
     latency: Latency = Field(default_factory=Latency)
     batch_size: int = Field(1, gt=0)
     interleave: bool = Field(True, description="alternate base and pruned repetitions (thermal drift)")
     prompt: str | None = Field(None, description="prompt for timing (default: the first evaluation prompt)")
 
 
-class Energy(_Strict):
+class Energy(StrictModel):
     """Energy is always measured where a counter exists; carbon needs the grid's country (no default)."""
 
     carbon: bool = True
@@ -243,7 +236,7 @@ class Energy(_Strict):
 ReportFormat = Literal["html", "md"]
 
 
-class Outputs(_Strict):
+class Outputs(StrictModel):
     dir: str = "results"
     store: str | None = Field(None, description="SQLite results store (default: <dir>/store.sqlite)")
     report: list[ReportFormat] = Field(default_factory=lambda: ["html", "md"])
@@ -268,7 +261,7 @@ class Outputs(_Strict):
         return Path(self.store).expanduser() if self.store else self.dir_path / "store.sqlite"
 
 
-class Regression(_Strict):
+class Regression(StrictModel):
     thresholds: dict[str, MetricThreshold] = Field(default_factory=dict)
 
     @field_validator("thresholds")
@@ -282,7 +275,7 @@ class Regression(_Strict):
         return v
 
 
-class Smoke(_Strict):
+class Smoke(StrictModel):
     """What ``--smoke`` shrinks to (never grows)."""
 
     samples: int = Field(8, gt=0)
@@ -295,7 +288,7 @@ class Smoke(_Strict):
 # -- the suite ---------------------------------------------------------------------------------------------
 
 
-class Suite(_Strict):
+class Suite(StrictModel):
     name: str
     description: str = ""
     models: list[ModelSpec]
@@ -337,6 +330,14 @@ class Suite(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> Suite:
         p = Problems()
+        self._check_unique_entries(p)
+        self._check_energy(p)
+        self._check_calibration(p)
+        self._check_evaluation(p)
+        p.raise_if_any()
+        return self
+
+    def _check_unique_entries(self, p: Problems) -> None:
         seen: dict[str, int] = {}
         for i, m in enumerate(self.models):
             if m.key in seen:
@@ -356,6 +357,7 @@ class Suite(_Strict):
                 )
             mseen.setdefault(meth.name, i)
 
+    def _check_energy(self, p: Problems) -> None:
         if self.energy.carbon and self.energy.country is None:
             p.add(
                 ("energy", "country"),
@@ -364,6 +366,7 @@ class Suite(_Strict):
                 allowed="an ISO 3166-1 alpha-3 code such as FRA, USA, DEU; or set energy.carbon: false",
             )
 
+    def _check_calibration(self, p: Problems) -> None:
         calibrated = [m.name for m in self.methods if needs_calibration(m.name)]
         if calibrated and not self.calibration.has_prompts:
             p.add(
@@ -391,6 +394,7 @@ class Suite(_Strict):
                     allowed=f"1..{self.calibration.count}",
                 )
 
+    def _check_evaluation(self, p: Problems) -> None:
         ev = self.evaluation
         if ev.metrics and not ev.has_prompts:
             p.add(
@@ -442,8 +446,6 @@ class Suite(_Strict):
                 f"{ev.reference} holds digits; not a reference for {', '.join(non_digits)}",
                 got=ev.reference,
             )
-        p.raise_if_any()
-        return self
 
     # -- conveniences --------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
 from ecodiff_bench.core.record import CALL_SETTINGS
 from ecodiff_bench.core.registry import suggest
@@ -18,17 +18,13 @@ from ecodiff_bench.suite.catalog import (
     known_models,
     model_names,
 )
-from ecodiff_bench.suite.problems import Problems, fail, unknown_message
+from ecodiff_bench.suite.problems import Problems, StrictModel, fail, unknown_message
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class _ModelBase(_Strict):
+class _ModelBase(StrictModel):
     """One model to benchmark; ``None`` call settings mean the model's own default."""
 
     name: str
