@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pruning
 from ecodiff_bench.core.metrics import METRICS, QUALITY_METRICS
 from ecodiff_bench.core.record import CALL_SETTINGS
 from ecodiff_bench.suite import methods as suite_methods
+from ecodiff_bench.suite import pruning_info
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,24 +68,73 @@ def test_suite_methods_are_prunings_methods():
 @pytest.mark.parametrize("name", ["ecodiff", "taylor"])
 def test_every_config_field_is_an_option_or_set_by_the_harness(name):
     info = suite_methods.method_info(name)
+    fields = dataclasses.fields(pruning_info._live(info.config))
     options = set(info.options.model_fields)
-    for field in dataclasses.fields(info.config):
+    for field in fields:
         assert (field.name in options) != (field.name in suite_methods.NOT_OPTIONS), field.name
-    defaults = info.options()
-    for field in dataclasses.fields(
-        info.config
-    ):  # the suite's defaults are pruning's (or the architecture's)
+    defaults = info.options()  # pruning's defaults, or None where the architecture decides
+    for field in fields:
         if field.name in options and getattr(defaults, field.name) is not None:
             assert getattr(defaults, field.name) == field.default, field.name
 
 
-def test_a_new_config_field_becomes_a_suite_option(monkeypatch):
-    @dataclasses.dataclass
-    class WithController(pruning.EcoDiffConfig):
-        sparsity_target: float | None = None
-        controller: str = "none"
+@pytest.mark.parametrize(
+    "ref", ["pruning.methods.ecodiff:EcoDiffConfig", "pruning.methods.taylor:TaylorConfig"]
+)
+def test_reading_prunings_source_equals_importing_it(ref):
+    live = pruning_info._live(ref)
+    hints = typing.get_type_hints(live)
+    expected = [(f.name, hints[f.name], f.default) for f in dataclasses.fields(live)]
+    assert [(f.name, f.type, f.default) for f in pruning_info._static_fields(*ref.split(":"))] == expected
 
-    monkeypatch.setitem(suite_methods._CONFIGS, "ecodiff", WithController)
+
+CONSTANTS = [
+    "methods:METHODS",
+    "methods:DATA_FREE",
+    "plan:RANKINGS",
+    "plan:TARGETS",
+    "masks:PARAMETRIZATIONS",
+]
+
+
+@pytest.mark.parametrize("ref", [f"pruning.{c}" for c in CONSTANTS])
+def test_prunings_constants_read_from_source_equal_the_imported_ones(ref):
+    assert pruning_info._static_constant(*ref.split(":")) == pruning_info._live(ref)
+
+
+def test_what_the_source_cannot_tell_comes_from_the_imported_module(monkeypatch):
+    def unreadable(*args):
+        raise pruning_info._Unreadable("computed")
+
+    monkeypatch.delitem(sys.modules, "pruning")  # as in a process that has not imported pruning
+    monkeypatch.setattr(pruning_info, "_static_constant", unreadable)
+    monkeypatch.setattr(pruning_info, "_static_fields", unreadable)
+    assert pruning_info.constant("pruning.plan:RANKINGS") == pruning.RANKINGS
+    fields = pruning_info.config_fields("pruning.methods.taylor:TaylorConfig")
+    assert [f.name for f in fields] == [f.name for f in dataclasses.fields(pruning.TaylorConfig)]
+
+
+def test_validating_and_listing_load_no_torch():
+    code = (
+        "from click.testing import CliRunner; from ecodiff_bench.cli import main; "
+        "assert CliRunner().invoke(main, ['validate', 'digits']).exit_code == 0; "
+        "assert CliRunner().invoke(main, ['ls']).exit_code == 0"
+    )
+    loaded = _modules_after(code)
+    assert "ecodiff_bench.suite.methods" in loaded
+    assert not [m for m in loaded if m == "torch" or m.startswith(("torch.", "pruning"))]
+
+
+@dataclasses.dataclass
+class WithController(pruning.EcoDiffConfig):
+    """EcoDiffConfig as another change may extend it (a sparsity controller)."""
+
+    sparsity_target: float | None = None
+    controller: str = "none"
+
+
+def test_a_new_config_field_becomes_a_suite_option(monkeypatch):
+    monkeypatch.setitem(suite_methods._CONFIGS, "ecodiff", f"{__name__}:WithController")
     info = suite_methods._build("ecodiff")
     opts = info.options.model_validate({"sparsity_target": 0.3, "controller": "pid"})
     assert (opts.sparsity_target, opts.controller) == (0.3, "pid")
@@ -93,9 +144,8 @@ def test_a_new_config_field_becomes_a_suite_option(monkeypatch):
 
 
 def test_not_options_name_real_config_fields():
-    fields = {
-        f.name for name in ("ecodiff", "taylor") for f in dataclasses.fields(suite_methods._CONFIGS[name])
-    }
+    configs = [pruning_info._live(ref) for ref in suite_methods._CONFIGS.values()]
+    fields = {f.name for config in configs for f in dataclasses.fields(config)}
     assert set(suite_methods.NOT_OPTIONS) <= fields
 
 

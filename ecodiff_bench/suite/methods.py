@@ -12,26 +12,32 @@ adds is what pruning cannot know:
 * what ``--smoke`` shrinks (:data:`_SMOKE`).
 
 Names, help texts and whether a method needs calibration prompts come from pruning (``METHODS``,
-``DATA_FREE``). Every method also takes the plan's options ``ranking`` and ``target``.
+``DATA_FREE``). Every method also takes the plan's options ``ranking`` and ``target``. All of it is read
+through :mod:`.pruning_info`, so that validating a suite does not import torch.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, Field, create_model, field_validator
 from pydantic.fields import FieldInfo
 
-import pruning
 from ecodiff_bench.core.registry import Registry
+from ecodiff_bench.suite import pruning_info
 from ecodiff_bench.suite.problems import StrictModel, check_unique, fail
-from pruning.masks import PARAMETRIZATIONS
 
-#: Each method's config dataclass in pruning; methods without one take only the plan's options.
-_CONFIGS: dict[str, type] = {"ecodiff": pruning.EcoDiffConfig, "taylor": pruning.TaylorConfig}
+#: Each method's config dataclass in pruning ("module:Class"); methods without one take only the plan's options.
+_CONFIGS: dict[str, str] = {
+    "ecodiff": "pruning.methods.ecodiff:EcoDiffConfig",
+    "taylor": "pruning.methods.taylor:TaylorConfig",
+}
+_PRUNING_METHODS: dict[str, str] = pruning_info.constant("pruning.methods:METHODS")  # name -> help
+_DATA_FREE: tuple[str, ...] = pruning_info.constant("pruning.methods:DATA_FREE")
+_PARAMETRIZATIONS: tuple[str, ...] = pruning_info.constant("pruning.masks:PARAMETRIZATIONS")
+_RANKINGS: tuple[str, ...] = pruning_info.constant("pruning.plan:RANKINGS")
+_TARGETS: tuple[str, ...] = pruning_info.constant("pruning.plan:TARGETS")
 
 #: Config fields that are not suite options, and why.
 NOT_OPTIONS = {
@@ -50,7 +56,7 @@ _RULES: dict[str, dict[str, dict[str, Any]]] = {
         "lr_heads": {"gt": 0, "description": "default: lr (SDXL), 0.5 (FLUX)"},
         "beta_reg": {"ge": 0, "description": "default: 0.5 (SDXL), 0.01 (FLUX)"},
         "accumulate": {"gt": 0, "description": "optimizer step every N prompts"},
-        "parametrization": {"type": Literal[PARAMETRIZATIONS]},
+        "parametrization": {"type": Literal[_PARAMETRIZATIONS]},
     },
     "taylor": {
         "threshold": {"ge": 0, "le": 1, "description": "stop at the first step with loss < T * max"},
@@ -88,8 +94,8 @@ _SMOKE: dict[str, dict[str, str]] = {
 class PlanOptions(StrictModel):
     """Options every method shares: how units are ranked, and what the ratio counts."""
 
-    ranking: Literal[pruning.RANKINGS] = "global"
-    target: Literal[pruning.TARGETS] = "params"
+    ranking: Literal[_RANKINGS] = "global"
+    target: Literal[_TARGETS] = "params"
 
 
 #: The options every method takes, which are keyword arguments of ``pruning.plan`` (not of scoring).
@@ -133,37 +139,34 @@ class MethodInfo:
     name: str
     help: str
     needs_calibration: bool
-    config: type | None  # pruning's config dataclass
+    config: str | None  # pruning's config dataclass, "module:Class"
+    config_fields: tuple[str, ...]  # its fields (what pruning.score's ``options`` accepts, with the seed)
     options: type[PlanOptions]  # the suite's options (generated)
     entry: type[MethodEntry]  # the suite's ``methods[]`` entry for this method (generated)
 
-    def config_fields(self) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(self.config)) if self.config else ()
-
     def config_kwargs(self, options: dict[str, Any], seed: int) -> dict[str, Any]:
         """Resolved suite options -> pruning.score's ``options`` (the config's fields, and the seed)."""
-        fields = self.config_fields()
-        return {**{k: v for k, v in options.items() if k in fields}, "seed": seed}
+        return {**{k: v for k, v in options.items() if k in self.config_fields}, "seed": seed}
 
 
-def _option_fields(name: str, config: type | None) -> dict[str, tuple[Any, FieldInfo]]:
+def _option_fields(name: str, config: list[pruning_info.ConfigField]) -> dict[str, tuple[Any, FieldInfo]]:
     rules = _RULES.get(name, {})
     arch_dependent = {k for defaults in ARCH_DEFAULTS.get(name, {}).values() for k in defaults}
     fields: dict[str, tuple[Any, FieldInfo]] = {}
-    if config is not None:
-        hints = typing.get_type_hints(config)
-        for f in dataclasses.fields(config):
-            if f.name in NOT_OPTIONS:
-                continue
-            rule = dict(rules.get(f.name, {}))
-            typ = rule.pop("type", hints[f.name])
-            if f.name in arch_dependent:  # None in a suite: the architecture's default, resolved at expansion
-                typ, default = typ | None, None
-            elif f.default is not dataclasses.MISSING:
-                default = f.default
-            else:
-                raise TypeError(f"{config.__name__}.{f.name} has no plain default; list it in NOT_OPTIONS")
-            fields[f.name] = (typ, Field(default, **rule))
+    for f in config:
+        if f.name in NOT_OPTIONS:
+            continue
+        rule = dict(rules.get(f.name, {}))
+        typ = rule.pop("type", f.type)
+        if f.name in arch_dependent:  # None in a suite: the architecture's default, resolved at expansion
+            typ, default = typ | None, None
+        elif f.default is not pruning_info.MISSING:
+            default = f.default
+        else:
+            raise TypeError(
+                f"{name} option {f.name!r} has no plain default in pruning; list it in NOT_OPTIONS"
+            )
+        fields[f.name] = (typ, Field(default, **rule))
     unknown = set(rules) - set(fields)
     if unknown:
         raise TypeError(f"rules for {sorted(unknown)}, which are not options of {name!r}")
@@ -172,24 +175,24 @@ def _option_fields(name: str, config: type | None) -> dict[str, tuple[Any, Field
 
 def _build(name: str) -> MethodInfo:
     config = _CONFIGS.get(name)
+    fields = pruning_info.config_fields(config) if config else []
     title = "".join(part.capitalize() for part in name.split("-"))
-    options = create_model(f"{title}Options", __base__=PlanOptions, **_option_fields(name, config))
-    options.__doc__ = (
-        f"Options of {name} (from pruning.{config.__name__})." if config else f"Options of {name}."
-    )
+    options = create_model(f"{title}Options", __base__=PlanOptions, **_option_fields(name, fields))
+    options.__doc__ = f"Options of {name} (from {config})." if config else f"Options of {name}."
     entry = create_model(
         f"{title}Method",
         __base__=MethodEntry,
         name=(Literal[name], ...),
         options=(options, Field(default_factory=options)),
     )
-    return MethodInfo(name, pruning.METHODS[name], name not in pruning.DATA_FREE, config, options, entry)
+    help, calibrated = _PRUNING_METHODS[name], name not in _DATA_FREE
+    return MethodInfo(name, help, calibrated, config, tuple(f.name for f in fields), options, entry)
 
 
 METHODS: Registry[MethodInfo] = Registry("method")
-for _name in pruning.METHODS:
-    METHODS.register(_name, _build(_name), help=pruning.METHODS[_name])
-_unknown = set(_CONFIGS) - set(pruning.METHODS)
+for _name in _PRUNING_METHODS:
+    METHODS.register(_name, _build(_name), help=_PRUNING_METHODS[_name])
+_unknown = set(_CONFIGS) - set(_PRUNING_METHODS)
 if _unknown:  # pragma: no cover - a renamed method in pruning
     raise TypeError(f"config classes for methods pruning does not have: {sorted(_unknown)}")
 
