@@ -3,27 +3,29 @@ measured figures, and how to load it.
 
 :func:`pruning.save` writes it from the plan alone; a benchmark harness rewrites it once it has measured
 the model, passing its figures as plain rows (this module knows nothing of the harness). Every reference
-in the card is a hub id or a path relative to the card's own directory, never a path of the machine.
+in the card is a hub id or a path relative to the card's own directory: absolute locations of the machine
+that wrote it are rewritten relative to the model directory.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
 CARD = "README.md"
 ARCH = {"unet": ("stable-diffusion-xl", "U-Net"), "flux": ("flux", "transformer")}
-_MACHINE_PATH = re.compile(r"(^|[\s'\"(=])(/[\w.-]+/|~/|[A-Za-z]:\\)")
 
 
-def _check_no_machine_path(text: str, what: str) -> str:
-    if _MACHINE_PATH.search(text):
-        raise ValueError(
-            f"model card {what} holds a machine path: {text!r} (use a hub id or a relative path)"
-        )
+def _relative(text: str, path: Path) -> str:
+    """``text`` with absolute locations of this machine (the model directory, its parent, the working and
+    home directories) rewritten relative to the model directory, so the card travels with the model."""
+    here = path.resolve()
+    places = {here, here.parent, Path.cwd(), Path.home()}
+    for place in sorted((p for p in places if len(p.parts) > 1), key=lambda p: len(str(p)), reverse=True):
+        text = text.replace(str(place), os.path.relpath(place, here))
     return text
 
 
@@ -51,7 +53,7 @@ def _removed_table(plan: dict) -> list[str]:
     return lines
 
 
-def _measured_table(rows: list[dict]) -> list[str]:
+def _measured_table(rows: list[dict], path: Path) -> list[str]:
     lines = ["| metric | this model | unpruned | ratio | status |", "|---|---:|---:|---:|---|"]
     for r in rows:
         unit = r.get("unit", "")
@@ -61,7 +63,7 @@ def _measured_table(rows: list[dict]) -> list[str]:
             ratio = value / base
         status = r.get("status", "measured")
         if status != "measured" or r.get("note"):
-            status = f"{status}: {_check_no_machine_path(r['note'], 'note')}" if r.get("note") else status
+            status = f"{status}: {_relative(r['note'], path)}" if r.get("note") else status
         shown = _number(value, unit) if value is not None else "unavailable"
         lines.append(
             f"| {r['name']} | {shown} | {_number(base, unit)} | "
@@ -121,9 +123,7 @@ def write_card(
     meta = json.loads((path / "pruned.json").read_text(encoding="utf-8"))
     plan = json.loads((path / "plan.json").read_text(encoding="utf-8"))
     arch_tag, arch_word = ARCH.get(plan.get("architecture"), ("diffusion", "denoiser"))
-    base_name = _check_no_machine_path(
-        base_name or meta.get("base_name") or "the unpruned model", "base name"
-    )
+    base_name = _relative(base_name or meta.get("base_name") or "the unpruned model", path)
     a = plan["achieved"]
     data = ModelCardData(
         base_model=meta.get("base"),
@@ -157,9 +157,9 @@ def write_card(
         "",
     ]
     if measured:
-        body += _measured_table(measured)
+        body += _measured_table(measured, path)
         if details:
-            body += ["", *[f"- {k}: {_check_no_machine_path(str(v), k)}" for k, v in details.items()]]
+            body += ["", *[f"- {k}: {_relative(str(v), path)}" for k, v in details.items()]]
     else:
         body.append(
             "Not measured yet (this card was written when the model was saved; `ecodiff-bench run` "

@@ -270,8 +270,9 @@ def test_model_card_front_matter_and_measured_figures(tmp_path):
     assert "| energy_image_j | 2 J | 4 J | 0.500 | estimated: CPU load model |" in text
     assert "| fid | unavailable | n/a | n/a | unavailable: no Inception weights |" in text
     assert "- suite: digits" in text
-    with pytest.raises(ValueError, match="machine path"):
-        pruning.write_card(out, measured=rows, details={"model": f"{tmp_path}/somewhere"})
+    pruning.write_card(out, measured=rows, details={"reference": f"{tmp_path}/real-digits"})
+    text = (out / "README.md").read_text()
+    assert "- reference: ../real-digits" in text and str(tmp_path) not in text
 
 
 def test_save_pretrained_refuses_pickles(tmp_path):
