@@ -28,6 +28,7 @@ from . import models
 from .evaluate import Evaluator, write_json_atomic
 from .measure import energy
 from .measure.memory import disk_size
+from .model_card import write_measured_card
 from .provenance import collect_provenance
 from .store import Store
 from .suite import RunSpec, Suite, expand
@@ -288,7 +289,12 @@ def _measure_spec(ctx, spec, pipe, settings, evaluator, base_images, scorer: Sco
         m.artifacts["training_curve"] = write_json_atomic(folder / "training_curve.json", scores.info["curve"])
     metrics = {**m.metrics, **_plan_values(plan), **_cost_values(scores)}
     metrics["disk_bytes"] = disk_size(target / ("unet" if hasattr(pipe, "unet") else "transformer"))
-    return _record(ctx, spec, metrics, m.artifacts, settings, plan=plan)
+    record = _record(ctx, spec, metrics, m.artifacts, settings, plan=plan)
+    try:
+        write_measured_card(target, record, ctx.store.get(spec.base_id) if spec.base_id else None)
+    except (OSError, ValueError, KeyError) as err:  # the card documents the record; never lose the record over it
+        _say(f"[{spec.model}] model card not updated: {err}")
+    return record
 
 
 def _base_values(pipe) -> dict[str, Value]:
