@@ -265,12 +265,29 @@ def tag_cmd(name, store_path, run_id, record_ids, replace):
 
 
 # -- check (regression gate) ---------------------------------------------------------------------------
-def load_thresholds(path: Path):
+def _thresholds_file(ref: str) -> Path:
+    """A thresholds/suite file, or the name of a builtin suite (``digits``) whose file holds them."""
+    from ecodiff_bench.errors import SuiteError
+    from ecodiff_bench.registry import UnknownNameError
+    from ecodiff_bench.suite import resolve_suite_path
+
+    if Path(ref).suffix in (".json", ".yaml", ".yml") and not Path(ref).expanduser().is_file():
+        raise click.BadParameter(f"file not found: {Path(ref).expanduser().resolve()}", param_hint="--thresholds")
+    try:
+        return resolve_suite_path(ref)
+    except (SuiteError, UnknownNameError) as exc:
+        raise click.BadParameter(f"{exc} (a YAML/JSON thresholds file or a builtin suite name)",
+                                 param_hint="--thresholds") from None
+
+
+def load_thresholds(path: Path | str):
     """Thresholds from a YAML/JSON file: the mapping itself, or under 'thresholds' or 'regression: thresholds'
-    (the suite YAML's place for them)."""
+    (the suite YAML's place for them). A builtin suite's name stands for its file."""
     import yaml
 
     from reports.gate import validate_thresholds
+
+    path = _thresholds_file(str(path))
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -295,8 +312,9 @@ def load_thresholds(path: Path):
 @click.option("--baseline", required=True, help="Baseline release tag (or run id).")
 @click.option("--candidate", default=None, help="Candidate release tag (or run id).")
 @click.option("--run-id", default=None, help="Use this run as the candidate.")
-@click.option("--thresholds", "thresholds_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="YAML/JSON thresholds, or a suite YAML (regression.thresholds). Default: built-in.")
+@click.option("--thresholds", "thresholds_path", metavar="FILE|SUITE", default=None,
+              help="YAML/JSON thresholds, a suite YAML or a builtin suite name (its regression.thresholds). "
+                   "Default: built-in.")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JUnit XML here.")
 @click.option("--strict", is_flag=True, help="Metrics that cannot be compared fail the gate.")
 def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, strict):

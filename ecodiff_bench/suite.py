@@ -36,6 +36,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -59,7 +60,18 @@ from ecodiff_bench.errors import SuiteError
 from ecodiff_bench.registry import Registry, UnknownNameError
 
 SCHEMA_VERSION = 1
-SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
+
+
+def _builtin_suites_dir() -> Path:
+    """The checkout's ``suites/`` when running from a source tree, else the copy an installed wheel carries
+    as package data (pyproject maps ``suites/`` to ``ecodiff_bench/suites``)."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "suites").is_dir():
+        return checkout / "suites"
+    return Path(str(resources.files("ecodiff_bench") / "suites"))
+
+
+SUITES_DIR = _builtin_suites_dir()
 
 # --------------------------------------------------------------------------------------------------
 # Known names (kept here so that validating a suite never imports torch)
