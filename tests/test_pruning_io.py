@@ -155,6 +155,13 @@ def test_save_by_reference_needs_a_hub_id_or_base_at_load(tmp_path):
     card = (out / "README.md").read_text()
     assert 'pruning.load("ref", base="<the unpruned model' in card
 
+    from diffusers import StableDiffusionXLPipeline  # the card's diffusers-only way
+
+    unet = pruning.PrunedUNet2DConditionModel.from_pretrained(out, subfolder="unet")
+    stock = StableDiffusionXLPipeline.from_pretrained(tmp_path / "base", unet=unet)
+    stock.set_progress_bar_config(disable=True)
+    assert torch.equal(_image(stock, SDXL_CALL), _image(loaded, SDXL_CALL))
+
 
 def _saved_flux(tmp_path: Path) -> Path:
     pipe = flux_pipeline()
