@@ -74,7 +74,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_the_smoke_suite_from_elsewher
         cwd=tmp_path,
     )
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
-    print(*(line for line in res.stdout.splitlines() if line.startswith("wheel smoke:")), sep="\n")  # pytest -s
+    figures = [line for line in res.stdout.splitlines() if line.startswith("wheel smoke:")]
+    print(*figures, sep="\n")  # shown with pytest -s
     assert "wheel smoke: ok" in res.stdout
     runs = tmp_path / "elsewhere" / "results"
     assert (runs / "store.sqlite").is_file() and (runs / "report" / "report.html").is_file()
