@@ -107,9 +107,7 @@ class PrunedModelMixin:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, verify: bool = True, **kwargs):
         folder = Path(str(pretrained_model_name_or_path)).expanduser() / (kwargs.get("subfolder") or "")
-        if (
-            verify and (folder / CONFIG).is_file()
-        ):  # a local folder; hub downloads are checked by the hub client
+        if verify and (folder / CONFIG).is_file():  # a local folder; the hub client checks its own downloads
             verify_folder(folder)
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         leftovers = [n for n, b in model.named_buffers() if b.is_meta]
