@@ -20,7 +20,9 @@ from pathlib import Path
 
 import torch
 
-from .io import load, load_denoiser, save
+from .card import write_card
+from .integrity import IntegrityError
+from .io import load, load_denoiser, save, verify
 from .masks import MaskSet
 from .methods import (
     DATA_FREE,
@@ -105,13 +107,42 @@ def prune(pipe, method: str, ratio: float, prompts: list[str] | None = None, *, 
 
 
 def apply(pipe, plan: PruningPlan):
-    """Physically remove the plan's pruned units from ``pipe``'s denoiser (in place); returns ``pipe``."""
+    """Physically remove the plan's pruned units from ``pipe``'s denoiser (in place); returns ``pipe``.
+
+    The denoiser becomes a pruned class (``PrunedUNet2DConditionModel``, ``PrunedFluxTransformer2DModel``)
+    whose config records the kept units, so ``pipe.save_pretrained`` writes a directory that stock
+    ``DiffusionPipeline.from_pretrained`` loads again.
+    """
+    from .pretrained import adopt
+
     apply_plan(denoiser_of(pipe), plan)
+    adopt(pipe, plan)
     return pipe
 
 
+_LAZY = {"PrunedUNet2DConditionModel", "PrunedFluxTransformer2DModel", "PrunedModelMixin"}
+
+
+def __getattr__(name: str):
+    """The pruned model classes, imported on first use (they pull in diffusers' model code).
+
+    ``ModelMixin`` is here for diffusers: to find a component's loading method it looks up its base classes
+    by name in the module that ``model_index.json`` names, which for the pruned classes is ``pruning``.
+    """
+    if name in _LAZY:
+        from . import pretrained
+
+        return getattr(pretrained, name)
+    if name == "ModelMixin":
+        from diffusers import ModelMixin
+
+        return ModelMixin
+    raise AttributeError(f"module 'pruning' has no attribute {name!r}")
+
+
 __all__ = [
-    "Scores", "score", "plan", "prune", "apply", "save", "load", "load_denoiser", "PruningPlan", "MaskSet",
+    "Scores", "score", "plan", "prune", "apply", "save", "load", "load_denoiser", "verify", "write_card",
+    "IntegrityError", "PrunedUNet2DConditionModel", "PrunedFluxTransformer2DModel", "PruningPlan", "MaskSet",
     "make_plan", "apply_plan", "find_groups", "prunable_params", "block_params", "architecture", "denoiser_of",
     "METHODS", "DATA_FREE", "RANKINGS", "TARGETS", "EcoDiffConfig", "TaylorConfig", "TrainingDiverged",
 ]

@@ -1,16 +1,22 @@
-"""Saving and loading pruned pipelines: safetensors weights, the plan as JSON, a reference to the base model.
+"""Saving and loading pruned pipelines: a diffusers directory, the plan, hashes of every weight file, a card.
 
-Layout of a saved pruned model::
+Layout of a saved pruned model (``copy_components=True``)::
 
-    pruned.json                      format, pipeline class, denoiser attribute, base reference
-    plan.json                        the PruningPlan
-    <unet|transformer>/config.json   the base architecture's config
+    model_index.json                 as diffusers writes it; the denoiser is ["pruning", "Pruned<Class>"]
+    <unet|transformer>/config.json   base architecture + kept units (pruned_units) + weight sha256
     <unet|transformer>/diffusion_pytorch_model.safetensors   the pruned weights
-    ...                              optionally every other component (``copy_components=True``)
+    text_encoder/ vae/ ...           every other component, as diffusers saves them
+    plan.json                        the PruningPlan (scores' method, ratio, kept units, accounting)
+    pruned.json                      format, pipeline class, base reference, sha256 of plan.json and of
+                                     every weight file
+    README.md                        the model card
 
-Loading rebuilds the base architecture on the meta device, applies the plan's surgery to get the pruned
-shapes, assigns the saved tensors and hands the denoiser to the stock diffusers pipeline class; other
-components come from this directory or from the base reference. Nothing is pickled.
+Saved by reference (``base=<hub id>``, no ``copy_components``), only the denoiser folder, ``plan.json``,
+``pruned.json`` and the card are written; the other components come from the base at load time.
+
+``DiffusionPipeline.from_pretrained(dir)`` loads a complete directory in any process that imported
+``pruning``; :func:`load` does the same after verifying every recorded hash, and also loads a directory
+saved by reference. Nothing is pickled; no saved file holds a path of the machine that wrote it.
 """
 
 from __future__ import annotations
@@ -19,92 +25,156 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from . import integrity
+from .integrity import IntegrityError, inside, is_hub_id
 from .plan import PruningPlan
-from .surgery import apply_plan
-from .targets import architecture
 from .trajectory import denoiser_of
 
-FORMAT = "ecodiff-bench-pruned/1"
-WEIGHTS = "diffusion_pytorch_model.safetensors"
+FORMAT = "ecodiff-bench-pruned/2"
+META = "pruned.json"
+PLAN = "plan.json"
 
 
 def _denoiser_attr(pipe) -> str:
     return "unet" if getattr(pipe, "unet", None) is not None else "transformer"
 
 
-def save(pipe, plan: PruningPlan, path: str | Path, *, base: str | None = None, copy_components: bool = False) -> Path:
-    """Write a pruned pipeline. ``base`` (hub id or directory) is where the unpruned components live."""
+def _pruned_denoiser(pipe, plan: PruningPlan):
+    """The pipeline's denoiser as a pruned class (recording ``plan`` if surgery ran without :func:`pruning.apply`)."""
+    from .pretrained import PrunedModelMixin, adopt, check_rebuilds
+
+    denoiser = denoiser_of(pipe)
+    if not isinstance(denoiser, PrunedModelMixin):
+        denoiser = adopt(pipe, plan)
+    check_rebuilds(denoiser)
+    return denoiser
+
+
+def _scrub_machine_paths(root: Path) -> None:
+    """diffusers records where each component was loaded from (``_name_or_path``); keep hub ids only."""
+    for file in root.rglob("*.json"):
+        try:
+            config = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        name = config.get("_name_or_path") if isinstance(config, dict) else None
+        if name is not None and not is_hub_id(str(name)):
+            del config["_name_or_path"]
+            file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _base_name(pipe, base: str | None) -> str | None:
+    """A display name for the unpruned model: the hub id, else the last part of where it was loaded from."""
+    if base:
+        return base if is_hub_id(base) else Path(base).name
+    source = str(pipe.config.get("_name_or_path") or "")
+    return (source if is_hub_id(source) else Path(source).name) or None
+
+
+def save(
+    pipe,
+    plan: PruningPlan,
+    path: str | Path,
+    *,
+    base: str | None = None,
+    copy_components: bool = False,
+    card: bool = True,
+) -> Path:
+    """Write a pruned pipeline: every component (``copy_components=True``) or the denoiser and a ``base`` hub id.
+
+    ``pipe`` is pruned with :func:`pruning.apply` (or by surgery with ``plan``). A local base directory is not
+    recorded (that would be a path of this machine): pass it to :func:`load` as ``base=`` instead.
+    """
     path = Path(path)
     if not copy_components and not base:
-        raise ValueError("save() needs base= (hub id or directory of the unpruned model) or copy_components=True")
-    path.mkdir(parents=True, exist_ok=True)
+        raise ValueError(
+            "save() needs base= (the unpruned model's hub id or directory) or copy_components=True"
+        )
     attr = _denoiser_attr(pipe)
-    denoiser = denoiser_of(pipe)
+    denoiser = _pruned_denoiser(pipe, plan)
+    path.mkdir(parents=True, exist_ok=True)
     if copy_components:
         pipe.save_pretrained(path, safe_serialization=True)
-    sub = path / attr
-    sub.mkdir(exist_ok=True)
-    (sub / "config.json").write_text(json.dumps(dict(denoiser.config), indent=1, default=str))
-    state = {k: v.detach().contiguous() for k, v in denoiser.state_dict().items()}
-    save_file(state, sub / WEIGHTS, metadata={"format": FORMAT})
-    plan.save(path / "plan.json")
+    else:
+        denoiser.save_pretrained(path / attr)
+    plan.save(path / PLAN)
+    _scrub_machine_paths(path)
+    files = integrity.weight_files(path, recursive=True) + [path / PLAN]
     meta = {
         "format": FORMAT,
         "pipeline_class": type(pipe).__name__,
         "denoiser": attr,
         "denoiser_class": type(denoiser).__name__,
-        "base": base,
+        "base": base if base and is_hub_id(base) else None,
+        "base_name": _base_name(pipe, base),
         "components_included": copy_components,
         "dtype": str(next(denoiser.parameters()).dtype).removeprefix("torch."),
         "achieved": plan.achieved(),
+        "sha256": integrity.record_hashes(path, files),
     }
-    (path / "pruned.json").write_text(json.dumps(meta, indent=1))
+    (path / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    if card:
+        from .card import write_card
+
+        write_card(path)
     return path
 
 
-def load_denoiser(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
-    """Rebuild the pruned denoiser saved at ``path`` (meta-device build, surgery, then the saved tensors)."""
-    import diffusers
+def read_meta(path: str | Path) -> dict:
+    """``pruned.json`` of a saved model, with its paths checked to stay inside the directory."""
+    path = Path(path)
+    file = path / META
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{path} is not a saved pruned model: {file} is missing (write one with pruning.save)"
+        )
+    meta = json.loads(file.read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT:
+        hint = (
+            " (saved by an older version: prune and save it again)"
+            if str(meta.get("format")).startswith("ecodiff-bench-pruned/")
+            else ""
+        )
+        raise ValueError(f"{file}: unsupported format {meta.get('format')!r}; expected {FORMAT}{hint}")
+    inside(path, meta.get("denoiser"), field="denoiser", source=file)
+    for name in meta.get("sha256") or {}:
+        inside(path, name, field=f"sha256 entry {name!r}", source=file)
+    return meta
+
+
+def verify(path: str | Path) -> dict:
+    """Check every file recorded in ``pruned.json`` (and that no weight file was added); returns the metadata."""
+    path = Path(path)
+    meta = read_meta(path)
+    present = integrity.weight_files(path, recursive=True) + [path / PLAN]
+    integrity.verify_hashes(path, meta.get("sha256"), present, source=path / META)
+    return meta
+
+
+def load_denoiser(
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    verify_files: bool = True,
+):
+    """The pruned denoiser of a saved model (its weights verified against their recorded sha256)."""
+    from . import pretrained
 
     path = Path(path)
-    meta = _read_meta(path)
-    sub = path / meta["denoiser"]
-    cls = getattr(diffusers, meta["denoiser_class"])
-    config = json.loads((sub / "config.json").read_text())
-    with torch.device("meta"):
-        model = cls.from_config(config)
-    apply_plan(model, PruningPlan.load(path / "plan.json"))
-    state = load_file(sub / WEIGHTS, device=str(device))
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    if missing or unexpected:
+    meta = verify(path) if verify_files else read_meta(path)
+    cls = {c.__name__: c for c in pretrained.PRUNED_CLASSES.values()}.get(meta.get("denoiser_class"))
+    if cls is None:
         raise ValueError(
-            f"{sub / WEIGHTS} does not match its plan: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            f"{path / META}: denoiser_class {meta.get('denoiser_class')!r} is not one of "
+            f"{', '.join(c.__name__ for c in pretrained.PRUNED_CLASSES.values())}"
         )
-    _check_restored(model)
-    model = model.to(device)
-    if dtype is not None:
-        model = model.to(dtype)
-    architecture(model)  # sanity: still a supported denoiser
-    return model.eval()
-
-
-def _check_restored(model: torch.nn.Module) -> None:
-    """Non-persistent buffers are not saved: refuse a model that would keep a meta-device placeholder."""
-    leftovers = [n for n, b in model.named_buffers() if b.is_meta]
-    if leftovers:
-        raise ValueError(f"buffers {leftovers[:3]} could not be restored from the saved weights")
-
-
-def _read_meta(path: Path) -> dict:
-    file = path / "pruned.json"
-    if not file.exists():
-        raise FileNotFoundError(f"{path} is not a saved pruned model: {file} is missing (write one with pruning.save)")
-    meta = json.loads(file.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{file}: unsupported format {meta.get('format')!r} (expected {FORMAT})")
-    return meta
+    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    model = cls.from_pretrained(
+        inside(path, meta["denoiser"], field="denoiser", source=path / META), verify=verify_files, **kwargs
+    )
+    return model.to(device).eval()
 
 
 def load(
@@ -114,18 +184,41 @@ def load(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     local_files_only: bool = True,
+    verify_files: bool = True,
 ):
-    """Load a pruned pipeline as the stock diffusers pipeline class (e.g. StableDiffusionXLPipeline)."""
+    """Load a pruned pipeline as its stock diffusers class (e.g. StableDiffusionXLPipeline), hashes verified.
+
+    ``path`` is a directory written by :func:`save` (complete or by reference; ``base=`` overrides the
+    recorded base, and is needed when the base was a local directory), or one written by diffusers'
+    ``save_pretrained`` from a loaded pruned pipeline (its denoiser checks its own weights).
+    """
     import diffusers
 
     path = Path(path)
-    meta = _read_meta(path)
-    denoiser = load_denoiser(path, device="cpu", dtype=dtype)
-    source = str(path) if meta["components_included"] else (base or meta["base"])
-    if not source:
-        raise ValueError(f"{path} has no components and no base reference; pass base=")
-    pipe_cls = getattr(diffusers, meta["pipeline_class"])
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
-    pipe = pipe_cls.from_pretrained(source, **{meta["denoiser"]: denoiser}, local_files_only=local_files_only,
-                                    **kwargs)
+    has_meta = (path / META).is_file()
+    meta = (verify(path) if verify_files else read_meta(path)) if has_meta else None
+    if meta is None or meta["components_included"]:
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(f"{path} is not a saved pruned model: no {META} and no model_index.json")
+        pipe = diffusers.DiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+    else:
+        source = base or meta["base"]
+        if not source:
+            raise ValueError(
+                f"{path} holds only the pruned denoiser and records no hub base "
+                f"({meta.get('base_name') or 'unknown'}); pass base= (hub id or directory)"
+            )
+        pipe_cls = getattr(diffusers, str(meta["pipeline_class"]), None)
+        if not (isinstance(pipe_cls, type) and issubclass(pipe_cls, diffusers.DiffusionPipeline)):
+            raise ValueError(
+                f"{path / META}: pipeline_class {meta['pipeline_class']!r} is not a diffusers pipeline"
+            )
+        denoiser = load_denoiser(path, dtype=dtype, verify_files=False)  # verified above
+        pipe = pipe_cls.from_pretrained(
+            source, **{meta["denoiser"]: denoiser}, local_files_only=local_files_only, **kwargs
+        )
     return pipe.to(device)
+
+
+__all__ = ["FORMAT", "IntegrityError", "save", "load", "load_denoiser", "read_meta", "verify"]

@@ -21,8 +21,8 @@ from .targets import ConstantModule, UnitGroup, architecture, find_groups
 
 def _unit_indices(keep: list[int], width: int, offset: int) -> torch.Tensor:
     """Row/column indices of the kept units, each unit spanning ``width`` consecutive indices."""
-    base = torch.tensor(keep, dtype=torch.long).unsqueeze(1) * width + offset
-    return (base + torch.arange(width)).reshape(-1)
+    base = torch.tensor(keep, dtype=torch.long, device="cpu").unsqueeze(1) * width + offset
+    return (base + torch.arange(width, device="cpu")).reshape(-1)
 
 
 def _sliced_linear(old: nn.Linear, rows: torch.Tensor | None, cols: torch.Tensor | None) -> nn.Linear:
@@ -107,9 +107,9 @@ def apply_plan(denoiser: nn.Module, plan: PruningPlan) -> nn.Module:
                 consumer_cols[c.path].append((c.offset, g))
     for path, feeds in consumer_cols.items():
         old = denoiser.get_submodule(path)
-        keep_cols = torch.ones(old.in_features, dtype=torch.bool)
-        for offset, g in feeds:
-            span = torch.arange(offset, offset + g.n_units * g.width)
+        keep_cols = torch.ones(old.in_features, dtype=torch.bool, device="cpu")  # index bookkeeping stays on
+        for offset, g in feeds:  # the CPU, also inside a `with torch.device("meta")` build
+            span = torch.arange(offset, offset + g.n_units * g.width, device="cpu")
             keep_cols[span] = False
             keep_cols[_unit_indices(_kept(plan, g), g.width, offset)] = True
         _set(denoiser, path, _sliced_linear(old, None, keep_cols.nonzero().squeeze(1)))

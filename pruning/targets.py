@@ -254,15 +254,16 @@ class ConstantModule(nn.Module):
 
 
 def architecture(denoiser: nn.Module) -> str:
-    """'unet' for SDXL-style U-Nets, 'flux' for FLUX-style transformers."""
-    name = type(denoiser).__name__
-    if name == "UNet2DConditionModel":
+    """'unet' for SDXL-style U-Nets, 'flux' for FLUX-style transformers (pruned subclasses included)."""
+    from diffusers import FluxTransformer2DModel, UNet2DConditionModel
+
+    if isinstance(denoiser, UNet2DConditionModel):
         return "unet"
-    if name == "FluxTransformer2DModel":
+    if isinstance(denoiser, FluxTransformer2DModel):
         return "flux"
     raise TypeError(
-        f"Unsupported denoiser {name}: pruning supports UNet2DConditionModel (SDXL family) and "
-        "FluxTransformer2DModel (FLUX family)"
+        f"Unsupported denoiser {type(denoiser).__name__}: pruning supports UNet2DConditionModel (SDXL family) "
+        "and FluxTransformer2DModel (FLUX family)"
     )
 
 

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -199,7 +200,7 @@ def test_prune_save_and_load_in_a_fresh_process(tmp_path):
         print("maxdiff", (img - ref).abs().max().item())
         assert (img - ref).abs().max().item() < 1e-5
     """)
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pkl"))
@@ -221,13 +222,13 @@ def test_pruned_digits_model_loads_in_a_fresh_process(tmp_path):
     torch.save(expected, tmp_path / "expected.pt")
     script = textwrap.dedent(f"""
         import torch, pruning
-        pipe = pruning.load({str(out)!r})
+        pipe = pruning.load({str(out)!r}, base={str(base)!r})  # a local base is not recorded (a machine path)
         img = pipe("a handwritten digit four", generator=torch.Generator().manual_seed(1), output_type="pt",
                    **{call!r}).images
         ref = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
         assert (img - ref).abs().max().item() < 1e-5, (img - ref).abs().max().item()
     """)
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_WAIT_POLICY": "PASSIVE"}
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert sum(f.stat().st_size for f in out.rglob("*.safetensors")) < sum(

@@ -133,6 +133,20 @@ def test_pruned_model_written_by_run_loads_with_pruning_load(tmp_path, tiny_dirs
     pipe = pruning.load(record["artifacts"]["model_dir"])
     assert sum(p.numel() for p in pipe.unet.parameters()) == record["metrics"]["params"]["value"]
 
+    # The model card shows the measured figures next to the unpruned model's, and no machine path.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(Path(record["artifacts"]["model_dir"]) / "README.md")
+    assert card.data.library_name == "diffusers" and card.data.pruning["method"] == "magnitude"
+    m, base = record["metrics"], next(r for r in Store(tmp_path / "out" / "store.sqlite").records()
+                                      if r["method"] == "base")["metrics"]
+    ratio = m["params"]["value"] / base["params"]["value"]
+    assert f"| params | {m['params']['value']:,.0f} | {base['params']['value']:,.0f} | {ratio:.3f} |" in card.text
+    assert f"| {m['latency_ratio_vs_base']['value']:.3f} |" in card.text.split("| latency_image_s |")[1]
+    assert str(tmp_path) not in card.content
+    s = record["settings"]  # the call settings as the record spells them (steps, guidance)
+    assert f"- sampling: {s['steps']} steps, guidance {s['guidance']}, {s['width']}x{s['height']} px" in card.text
+
 
 @pytest.mark.slow
 def test_sigkill_mid_run_loses_nothing(tmp_path, tiny_dirs):

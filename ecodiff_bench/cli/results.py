@@ -299,11 +299,31 @@ def tag_cmd(name, store_path, run_id, record_ids, replace):
 
 
 # -- check (regression gate) ---------------------------------------------------------------------------
-def load_thresholds(path: Path):
+def _thresholds_file(ref: str) -> Path:
+    """A thresholds/suite file, or the name of a builtin suite (``digits``) whose file holds them."""
+    from ecodiff_bench.core.errors import SuiteError
+    from ecodiff_bench.core.registry import UnknownNameError
+    from ecodiff_bench.suite import resolve_suite_path
+
+    if Path(ref).suffix in (".json", ".yaml", ".yml") and not Path(ref).expanduser().is_file():
+        raise click.BadParameter(
+            f"file not found: {Path(ref).expanduser().resolve()}", param_hint="--thresholds"
+        )
+    try:
+        return resolve_suite_path(ref)
+    except (SuiteError, UnknownNameError) as exc:
+        raise click.BadParameter(
+            f"{exc} (a YAML/JSON thresholds file or a builtin suite name)", param_hint="--thresholds"
+        ) from None
+
+
+def load_thresholds(path: Path | str):
     """Thresholds from a YAML/JSON file: the mapping itself, or under 'thresholds' or 'regression: thresholds'
-    (the suite YAML's place for them)."""
+    (the suite YAML's place for them). A builtin suite's name stands for its file."""
     from ecodiff_bench.core.thresholds import validate_thresholds
     from ecodiff_bench.core.yamlfile import YamlError, read_yaml
+
+    path = _thresholds_file(str(path))
 
     try:
         data = read_yaml(path)
@@ -331,9 +351,10 @@ def load_thresholds(path: Path):
 @click.option(
     "--thresholds",
     "thresholds_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE|SUITE",
     default=None,
-    help="YAML/JSON thresholds, or a suite YAML (regression.thresholds). Default: built-in.",
+    help="YAML/JSON thresholds, a suite YAML or a builtin suite name (its regression.thresholds). "
+    "Default: built-in.",
 )
 @click.option(
     "--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JUnit XML here."

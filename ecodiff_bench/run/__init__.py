@@ -5,6 +5,7 @@
 * :mod:`.evaluate`    measuring one pipeline: size, FLOPs, latency, memory, energy, carbon, quality
 * :mod:`.quality_setup` the suite's quality metrics, set up once per model
 * :mod:`.records`     the run records a spec produces
+* :mod:`.model_card`  a pruned model's card, rewritten with its measured figures
 * :mod:`.provenance`  code version, packages, machine, GPU, driver, power limit
 """
 

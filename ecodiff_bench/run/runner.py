@@ -27,6 +27,7 @@ from ecodiff_bench.core.store import Store
 from ecodiff_bench.measure import energy
 from ecodiff_bench.measure.memory import disk_size
 from ecodiff_bench.run.evaluate import Evaluator
+from ecodiff_bench.run.model_card import write_measured_card
 from ecodiff_bench.run.provenance import collect_provenance
 from ecodiff_bench.run.records import base_values, cost_values, make_record, plan_values
 from ecodiff_bench.run.scorer import Scorer
@@ -244,7 +245,7 @@ def _measure_spec(
         )
     metrics = {**m.metrics, **plan_values(plan), **cost_values(scores)}
     metrics["disk_bytes"] = disk_size(target / _denoiser_attr(spec))
-    return make_record(
+    record = make_record(
         ctx.suite,
         ctx.run_id,
         ctx.provenance,
@@ -254,6 +255,12 @@ def _measure_spec(
         plan=plan,
         **common,
     )
+    # The card documents the record: never lose the record over it.
+    try:
+        write_measured_card(target, record, ctx.store.get(spec.base_id) if spec.base_id else None)
+    except (OSError, ValueError, KeyError) as err:
+        _say(f"[{spec.model}] model card not updated: {err}")
+    return record
 
 
 def _put_failed(ctx: Context, spec: RunSpec, err: BaseException) -> None:

@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from ecodiff_bench.core.registry import UnknownNameError
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
+
+def _builtin_suites_dir() -> Path:
+    """The checkout's ``suites/`` when running from a source tree, else the copy an installed wheel carries
+    as package data (pyproject maps ``suites/`` to ``ecodiff_bench/suites``)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "suites").is_dir():
+        return checkout / "suites"
+    return Path(str(resources.files("ecodiff_bench") / "suites"))
+
+
+SUITES_DIR = _builtin_suites_dir()
 
 BUILTIN_PROMPT_SETS = ("digits",)
 BUILTIN_REFERENCES = ("digits-heldout",)

@@ -1,0 +1,81 @@
+"""The measured figures of a pruned model, as rows for its model card (written by ``pruning.write_card``).
+
+The runner calls :func:`write_measured_card` once a pruned model is measured; the card then shows each
+figure next to the unpruned model's from the same suite, with its status (measured / estimated /
+unavailable and why). Latency's ratio is the paired one, timed interleaved with the base in one window.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pruning
+from ecodiff_bench.core.record import RunRecord
+
+#: metric -> the metric holding its paired pruned/base ratio, if the runner measures one
+CARD_METRICS: dict[str, str | None] = {
+    "params": None,
+    "flops_per_step": None,
+    "disk_bytes": None,
+    "latency_image_s": "latency_ratio_vs_base",
+    "energy_image_j": None,
+    "gco2e_per_1000_images": None,
+    "cuda_peak_allocated_bytes": None,
+    "peak_rss_bytes": None,
+    "fid": None,
+    "frechet_distance": None,
+    "clip_score": None,
+    "recognisability": None,
+    "ssim_vs_base": None,
+    "psnr_vs_base": None,
+}
+
+
+def card_rows(metrics: dict[str, dict], base_metrics: dict[str, dict]) -> list[dict]:
+    """Rows for ``pruning.write_card`` from two records' metrics (``Value.to_dict`` shapes)."""
+    rows = []
+    for name, paired in CARD_METRICS.items():
+        m = metrics.get(name)
+        if m is None:
+            continue
+        base = base_metrics.get(name) or {}
+        base_value = base.get("value") if base.get("status") != "unavailable" else None
+        ratio = metrics.get(paired) if paired else None
+        if ratio and ratio["status"] != "unavailable":  # show the base figure of the same paired window
+            base_value = ratio.get("details", {}).get(f"base_{name}", base_value)
+        rows.append(
+            {
+                "name": name,
+                "value": m["value"],
+                "unit": m["unit"],
+                "status": m["status"],
+                "note": m.get("note", ""),
+                "base": base_value,
+                "ratio": ratio["value"] if ratio and ratio["status"] != "unavailable" else None,
+            }
+        )
+    return rows
+
+
+def write_measured_card(model_dir: Path, record: RunRecord, base_record: RunRecord | dict | None) -> Path:
+    """Rewrite the card of ``model_dir`` with ``record``'s figures against its base record's."""
+    rec = record.to_dict()
+    base = RunRecord.parse(base_record).to_dict() if base_record else None
+    settings = rec["settings"]
+    size = f"{settings.get('width', '?')}x{settings.get('height', '?')}"
+    details = {
+        "suite": rec["suite"] + (" (smoke run: shrunken, not for comparison)" if rec["smoke"] else ""),
+        "run": rec["run_id"],
+        "device / dtype": f"{settings.get('device')} / {settings.get('dtype')}",
+        "sampling": f"{settings.get('steps')} steps, guidance {settings.get('guidance', 0)}, "
+        f"{size} px, batch {settings.get('batch_size')}",
+        "quality": f"{settings.get('samples')} evaluation images, the same prompts and seeds as the unpruned model",
+        "ratios": "this model / unpruned; latency's is paired (both timed interleaved in one window)",
+    }
+    base_metrics = base["metrics"] if base and base["status"] == "ok" else {}
+    return pruning.write_card(
+        model_dir,
+        measured=card_rows(rec["metrics"], base_metrics),
+        details=details,
+        base_name=rec["model"],
+    )
