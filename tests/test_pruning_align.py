@@ -83,8 +83,10 @@ def test_align_by_units_target(model):
 
 
 def _hard_logits(groups, plan):
-    return {g.name: torch.tensor([1.0 if u in set(plan.modules[g.name].kept) else -1.0 for u in range(g.n_units)])
-            for g in groups}
+    return {
+        g.name: torch.tensor([1.0 if u in set(plan.modules[g.name].kept) else -1.0 for u in range(g.n_units)])
+        for g in groups
+    }
 
 
 def test_surgery_of_an_aligned_plan_equals_the_hard_masked_model(model):
@@ -96,7 +98,9 @@ def test_surgery_of_an_aligned_plan_equals_the_hard_masked_model(model):
     groups = pruning.find_groups(den)
     plan = pruning.plan(den, _scores(groups, seed=5), 0.3, align=8)
     sampling = {k: call[k] for k in ("height", "width", "max_sequence_length") if k in call}
-    traj = tr.prepare(pipe, "a handwritten digit seven", 3, steps=2, guidance=call["guidance_scale"], **sampling)
+    traj = tr.prepare(
+        pipe, "a handwritten digit seven", 3, steps=2, guidance=call["guidance_scale"], **sampling
+    )
     with torch.no_grad():
         with MaskSet(groups, "binary", logits=_hard_logits(groups, plan)).attach(den):
             masked = tr.run(traj, den)
