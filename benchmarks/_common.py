@@ -1,10 +1,13 @@
 """Shared by the speed benchmarks: random-init SDXL / FLUX denoisers at several scales, a pure sampling
-step with fixed conditioning, interleaved timing rounds, paired bootstrap intervals and run metadata.
+step with fixed conditioning, a synchronizing timer, interleaved timing rounds, paired bootstrap
+intervals, NVML energy windows and run metadata.
 
-Needs only torch, diffusers, numpy, scipy and this checkout (``pruning``; the light, torch-free
-``ecodiff_bench.measure`` timers and energy windows), so it runs on a GPU machine that has no
-codecarbon, open_clip or pydantic. Architectures come from the published component configs in
-``ecodiff_bench/configs`` (read as JSON files, not through the harness).
+Needs only torch, diffusers, numpy, scipy, nvidia-ml-py and ``pruning`` from this checkout, so it runs
+on a GPU machine that has none of the harness's dependencies (pydantic, codecarbon, open_clip): the
+timer and the energy window below are small stand-ins for ``ecodiff_bench.measure``'s (same method:
+CUDA events; NVML's total-energy counter read at synchronized window edges, an idle baseline, and a
+reason instead of a number when there is no counter). Architectures come from the published component
+configs in ``ecodiff_bench/configs``, read as JSON files.
 """
 
 from __future__ import annotations
@@ -221,14 +224,36 @@ def flops_of(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
+class Timer:
+    """``with Timer(device) as t: work()`` then ``t.elapsed_s``: CUDA events on a CUDA device (the GPU's own
+    clock), else perf_counter; the device is synchronized before the start and after the end."""
+
+    def __init__(self, device=None):
+        self.cuda = device is not None and torch.device(device).type == "cuda"
+        self.elapsed_s: float | None = None
+
+    def __enter__(self) -> Timer:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            self._events[0].record()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            self._events[1].record()
+            self._events[1].synchronize()
+            self.elapsed_s = self._events[0].elapsed_time(self._events[1]) / 1000.0
+        else:
+            self.elapsed_s = time.perf_counter() - self._t0
+
+
 def interleaved_rounds(
     fns: dict[str, Callable[[], object]], *, rounds: int, warmup: int, device=None
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, called once per round in a rotating order (so drift, heat and
-    other processes' load hit every label alike). Timed with ``ecodiff_bench.measure.latency.Timer``:
-    CUDA events on a GPU, perf_counter with synchronization elsewhere."""
-    from ecodiff_bench.measure.latency import Timer
-
+    other processes' load hit every label alike)."""
     labels = list(fns)
     for _ in range(warmup):
         for label in labels:
@@ -269,6 +294,90 @@ def verdict(ratio: dict) -> str:
     """'faster' / 'slower' when the interval excludes 1, else 'no change (inside the noise)'."""
     low, high = ratio["ci95"]
     return "faster" if high < 1.0 else "slower" if low > 1.0 else "no change (inside the noise)"
+
+
+class NvmlEnergy:
+    """GPU energy from NVML's total-energy counter (mJ since the driver loaded; Volta and newer).
+
+    ``window(fn, min_seconds)`` calls ``fn`` until at least ``min_seconds`` have passed (the counter
+    advances about every 100 ms, so windows of 5 s or more keep its error near 2%) and reads the counter
+    at both synchronized edges. Without NVML, a GPU or a counter, every reading is ``unavailable`` with
+    the reason, never 0.
+    """
+
+    def __init__(self, index: int = 0):
+        self.nvml, self.handle, self.reason, self.driver, self.name = None, None, None, None, None
+        try:
+            import pynvml as nvml
+
+            nvml.nvmlInit()
+        except ImportError:
+            self.reason = "nvidia-ml-py is not installed"
+            return
+        except Exception as err:  # NVMLError_LibraryNotFound on machines without a driver, ...
+            self.reason = f"NVML unavailable: {type(err).__name__}: {err}"
+            return
+        try:
+            self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            self.driver = _text(nvml.nvmlSystemGetDriverVersion())
+            self.name = _text(nvml.nvmlDeviceGetName(self.handle))
+            nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+        except nvml.NVMLError as err:
+            self.reason = f"NVML GPU {index}: {type(err).__name__}: {err}"
+            return
+        self.nvml = nvml
+
+    def _read_j(self) -> float:
+        return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1000.0
+
+    def window(self, fn: Callable[[], object], min_seconds: float, device=None) -> dict:
+        """{"status", "joules", "seconds", "calls"} of calling ``fn`` for at least ``min_seconds``."""
+
+        def sync():
+            if device is not None and torch.device(device).type == "cuda":
+                torch.cuda.synchronize()
+
+        sync()
+        start_j = self._read_j() if self.nvml else None
+        t0, calls = time.perf_counter(), 0
+        while calls == 0 or time.perf_counter() - t0 < min_seconds:
+            fn()
+            calls += 1
+        sync()
+        seconds = time.perf_counter() - t0
+        if self.nvml is None:
+            return {"status": "unavailable", "reason": self.reason, "seconds": seconds, "calls": calls}
+        joules = self._read_j() - start_j
+        if joules < 0:
+            return {
+                "status": "unavailable",
+                "reason": "energy counter went backwards (driver reload or GPU reset)",
+                "seconds": seconds,
+                "calls": calls,
+            }
+        return {
+            "status": "measured",
+            "joules": joules,
+            "seconds": seconds,
+            "calls": calls,
+            "method": "NVML nvmlDeviceGetTotalEnergyConsumption at synchronized window edges",
+        }
+
+    def idle_power(self, seconds: float) -> dict:
+        """Mean GPU power while nothing runs (the baseline subtracted for net energy)."""
+        w = self.window(lambda: time.sleep(seconds), 0.0)
+        if w["status"] != "measured":
+            return w
+        return {"status": "measured", "watts": w["joules"] / w["seconds"], "seconds": w["seconds"]}
+
+    def close(self) -> None:
+        if self.nvml is not None:
+            self.nvml.nvmlShutdown()
+            self.nvml = None
+
+
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 def _git_commit() -> str | None:
