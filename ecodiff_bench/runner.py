@@ -30,7 +30,7 @@ from .measure import energy
 from .measure.memory import disk_size
 from .provenance import collect_provenance
 from .store import Store
-from .suite import RunSpec, Suite, expand
+from .suite import PLAN_OPTIONS, RunSpec, Suite, expand
 from .values import Value
 
 
@@ -234,7 +234,7 @@ class Scorer:
         return self.memo[spec.score_key]
 
     def _compute(self, spec: RunSpec, pipe, settings: dict, folder: Path) -> pruning.Scores:
-        options = {k: v for k, v in spec.options.items() if k not in ("ranking", "target")}
+        options = {k: v for k, v in spec.options.items() if k not in PLAN_OPTIONS}
         prompts = None
         if spec.calibration:
             count = min(spec.calibration.count, spec.options.get("prompts") or spec.calibration.count)
@@ -259,7 +259,7 @@ class Scorer:
     def plan(self, spec: RunSpec, pipe, settings: dict) -> pruning.PruningPlan:
         return pruning.plan(pipe, self.scores(spec, pipe, settings), spec.ratio,
                             target=spec.options.get("target", "params"),
-                            ranking=spec.options.get("ranking", "global"))
+                            ranking=spec.options.get("ranking", "global"), align=spec.options.get("align"))
 
 
 def _method_options(method: str, options: dict, seed: int) -> dict:
@@ -304,6 +304,8 @@ def _base_values(pipe) -> dict[str, Value]:
 def _plan_values(plan: pruning.PruningPlan) -> dict[str, Value]:
     a = plan.achieved()
     note = f"target {plan.ratio:.0%} of prunable parameters ({plan.target}, {plan.ranking} ranking)"
+    if plan.info.get("align"):
+        note += f"; FFN widths aligned to multiples of {plan.info['align']['multiple']}"
     return {
         "params_removed_frac": Value("params_removed_frac", a["params_removed_frac_of_prunable"], "fraction",
                                      "measured", None, note, {"params_removed": a["params_removed"],

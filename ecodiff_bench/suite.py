@@ -144,6 +144,7 @@ METRIC_HELP: dict[str, str] = {
     "flops_per_step": "FLOPs of one denoiser call",
     "latency_image_s": "seconds per image (mean; p50/p90/p99 in details)",
     "latency_step_s": "seconds per denoising step",
+    "compile_time_s": "torch.compile: first (compiling) call minus the steady-state mean call",
     "throughput_img_per_s": "images per second",
     "cuda_peak_allocated_bytes": "peak CUDA memory allocated",
     "cuda_peak_reserved_bytes": "peak CUDA memory reserved",
@@ -402,11 +403,15 @@ ModelSpec = Annotated[
 # --------------------------------------------------------------------------------------------------
 
 
+PLAN_OPTIONS = ("ranking", "target", "align")  # shared options that shape the plan, not the scores
+
+
 class _Options(_Strict):
     """Options every method shares: how units are ranked, and what the ratio counts."""
 
     ranking: Literal["global", "per-kind", "per-layer"] = "global"
     target: Literal["params", "units"] = "params"
+    align: int | None = Field(None, ge=1, description="round pruned FFN widths to a multiple (GPU tiles: 8, 64, 128)")
 
 
 class EcoDiffOptions(_Options):
@@ -643,8 +648,25 @@ class Latency(_Strict):
         return self
 
 
+class Inference(_Strict):
+    """How the denoiser runs while measured (``pruning.inference``), the same for base and pruned models."""
+
+    attention: Literal["sdpa", "math"] = Field("sdpa", description="fused SDPA kernels, or the unfused reference")
+    channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: U-Nets on CUDA")
+    compile: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = Field(
+        None, description="torch.compile mode (compile time is reported apart as compile_time_s)")
+    fullgraph: bool = Field(False, description="with compile: a graph break is an error")
+
+    @model_validator(mode="after")
+    def _fullgraph_needs_compile(self) -> Inference:
+        if self.fullgraph and self.compile is None:
+            raise _fail("fullgraph needs compile set to a mode", allowed="compile: default, reduce-overhead, ...")
+        return self
+
+
 class Performance(_Strict):
     latency: Latency = Field(default_factory=Latency)
+    inference: Inference = Field(default_factory=Inference)
     batch_size: int = Field(1, gt=0)
     interleave: bool = Field(True, description="alternate base and pruned repetitions (thermal drift)")
     prompt: str | None = Field(None, description="prompt for timing (default: the first evaluation prompt)")
@@ -1355,14 +1377,14 @@ def expand(suite: Suite, smoke: bool = False) -> list[RunSpec]:
             opts = resolved_options(meth, family)
             cal = s.calibration if meth.name in NEEDS_CALIBRATION else None
             for seed in meth.seeds:
-                score_opts = {k: v for k, v in opts.items() if k not in ("ranking", "target")}
+                score_opts = {k: v for k, v in opts.items() if k not in PLAN_OPTIONS}
                 score_key = _sha256({"schema": SCHEMA_VERSION, "model": _model_payload(m, m.key),
                                      "method": meth.name, "seed": seed, "options": score_opts,
                                      "calibration": _calibration_payload(cal), "smoke": smoke})
                 for ratio in meth.ratios:
                     payload = _spec_payload(m, meth.name, ratio, seed, opts, cal, key=m.key, **common)
-                    plan_key = _sha256({"score_key": score_key, "ratio": ratio, "ranking": opts["ranking"],
-                                        "target": opts["target"]})
+                    plan_key = _sha256({"score_key": score_key, "ratio": ratio,
+                                        **{k: opts[k] for k in PLAN_OPTIONS if opts.get(k) is not None}})
                     specs.append(RunSpec(
                         suite=s.name, model=m.key, family=family, model_spec=m, method=meth.name, ratio=ratio,
                         seed=seed, options=opts, calibration=cal, allow_hub=s.allow_hub,
