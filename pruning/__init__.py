@@ -90,20 +90,25 @@ def score(
     return Scores(method, values, info)
 
 
-def plan(pipe_or_denoiser, scores: Scores, ratio: float, *, target: str = "params", ranking: str = "global"):
-    """Keep the highest-scoring units so that ``ratio`` of the prunable parameters (or units) is removed."""
+def plan(pipe_or_denoiser, scores: Scores, ratio: float, *, target: str = "params", ranking: str = "global",
+         align: int | None = None):
+    """Keep the highest-scoring units so that ``ratio`` of the prunable parameters (or units) is removed.
+
+    ``align`` rounds each pruned FFN module's width to a multiple of it (8, 64, 128: GPU tile sizes).
+    """
     denoiser = pipe_or_denoiser if isinstance(pipe_or_denoiser, torch.nn.Module) else denoiser_of(pipe_or_denoiser)
     groups = find_groups(denoiser)
     total = sum(p.numel() for p in denoiser.parameters())
     info = {"block_params": block_params(denoiser)}
     return make_plan(groups, scores.values, ratio, method=scores.method, target=target, ranking=ranking,
-                     architecture=architecture(denoiser), total_params=total, info=info)
+                     architecture=architecture(denoiser), total_params=total, info=info, align=align)
 
 
 def prune(pipe, method: str, ratio: float, prompts: list[str] | None = None, *, target: str = "params",
-          ranking: str = "global", **score_kwargs) -> PruningPlan:
+          ranking: str = "global", align: int | None = None, **score_kwargs) -> PruningPlan:
     """Score with ``method`` and return the plan for ``ratio`` (apply it with :func:`apply`)."""
-    return plan(pipe, score(pipe, method, prompts, **score_kwargs), ratio, target=target, ranking=ranking)
+    return plan(pipe, score(pipe, method, prompts, **score_kwargs), ratio, target=target, ranking=ranking,
+                align=align)
 
 
 def apply(pipe, plan: PruningPlan):

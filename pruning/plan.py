@@ -165,8 +165,13 @@ def make_plan(
     architecture: str = "",
     total_params: int | None = None,
     info: dict | None = None,
+    align: int | None = None,
 ) -> PruningPlan:
-    """Build a plan that removes ``ratio`` of the prunable params (or units) by ascending score."""
+    """Build a plan that removes ``ratio`` of the prunable params (or units) by ascending score.
+
+    ``align`` (e.g. 8, 64, 128) rounds every partly pruned FFN module's kept width to a multiple of it
+    (see :func:`align_ffn_widths`); heads are whole units already and stay as they are.
+    """
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must be in [0, 1); got {ratio!r}")
     if target not in TARGETS:
@@ -179,6 +184,8 @@ def make_plan(
     for g in groups:
         if scores[g.name].numel() != g.n_units:
             raise ValueError(f"{g.name}: {scores[g.name].numel()} scores for {g.n_units} units")
+    if align is not None and (isinstance(align, bool) or not isinstance(align, int) or align < 1):
+        raise ValueError(f"align must be a positive integer (e.g. 8, 64, 128) or None; got {align!r}")
 
     if ranking == "global":
         pools = [groups]
@@ -187,9 +194,12 @@ def make_plan(
     else:
         pools = [[g] for g in groups]
     removed: dict[str, set] = {}
+    alignment = []
     for pool in pools:
         if pool:
             removed.update(_select(pool, scores, ratio, target))
+            if align is not None:
+                alignment.append(align_ffn_widths(pool, scores, removed, ratio, target, align))
     modules = {
         g.name: ModulePlan(
             kind=g.kind,
@@ -200,4 +210,82 @@ def make_plan(
         )
         for g in groups
     }
-    return PruningPlan(modules, method, ratio, target, ranking, architecture, total_params, info or {})
+    plan = PruningPlan(modules, method, ratio, target, ranking, architecture, total_params, dict(info or {}))
+    if align is not None:
+        plan.info["align"] = {
+            "multiple": align,
+            "removed_frac_before": sum(a["removed_before"] for a in alignment) / sum(a["total"] for a in alignment),
+            "removed_frac_after": sum(a["removed_after"] for a in alignment) / sum(a["total"] for a in alignment),
+            "of": target,
+            **{k: sum(a[k] for a in alignment) for k in ("rounded_up", "rounded_down", "unchanged")},
+        }
+    return plan
+
+
+# -- hardware alignment -------------------------------------------------------------------------------------
+
+
+def _width_options(n_kept: int, n_units: int, multiple: int) -> tuple[int | None, int] | None:
+    """(narrower, wider) aligned kept widths around ``n_kept``; None when it needs no rounding.
+
+    The unpruned width counts as aligned (the module keeps its original shape), and a module is never
+    rounded down to nothing: emptying a module is a decision of the ranking, not of the rounding.
+    """
+    if n_kept in (0, n_units) or n_kept % multiple == 0:
+        return None
+    down = n_kept // multiple * multiple
+    return (down or None), min(down + multiple, n_units)
+
+
+def align_ffn_widths(
+    pool: list[UnitGroup],
+    scores: dict[str, torch.Tensor],
+    removed: dict[str, set],
+    ratio: float,
+    target: str,
+    multiple: int,
+) -> dict:
+    """Round each partly pruned FFN module of ``pool`` to a kept width that is a multiple of ``multiple``.
+
+    A GPU multiplies in tiles (8 to 128 wide); a kept width of 229 pays for 256. Each module is rounded
+    either down (dropping its lowest-scoring kept units) or up (adding back its highest-scoring removed
+    units). Which modules go down is decided for the pool as a whole so that the removed share stays as
+    close as possible to ``ratio``: modules whose undecided units (ranks between the two widths) score
+    lowest are rounded down first, and the number rounded down is the one landing nearest the budget.
+    Updates ``removed`` in place; returns the pool's accounting before and after.
+    """
+
+    def cost(g: UnitGroup, n_removed: int) -> int:
+        return n_removed if target == "units" else g.params_removed(n_removed)
+
+    total = sum(cost(g, g.n_units) for g in pool)
+    before = sum(cost(g, len(removed[g.name])) for g in pool)
+    choices = []  # (undecided units' mean score, group, ranking, narrower, wider)
+    unchanged = 0
+    for g in pool:
+        if g.kind != "ffn":
+            continue
+        options = _width_options(g.n_units - len(removed[g.name]), g.n_units, multiple)
+        if options is None:
+            unchanged += 1
+            continue
+        down, up = options
+        ranking = torch.argsort(scores[g.name].float(), descending=True, stable=True).tolist()
+        band = scores[g.name].float()[ranking[down or 0 : up]].mean().item()
+        choices.append((band, g, ranking, down, up))
+
+    # Start with every module rounded up, then round down those with the weakest undecided units while
+    # that brings the pool closer to its budget.
+    width = {g.name: up for _, g, _, _, up in choices}
+    done = before + sum(cost(g, g.n_units - up) - cost(g, len(removed[g.name])) for _, g, _, _, up in choices)
+    budget = ratio * total
+    for _, g, _, down, up in sorted((c for c in choices if c[3] is not None), key=lambda c: c[0]):
+        step = cost(g, g.n_units - down) - cost(g, g.n_units - up)
+        if abs(budget - done - step) >= abs(budget - done):
+            break
+        width[g.name], done = down, done + step
+    for _, g, ranking, _, _ in choices:
+        removed[g.name] = set(ranking[width[g.name]:])
+    rounded_down = sum(width[g.name] == down for _, g, _, down, _ in choices)
+    return {"total": total, "removed_before": before, "removed_after": done, "rounded_up": len(choices) - rounded_down,
+            "rounded_down": rounded_down, "unchanged": unchanged}

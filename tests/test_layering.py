@@ -94,6 +94,9 @@ CONSTANTS = [
     "plan:RANKINGS",
     "plan:TARGETS",
     "masks:PARAMETRIZATIONS",
+    "inference:ATTENTION",
+    "inference:CHANNELS_LAST",
+    "inference:COMPILE_MODES",
 ]
 
 

@@ -263,7 +263,12 @@ def ls_cmd(what: str | None) -> None:
         elif kind == "metrics":
             from ecodiff_bench.core.metrics import METRICS
 
-            when = {"always": "always", "evaluation": "evaluation.metrics", "pruned": "pruned models"}
+            when = {
+                "always": "always",
+                "evaluation": "evaluation.metrics",
+                "pruned": "pruned models",
+                "compile": "performance.inference.compile",
+            }
             rows = [[m.name, m.unit, when[m.stage], m.help] for m in map(METRICS.get, METRICS)]
             click.echo(text_table(["name", "unit", "measured", "description"], rows))
         else:

@@ -14,9 +14,9 @@ from typing import Literal
 from ecodiff_bench.core.registry import Registry
 
 Delta = Literal["absolute", "relative"]
-#: When a metric is recorded: for every model, only when ``evaluation.metrics`` asks for it, or only for
-#: pruned models.
-Stage = Literal["always", "evaluation", "pruned"]
+#: When a metric is recorded: for every model, only when ``evaluation.metrics`` asks for it, only for
+#: pruned models, or only when ``performance.inference.compile`` sets a torch.compile mode.
+Stage = Literal["always", "evaluation", "pruned", "compile"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,12 @@ _add(
 _add("disk_bytes", "B", False, "size of the saved denoiser")
 _add("flops_per_step", "FLOP", False, "FLOPs of one denoiser call")
 # speed
-_add("latency_image_s", "s", False, "seconds per image (mean; p50/p90/p99 in details)")
+_add(
+    "latency_image_s",
+    "s",
+    False,
+    "seconds per image (mean; p50/p90/p99 and the applied inference options in details)",
+)
 _add("latency_step_s", "s", False, "seconds per denoising step")
 _add("throughput_img_per_s", "img/s", True, "images per second")
 _add(
@@ -71,6 +76,13 @@ _add(
     "pruned / base mean latency, timed interleaved in one window",
     delta="absolute",
     stage="pruned",
+)
+_add(
+    "compile_time_s",
+    "s",
+    False,
+    "torch.compile: first (compiling) call minus the steady-state mean call",
+    stage="compile",
 )
 # memory
 _add("cuda_peak_allocated_bytes", "B", False, "peak CUDA memory allocated")

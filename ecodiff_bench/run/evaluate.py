@@ -7,6 +7,7 @@ reference statistics) and turns a pipeline into a dict of :class:`~ecodiff_bench
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class Evaluator:
         self.timing_prompt = perf.prompt or self.prompts[0]
         self.batch = perf.batch_size
         self._quality: dict[str, Any] | None = None
+        self._inference = weakref.WeakKeyDictionary()  # denoiser -> what pruning.inference applied
 
     # -- generation -------------------------------------------------------------------------------------------
     def generate(self, pipe, prompts, seeds, batch_size: int | None = None) -> torch.Tensor:
@@ -96,7 +98,12 @@ class Evaluator:
     ) -> Measured:
         m = Measured()
         m.add(self._size(pipe))
+        first_call_s = self._prepare(pipe)
+        if base_pipe is not None:
+            self._prepare(base_pipe)
         m.add(self._speed(pipe, base_pipe))
+        if first_call_s is not None:
+            m.add(self._compile_time(first_call_s, m.metrics["latency_image_s"]))
         m.add(self._memory(pipe))
         m.add(self._energy(pipe, out, m))
         m.images = self.eval_images(pipe)
@@ -122,6 +129,40 @@ class Evaluator:
 
         return step
 
+    def _prepare(self, pipe) -> float | None:
+        """Apply the suite's inference options to the denoiser once (after FLOPs are counted). With
+        torch.compile, returns the first call's duration, which includes compiling."""
+        from pruning.inference import InferenceOptions, apply_inference_options
+
+        den = pruning.denoiser_of(pipe)
+        if den in self._inference:
+            return None
+        options = self.spec.performance.inference
+        self._inference[den] = apply_inference_options(den, InferenceOptions(**options.model_dump()))
+        if options.compile is None:
+            return None
+        with latency.Timer(self.device) as timer:
+            self.one_call(pipe)()
+        return timer.elapsed_s
+
+    def _compile_time(self, first_call_s: float, steady: Value) -> dict[str, Value]:
+        steady_call_s = steady.details["call_mean_s"]
+        return {
+            "compile_time_s": Value(
+                "compile_time_s",
+                first_call_s - steady_call_s,
+                "s",
+                "measured",
+                False,
+                note="first call (compiles) minus the steady-state mean call",
+                details={
+                    "first_call_s": first_call_s,
+                    "steady_call_s": steady_call_s,
+                    "mode": self.spec.performance.inference.compile,
+                },
+            )
+        }
+
     def _speed(self, pipe, base_pipe) -> dict[str, Value]:
         lat = self.spec.performance.latency
         steps = self.settings["steps"]
@@ -132,13 +173,15 @@ class Evaluator:
             "device": self.device,
         }
         if base_pipe is None or not self.spec.performance.interleave:
-            return latency.time_callable(
+            values = latency.time_callable(
                 self.one_call(pipe),
                 min_reps=lat.min_reps,
                 min_seconds=lat.min_seconds,
                 max_reps=lat.max_reps,
                 **common,
             )
+            values["latency_image_s"].details["inference"] = self._inference.get(pruning.denoiser_of(pipe))
+            return values
         # Base and pruned alternate, so drift (heat, background load) hits both alike.
         both = latency.interleaved(
             {"pruned": self.one_call(pipe), "base": self.one_call(base_pipe)},
@@ -148,6 +191,7 @@ class Evaluator:
             **common,
         )
         values = both["pruned"]
+        values["latency_image_s"].details["inference"] = self._inference.get(pruning.denoiser_of(pipe))
         base_mean = both["base"]["latency_image_s"].value
         values["latency_ratio_vs_base"] = Value(
             "latency_ratio_vs_base",

@@ -69,7 +69,8 @@ def write_measured_card(model_dir: Path, record: RunRecord, base_record: RunReco
         "device / dtype": f"{settings.get('device')} / {settings.get('dtype')}",
         "sampling": f"{settings.get('steps')} steps, guidance {settings.get('guidance', 0)}, "
         f"{size} px, batch {settings.get('batch_size')}",
-        "quality": f"{settings.get('samples')} evaluation images, the same prompts and seeds as the unpruned model",
+        "quality": f"{settings.get('samples')} evaluation images, "
+        "the same prompts and seeds as the unpruned model",
         "ratios": "this model / unpruned; latency's is paired (both timed interleaved in one window)",
     }
     base_metrics = base["metrics"] if base and base["status"] == "ok" else {}

@@ -31,6 +31,8 @@ def base_values(pipe, denoiser_attr: str) -> dict[str, Value]:
 def plan_values(plan: pruning.PruningPlan) -> dict[str, Value]:
     a = plan.achieved()
     note = f"target {plan.ratio:.0%} of prunable parameters ({plan.target}, {plan.ranking} ranking)"
+    if plan.info.get("align"):
+        note += f"; FFN widths aligned to multiples of {plan.info['align']['multiple']}"
     removed = {"params_removed": a["params_removed"], "params_prunable": a["params_prunable"]}
     return {
         "params_removed_frac": Value(

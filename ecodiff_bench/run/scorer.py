@@ -62,5 +62,5 @@ class Scorer:
         return result
 
     def plan(self, spec: RunSpec, pipe, settings: dict) -> pruning.PruningPlan:
-        plan_options = {k: spec.options[k] for k in PLAN_OPTIONS}  # ranking, target (pruning.plan's keywords)
+        plan_options = {k: spec.options[k] for k in PLAN_OPTIONS}  # ranking, target, align: pruning.plan's
         return pruning.plan(pipe, self.scores(spec, pipe, settings), spec.ratio, **plan_options)

@@ -171,7 +171,8 @@ def expand(suite: Suite, smoke: bool = False) -> list[RunSpec]:
                 )
                 for ratio in meth.ratios:
                     payload = _spec_payload(m, meth.name, ratio, seed, opts, cal, key=m.key, **common)
-                    plan_opts = {k: opts[k] for k in PLAN_OPTIONS}
+                    # an option left unset (align: None) leaves the plan key as it was before the option
+                    plan_opts = {k: opts[k] for k in PLAN_OPTIONS if opts[k] is not None}
                     plan_key = sha256_of({"score_key": score_key, "ratio": ratio, **plan_opts})
                     specs.append(
                         RunSpec(

@@ -12,8 +12,8 @@ adds is what pruning cannot know:
 * what ``--smoke`` shrinks (:data:`_SMOKE`).
 
 Names, help texts and whether a method needs calibration prompts come from pruning (``METHODS``,
-``DATA_FREE``). Every method also takes the plan's options ``ranking`` and ``target``. All of it is read
-through :mod:`.pruning_info`, so that validating a suite does not import torch.
+``DATA_FREE``). Every method also takes the plan's options ``ranking``, ``target`` and ``align``. All of
+it is read through :mod:`.pruning_info`, so that validating a suite does not import torch.
 """
 
 from __future__ import annotations
@@ -92,10 +92,13 @@ _SMOKE: dict[str, dict[str, str]] = {
 
 
 class PlanOptions(StrictModel):
-    """Options every method shares: how units are ranked, and what the ratio counts."""
+    """Options every method shares: how units are ranked, what the ratio counts, the FFN widths' multiple."""
 
     ranking: Literal[_RANKINGS] = "global"
     target: Literal[_TARGETS] = "params"
+    align: int | None = Field(
+        None, ge=1, description="round pruned FFN widths to a multiple (GPU tiles: 8, 64, 128)"
+    )
 
 
 #: The options every method takes, which are keyword arguments of ``pruning.plan`` (not of scoring).
