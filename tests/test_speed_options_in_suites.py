@@ -123,3 +123,46 @@ def test_run_applies_inference_options_and_aligned_plans(tmp_path):
         len(m.kept) in (0, m.total) or len(m.kept) % 8 == 0 for m in plan.modules.values() if m.kind == "ffn"
     )
     assert "aligned to multiples of 8" in records["magnitude"]["metrics"]["params_removed_frac"]["note"]
+
+
+@pytest.mark.slow  # inductor compiles C++ for the CPU: a few minutes on 2 busy cores
+def test_run_with_compile_reports_compile_time_apart(tmp_path):
+    import tiny
+
+    tiny.flux_pipeline().save_pretrained(tmp_path / "flux")
+    suite = {
+        "name": "compiled",
+        "models": [
+            {
+                "name": "flux-dev",
+                "source": str(tmp_path / "flux"),
+                "steps": 2,
+                "guidance": 3.5,
+                "height": 16,
+                "width": 16,
+                "max_sequence_length": 8,
+                "device": "cpu",
+                "dtype": "float32",
+            }
+        ],
+        "methods": [{"name": "magnitude", "ratios": [0.3], "options": {"align": 8}}],
+        "evaluation": {"prompts": ["a photo of a cat"], "samples": 1, "metrics": []},
+        "performance": {
+            "latency": {"warmup": 0, "min_reps": 2, "min_seconds": 0, "max_reps": 2},
+            "inference": {"compile": "default"},
+        },
+        "energy": {"country": "FRA", "idle_baseline_s": 0},
+        "outputs": {"dir": str(tmp_path / "out")},
+    }
+    path = tmp_path / "compiled.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    records = Store(tmp_path / "out" / "store.sqlite").records(suite="compiled")
+    assert {r["method"] for r in records} == {"base", "magnitude"}
+    for record in records:
+        compiled = record["metrics"]["compile_time_s"]
+        assert compiled["unit"] == "s" and compiled["status"] == "measured"
+        assert compiled["details"]["mode"] == "default"
+        assert compiled["details"]["first_call_s"] > compiled["details"]["steady_call_s"] > 0
+        assert record["metrics"]["latency_image_s"]["details"]["inference"]["compile"] == "default"
