@@ -61,8 +61,10 @@ def render(
     include_smoke: bool | None = None,
     artifact_root=None,
     title: str | None = None,
+    formats=("html", "md"),
 ) -> dict[str, Path]:
-    """Render the HTML and Markdown reports for the selected records into ``out_dir``.
+    """Render the reports for the selected records into ``out_dir``: ``formats`` among "html"
+    (self-contained) and "md" (with an assets folder); returns ``{"html"|"markdown": path}``.
 
     ``include_smoke``: None (default) shows full records, or the smoke records when a run id / tag is
     given or nothing else matches; True shows both (the report warns); False shows full records only.
@@ -86,5 +88,8 @@ def render(
             title += f" (run {run_id})"
         if tag:
             title += f" (release {tag})"
+    unknown = [f for f in formats if f not in report.FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"formats: expected some of {', '.join(report.FORMATS)}, got {list(formats)}")
     content = report.build(sel, roots, title)
-    return report.write(content, Path(out_dir))
+    return report.write(content, Path(out_dir), formats)

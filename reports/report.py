@@ -15,6 +15,7 @@ from reports import plots as P
 HTML_NAME = "report.html"
 MD_NAME = "report.md"
 ASSETS_DIR = "assets"
+FORMATS = ("html", "md")
 
 
 # What the per-record plot sections say when they have no plots
@@ -499,14 +500,18 @@ def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
     return "\n".join(m)
 
 
-def write(c: Content, out_dir: Path) -> dict[str, Path]:
+def write(c: Content, out_dir: Path, formats=FORMATS) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    html_path, md_path = out_dir / HTML_NAME, out_dir / MD_NAME
-    write_text_atomic(html_path, to_html(c))
+    paths: dict[str, Path] = {}
+    if "html" in formats:
+        paths["html"] = write_text_atomic(out_dir / HTML_NAME, to_html(c))
+    if "md" not in formats:
+        return paths
+    md_path = out_dir / MD_NAME
     assets = out_dir / ASSETS_DIR
     if assets.is_dir():  # the assets folder belongs to the report: drop images of an earlier render
         for old in assets.iterdir():
             if old.is_file() and old.suffix in (".png", ".jpg", ".webp"):
                 old.unlink()
-    write_text_atomic(md_path, to_markdown(c, assets))
-    return {"html": html_path, "markdown": md_path}
+    paths["markdown"] = write_text_atomic(md_path, to_markdown(c, assets))
+    return paths

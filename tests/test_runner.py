@@ -12,6 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from ecodiff_bench.cli import main
+from ecodiff_bench.core.record import artifact_path
 from ecodiff_bench.core.store import Store
 
 METHODS = [
@@ -82,11 +83,12 @@ def test_run_measures_every_variant_then_skips_them(tmp_path, tiny_dirs):
         )
         assert 0.3 <= m["params_removed_frac"]["value"] < 0.6
         assert 0 < m["ssim_vs_base"]["value"] <= 1
-        assert Path(r["artifacts"]["plan"]).exists() and Path(r["artifacts"]["samples"]).exists()
+        assert not Path(r["artifacts"]["plan"]).is_absolute()  # relative to the store's folder
+        assert artifact_path(r, "plan", store.path).exists() and artifact_path(r, "samples", store.path).exists()
         for name in ("latency_image_s", "energy_image_j", "flops_per_step", "pruning_time_s"):
             assert name in m
     eco = next(r for r in pruned if r["method"] == "ecodiff")
-    assert Path(eco["artifacts"]["training_curve"]).exists()
+    assert artifact_path(eco, "training_curve", store.path).exists()
     _assert_every_recorded_metric_is_known(records, tmp_path / "out" / "store.sqlite")
     assert (tmp_path / "out" / "report" / "report.html").exists()
     stamps = {r["record_id"]: r["created_at"] for r in records}
@@ -129,8 +131,9 @@ def test_pruned_model_written_by_run_loads_with_pruning_load(tmp_path, tiny_dirs
 
     suite = _suite(tmp_path, tiny_dirs, methods=[{"name": "magnitude", "ratios": [0.3]}])
     assert CliRunner().invoke(main, ["run", str(suite)]).exit_code == 0
-    record = next(r for r in Store(tmp_path / "out" / "store.sqlite").records() if r["method"] == "magnitude")
-    pipe = pruning.load(record["artifacts"]["model_dir"])
+    store = tmp_path / "out" / "store.sqlite"
+    record = next(r for r in Store(store).records() if r["method"] == "magnitude")
+    pipe = pruning.load(artifact_path(record, "model_dir", store))
     assert sum(p.numel() for p in pipe.unet.parameters()) == record["metrics"]["params"]["value"]
 
     # The model card shows the measured figures next to the unpruned model's, and no machine path.

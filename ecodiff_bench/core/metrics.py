@@ -65,15 +65,23 @@ _add(
     "latency_image_s",
     "s",
     False,
-    "seconds per image (mean; p50/p90/p99 and the applied inference options in details)",
+    "seconds per image (mean; p50/p90/p99, its interval and the inference options in details)",
 )
-_add("latency_step_s", "s", False, "seconds per denoising step")
+_add("latency_step_s", "s", False, "seconds per denoising step (call time / steps)")
 _add("throughput_img_per_s", "img/s", True, "images per second")
 _add(
     "latency_ratio_vs_base",
     "ratio",
     False,
-    "pruned / base mean latency, timed interleaved in one window",
+    "pruned / base per-image latency: ratio of medians over interleaved pairs, with its interval",
+    delta="absolute",
+    stage="pruned",
+)
+_add(
+    "energy_ratio_vs_base",
+    "ratio",
+    False,
+    "pruned / base energy per image over the same interleaved pairs, with its interval",
     delta="absolute",
     stage="pruned",
 )
@@ -88,7 +96,13 @@ _add(
 _add("cuda_peak_allocated_bytes", "B", False, "peak CUDA memory allocated")
 _add("cuda_peak_reserved_bytes", "B", False, "peak CUDA memory reserved")
 _add("nvml_memory_used_bytes", "B", False, "GPU memory in use (NVML)")
-_add("peak_rss_bytes", "B", False, "peak resident memory of the process")
+_add("peak_rss_bytes", "B", False, "peak resident memory of the whole process (not the model's own)")
+_add(
+    "model_peak_bytes",
+    "B",
+    False,
+    "the model's peak memory while generating: weights + activations (CUDA: allocator peak)",
+)
 # energy and carbon
 _add("gpu_energy_image_j", "J", False, "GPU energy per image, gross")
 _add("gpu_energy_image_net_j", "J", False, "GPU energy per image, idle power subtracted")

@@ -18,8 +18,11 @@ This docstring is the contract between the runner (which writes records), the st
     settings     the model's call settings (steps, guidance, height, width[, max_sequence_length]),
                  samples, batch_size, device, dtype, method options, plan_achieved
     artifacts    {kind: path}: "samples" (PNG grid), "power_timeline" (JSON [[t_s, watts], ...]),
-                 "plan" (plan.json), "training_curve" (JSON [{"step", "loss", "mse", "sparsity"}, ...]),
-                 "model_dir" (the saved pruned pipeline)
+                 "plan" (plan.json), "training_curve" (JSON list of per-step objects: "step" and some
+                 of "loss", "mse"/"nmse", "expected_sparsity" (expected removed share), "target",
+                 "sparsity" (older runs: expected share of open gates)), "model_dir" (the saved
+                 pruned pipeline). Relative paths are relative to the store's folder
+                 (:func:`artifact_path`), so a report renders from any working directory
 
 Records travel as the JSON form of :class:`RunRecord` (``to_dict``); NaN and infinities are refused
 anywhere in a record (JSON has none: a value that could not be measured is ``unavailable``, with a note).
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -133,6 +137,15 @@ class RunRecord(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise RecordError(_describe(exc)) from None
+
+
+def artifact_path(record: dict, kind: str, store_path: str | Path) -> Path | None:
+    """Where a record's artifact lies: an absolute path as stored, a relative one under the store's folder."""
+    raw = (record.get("artifacts") or {}).get(kind)
+    if not raw:
+        return None
+    path = Path(raw)
+    return path if path.is_absolute() else Path(store_path).resolve().parent / path
 
 
 def normalize_record(record: RunRecord | dict) -> dict[str, Any]:

@@ -31,6 +31,7 @@ __all__ = [
     "carbon_values",
     "emissions_csv_columns",
     "emissions_csv_row",
+    "emissions_row_for_record",
     "gco2e",
     "write_emissions_csv",
 ]
@@ -223,7 +224,7 @@ def emissions_csv_row(
     duration_s: float,
     gpu_energy_j: Value | float | None,
     cpu_energy_j: Value | float | None,
-    country_iso_code: str,
+    country_iso_code: str | None,
     region: str | None = None,
     project_name: str = "ecodiff-bench",
     run_id: str = "",
@@ -237,12 +238,13 @@ def emissions_csv_row(
 
     Energies are given in joules (or as Values in J); an unavailable energy leaves its cell empty and
     is left out of ``energy_consumed`` (the row then says so in no column: callers should keep the
-    Values too). RAM energy is not measured here: empty.
+    Values too). RAM energy is not measured here: empty. Without a country (carbon not asked for) the
+    emissions and the country are left empty; the energies are still written.
     """
-    intensity = carbon_intensity(country_iso_code, region)
+    intensity = None if country_iso_code is None else carbon_intensity(country_iso_code, region)
     gpu_kwh, cpu_kwh = _kwh(gpu_energy_j), _kwh(cpu_energy_j)
     total_kwh = sum(x for x in (gpu_kwh, cpu_kwh) if x != "")
-    emissions_kg = total_kwh * intensity.g_per_kwh / 1000.0
+    emissions_kg = "" if intensity is None else total_kwh * intensity.g_per_kwh / 1000.0
     hours = duration_s / 3600.0 if duration_s > 0 else None
 
     def power_w(kwh):
@@ -263,15 +265,15 @@ def emissions_csv_row(
             "experiment_id": experiment_id,
             "duration": duration_s,
             "emissions": emissions_kg,
-            "emissions_rate": emissions_kg / duration_s if duration_s > 0 else "",
+            "emissions_rate": emissions_kg / duration_s if duration_s > 0 and emissions_kg != "" else "",
             "cpu_power": power_w(cpu_kwh),
             "gpu_power": power_w(gpu_kwh),
             "cpu_energy": cpu_kwh,
             "gpu_energy": gpu_kwh,
             "energy_consumed": total_kwh,
-            "country_name": intensity.country_name,
-            "country_iso_code": intensity.country_iso_code,
-            "region": intensity.region or "",
+            "country_name": intensity.country_name if intensity else "",
+            "country_iso_code": intensity.country_iso_code if intensity else "",
+            "region": (intensity.region or "") if intensity else "",
             "os": platform.platform(),
             "python_version": platform.python_version(),
             "codecarbon_version": _codecarbon_version(),
@@ -290,6 +292,30 @@ def emissions_csv_row(
             raise ValueError(f"extra: {k!r} is not an emissions.csv column (columns: {list(row)})")
         row[k] = v
     return row
+
+
+def emissions_row_for_record(
+    record: Mapping[str, Any], country_iso_code: str | None, region: str | None = None
+) -> dict[str, Any] | None:
+    """The emissions.csv row of one run record: the energy of its timed generation windows (from
+    ``energy_image_j``'s details), or None when the record has no energy figure."""
+    e = (record.get("metrics") or {}).get("energy_image_j")
+    if not e or e.get("status") == "unavailable":
+        return None
+    d = e.get("details") or {}
+    gpus = [g for g in (d.get("gpu_names") or []) if g]
+    return emissions_csv_row(
+        duration_s=float(d.get("duration_s") or 0.0),
+        gpu_energy_j=d.get("gpu_j"),
+        cpu_energy_j=d.get("cpu_j"),
+        country_iso_code=country_iso_code,
+        region=region,
+        project_name=f"ecodiff-bench/{record.get('suite', '')}",
+        run_id=str(record.get("run_id", "")),
+        experiment_id=str(record.get("record_id", "")),
+        gpu_model=", ".join(sorted(set(gpus))),
+        gpu_count=len(gpus) or None,
+    )
 
 
 def write_emissions_csv(

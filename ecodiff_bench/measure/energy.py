@@ -106,6 +106,7 @@ class EnergyWindow:
             "gpu_status": self.gpu_status,
             "cpu_status": self.cpu_status,
             "window": self.name,
+            "gpu_names": self.details.get("gpu_names", []),
         }
         if self.gpu_status == "unavailable" and not self.gpu_absent:
             return Value.unavailable(name, "J", f"GPU energy unavailable: {self.gpu_note}", False)
@@ -483,8 +484,8 @@ class EnergyMonitor:
             joules,
             "estimated",
             (
-                f"estimate{why}: TDP {tdp:g} W ({model}) x process CPU time "
-                f"{cpu_s:.3g} s / {n_cpus} logical CPUs, as codecarbon's CPU-load model"
+                f"estimate{why}: TDP {tdp:g} W ({model}) x this process's CPU time / "
+                f"{n_cpus} logical CPUs, as codecarbon's CPU-load model"
             ),
         )
 

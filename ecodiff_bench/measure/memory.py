@@ -2,7 +2,8 @@
 
 Metric names (see ecodiff_bench.core.metrics):
 ``cuda_peak_allocated_bytes``, ``cuda_peak_reserved_bytes``,
-``nvml_memory_used_bytes``, ``peak_rss_bytes``, ``params``, ``disk_bytes``, ``flops_per_step``.
+``nvml_memory_used_bytes``, ``peak_rss_bytes``, ``model_peak_bytes``, ``params``, ``disk_bytes``,
+``flops_per_step``.
 """
 
 from __future__ import annotations
@@ -57,11 +58,23 @@ class MemoryTracker:
     - NVML memory used on that GPU (device-wide, every process; the CUDA context included): the maximum
       of samples every ``nvml_interval_s`` seconds (None: read once at window end).
     - Peak RSS of this process over the window (Linux: the high-water mark is reset at window start;
-      elsewhere the process-lifetime peak, said so in the note).
+      elsewhere the process-lifetime peak, said so in the note): the whole process, not the model.
+    - With ``model`` (a module or a pipeline): ``model_peak_bytes``, the model's own peak while the window
+      runs: the allocator's peak on CUDA, its weights plus the peak of the tensors created in the window
+      on the CPU (:mod:`ecodiff_bench.measure.footprint`).
     """
 
-    def __init__(self, device: Any = None, *, nvml: bool = True, nvml_interval_s: float | None = None):
+    def __init__(
+        self,
+        device: Any = None,
+        *,
+        nvml: bool = True,
+        nvml_interval_s: float | None = None,
+        model: Any = None,
+    ):
         self.device = resolve_device(device)
+        self.model = model
+        self._live = None
         self.use_nvml = nvml
         self.nvml_interval_s = nvml_interval_s
         self._rss_reset = False
@@ -112,6 +125,10 @@ class MemoryTracker:
 
             torch.cuda.reset_peak_memory_stats(self.device)
         self._rss_reset = _reset_peak_rss()
+        if self.model is not None and not self._cuda:
+            from ecodiff_bench.measure.footprint import LiveTensorBytes
+
+            self._live = LiveTensorBytes(self.device.type).__enter__()
         self._open_nvml()
         if self._nvml_gpu is not None:
             self._nvml_sample()
@@ -122,6 +139,8 @@ class MemoryTracker:
 
     def __exit__(self, *exc) -> None:
         synchronize(self.device)
+        if self._live is not None:
+            self._live.__exit__(*exc)
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
@@ -195,7 +214,25 @@ class MemoryTracker:
                 False,
                 note="process-lifetime peak (getrusage); the peak could not be reset at window start",
             )
+        if self.model is not None:
+            out["model_peak_bytes"] = self._model_peak()
         return out
+
+    def _model_peak(self) -> Value:
+        from ecodiff_bench.measure.footprint import weights_bytes
+
+        name, weights = "model_peak_bytes", weights_bytes(self.model)
+        if self._cuda:
+            import torch
+
+            peak = float(torch.cuda.max_memory_allocated(self.device))
+            how = "CUDA allocator peak during the window (weights resident on the GPU included)"
+            return Value(name, peak, "B", "measured", False, note=how, details={"weights_bytes": weights})
+        if self._live is None:
+            return Value.unavailable(name, "B", f"no allocation count on device {self.device}", False)
+        note = "weights + peak of the tensors the call allocated (counted per storage)"
+        details = {"weights_bytes": weights, "activations_peak_bytes": self._live.peak}
+        return Value(name, float(weights + self._live.peak), "B", "measured", False, note, details)
 
     def values(self) -> dict[str, Value]:
         if self._result is None:

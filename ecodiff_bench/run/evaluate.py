@@ -18,7 +18,7 @@ import pruning
 from ecodiff_bench import models
 from ecodiff_bench.core.files import atomic_path, write_json_atomic
 from ecodiff_bench.core.values import Value
-from ecodiff_bench.measure import carbon, energy, latency, memory
+from ecodiff_bench.measure import carbon, energy, latency, memory, paired
 from ecodiff_bench.run import quality_setup
 
 EVAL_CHUNK = 25  # images per pipeline call while generating the evaluation set
@@ -101,11 +101,10 @@ class Evaluator:
         first_call_s = self._prepare(pipe)
         if base_pipe is not None:
             self._prepare(base_pipe)
-        m.add(self._speed(pipe, base_pipe))
+        m.add(self._speed_energy(pipe, base_pipe, out, m))
         if first_call_s is not None:
             m.add(self._compile_time(first_call_s, m.metrics["latency_image_s"]))
         m.add(self._memory(pipe))
-        m.add(self._energy(pipe, out, m))
         m.images = self.eval_images(pipe)
         m.artifacts["samples"] = save_grid(m.images, out / "samples.png")
         m.add(self._quality_values(m.images, base_images))
@@ -163,70 +162,40 @@ class Evaluator:
             )
         }
 
-    def _speed(self, pipe, base_pipe) -> dict[str, Value]:
+    def _speed_energy(self, pipe, base_pipe, out: Path, m: Measured) -> dict[str, Value]:
+        """Latency and energy per image, the pruned model paired and interleaved with its base
+        (:mod:`ecodiff_bench.measure.paired`); the base model alone when there is none."""
         lat = self.spec.performance.latency
-        steps = self.settings["steps"]
-        common = {
-            "warmup": lat.warmup,
-            "images_per_call": self.batch,
-            "steps_per_call": steps,
-            "device": self.device,
-        }
-        if base_pipe is None or not self.spec.performance.interleave:
-            values = latency.time_callable(
-                self.one_call(pipe),
-                min_reps=lat.min_reps,
-                min_seconds=lat.min_seconds,
-                max_reps=lat.max_reps,
-                **common,
-            )
-            values["latency_image_s"].details["inference"] = self._inference.get(pruning.denoiser_of(pipe))
-            return values
-        # Base and pruned alternate, so drift (heat, background load) hits both alike.
-        both = latency.interleaved(
-            {"pruned": self.one_call(pipe), "base": self.one_call(base_pipe)},
-            rounds=lat.min_reps,
-            min_seconds=lat.min_seconds,
-            max_rounds=lat.max_reps,
-            **common,
-        )
-        values = both["pruned"]
-        values["latency_image_s"].details["inference"] = self._inference.get(pruning.denoiser_of(pipe))
-        base_mean = both["base"]["latency_image_s"].value
-        values["latency_ratio_vs_base"] = Value(
-            "latency_ratio_vs_base",
-            values["latency_image_s"].value / base_mean,
-            "ratio",
-            "measured",
-            False,
-            note="pruned / base mean latency, timed interleaved in the same window",
-            details={"base_latency_image_s": base_mean},
-        )
-        return values
-
-    def _memory(self, pipe) -> dict[str, Value]:
-        call = self.one_call(pipe)
-        with memory.MemoryTracker(self.device) as mem:
-            call()
-        return mem.values()
-
-    def _energy(self, pipe, out: Path, m: Measured) -> dict[str, Value]:
-        lat = self.spec.performance.latency
+        fns = {"pruned": self.one_call(pipe)}
+        if base_pipe is not None and self.spec.performance.interleave:
+            fns["base"] = self.one_call(base_pipe)  # drift (heat, background load) hits both alike
+        sampler = None
         if self.monitor.gpus:  # a power timeline needs NVML; energy itself falls back to the CPU figures
-            self.monitor.start_timeline(self.spec.energy.sample_interval_s)
+            sampler = self.monitor.start_timeline(self.spec.energy.sample_interval_s)
         try:
-            values = energy.measure_energy(
-                self.one_call(pipe),
+            result = paired.measure_paired(
+                fns,
                 self.monitor,
                 images_per_call=self.batch,
+                steps_per_call=self.settings["steps"],
+                warmup=lat.warmup,
+                min_rounds=lat.min_reps,
+                max_rounds=lat.max_reps,
                 min_seconds=lat.min_seconds,
-                min_reps=lat.min_reps,
-                max_reps=lat.max_reps,
+                max_seconds=lat.max_seconds,
+                precision=lat.precision,
+                confidence=lat.confidence,
+                device=self.device,
             )
         finally:
-            timeline = self.monitor.stop_timeline()
-        if timeline:
+            samples = list(sampler.samples) if sampler is not None else []
+            t0 = sampler.t0 if sampler is not None else 0.0
+            self.monitor.stop_timeline()
+        if samples:
+            timeline = paired.timeline_of(samples, result.spans("pruned"), t0)
             m.artifacts["power_timeline"] = str(write_json_atomic(out / "power_timeline.json", timeline))
+        values = result.values["pruned"]
+        values["latency_image_s"].details["inference"] = self._inference.get(pruning.denoiser_of(pipe))
         if self.spec.energy.carbon:
             values.update(
                 carbon.carbon_values(
@@ -234,6 +203,12 @@ class Evaluator:
                 )
             )
         return values
+
+    def _memory(self, pipe) -> dict[str, Value]:
+        call = self.one_call(pipe)
+        with memory.MemoryTracker(self.device, model=pipe) as mem:
+            call()
+        return mem.values()
 
     # -- quality ----------------------------------------------------------------------------------------------
     def _quality_values(self, images: torch.Tensor, base_images: torch.Tensor | None) -> dict[str, Value]:

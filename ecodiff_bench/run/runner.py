@@ -9,6 +9,7 @@ images, method scores such as EcoDiff's mask logits, mask-training checkpoints) 
 from __future__ import annotations
 
 import copy
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import pruning
 from ecodiff_bench import models
 from ecodiff_bench.core.files import atomic_path, write_json_atomic
 from ecodiff_bench.core.store import Store
-from ecodiff_bench.measure import energy
+from ecodiff_bench.measure import carbon, energy
 from ecodiff_bench.measure.memory import disk_size
 from ecodiff_bench.run.evaluate import Evaluator
 from ecodiff_bench.run.model_card import write_measured_card
@@ -102,7 +103,8 @@ def _open(suite: Suite, smoke: bool, out: Path | None) -> Context:
     out.mkdir(parents=True, exist_ok=True)
     store = Store(suite.outputs.store_path if out == suite.outputs.dir_path else out / "store.sqlite")
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
-    provenance = collect_provenance({"suite_file": suite.source, "smoke": smoke})
+    thresholds = {k: v.model_dump(exclude_none=True) for k, v in suite.regression.thresholds.items()}
+    provenance = collect_provenance({"suite_file": suite.source, "smoke": smoke, "thresholds": thresholds})
     monitor = energy.EnergyMonitor()
     if suite.energy.idle_baseline_s > 0:
         _say(f"measuring idle power for {suite.energy.idle_baseline_s:g} s ...")
@@ -186,11 +188,12 @@ def _run_model(ctx: Context, group: list[RunSpec], pending: list[RunSpec]) -> in
         _say(f"[{spec.model}] {label}: measuring")
         t0 = time.perf_counter()
         try:
-            ctx.store.put(_measure_spec(ctx, spec, pipe, settings, evaluator, base_images, scorer))
+            record = ctx.store.put(_measure_spec(ctx, spec, pipe, settings, evaluator, base_images, scorer))
         except Exception as err:  # one failed variant must not lose the others: record why, go on
             _put_failed(ctx, spec, err)
             failed += 1
             continue
+        _append_emissions(ctx, record)
         _say(f"[{spec.model}] {label}: done in {time.perf_counter() - t0:.1f} s")
     return failed
 
@@ -204,6 +207,20 @@ def _base_images(ctx: Context, spec: RunSpec, evaluator: Evaluator, pipe) -> tor
     with atomic_path(path) as tmp:
         save_file({"images": images.contiguous()}, tmp)
     return images
+
+
+def _append_emissions(ctx: Context, record: dict) -> None:
+    """One row per measured model in codecarbon's emissions.csv format, beside the store."""
+    energy = ctx.suite.energy
+    row = carbon.emissions_row_for_record(record, energy.country if energy.carbon else None, energy.region)
+    if row is not None:
+        carbon.write_emissions_csv([row], ctx.store.path.parent / "emissions.csv")
+
+
+def _store_relative(artifacts: dict[str, str], ctx: Context) -> dict[str, str]:
+    """Artifact paths relative to the store's folder, so a report renders from any working directory."""
+    root = ctx.store.path.resolve().parent
+    return {k: os.path.relpath(Path(v).resolve(), root) for k, v in artifacts.items()}
 
 
 def _model_dir(out: Path, spec: RunSpec) -> Path:
@@ -228,8 +245,9 @@ def _measure_spec(
     if spec.is_base:
         m = evaluator.measure(pipe, folder, base_images=None)
         metrics = {**m.metrics, **base_values(pipe, _denoiser_attr(spec))}
+        artifacts = _store_relative(m.artifacts, ctx)
         return make_record(
-            ctx.suite, ctx.run_id, ctx.provenance, spec, metrics=metrics, artifacts=m.artifacts, **common
+            ctx.suite, ctx.run_id, ctx.provenance, spec, metrics=metrics, artifacts=artifacts, **common
         )
     plan = scorer.plan(spec, pipe, settings)
     scores = scorer.scores(spec, pipe, settings)
@@ -251,7 +269,7 @@ def _measure_spec(
         ctx.provenance,
         spec,
         metrics=metrics,
-        artifacts=m.artifacts,
+        artifacts=_store_relative(m.artifacts, ctx),
         plan=plan,
         **common,
     )
@@ -287,7 +305,11 @@ def _report(ctx: Context) -> None:
 
     try:
         paths = reports.render(
-            ctx.store.path, ctx.out / "report", suite=ctx.suite.name, include_smoke=ctx.smoke
+            ctx.store.path,
+            ctx.out / "report",
+            suite=ctx.suite.name,
+            include_smoke=ctx.smoke,
+            formats=formats,
         )
     except ValueError as err:
         _say(f"report not written: {err}")

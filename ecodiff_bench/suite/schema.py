@@ -179,12 +179,19 @@ class Evaluation(_PromptSource):
 
 
 class Latency(StrictModel):
-    """Repeat until both ``min_reps`` and ``min_seconds`` are reached (or ``max_reps``)."""
+    """Timing and energy rounds (a pruned model paired with its base, see ecodiff_bench.measure.paired):
+    at least ``min_reps`` rounds and ``min_seconds`` of timed calls, then until the interval of every
+    ratio is within ``precision`` of it, or ``max_seconds`` or ``max_reps`` is reached."""
 
     warmup: int = Field(2, ge=0)
     min_reps: int = Field(5, gt=0)
     min_seconds: float = Field(5.0, ge=0)
     max_reps: int = Field(100, gt=0)
+    max_seconds: float = Field(60.0, ge=0, description="time budget of one model's rounds")
+    precision: float = Field(
+        0.02, gt=0, lt=1, description="stop when the interval's half-width is within this share"
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals")
 
     @model_validator(mode="after")
     def _order(self) -> Latency:

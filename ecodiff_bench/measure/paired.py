@@ -1,0 +1,294 @@
+"""Paired, interleaved timing and energy: a pruned model and its base measured in alternation, in blocks,
+until the ratio's confidence interval is narrow enough or the time budget is spent.
+
+One *round* runs one *block* of every model, in an order that reverses every other round (A B, B A, ...).
+A block is one energy window holding one or more generation calls of one model (enough calls to last
+``min_block_s``: NVML's energy counter advances every ~100 ms), each call timed on its own. Block ``i``
+of the pruned model and block ``i`` of the base are a pair: they ran seconds apart, so a change of machine
+load or temperature between rounds touches both. The reported change is the ratio of the medians of the
+per-image figures over the pairs, with a bootstrap interval over pairs (:mod:`ecodiff_bench.core.stats`),
+for latency and for energy alike.
+
+Adaptive repetition: after ``min_rounds`` rounds and ``min_seconds`` of timed calls per model, the loop
+stops as soon as every ratio's interval is within ``precision`` (half-width relative to the ratio), or when
+``max_seconds`` or ``max_rounds`` is reached; ``details.stopped`` says which. With one model it repeats
+until the interval of its mean latency is that narrow.
+
+Metric names (the catalog): per model ``latency_image_s``, ``latency_step_s``, ``throughput_img_per_s``
+and the energy metrics of :mod:`ecodiff_bench.measure.energy`; per model other than the reference
+``latency_ratio_vs_base`` and ``energy_ratio_vs_base``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ecodiff_bench.core.stats import DEFAULT_CONFIDENCE, Interval, mean_interval, paired_ratio
+from ecodiff_bench.core.values import Value
+from ecodiff_bench.measure.energy import EnergyMonitor, EnergyWindow, GpuEnergy, _worst
+from ecodiff_bench.measure.latency import Timer, latency_values
+
+__all__ = ["Block", "PairedResult", "measure_paired"]
+
+REFERENCE = "base"
+
+
+@dataclass
+class Block:
+    """One energy window of ``len(call_s)`` consecutive calls of one model."""
+
+    label: str
+    round: int
+    call_s: list[float]
+    window: EnergyWindow
+    t0: float  # monitor clock at the window's edges (to cut a power timeline per model)
+    t1: float
+
+    def image_s(self, images_per_call: int) -> float:
+        return sum(self.call_s) / (len(self.call_s) * images_per_call)
+
+    def energy_j(self, images_per_call: int) -> float | None:
+        total = self.window.total_j
+        return None if total is None else total / (len(self.call_s) * images_per_call)
+
+
+@dataclass
+class PairedResult:
+    blocks: dict[str, list[Block]]
+    rounds: int
+    stopped: str
+    elapsed_s: float
+    images_per_call: int
+    steps_per_call: int | None
+    confidence: float
+    values: dict[str, dict[str, Value]] = field(default_factory=dict)
+
+    def spans(self, label: str) -> list[tuple[float, float]]:
+        return [(b.t0, b.t1) for b in self.blocks[label]]
+
+
+def combine_windows(windows: list[EnergyWindow], name: str) -> EnergyWindow:
+    """Several windows as one: energies and durations added, the worst status kept."""
+    gpus: dict[int, GpuEnergy] = {}
+    for w in windows:
+        for g in w.gpus:
+            prev = gpus.get(g.index)
+            if prev is None:
+                gpus[g.index] = GpuEnergy(g.index, g.name, g.joules, g.status, g.note)
+            elif prev.joules is None or g.joules is None:
+                gpus[g.index] = GpuEnergy(g.index, g.name, None, "unavailable", prev.note or g.note)
+            else:
+                status = _worst([prev.status, g.status])
+                gpus[g.index] = GpuEnergy(g.index, g.name, prev.joules + g.joules, status, prev.note)
+
+    def total(attr: str) -> float | None:
+        parts = [getattr(w, attr) for w in windows]
+        return None if any(p is None for p in parts) else float(sum(parts))
+
+    def note(kind: str) -> str:
+        worst = _worst([getattr(w, f"{kind}_status") for w in windows])
+        return next(getattr(w, f"{kind}_note") for w in windows if getattr(w, f"{kind}_status") == worst)
+
+    gpu_j, cpu_j = total("gpu_j"), total("cpu_j")
+    first = windows[0]
+    return EnergyWindow(
+        name=name,
+        duration_s=sum(w.duration_s for w in windows),
+        gpus=list(gpus.values()),
+        gpu_j=gpu_j,
+        gpu_status="unavailable" if gpu_j is None else _worst([w.gpu_status for w in windows]),
+        gpu_note=note("gpu"),
+        gpu_absent=first.gpu_absent,
+        cpu_j=cpu_j,
+        cpu_status="unavailable" if cpu_j is None else _worst([w.cpu_status for w in windows]),
+        cpu_note=note("cpu"),
+        details={"windows": len(windows), "gpu_names": first.details.get("gpu_names", [])},
+    )
+
+
+def _ratio_value(name: str, interval: Interval, note: str, details: dict) -> Value:
+    return Value(name, interval.estimate, "ratio", "measured", False, note=note, details=details)
+
+
+class _Loop:
+    def __init__(self, fns, monitor, *, images_per_call, device, clock, min_block_s):
+        self.fns, self.monitor, self.images = fns, monitor, images_per_call
+        self.device, self.clock, self.min_block_s = device, clock, min_block_s
+        self.blocks: dict[str, list[Block]] = {k: [] for k in fns}
+
+    def _timed(self, fn) -> float:
+        if self.clock is not None:  # an injected clock (tests): no device timer
+            t0 = self.clock()
+            fn()
+            return self.clock() - t0
+        timer = Timer(self.device)
+        with timer:
+            fn()
+        return timer.elapsed_s
+
+    def block(self, label: str, rnd: int) -> None:
+        name = f"paired:{label}:{rnd}"
+        self.monitor.begin_window(name)
+        t0 = self.monitor.clock()
+        calls: list[float] = []
+        try:
+            while not calls or self.monitor.clock() - t0 < self.min_block_s:
+                calls.append(self._timed(self.fns[label]))
+        except BaseException:
+            self.monitor.cancel_window(name)
+            raise
+        window = self.monitor.end_window(name)
+        self.blocks[label].append(Block(label, rnd, calls, window, t0, self.monitor.clock()))
+
+    def timed_s(self, label: str) -> float:
+        return sum(sum(b.call_s) for b in self.blocks[label])
+
+    def intervals(self, confidence: float) -> dict[str, Interval]:
+        """The intervals the stopping rule watches: each ratio vs the reference, or one model's mean."""
+        labels = list(self.fns)
+        if REFERENCE not in self.fns or len(labels) == 1:
+            return {
+                f"{k}:latency": mean_interval([b.image_s(self.images) for b in self.blocks[k]], confidence)
+                for k in labels
+            }
+        out = {}
+        ref = self.blocks[REFERENCE]
+        for k in labels:
+            if k == REFERENCE:
+                continue
+            pairs = list(zip(self.blocks[k], ref, strict=False))
+            out[f"{k}:latency"] = paired_ratio(
+                [a.image_s(self.images) for a, _ in pairs], [b.image_s(self.images) for _, b in pairs], confidence
+            )
+            energy = [(a.energy_j(self.images), b.energy_j(self.images)) for a, b in pairs]
+            if all(x is not None and y is not None and y > 0 for x, y in energy):
+                out[f"{k}:energy"] = paired_ratio([x for x, _ in energy], [y for _, y in energy], confidence)
+        return out
+
+
+def measure_paired(
+    fns: Mapping[str, Callable[[], Any]],
+    monitor: EnergyMonitor,
+    *,
+    images_per_call: int = 1,
+    steps_per_call: int | None = None,
+    warmup: int = 1,
+    min_rounds: int = 3,
+    max_rounds: int = 100,
+    min_seconds: float = 0.0,
+    max_seconds: float = 60.0,
+    precision: float = 0.02,
+    confidence: float = DEFAULT_CONFIDENCE,
+    min_block_s: float | None = None,
+    device: Any = None,
+    clock: Callable[[], float] | None = None,
+) -> PairedResult:
+    """Measure ``fns`` (``{"base": f, "pruned": g}``, or one model) paired and interleaved (module doc).
+
+    ``min_block_s``: shortest energy window (default: the monitor's ``min_window_s`` when it reads GPUs,
+    else one call per block). Returns a :class:`PairedResult` whose ``values`` hold each model's metrics.
+    """
+    if not fns:
+        raise ValueError("fns: expected at least one {label: callable}, got an empty mapping")
+    if min_rounds < 1 or max_rounds < min_rounds:
+        raise ValueError(f"min_rounds/max_rounds: need 1 <= min_rounds <= max_rounds, got {min_rounds}, {max_rounds}")
+    if precision <= 0 or max_seconds < 0 or min_seconds < 0 or warmup < 0:
+        raise ValueError("precision must be > 0; max_seconds, min_seconds and warmup must be >= 0")
+    if min_block_s is None:
+        min_block_s = monitor.min_window_s if monitor.gpus else 0.0
+    loop = _Loop(dict(fns), monitor, images_per_call=images_per_call, device=device, clock=clock,
+                 min_block_s=min_block_s)
+    labels = list(fns)
+    for _ in range(warmup):
+        for k in labels:
+            fns[k]()
+    now = clock or time.perf_counter
+    start, rounds, stopped = now(), 0, "max_reps"
+    while rounds < max_rounds:
+        for k in labels if rounds % 2 == 0 else labels[::-1]:
+            loop.block(k, rounds)
+        rounds += 1
+        if rounds < min_rounds or min(loop.timed_s(k) for k in labels) < min_seconds:
+            continue
+        if all(iv.rel_half_width <= precision for iv in loop.intervals(confidence).values()):
+            stopped = "precision"
+            break
+        if now() - start >= max_seconds:
+            stopped = "time budget"
+            break
+    result = PairedResult(loop.blocks, rounds, stopped, now() - start, images_per_call, steps_per_call,
+                          confidence)
+    result.values = _values(result, loop, precision, max_seconds, monitor)
+    return result
+
+
+def _values(res: PairedResult, loop: _Loop, precision: float, max_seconds: float, monitor) -> dict:
+    """Per model: latency and energy metrics; per model other than the reference: the paired ratios."""
+    ipc, conf = res.images_per_call, res.confidence
+    common = {"rounds": res.rounds, "stopped": res.stopped, "precision": precision, "max_seconds": max_seconds}
+    intervals = loop.intervals(conf)
+    out: dict[str, dict[str, Value]] = {}
+    for label, blocks in res.blocks.items():
+        calls = [c for b in blocks for c in b.call_s]
+        per_image = mean_interval([b.image_s(ipc) for b in blocks], conf)
+        extra = {**common, "paired_with": [k for k in res.blocks if k != label], "blocks": len(blocks)}
+        values = latency_values(calls, images_per_call=ipc, steps_per_call=res.steps_per_call,
+                                clock="perf_counter" if loop.clock is None else "injected",
+                                extra_details=extra)
+        lat = values["latency_image_s"]
+        values["latency_image_s"] = Value(lat.name, lat.value, lat.unit, lat.status, lat.higher_is_better,
+                                          lat.note, {**lat.details, **per_image.details()})
+        window = combine_windows([b.window for b in blocks], f"paired:{label}")
+        energy = window.values(images=len(calls) * ipc, idle_power=monitor.idle_power)
+        per_block = [b.energy_j(ipc) for b in blocks]
+        if energy["energy_image_j"].available and all(e is not None for e in per_block):
+            e = energy["energy_image_j"]
+            ci = mean_interval(per_block, conf).details()
+            energy["energy_image_j"] = Value(e.name, e.value, e.unit, e.status, e.higher_is_better, e.note,
+                                             {**e.details, **ci, "rounds": res.rounds})
+        values.update(energy)
+        if label != REFERENCE and REFERENCE in res.blocks:
+            values.update(_ratios(label, intervals, res, energy["energy_image_j"]))
+        out[label] = values
+    return out
+
+
+def _ratios(label: str, intervals: dict[str, Interval], res: PairedResult, energy: Value) -> dict[str, Value]:
+    conf = res.confidence
+    common = {"rounds": res.rounds, "stopped": res.stopped, "pairs": res.rounds}
+    out = {}
+    lat = intervals[f"{label}:latency"]
+    out["latency_ratio_vs_base"] = _ratio_value(
+        "latency_ratio_vs_base",
+        lat,
+        f"pruned / base per-image latency: ratio of medians over {lat.n} interleaved pairs, "
+        f"{100 * conf:g}% bootstrap interval",
+        {**common, **lat.details()},
+    )
+    name = "energy_ratio_vs_base"
+    iv = intervals.get(f"{label}:energy")
+    if iv is None:
+        why = energy.note if not energy.available else "energy of some windows unavailable"
+        out[name] = Value.unavailable(name, "ratio", why, False)
+        return out
+    status = "estimated" if energy.status == "estimated" else "measured"
+    out[name] = Value(
+        name,
+        iv.estimate,
+        "ratio",
+        status,
+        False,
+        note=f"pruned / base energy per image over {iv.n} interleaved pairs of windows"
+        + ("; the energies are estimates" if status == "estimated" else ""),
+        details={**common, **iv.details()},
+    )
+    return out
+
+
+def timeline_of(samples, spans: list[tuple[float, float]], t0: float) -> list[list[float]]:
+    """Power samples ``(clock_s, watts, ...)`` that fall inside ``spans`` (one model's blocks), as the
+    ``power_timeline`` artifact's ``[[t - t0, watts], ...]``."""
+    return [[round(s[0] - t0, 6), s[1]] for s in samples if any(a <= s[0] <= b for a, b in spans)]
