@@ -4,13 +4,25 @@ Records are matched by (model, method, ratio); several seeds of one configuratio
 Each threshold bounds the change of one metric from baseline to candidate, in the direction that is a
 regression for it::
 
-    fid:             {max_increase: 2.0}         # candidate - baseline <= 2.0
-    clip_score:      {max_decrease: 0.5}         # baseline - candidate <= 0.5
-    latency_image_s: {max_increase_frac: 0.05}   # (candidate - baseline) / |baseline| <= 5 %
-    energy_image_j:  {max_increase_frac: 0.05, required: true}
+    frechet_distance: {max_increase_frac: 0.5}   # (candidate - baseline) / |baseline| <= 50 %
+    clip_score:       {max_decrease: 0.5}        # baseline - candidate <= 0.5
+    latency_image_s:  {max_increase_frac: 0.10}  # compared through the paired ratio, see below
 
-Policy for missing data, stated in every result: a metric that is unavailable (or absent) on either side,
-a configuration without a counterpart, or a quality metric computed from different sample counts is
+Which thresholds: those given (``check --thresholds``), else the ones the baseline was run with (the
+suite's ``regression.thresholds``, kept in every record's provenance), else :data:`DEFAULT_THRESHOLDS`;
+the result says which. Only metrics that both releases recorded are compared: a threshold on a metric
+neither side has is skipped (and listed in the warnings), one that only one side has is "not compared".
+
+Noise is never a regression. A value that carries a confidence interval (``ci_low``/``ci_high`` in its
+details) fails only when the whole interval of the change lies beyond the bound (the two sides' interval
+half-widths combined in quadrature, on the log scale for relative bounds). Latency and energy of a pruned
+configuration are compared through their paired ratios to the base of the same run
+(``latency_ratio_vs_base``, ``energy_ratio_vs_base``): two runs are timed hours apart on machines whose
+load differs, while each ratio was measured in interleaved pairs. The base configurations' own timings
+are therefore "not compared" (no pairing across runs); their quality metrics are.
+
+Policy for missing data, stated in every result: a metric that is unavailable on either side, a
+configuration without a counterpart, or a quality metric computed from different sample counts is
 "not compared". Not-compared rows are listed and counted but do not fail the gate, unless the metric's
 threshold says ``required: true`` or the check runs with ``strict=True``. A candidate record whose run
 failed is a failure. Smoke and full releases are never compared (``IncomparableError``).
@@ -18,17 +30,15 @@ failed is a failure. Smoke and full releases are never compared (``IncomparableE
 
 from __future__ import annotations
 
+import json
 import math
-import xml.etree.ElementTree as ET
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from ecodiff_bench.core.files import write_text_atomic
 from ecodiff_bench.core.metrics import SAMPLE_SENSITIVE, direction
 from ecodiff_bench.core.record import normalize_record
-from ecodiff_bench.core.tables import text_table
+from ecodiff_bench.core.stats import interval_of
 from ecodiff_bench.core.thresholds import (
     BOUNDS,
     DEFAULT_THRESHOLDS,
@@ -38,10 +48,12 @@ from ecodiff_bench.core.thresholds import (
     validate_thresholds,
 )
 from reports.analysis import device_of, sample_count
+from reports.gate_result import Comparison, GateResult, Outcome, key_text
 
 __all__ = [
     "BOUNDS",
     "DEFAULT_THRESHOLDS",
+    "PAIRED_RATIOS",
     "Change",
     "Comparison",
     "GateResult",
@@ -52,13 +64,21 @@ __all__ = [
     "default_thresholds",
     "diff",
     "key_text",
+    "recorded_thresholds",
     "validate_thresholds",
     "verdict",
 ]
 
-Outcome = Literal["pass", "fail", "not_compared"]
-
-
+#: Metrics of a pruned configuration that the gate compares through a paired ratio to the run's base.
+PAIRED_RATIOS = {
+    "latency_image_s": "latency_ratio_vs_base",
+    "latency_step_s": "latency_ratio_vs_base",
+    "energy_image_j": "energy_ratio_vs_base",
+    "gco2e_per_1000_images": "energy_ratio_vs_base",
+}
+#: Their counterparts that are inverses of the ratio (more images per second when the ratio drops).
+_TIMINGS = (*PAIRED_RATIOS, "throughput_img_per_s", "gpu_energy_image_j", "gpu_energy_image_net_j",
+            "cpu_energy_image_j")
 class IncomparableError(ValueError):
     """The two releases cannot be compared at all (e.g. smoke against full)."""
 
@@ -69,11 +89,6 @@ Key = tuple[str, str, float]
 
 def _key(record: dict) -> Key:
     return (record["model"], record["method"], round(float(record["ratio"]), 6))
-
-
-def key_text(key: Key) -> str:
-    model, method, ratio = key
-    return f"{model}/base" if method == "base" else f"{model}/{method}@{ratio:g}"
 
 
 def _by_config(records: list[dict], key=_key) -> tuple[dict[Key, list[dict]], dict[Key, list[dict]]]:
@@ -96,6 +111,7 @@ class Side:
     samples: set = field(default_factory=set)
     recorded: bool = False  # some record holds the metric (perhaps as unavailable)
     higher_is_better: bool | None = None  # as stored (used only for metrics outside the catalog)
+    interval: tuple[float, float] | None = None  # confidence interval of value (mean over seeds)
 
     def text(self) -> str:
         if not self.recorded:
@@ -107,6 +123,7 @@ class Side:
 
 def _side(records: list[dict], name: str) -> Side:
     vals, notes, statuses, unit, samples, hib, recorded = [], [], set(), "", set(), None, False
+    intervals = []
     for r in records:
         vd = r["metrics"].get(name)
         if vd is None:
@@ -117,6 +134,7 @@ def _side(records: list[dict], name: str) -> Side:
             notes.append(vd["note"] or "unavailable")
             continue
         vals.append(float(vd["value"]))
+        intervals.append(interval_of(vd["details"]))
         statuses.add(vd["status"])
         if name in SAMPLE_SENSITIVE:
             samples.add(sample_count(r, name))
@@ -124,7 +142,10 @@ def _side(records: list[dict], name: str) -> Side:
         note = "; ".join(dict.fromkeys(notes)) or "no records"
         return Side(None, unit, "unavailable", note, 0, samples, recorded, hib)
     status = "estimated" if "estimated" in statuses else "measured"
-    return Side(sum(vals) / len(vals), unit, status, "", len(vals), samples, recorded, hib)
+    interval = None
+    if all(iv is not None for iv in intervals):  # the mean of the seeds' bounds (an approximation)
+        interval = (sum(iv[0] for iv in intervals) / len(vals), sum(iv[1] for iv in intervals) / len(vals))
+    return Side(sum(vals) / len(vals), unit, status, "", len(vals), samples, recorded, hib, interval)
 
 
 def _changes(base: Side, cand: Side) -> tuple[float, float]:
@@ -159,6 +180,23 @@ class Change:
     def unit(self) -> str:
         return (self.b.unit if self.b and self.b.unit else "") or (self.a.unit if self.a else "")
 
+    def to_dict(self) -> dict:
+        def side(x: Side | None):
+            if x is None:
+                return None
+            return {"value": x.value, "status": x.status, "note": x.note, "n": x.n, "interval": x.interval}
+
+        return {
+            "config": self.config,
+            "metric": self.metric,
+            "unit": self.unit,
+            "a": side(self.a),
+            "b": side(self.b),
+            "change": self.change,
+            "change_frac": self.change_frac,
+            "verdict": self.verdict,
+        }
+
 
 def diff(a_records: list[dict], b_records: list[dict], metrics: list[str] | None = None) -> list[Change]:
     """B against A, configuration by configuration (seeds averaged), for ``metrics`` (default: all recorded).
@@ -191,128 +229,44 @@ def diff(a_records: list[dict], b_records: list[dict], metrics: list[str] | None
 
 
 # -- check: thresholds ---------------------------------------------------------------------------------
-@dataclass
-class Comparison:
-    model: str
-    method: str
-    ratio: float
-    metric: str
-    outcome: Outcome
-    reason: str
-    baseline: float | None = None
-    candidate: float | None = None
-    unit: str = ""
-    change: float | None = None
-    change_frac: float | None = None
-    limits: str = ""
-
-    @property
-    def config(self) -> str:
-        return key_text((self.model, self.method, self.ratio))
+def _change_interval(base: Side, cand: Side, relative: bool) -> tuple[float, float] | None:
+    """The interval of the change (relative or absolute), the sides' half-widths added in quadrature."""
+    if base.interval is None or cand.interval is None:
+        return None
+    (b_lo, b_hi), (c_lo, c_hi) = base.interval, cand.interval
+    if relative:
+        if min(b_lo, c_lo, base.value, cand.value) <= 0:
+            return None
+        half = math.hypot(math.log(b_hi / b_lo) / 2, math.log(c_hi / c_lo) / 2)
+        centre = math.log(cand.value / base.value)
+        return math.exp(centre - half) - 1, math.exp(centre + half) - 1
+    half = math.hypot((b_hi - b_lo) / 2, (c_hi - c_lo) / 2)
+    change = cand.value - base.value
+    return change - half, change + half
 
 
-@dataclass
-class GateResult:
-    comparisons: list[Comparison]
-    warnings: list[str]
-    strict: bool = False
-    baseline_name: str = "baseline"
-    candidate_name: str = "candidate"
-
-    @property
-    def failures(self) -> list[Comparison]:
-        return [c for c in self.comparisons if c.outcome == "fail"]
-
-    @property
-    def not_compared(self) -> list[Comparison]:
-        return [c for c in self.comparisons if c.outcome == "not_compared"]
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def summary(self) -> str:
-        n = len(self.comparisons)
-        verdict = "PASS" if self.passed else "FAIL"
-        policy = (
-            "strict: not-compared rows fail"
-            if self.strict
-            else "not-compared rows do not fail unless the metric is required"
-        )
-        return (
-            f"{verdict}: {self.candidate_name} vs {self.baseline_name}: {n} check(s), "
-            f"{n - len(self.failures) - len(self.not_compared)} passed, {len(self.failures)} failed, "
-            f"{len(self.not_compared)} not compared ({policy})."
-        )
-
-    def table(self) -> str:
-        """A text table of every comparison, then warnings and the summary line."""
-
-        def num(v):
-            return "n/a" if v is None else f"{v:.6g}"
-
-        rows = []
-        for c in self.comparisons:
-            if c.change is None:
-                change = "n/a"
-            elif c.change_frac is not None:
-                change = f"{c.change:+.4g} ({100 * c.change_frac:+.1f}%)"
-            else:
-                change = f"{c.change:+.4g}"
-            outcome = c.outcome.upper().replace("_", " ")
-            rows.append(
-                (c.config, c.metric, num(c.baseline), num(c.candidate), change, c.limits, outcome, c.reason)
-            )
-        header = ("config", "metric", "baseline", "candidate", "change", "limit", "result", "reason")
-        lines = [text_table(header, rows)]
-        if self.warnings:
-            lines += ["", "Warnings:"] + [f"  - {w}" for w in self.warnings]
-        lines += ["", self.summary()]
-        return "\n".join(lines)
-
-    def junit_xml(self) -> str:
-        suite = ET.Element(
-            "testsuite",
-            {
-                "name": f"ecodiff-bench gate: {self.candidate_name} vs {self.baseline_name}",
-                "tests": str(len(self.comparisons)),
-                "failures": str(len(self.failures)),
-                "errors": "0",
-                "skipped": str(len(self.not_compared)),
-            },
-        )
-        props = ET.SubElement(suite, "properties")
-        for k, v in (
-            ("baseline", self.baseline_name),
-            ("candidate", self.candidate_name),
-            ("strict", str(self.strict).lower()),
-        ):
-            ET.SubElement(props, "property", {"name": k, "value": v})
-        for c in self.comparisons:
-            case = ET.SubElement(suite, "testcase", {"classname": c.config, "name": c.metric, "time": "0"})
-            text = (
-                f"baseline={c.baseline} candidate={c.candidate} unit={c.unit} change={c.change} "
-                f"limits={c.limits}: {c.reason}"
-            )
-            if c.outcome == "fail":
-                ET.SubElement(case, "failure", {"message": c.reason, "type": "regression"}).text = text
-            elif c.outcome == "not_compared":
-                ET.SubElement(case, "skipped", {"message": f"not compared: {c.reason}"})
-        if self.warnings:
-            ET.SubElement(suite, "system-out").text = "\n".join(self.warnings)
-        root = ET.Element(
-            "testsuites",
-            {"tests": suite.get("tests"), "failures": suite.get("failures"), "skipped": suite.get("skipped")},
-        )
-        root.append(suite)
-        ET.indent(root)
-        return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-    def write_junit(self, path: str | Path) -> Path:
-        return write_text_atomic(path, self.junit_xml())
+def _broken_bounds(th: MetricThreshold, comp: Comparison, base: Side, cand: Side) -> list[str]:
+    """The bounds the change breaks; with intervals, only when the whole interval lies beyond a bound."""
+    broken = []
+    rel, ab = _change_interval(base, cand, True), _change_interval(base, cand, False)
+    comp.change_interval = rel if (th.max_increase_frac is not None or th.max_decrease_frac is not None) else ab
+    lo, hi = ab if ab else (comp.change, comp.change)
+    rlo, rhi = rel if rel else (comp.change_frac, comp.change_frac)
+    sure = " (whole interval)" if (ab or rel) else ""
+    if th.max_increase is not None and lo > th.max_increase:
+        broken.append(f"increase {comp.change:.4g} > {th.max_increase:g}{sure}")
+    if th.max_decrease is not None and -hi > th.max_decrease:
+        broken.append(f"decrease {-comp.change:.4g} > {th.max_decrease:g}{sure}")
+    if th.max_increase_frac is not None and rlo > th.max_increase_frac:
+        broken.append(f"increase {100 * comp.change_frac:.2f}% > {100 * th.max_increase_frac:g}%{sure}")
+    if th.max_decrease_frac is not None and -rhi > th.max_decrease_frac:
+        broken.append(f"decrease {100 * -comp.change_frac:.2f}% > {100 * th.max_decrease_frac:g}%{sure}")
+    return broken
 
 
-def _compare(name: str, th: MetricThreshold, key: Key, base: Side, cand: Side, strict: bool) -> Comparison:
+def _compare(
+    name: str, th: MetricThreshold, key: Key, base: Side, cand: Side, strict: bool, compared: str = ""
+) -> Comparison:
     model, method, ratio = key
     limits = ", ".join(f"{b}={v:g}" for b, v in th.bounds().items())
     comp = Comparison(
@@ -326,6 +280,7 @@ def _compare(name: str, th: MetricThreshold, key: Key, base: Side, cand: Side, s
         cand.value,
         cand.unit or base.unit,
         limits=limits,
+        compared=compared,
     )
     missing = []
     if base.value is None:
@@ -345,21 +300,55 @@ def _compare(name: str, th: MetricThreshold, key: Key, base: Side, cand: Side, s
             comp.reason += " (required metric)" if th.required else " (strict)"
         return comp
     comp.change, comp.change_frac = _changes(base, cand)
-    broken = []
-    if th.max_increase is not None and comp.change > th.max_increase:
-        broken.append(f"increase {comp.change:.4g} > {th.max_increase:g}")
-    if th.max_decrease is not None and -comp.change > th.max_decrease:
-        broken.append(f"decrease {-comp.change:.4g} > {th.max_decrease:g}")
-    if th.max_increase_frac is not None and comp.change_frac > th.max_increase_frac:
-        broken.append(f"increase {100 * comp.change_frac:.2f}% > {100 * th.max_increase_frac:g}%")
-    if th.max_decrease_frac is not None and -comp.change_frac > th.max_decrease_frac:
-        broken.append(f"decrease {100 * -comp.change_frac:.2f}% > {100 * th.max_decrease_frac:g}%")
+    broken = _broken_bounds(th, comp, base, cand)
     est = " (estimated values)" if "estimated" in (base.status, cand.status) else ""
+    paired = f"; paired ratio to each run's base ({compared})" if compared else ""
     if broken:
-        comp.outcome, comp.reason = "fail", "regression: " + "; ".join(broken) + est
+        comp.outcome, comp.reason = "fail", "regression: " + "; ".join(broken) + est + paired
+    elif comp.change_interval is not None:
+        comp.outcome, comp.reason = "pass", "within limits, or the change's interval reaches them" + est + paired
     else:
-        comp.outcome, comp.reason = "pass", "within limits" + est
+        comp.outcome, comp.reason = "pass", "within limits" + est + paired
     return comp
+
+
+def _recorded(records: list[dict], name: str) -> bool:
+    return any(name in r["metrics"] for r in records)
+
+
+def _check_metric(name: str, th: MetricThreshold, key: Key, base: list[dict], cand: list[dict], strict: bool):
+    """The comparison of one threshold's metric in one configuration, or None when neither has it."""
+    model, method, ratio = key
+    if method != "base" and name in PAIRED_RATIOS and _recorded(base + cand, PAIRED_RATIOS[name]):
+        ratio_name = PAIRED_RATIOS[name]
+        return _compare(name, th, key, _side(base, ratio_name), _side(cand, ratio_name), strict, ratio_name)
+    in_base, in_cand = _recorded(base, name), _recorded(cand, name)
+    if not in_base and not in_cand:
+        return None if not th.required else _compare(name, th, key, _side(base, name), _side(cand, name), strict)
+    if name in _TIMINGS:
+        outcome: Outcome = "fail" if th.required and strict else "not_compared"
+        why = (
+            "timed in two separate runs, not paired (machine load differs between runs); "
+            "pruned configurations are gated on their paired ratio to the base"
+        )
+        return Comparison(model, method, ratio, name, outcome, why, _side(base, name).value, _side(cand, name).value)
+    return _compare(name, th, key, _side(base, name), _side(cand, name), strict)
+
+
+def recorded_thresholds(records: list[dict]) -> tuple[Thresholds | None, str]:
+    """The regression thresholds the records' suite was run with (kept in provenance.thresholds)."""
+    found = {}
+    for r in records:
+        th = r["provenance"].get("thresholds")
+        if isinstance(th, dict):
+            found[json.dumps(th, sort_keys=True)] = (th, r["suite"])
+    if not found:
+        return None, ""
+    (th, suite), *others = sorted(found.values(), key=lambda x: x[1])
+    source = f"the baseline's suite '{suite}'"
+    if others:
+        source += f" (the baseline's records hold {len(found)} different sets; using the first)"
+    return validate_thresholds(th) if th else None, source
 
 
 def _release_warnings(
@@ -397,21 +386,28 @@ def check(
     baseline_name: str = "baseline",
     candidate_name: str = "candidate",
 ) -> GateResult:
-    """Compare two releases metric by metric. ``thresholds``: :class:`Thresholds`, a plain mapping, or None
-    for :data:`DEFAULT_THRESHOLDS`. Raises :class:`IncomparableError` for smoke vs full and empty sides."""
-    th = default_thresholds() if thresholds is None else validate_thresholds(thresholds)
+    """Compare two releases metric by metric (module doc). ``thresholds``: :class:`Thresholds` or a plain
+    mapping; None: the baseline's recorded thresholds, else :data:`DEFAULT_THRESHOLDS`. Raises
+    :class:`IncomparableError` for smoke vs full and empty sides."""
     if not candidate_records:
         raise IncomparableError(f"{candidate_name} has no records")
     if not baseline_records:
         raise IncomparableError(f"{baseline_name} has no records")
     candidate_records = [normalize_record(r) for r in candidate_records]
     baseline_records = [normalize_record(r) for r in baseline_records]
+    if thresholds is not None:
+        th, source = validate_thresholds(thresholds), "given"
+    else:
+        th, source = recorded_thresholds(baseline_records)
+        if th is None:
+            th, source = default_thresholds(), "built-in defaults (the baseline recorded none)"
     warnings = _release_warnings(
         candidate_records, baseline_records, candidate_name, baseline_name, allow_smoke_mismatch
     )
     cand_ok, cand_failed = _by_config(candidate_records)
     base_ok, base_failed = _by_config(baseline_records)
     comps: list[Comparison] = []
+    skipped: set[str] = set()
     for key in sorted(set(cand_ok) | set(cand_failed) | set(base_ok) | set(base_failed)):
         model, method, ratio = key
         if key in cand_failed and key not in cand_ok:
@@ -437,5 +433,13 @@ def check(
             comps.append(Comparison(model, method, ratio, "*", outcome, why))
             continue
         for name, t in th.items():
-            comps.append(_compare(name, t, key, _side(base_ok[key], name), _side(cand_ok[key], name), strict))
-    return GateResult(comps, warnings, strict, baseline_name, candidate_name)
+            comp = _check_metric(name, t, key, base_ok[key], cand_ok[key], strict)
+            if comp is None:
+                skipped.add(name)
+            else:
+                comps.append(comp)
+    never = sorted(skipped - {c.metric for c in comps})
+    if never:
+        warnings.append(f"thresholds on metrics neither release recorded were skipped: {', '.join(never)}")
+    dump = {k: v.model_dump(exclude_none=True) for k, v in th.items()}
+    return GateResult(comps, warnings, strict, baseline_name, candidate_name, source, dump)

@@ -42,6 +42,11 @@ def value(
     }
 
 
+def _ci(v: float, rel: float) -> dict:
+    """Interval details of a value known to within +-``rel`` (the shape ecodiff_bench.core.stats writes)."""
+    return {"ci_low": v * (1 - rel), "ci_high": v * (1 + rel), "confidence": 0.95, "ci_n": 12}
+
+
 def _png_bytes(width: int, height: int, rgb_fn) -> bytes:
     """A minimal RGB PNG written with zlib only (keeps this module free of PIL)."""
     raw = bytearray()
@@ -171,8 +176,15 @@ def make_record(
         }
         metrics = {k: value(k, v) for k, v in vals.items()}
         metrics["fid"]["details"] = {"n_samples": fid_samples}
-        metrics["latency_image_s"]["details"] = {"p50": vals["latency_image_s"], "stdev": 0.05, "n": 10}
+        lat = vals["latency_image_s"]
+        metrics["latency_image_s"]["details"] = {
+            "p50": lat, "p90": lat * 1.02, "p99": lat * 1.04, "stdev": 0.05, "n": 10, **_ci(lat, 0.02)
+        }
+        metrics["energy_image_j"]["details"] = {**_ci(vals["energy_image_j"], 0.03)}
         if method != "base":
+            ratios = {"latency_ratio_vs_base": 1 - 0.6 * ratio, "energy_ratio_vs_base": 1 - 0.55 * ratio}
+            for name, r in ratios.items():
+                metrics[name] = value(name, r, details={**_ci(r, 0.03), "rounds": 12})
             metrics["pruning_energy_j"] = value("pruning_energy_j", 2.0e5 * (0.5 + keep))
             metrics["pruning_time_s"] = value("pruning_time_s", 600.0)
     spec = f"{suite}|{model}|{method}|{ratio}|{seed}|{smoke}"

@@ -168,9 +168,10 @@ def _summary(suite, specs: list, smoke: bool) -> str:
         lines.append("  evaluation: no quality metrics (speed, memory and energy only)")
     lat = specs[0].performance.latency if specs else suite.performance.latency
     lines.append(
-        f"  latency: warmup {lat.warmup}, {lat.min_reps}..{lat.max_reps} reps, at least "
-        f"{lat.min_seconds:g} s; batch {suite.performance.batch_size}"
-        + ("; base/pruned interleaved" if suite.performance.interleave else "")
+        f"  latency and energy: warmup {lat.warmup}, {lat.min_reps}..{lat.max_reps} rounds, at least "
+        f"{lat.min_seconds:g} s, until the {100 * lat.confidence:g}% interval is within "
+        f"+-{100 * lat.precision:g}% or {lat.max_seconds:g} s; batch {suite.performance.batch_size}"
+        + ("; base/pruned paired and interleaved" if suite.performance.interleave else "")
     )
     en = suite.energy
     carbon = (
@@ -240,46 +241,71 @@ def validate_cmd(suite: str, smoke: bool, as_json: bool) -> None:
     click.echo(_runstext_table(specs))
 
 
-@main.command("ls")
-@click.argument("what", required=False, type=click.Choice(LS_KINDS))
-def ls_cmd(what: str | None) -> None:
-    """List models, methods, metrics or suites (all of them without an argument)."""
+def _ls_rows(kind: str) -> list[dict]:
+    """What ``ls KIND`` lists, one dict per entry."""
     from ecodiff_bench import suite as S
 
+    if kind == "models":
+        return [
+            {"name": m.name, "family": m.family, "default_source": m.default_source, "hub_id": m.hub_id,
+             "description": m.help}
+            for m in (S.known_model(n) for n in S.model_names())
+        ]
+    if kind == "methods":
+        return [{"name": n, "description": S.METHODS.help(n)} for n in S.METHODS.names()]
+    if kind == "metrics":
+        from ecodiff_bench.core.metrics import METRICS
+
+        return [
+            {"name": m.name, "unit": m.unit, "higher_is_better": m.higher_is_better, "delta": m.delta,
+             "measured": m.stage, "description": m.help}
+            for m in map(METRICS.get, METRICS)
+        ]
+    rows = []
+    for name, path in S.builtin_suites().items():
+        try:
+            desc = S.load_suite(path).description
+        except (SuiteError, UnknownNameError) as exc:
+            desc = f"(invalid: {str(exc).splitlines()[0]})"
+        rows.append({"name": name, "path": str(path), "description": desc})
+    return rows
+
+
+@main.command("ls")
+@click.argument("what", required=False, type=click.Choice(LS_KINDS))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {kind: [entries]}.")
+def ls_cmd(what: str | None, as_json: bool) -> None:
+    """List models, methods, metrics or suites (all of them without an argument)."""
     kinds = [what] if what else list(LS_KINDS)
+    if as_json:
+        click.echo(json.dumps({kind: _ls_rows(kind) for kind in kinds}, indent=1))
+        return
+    columns = {
+        "models": [("name", "name"), ("family", "family"), ("default source", "source"),
+                   ("description", "description")],
+        "methods": [("name", "name"), ("description", "description")],
+        "metrics": [("name", "name"), ("unit", "unit"), ("measured", "measured"),
+                    ("description", "description")],
+        "suites": [("name", "name"), ("description", "description")],
+    }
+    when = {
+        "always": "always",
+        "evaluation": "evaluation.metrics",
+        "pruned": "pruned models",
+        "compile": "performance.inference.compile",
+    }
     for i, kind in enumerate(kinds):
         if len(kinds) > 1:
             click.echo(("\n" if i else "") + f"{kind}:")
-        if kind == "models":
-            rows = [
-                [m.name, m.family, m.default_source + (f" ({m.hub_id})" if m.hub_id else ""), m.help]
-                for m in (S.known_model(n) for n in S.model_names())
-            ]
-            click.echo(text_table(["name", "family", "default source", "description"], rows))
-        elif kind == "methods":
-            click.echo(
-                text_table(["name", "description"], [[n, S.METHODS.help(n)] for n in S.METHODS.names()])
-            )
-        elif kind == "metrics":
-            from ecodiff_bench.core.metrics import METRICS
-
-            when = {
-                "always": "always",
-                "evaluation": "evaluation.metrics",
-                "pruned": "pruned models",
-                "compile": "performance.inference.compile",
-            }
-            rows = [[m.name, m.unit, when[m.stage], m.help] for m in map(METRICS.get, METRICS)]
-            click.echo(text_table(["name", "unit", "measured", "description"], rows))
-        else:
-            rows = []
-            for name, path in S.builtin_suites().items():
-                try:
-                    desc = S.load_suite(path).description
-                except (SuiteError, UnknownNameError) as exc:
-                    desc = f"(invalid: {str(exc).splitlines()[0]})"
-                rows.append([name, desc])
-            click.echo(text_table(["name", "description"], rows) if rows else "no builtin suites found")
+        rows = _ls_rows(kind)
+        for r in rows:
+            r["source"] = r.get("default_source", "") + (f" ({r['hub_id']})" if r.get("hub_id") else "")
+            r["measured"] = when.get(r.get("measured"), "")
+        if not rows:
+            click.echo(f"no {kind} found")
+            continue
+        cols = columns[kind]
+        click.echo(text_table([h for h, _ in cols], [[r[k] for _, k in cols] for r in rows]))
 
 
 def _prepared(suite_ref: str, only: tuple[str, ...], out: Path | None):
@@ -305,7 +331,12 @@ def _prepared(suite_ref: str, only: tuple[str, ...], out: Path | None):
 @click.option(
     "--dry-run", is_flag=True, help="Validate, list the runs (and which are already stored), run nothing."
 )
-def run_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...], dry_run: bool) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print what the run did as JSON on stdout (progress on stderr)."
+)
+def run_cmd(
+    suite: str, smoke: bool, out: Path | None, only: tuple[str, ...], dry_run: bool, as_json: bool
+) -> None:
     """Prune and benchmark every model of SUITE (default: the embedded 'digits' suite).
 
     Runs whose record already exists in the store are skipped, so an interrupted run resumes.
@@ -315,6 +346,12 @@ def run_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...], dr
     s = _prepared(suite, only, out)
     if dry_run:
         specs = expand(s, smoke=smoke)
+        if as_json:
+            done = _done_records(s, specs) or set()
+            rows = [{"record_id": sp.record_id, "model": sp.model, "method": sp.method, "ratio": sp.ratio,
+                     "seed": sp.seed, "done": sp.record_id in done} for sp in specs]
+            click.echo(json.dumps({"suite": s.name, "dry_run": True, "runs": rows}, indent=1))
+            return
         click.echo(_summary(apply_smoke(s) if smoke else s, specs, smoke))
         click.echo("")
         click.echo(_runstext_table(specs, _done_records(s, specs)))
@@ -322,7 +359,12 @@ def run_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...], dr
         return
     from ecodiff_bench.run import run_suite
 
-    click.get_current_context().exit(_exit_code(run_suite(s, smoke=smoke, out=s.outputs.dir_path)))
+    if not as_json:
+        click.get_current_context().exit(_exit_code(run_suite(s, smoke=smoke, out=s.outputs.dir_path)))
+    summary: dict = {"suite": s.name, "smoke": smoke}
+    code = _exit_code(run_suite(s, smoke=smoke, out=s.outputs.dir_path, summary=summary))
+    click.echo(json.dumps({**summary, "exit_code": code}, indent=1))
+    click.get_current_context().exit(code)
 
 
 @main.command("prune")

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from ecodiff_bench.core.errors import StoreError
-from ecodiff_bench.core.export import EXPORT_FORMATS, export_records
+from ecodiff_bench.core.export import EXPORT_FORMATS, LAYOUTS, export_records
 from ecodiff_bench.core.record import RECORD_STATUSES
 from ecodiff_bench.core.store import DEFAULT_STORE_ENV, Store, default_store_path
 from ecodiff_bench.core.tables import text_table
@@ -149,7 +149,8 @@ def history_cmd(store_path, suite, model, show_records, include_smoke, limit, as
 @click.argument("b")
 @store_option
 @click.option("--metric", "metrics", multiple=True, help="Only these metrics (repeatable). Default: all.")
-def compare_cmd(a, b, store_path, metrics):
+@click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
+def compare_cmd(a, b, store_path, metrics, as_json):
     """Compare A with B (each a release tag, run id or record id), matched by model/method/ratio.
 
     Shows B - A per metric (seeds averaged); 'better'/'worse' follows each metric's direction.
@@ -173,8 +174,12 @@ def compare_cmd(a, b, store_path, metrics):
             f"{desc_b}: smoke={sorted(smoke_b)}); the numbers are not comparable.",
             err=True,
         )
+    changes = diff(recs_a, recs_b, list(metrics) or None)
+    if as_json:
+        click.echo(json.dumps({"a": desc_a, "b": desc_b, "changes": [c.to_dict() for c in changes]}, indent=1))
+        return
     rows = []
-    for c in diff(recs_a, recs_b, list(metrics) or None):
+    for c in changes:
         if c.metric == "*":
             rows.append(
                 [c.config, "*", "missing" if c.a is None else "", "missing" if c.b is None else "", "", ""]
@@ -208,8 +213,16 @@ def compare_cmd(a, b, store_path, metrics):
 @click.option(
     "--include-smoke", is_flag=True, help="Also export smoke records (column 'smoke' tells them apart)."
 )
-def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_smoke):
-    """Export records to OUT (csv, json, jsonl or parquet)."""
+@click.option(
+    "--layout",
+    type=click.Choice(LAYOUTS),
+    default="wide",
+    show_default=True,
+    help="wide: one row per record; long: one tidy row per record and metric.",
+)
+def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_smoke, layout):
+    """Export records to OUT (csv, json, jsonl or parquet), with percentiles, confidence intervals and
+    energy in Wh per 1,000 images."""
     if fmt is None:
         fmt = out.suffix.lstrip(".").lower()
         if fmt not in EXPORT_FORMATS:
@@ -225,8 +238,8 @@ def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_
         )
     except StoreError as exc:
         raise click.BadParameter(str(exc), param_hint="--tag") from None
-    export_records(recs, out, fmt)
-    click.echo(f"Wrote {len(recs)} record(s) to {out} ({fmt}).")
+    export_records(recs, out, fmt, layout)
+    click.echo(f"Wrote {len(recs)} record(s) to {out} ({fmt}, {layout if fmt != 'jsonl' else 'full records'}).")
     if not include_smoke:
         n = len(
             store.records(suite=suite, run_id=run_id, model=model, tag=tag, status=status, smoke_only=True)
@@ -255,8 +268,16 @@ def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_
     help="Default: full records, or smoke ones when a run/tag is selected or nothing else matches.",
 )
 @click.option("--title", default=None)
-def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title):
-    """Render the HTML and Markdown reports from the store."""
+@click.option(
+    "--format",
+    "formats",
+    type=click.Choice(["html", "md"]),
+    multiple=True,
+    help="Formats to write (repeatable). Default: html and md.",
+)
+def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title, formats):
+    """Render the HTML and Markdown reports from the store (from any working directory: artifact paths
+    are relative to the store's folder)."""
     import reports
 
     store = open_store(store_path)
@@ -272,11 +293,19 @@ def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title):
         )
     try:
         paths = reports.render(
-            store, out_dir, suite=suite, run_id=run_id, tag=tag, include_smoke=include_smoke, title=title
+            store,
+            out_dir,
+            suite=suite,
+            run_id=run_id,
+            tag=tag,
+            include_smoke=include_smoke,
+            title=title,
+            formats=formats or ("html", "md"),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    click.echo(f"HTML report: {paths['html']}\nMarkdown report: {paths['markdown']}")
+    names = {"html": "HTML report", "markdown": "Markdown report"}
+    click.echo("\n".join(f"{names[k]}: {v}" for k, v in paths.items()))
 
 
 # -- tag -----------------------------------------------------------------------------------------------
@@ -354,16 +383,23 @@ def load_thresholds(path: Path | str):
     metavar="FILE|SUITE",
     default=None,
     help="YAML/JSON thresholds, a suite YAML or a builtin suite name (its regression.thresholds). "
-    "Default: built-in.",
+    "Default: the thresholds of the suite the baseline was run with, else built-in ones.",
 )
 @click.option(
     "--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JUnit XML here."
 )
 @click.option("--strict", is_flag=True, help="Metrics that cannot be compared fail the gate.")
-def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, strict):
-    """Regression gate: exit 1 if the candidate regresses against the baseline beyond the thresholds."""
-    from reports.gate import DEFAULT_THRESHOLDS, IncomparableError
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (exit codes unchanged).")
+def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, strict, as_json):
+    """Regression gate: exit 1 if the candidate regresses against the baseline beyond the thresholds.
+
+    Timings of pruned models are compared through their paired ratio to the base of the same run, and
+    a change counts only when its whole confidence interval lies beyond the threshold.
+    """
+    from reports.gate import IncomparableError
     from reports.gate import check as gate_check
+
+    say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
 
     if candidate is not None and run_id is not None:
         raise click.UsageError("give --candidate RELEASE or --run-id RUN, not both")
@@ -377,7 +413,7 @@ def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, s
                 "no full (non-smoke) run in the store to use as candidate; give --candidate or --run-id"
             )
         run_id = runs[0]["run_id"]
-        click.echo(f"Candidate: latest full run {run_id}")
+        say(f"Candidate: latest full run {run_id}")
     if run_id is not None:
         cand_recs = store.records(run_id=run_id, include_smoke=True)
         if not cand_recs:
@@ -388,18 +424,20 @@ def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, s
         desc_c = f"run {run_id}"
     else:
         desc_c, cand_recs = _resolve_release(store, candidate, "--candidate")
-    if thresholds is None:
-        click.echo("Thresholds: built-in defaults " + json.dumps(DEFAULT_THRESHOLDS))
     try:
         result = gate_check(
             cand_recs, base_recs, thresholds, strict=strict, baseline_name=desc_b, candidate_name=desc_c
         )
     except IncomparableError as exc:
         raise click.UsageError(f"cannot compare {desc_c} with {desc_b}: {exc}") from None
-    click.echo(result.table())
     if junit is not None:
         result.write_junit(junit)
-        click.echo(f"JUnit XML: {junit}")
+    if as_json:
+        click.echo(json.dumps({**result.to_dict(), "junit": str(junit) if junit else None}, indent=1))
+    else:
+        click.echo(result.table())
+        if junit is not None:
+            click.echo(f"JUnit XML: {junit}")
     if not result.passed:
         click.get_current_context().exit(1)
 

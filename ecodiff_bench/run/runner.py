@@ -112,10 +112,15 @@ def _open(suite: Suite, smoke: bool, out: Path | None) -> Context:
     return Context(suite, smoke, out, store, run_id, provenance, monitor)
 
 
-def run_suite(suite: Suite, *, smoke: bool = False, out: Path | None = None) -> int:
-    """Run every pending spec of ``suite``; returns the process exit code (1 if any spec failed)."""
+def run_suite(suite: Suite, *, smoke: bool = False, out: Path | None = None, summary: dict | None = None) -> int:
+    """Run every pending spec of ``suite``; returns the process exit code (1 if any spec failed).
+
+    ``summary``, when given, is filled with what the run did (``run --json``): run id, store, the
+    record ids of every spec and whether this run measured them, the report and emissions.csv paths.
+    """
     ctx = _open(suite, smoke, out)
     specs = expand(suite, smoke=smoke)
+    done_before = {s.record_id for s in specs if ctx.store.has_ok(s.record_id)}
     failed = 0
     try:
         for model_key, group in groupby(specs, key=lambda s: s.model):
@@ -127,8 +132,22 @@ def run_suite(suite: Suite, *, smoke: bool = False, out: Path | None = None) -> 
             failed += _run_model(ctx, group, pending)
     finally:
         ctx.monitor.close()
-    _report(ctx)
+    paths = _report(ctx)
     _say(f"{len(specs) - failed}/{len(specs)} records ok; store: {ctx.store.path}; outputs: {ctx.out}")
+    if summary is not None:
+        emissions = ctx.store.path.parent / "emissions.csv"
+        summary.update(
+            run_id=ctx.run_id,
+            store=str(ctx.store.path),
+            records=[
+                {"record_id": s.record_id, "model": s.model, "method": s.method, "ratio": s.ratio,
+                 "seed": s.seed, "measured_now": s.record_id not in done_before}
+                for s in specs
+            ],
+            failed=failed,
+            report={k: str(v) for k, v in paths.items()},
+            emissions_csv=str(emissions) if emissions.exists() else None,
+        )
     return 1 if failed else 0
 
 
@@ -297,10 +316,10 @@ def _put_failed(ctx: Context, spec: RunSpec, err: BaseException) -> None:
     ctx.store.put(record)
 
 
-def _report(ctx: Context) -> None:
+def _report(ctx: Context) -> dict[str, Path]:
     formats = ctx.suite.outputs.report
     if not formats:
-        return
+        return {}
     import reports
 
     try:
@@ -313,6 +332,7 @@ def _report(ctx: Context) -> None:
         )
     except ValueError as err:
         _say(f"report not written: {err}")
-        return
+        return {}
     for fmt, path in paths.items():
         _say(f"report ({fmt}): {path}")
+    return paths

@@ -1,0 +1,174 @@
+"""What the regression gate found: one :class:`Comparison` per (configuration, metric), and the
+:class:`GateResult` that renders them as a text table, JUnit XML or JSON."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ecodiff_bench.core.files import write_text_atomic
+from ecodiff_bench.core.tables import text_table
+
+Outcome = Literal["pass", "fail", "not_compared"]
+
+
+def key_text(key: tuple[str, str, float]) -> str:
+    model, method, ratio = key
+    return f"{model}/base" if method == "base" else f"{model}/{method}@{ratio:g}"
+
+
+@dataclass
+class Comparison:
+    model: str
+    method: str
+    ratio: float
+    metric: str
+    outcome: Outcome
+    reason: str
+    baseline: float | None = None
+    candidate: float | None = None
+    unit: str = ""
+    change: float | None = None
+    change_frac: float | None = None
+    limits: str = ""
+    compared: str = ""  # the metric whose values were compared, when not ``metric`` (a paired ratio)
+    change_interval: tuple[float, float] | None = None  # of change_frac (relative bounds) or change
+
+    @property
+    def config(self) -> str:
+        return key_text((self.model, self.method, self.ratio))
+
+    def change_text(self) -> str:
+        if self.change is None:
+            return "n/a"
+        text = f"{self.change:+.4g}"
+        if self.change_frac is not None:
+            text += f" ({100 * self.change_frac:+.1f}%)"
+        if self.change_interval is not None:
+            lo, hi = self.change_interval
+            pct = self.change_frac is not None
+            text += f" [{100 * lo:+.1f}%, {100 * hi:+.1f}%]" if pct else f" [{lo:+.4g}, {hi:+.4g}]"
+        return text
+
+
+@dataclass
+class GateResult:
+    comparisons: list[Comparison]
+    warnings: list[str]
+    strict: bool = False
+    baseline_name: str = "baseline"
+    candidate_name: str = "candidate"
+    thresholds_source: str = ""
+    thresholds: dict = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.outcome == "fail"]
+
+    @property
+    def not_compared(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.outcome == "not_compared"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        n = len(self.comparisons)
+        verdict = "PASS" if self.passed else "FAIL"
+        policy = (
+            "strict: not-compared rows fail"
+            if self.strict
+            else "not-compared rows do not fail unless the metric is required"
+        )
+        return (
+            f"{verdict}: {self.candidate_name} vs {self.baseline_name}: {n} check(s), "
+            f"{n - len(self.failures) - len(self.not_compared)} passed, {len(self.failures)} failed, "
+            f"{len(self.not_compared)} not compared ({policy})."
+        )
+
+    def table(self) -> str:
+        """A text table of every comparison, then warnings and the summary line."""
+
+        def num(v):
+            return "n/a" if v is None else f"{v:.6g}"
+
+        rows = []
+        for c in self.comparisons:
+            outcome = c.outcome.upper().replace("_", " ")
+            metric = f"{c.metric} (via {c.compared})" if c.compared else c.metric
+            rows.append(
+                (c.config, metric, num(c.baseline), num(c.candidate), c.change_text(), c.limits, outcome, c.reason)
+            )
+        header = ("config", "metric", "baseline", "candidate", "change [interval]", "limit", "result", "reason")
+        lines = []
+        if self.thresholds_source:
+            lines += [f"Thresholds ({self.thresholds_source}): {self.thresholds}", ""]
+        lines.append(text_table(header, rows))
+        if self.warnings:
+            lines += ["", "Warnings:"] + [f"  - {w}" for w in self.warnings]
+        lines += ["", self.summary()]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """The machine-readable result (``check --json``)."""
+        return {
+            "passed": self.passed,
+            "summary": self.summary(),
+            "baseline": self.baseline_name,
+            "candidate": self.candidate_name,
+            "strict": self.strict,
+            "thresholds_source": self.thresholds_source,
+            "thresholds": self.thresholds,
+            "counts": {
+                "checks": len(self.comparisons),
+                "failed": len(self.failures),
+                "not_compared": len(self.not_compared),
+            },
+            "warnings": list(self.warnings),
+            "comparisons": [{**asdict(c), "config": c.config} for c in self.comparisons],
+        }
+
+    def junit_xml(self) -> str:
+        suite = ET.Element(
+            "testsuite",
+            {
+                "name": f"ecodiff-bench gate: {self.candidate_name} vs {self.baseline_name}",
+                "tests": str(len(self.comparisons)),
+                "failures": str(len(self.failures)),
+                "errors": "0",
+                "skipped": str(len(self.not_compared)),
+            },
+        )
+        props = ET.SubElement(suite, "properties")
+        for k, v in (
+            ("baseline", self.baseline_name),
+            ("candidate", self.candidate_name),
+            ("strict", str(self.strict).lower()),
+            ("thresholds", self.thresholds_source),
+        ):
+            ET.SubElement(props, "property", {"name": k, "value": v})
+        for c in self.comparisons:
+            case = ET.SubElement(suite, "testcase", {"classname": c.config, "name": c.metric, "time": "0"})
+            text = (
+                f"baseline={c.baseline} candidate={c.candidate} unit={c.unit} change={c.change_text()} "
+                f"limits={c.limits}: {c.reason}"
+            )
+            if c.outcome == "fail":
+                ET.SubElement(case, "failure", {"message": c.reason, "type": "regression"}).text = text
+            elif c.outcome == "not_compared":
+                ET.SubElement(case, "skipped", {"message": f"not compared: {c.reason}"})
+        if self.warnings:
+            ET.SubElement(suite, "system-out").text = "\n".join(self.warnings)
+        root = ET.Element(
+            "testsuites",
+            {"tests": suite.get("tests"), "failures": suite.get("failures"), "skipped": suite.get("skipped")},
+        )
+        root.append(suite)
+        ET.indent(root)
+        return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+    def write_junit(self, path: str | Path) -> Path:
+        return write_text_atomic(path, self.junit_xml())
