@@ -1,5 +1,5 @@
-"""Report content that does not depend on the output format: record selection, grouping per model,
-the base-vs-pruned table, comparability warnings, sustainability numbers, provenance and artifacts.
+"""Report content that does not depend on the output format: record selection, comparability warnings,
+sustainability numbers, provenance and artifacts (the tables' cells: :mod:`reports.cells`).
 
 Reads run records only (the JSON form of :class:`ecodiff_bench.core.record.RunRecord`: every top-level
 field present); metric directions and delta kinds come from the metric catalog. Never imports torch.
@@ -12,26 +12,17 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ecodiff_bench.core import metrics as catalog
 from ecodiff_bench.core.export import flatten
 from ecodiff_bench.core.record import CALL_SETTINGS
+from ecodiff_bench.core.stats import interval_of
 from reports.formatting import fmt_count, fmt_energy_kwh, fmt_value, sig
 
-# Table columns: key, header, candidate metric names (first available in a model group wins).
-COLUMNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("params", "Params", ("params",)),
-    ("flops", "FLOPs/step", ("flops_per_step",)),
-    ("latency", "Latency/image", ("latency_image_s",)),
-    ("memory", "Peak memory", ("cuda_peak_allocated_bytes", "nvml_memory_used_bytes", "peak_rss_bytes")),
-    ("energy", "Energy/image", ("energy_image_j",)),
-    ("carbon", "gCO2e/1k images", ("gco2e_per_1000_images",)),
-    ("fid", "FID", ("fid",)),
-    ("frechet", "Fréchet dist.", ("frechet_distance",)),
-    ("clip", "CLIP score", ("clip_score",)),
-    ("ssim", "SSIM vs base", ("ssim_vs_base",)),
-)
+if TYPE_CHECKING:
+    from reports.cells import Group
+
 QUALITY_PREFERENCE = ("fid", "frechet_distance", "clip_score", "ssim_vs_base")
 # Where a quality metric's sample count is: its Value's details (FrechetDistance: num_samples, CLIP score:
 # n, recognisability: n_samples), else the evaluation's sample count in the record's settings.
@@ -287,119 +278,6 @@ def select(
     return Selection(chosen, notices, comparability_warnings(chosen), smoke, filters)
 
 
-# -- the base-vs-pruned table ---------------------------------------------------------------------------
-@dataclass
-class Cell:
-    text: str
-    status: str  # measured | estimated | unavailable | missing
-    note: str = ""  # reason (unavailable) or remark (estimated)
-    delta: str = ""  # "+12 %" / "-0.5"
-    arrow: str = ""  # "↑" / "↓" / "="
-    verdict: str = ""  # "good" | "bad" | "neutral" | ""
-    value: float | None = None
-
-
-@dataclass
-class Row:
-    record: dict
-    label: str
-    cells: dict[str, Cell]
-    base: dict | None
-
-
-@dataclass
-class Group:
-    model: str
-    rows: list[Row]
-    metric_for: dict[str, str]  # column key -> metric name chosen for this group
-    bases: list[dict]
-    pruned: list[dict]
-
-
-def _pick_metric(records: list[dict], names: tuple[str, ...]) -> str:
-    for name in names:
-        if any(number(r, name) is not None for r in records):
-            return name
-    for name in names:
-        if any(metric(r, name) for r in records):
-            return name
-    return names[0]
-
-
-def make_cell(record: dict, name: str, base: dict | None) -> Cell:
-    vd = metric(record, name)
-    if vd is None:
-        return Cell("n/a", "missing", f"{name} was not recorded for this run")
-    status = vd["status"]
-    if status == "unavailable":
-        return Cell("n/a", "unavailable", vd["note"] or "unavailable (no reason given)")
-    val = float(vd["value"])
-    text = fmt_value(val, vd["unit"])
-    note = vd["note"] if status == "estimated" else ""
-    if status == "estimated":
-        note = note or "estimated, not measured"
-    cell = Cell(text, status, note, value=val)
-    if base is None or base is record:
-        return cell
-    b = number(base, name)
-    if b is None:
-        return cell
-    diff = val - b
-    hib = direction(name, vd)
-    if catalog.is_absolute_delta(name):
-        cell.delta = f"{diff:+.3g}" if diff else "±0"
-    elif b != 0:
-        cell.delta = f"{100 * diff / abs(b):+.1f} %" if diff else "±0 %"
-    else:
-        cell.delta = "±0 %" if diff == 0 else "n/a (base is 0)"
-    cell.arrow = "↑" if diff > 0 else ("↓" if diff < 0 else "=")
-    if diff == 0 or hib is None:
-        cell.verdict = "neutral"
-    else:
-        cell.verdict = "good" if (diff > 0) == hib else "bad"
-    return cell
-
-
-def _base_for(record: dict, bases: list[dict]) -> dict | None:
-    """The base a pruned record is compared with: same smoke flag first, then same run, same seed, newest."""
-    if not bases:
-        return None
-
-    def rank(b: dict) -> tuple:
-        return (
-            b["smoke"] == record["smoke"],
-            b["run_id"] == record["run_id"],
-            b["seed"] == record["seed"],
-            b["created_at"],
-        )
-
-    return max(bases, key=rank)
-
-
-def build_groups(records: list[dict]) -> list[Group]:
-    ok = [r for r in records if r["status"] == "ok"]
-    by_model: dict[str, list[dict]] = defaultdict(list)
-    for r in ok:
-        by_model[r["model"]].append(r)
-    groups = []
-    for model in sorted(by_model):
-        recs = by_model[model]
-        bases = sorted([r for r in recs if is_base(r)], key=lambda r: (r["seed"] is None, r["seed"] or 0))
-        pruned = sorted(
-            [r for r in recs if not is_base(r)],
-            key=lambda r: (r["method"], float(r["ratio"]), r["seed"] or 0),
-        )
-        seeds = {r["seed"] for r in recs}
-        chosen = {key: _pick_metric(recs, names) for key, _, names in COLUMNS}
-        rows = []
-        for r in bases + pruned:
-            base = None if is_base(r) else _base_for(r, bases)
-            cells = {key: make_cell(r, chosen[key], base) for key, _, _ in COLUMNS}
-            rows.append(Row(r, label(r, with_seed=len(seeds) > 1), cells, base))
-        groups.append(Group(model, rows, chosen, bases, pruned))
-    return groups
-
-
 # -- sustainability -------------------------------------------------------------------------------------
 @dataclass
 class Sustain:
@@ -419,6 +297,26 @@ class Sustain:
     breakeven: str
     breakeven_images: float | None  # None: never / unknown
     notes: list[str] = field(default_factory=list)
+
+
+def _saving_per_image(record: dict, base: dict | None) -> tuple[float | None, str, str]:
+    """(energy saved per image in J, or None; how it was found; why there is none).
+
+    From the paired energy ratio r of the same run: saving = e_pruned x (1/r - 1); none when r's interval
+    contains 1 (no measurable saving). Records without a paired ratio fall back to the difference of the
+    separately measured energies, said so.
+    """
+    e_p = number(record, "energy_image_j")
+    vd = metric(record, "energy_ratio_vs_base")
+    if e_p is not None and vd and vd["status"] != "unavailable" and vd["value"] > 0:
+        r, iv = float(vd["value"]), interval_of(vd["details"])
+        if iv is not None and iv[0] <= 1.0 <= iv[1]:
+            return None, "paired", f"no measurable energy saving (energy ratio {r:.3g}, interval {iv[0]:.3g}..{iv[1]:.3g})"
+        return e_p * (1 / r - 1), "paired", ""
+    e_b = number(base, "energy_image_j") if base else None
+    if e_p is None or e_b is None:
+        return None, "", ""
+    return e_b - e_p, "unpaired", ""
 
 
 def sustainability(groups: list[Group]) -> list[Sustain]:
@@ -448,7 +346,11 @@ def sustainability(groups: list[Group]) -> list[Sustain]:
                 notes.append(f"base energy/image n/a: {why(base, 'energy_image_j')}")
             if cost is None:
                 notes.append(f"pruning energy n/a: {why(r, 'pruning_energy_j')}")
-            saving = (e_b - e_p) if (e_b is not None and e_p is not None) else None
+            saving, how, none_why = _saving_per_image(r, base)
+            if none_why:
+                notes.append(none_why)
+            elif how == "unpaired":
+                notes.append("saving from separately measured energies (no paired ratio recorded)")
             # Carbon intensity of this run (g/J), to express the pruning cost in gCO2e (an estimate).
             intensity = (c_p / (1000 * e_p)) if (c_p is not None and e_p) else None
             if saving is None or cost is None:
@@ -473,8 +375,12 @@ def sustainability(groups: list[Group]) -> list[Sustain]:
                     pruned_kwh_1k="n/a" if e_p is None else fmt_energy_kwh(1000 * e_p),
                     base_co2_1k="n/a" if c_b is None else f"{sig(c_b)} g",
                     pruned_co2_1k="n/a" if c_p is None else f"{sig(c_p)} g",
-                    saving_kwh_1k="n/a" if saving is None else fmt_energy_kwh(1000 * saving),
-                    saving_co2_1k="n/a" if (c_b is None or c_p is None) else f"{sig(c_b - c_p)} g",
+                    saving_kwh_1k=("no measurable saving" if none_why else "n/a")
+                    if saving is None
+                    else fmt_energy_kwh(1000 * saving),
+                    saving_co2_1k="n/a"
+                    if (saving is None or intensity is None)
+                    else f"{sig(1000 * saving * intensity)} g",
                     pruning_cost="n/a"
                     if cost is None
                     else f"{fmt_value(cost, 'J')} ({fmt_energy_kwh(cost)})",

@@ -1,14 +1,15 @@
-"""Report plots rendered with matplotlib's object API (Agg canvas, no pyplot state) to PNG bytes.
+"""Report plots made from the records' metrics, rendered with matplotlib's object API (Agg canvas, no
+pyplot state) to PNG bytes: quality against energy (with its Pareto front) and the paired speed and
+energy ratios with their intervals. Plots made from artifacts are in :mod:`reports.artifact_plots`.
 
-Each builder returns a :class:`Plot`; when its data or artifact is missing the plot has ``png=None`` and
-its ``messages`` say what is missing, so the report shows the reason instead of failing.
+Each builder returns a :class:`Plot`; when its data is missing the plot has ``png=None`` and its
+``messages`` say what is missing, so the report shows the reason instead of failing. Every axis names
+its quantity, its unit and which way is better; colours stand for methods, with a legend.
 """
 
 from __future__ import annotations
 
 import io
-import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import matplotlib
@@ -17,20 +18,19 @@ matplotlib.use("Agg", force=False)
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
+from ecodiff_bench.core.stats import interval_of  # noqa: E402
 from reports.analysis import (  # noqa: E402
-    Group,
     direction,
     full_label,
     is_base,
-    label,
-    load_json_artifact,
     metric,
     number,
     pareto_front,
     quality_metric,
-    resolve_artifact,
 )
+from reports.cells import Group  # noqa: E402
 
 DPI = 100
 _COLORS = (
@@ -45,6 +45,16 @@ _COLORS = (
     "#bcbd22",
     "#17becf",
 )
+BASE_COLOR = "#222222"
+#: How an axis names a metric (the catalog names are for machines).
+AXIS_NAMES = {
+    "fid": "FID",
+    "frechet_distance": "Fréchet distance",
+    "clip_score": "CLIP score",
+    "ssim_vs_base": "SSIM vs base",
+    "psnr_vs_base": "PSNR vs base [dB]",
+    "recognisability": "recognisability",
+}
 
 
 @dataclass
@@ -63,368 +73,141 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _color_map(names) -> dict[str, str]:
-    return {n: _COLORS[i % len(_COLORS)] for i, n in enumerate(sorted(set(names)))}
+def method_colors(methods) -> dict[str, str]:
+    """One colour per method (the base in black), the same in every plot of a report."""
+    names = sorted({m for m in methods if m != "base"})
+    out = {n: _COLORS[i % len(_COLORS)] for i, n in enumerate(names)}
+    out["base"] = BASE_COLOR
+    return out
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
+def axis_label(name: str, hib: bool | None) -> str:
+    way = "" if hib is None else (" (higher is better ↑)" if hib else " (lower is better ↓)")
+    return AXIS_NAMES.get(name, name) + way
+
+
+def _method_legend(ax, colors: dict[str, str], methods, **kw) -> None:
+    handles = [
+        Line2D([], [], marker="s" if m == "base" else "o", linestyle="", color=colors[m], label=m)
+        for m in sorted(set(methods), key=lambda m: (m != "base", m))
+    ]
+    ax.legend(handles=handles, title="method", fontsize=8, title_fontsize=8, **kw)
+
+
+def _label_points(ax, texts) -> None:
+    """Move point labels apart (adjustText), with a thin line back to their point."""
+    from adjustText import adjust_text
+
+    if texts:
+        adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "#888", "lw": 0.5})
+
+
 # -- quality vs energy -----------------------------------------------------------------------------------
-def quality_vs_energy(records: list[dict]) -> Plot:
-    ok = [r for r in records if r["status"] == "ok"]
-    qname = quality_metric(ok)
+def quality_vs_energy(groups: list[Group]) -> Plot:
+    """Per model: quality against energy per image, every point labelled, the Pareto front drawn."""
+    records = [row.record for g in groups for row in g.rows]
+    qname = quality_metric(records)
+    title = "Quality vs energy (Pareto front)"
     if qname is None:
-        return Plot(
-            "quality_vs_energy",
-            "Quality vs energy",
-            None,
-            [
-                "Not enough records with both energy_image_j and a quality metric "
-                "(fid, frechet_distance, clip_score or ssim_vs_base) available."
-            ],
-        )
-    pts = [r for r in ok if number(r, qname) is not None and number(r, "energy_image_j") is not None]
-    hib = direction(qname, metric(pts[0], qname))
-    colors = _color_map(r["model"] for r in pts)
-    fig = Figure(layout="constrained", figsize=(7, 4.5))
-    ax = fig.add_subplot(1, 1, 1)
-    by_model: dict[str, list[dict]] = defaultdict(list)
-    for r in pts:
-        by_model[r["model"]].append(r)
-    for model, recs in sorted(by_model.items()):
-        xy = [(number(r, "energy_image_j"), number(r, qname)) for r in recs]
-        front = pareto_front(xy, bool(hib))
-        c = colors[model]
+        why = "Not enough records with both energy_image_j and a quality metric (fid, frechet_distance, "
+        return Plot("quality_vs_energy", title, None, [why + "clip_score or ssim_vs_base) available."])
+    hib = direction(qname, None)
+    colors = method_colors(r["method"] for r in records)
+    shown = [g for g in groups if sum(1 for row in g.rows if _xy(row.record, qname)) >= 1]
+    ncols = min(2, len(shown))
+    nrows = -(-len(shown) // ncols)
+    fig = Figure(layout="constrained", figsize=(6.2 * ncols, 4.6 * nrows))
+    left_out = []
+    for k, g in enumerate(shown):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        recs = [row.record for row in g.rows if _xy(row.record, qname)]
+        left_out += [full_label(row.record) for row in g.rows if not _xy(row.record, qname)]
+        xy = [_xy(r, qname) for r in recs]
+        texts = []
         for r, (x, y) in zip(recs, xy, strict=True):
-            marker = "s" if is_base(r) else "o"
-            est = any((metric(r, m) or {}).get("status") == "estimated" for m in (qname, "energy_image_j"))
-            ax.scatter(
-                [x],
-                [y],
-                color=c,
-                marker=marker,
-                s=40,
-                edgecolors="black" if est else c,
-                linewidths=1.5 if est else 0.5,
-                zorder=3,
-            )
-            ax.annotate(label(r), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-        fx = [xy[i][0] for i in front]
-        fy = [xy[i][1] for i in front]
-        ax.plot(fx, fy, color=c, linestyle="--", linewidth=1.2, zorder=2, label=f"{model} Pareto front")
-        ax.scatter(fx, fy, facecolors="none", edgecolors=c, s=140, linewidths=1.2, zorder=2)
-    ax.set_xlabel("energy per image [J]")
-    ax.set_ylabel(f"{qname} ({'higher' if hib else 'lower'} is better)")
-    ax.set_title(f"Quality vs energy: {qname}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    msgs = []
-    left_out = [full_label(r) for r in ok if r not in pts]
-    if left_out:
-        msgs.append(f"Not plotted ({qname} or energy_image_j n/a): {', '.join(left_out)}")
+            c = colors[r["method"]]
+            iv = interval_of(metric(r, "energy_image_j")["details"])
+            xerr = [[x - iv[0]], [iv[1] - x]] if iv else None
+            est = metric(r, "energy_image_j")["status"] == "estimated"
+            ax.errorbar([x], [y], xerr=xerr, fmt="s" if is_base(r) else "o", color=c, ms=7,
+                        mfc="white" if est else c, mew=1.5, capsize=3, lw=1, zorder=3)
+            text = "base" if is_base(r) else f"{100 * float(r['ratio']):.0f}%"
+            texts.append(ax.text(x, y, text, fontsize=8, color=c, zorder=4))
+        front = pareto_front(xy, bool(hib))
+        ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], color="#999", ls="--", lw=1,
+                zorder=2, label="Pareto front")
+        ax.set_xlabel("energy per image [J] (lower is better ←)")
+        ax.set_ylabel(axis_label(qname, hib))
+        ax.set_title(g.model, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        _label_points(ax, texts)
+        if k == 0:
+            _method_legend(ax, colors, [r["method"] for r in records], loc="best")
+    msgs = [f"Not plotted ({qname} or energy_image_j n/a): {', '.join(left_out)}"] if left_out else []
     cap = (
-        "Squares: base models; circles: pruned; ringed points lie on the Pareto front "
-        "(no other model of the same family uses less energy at better quality)."
+        "One panel per model; colour = method, label = pruning ratio; squares: the unpruned base. "
+        "Horizontal bars: the confidence interval of the energy; hollow markers: estimated energy "
+        "(CPU: TDP x CPU time). Dashed: the Pareto front (no other variant of the model uses less energy "
+        "at better quality)."
     )
-    return Plot("quality_vs_energy", "Quality vs energy (Pareto front)", _png(fig), msgs, cap)
+    return Plot("quality_vs_energy", title, _png(fig), msgs, cap)
 
 
-# -- latency and energy bars ----------------------------------------------------------------------------
-def latency_energy_bars(groups: list[Group]) -> Plot:
-    rows = [row for g in groups for row in g.rows]
+def _xy(record: dict, qname: str) -> tuple[float, float] | None:
+    x, y = number(record, "energy_image_j"), number(record, qname)
+    return None if x is None or y is None else (x, y)
+
+
+# -- paired ratios -----------------------------------------------------------------------------------
+RATIO_PANELS = (
+    ("latency_ratio_vs_base", "latency per image, pruned / base"),
+    ("energy_ratio_vs_base", "energy per image, pruned / base"),
+)
+
+
+def paired_ratios(groups: list[Group]) -> Plot:
+    """Every pruned model's latency and energy ratio to its base, with the interval; 1 = no change."""
+    rows = [(g.model, row.record) for g in groups for row in g.rows if not is_base(row.record)]
+    rows = [(m, r) for m, r in rows if any(number(r, name) is not None for name, _ in RATIO_PANELS)]
+    title = "Speed and energy: paired ratios to the base"
     if not rows:
-        return Plot("latency_energy", "Latency and energy", None, ["No successful records to plot."])
-    labels = [f"{row.record['model']} · {row.label}" for row in rows]
-    colors = _color_map(row.record["method"] for row in rows)
-    fig = Figure(layout="constrained", figsize=(10, min(30.0, 0.3 * len(rows) + 1.6)))
-    msgs = []
-    first_ax = None
-    for k, (name, title, unit_label) in enumerate(
-        (("latency_image_s", "Latency per image", "s"), ("energy_image_j", "Energy per image", "J"))
-    ):
-        ax = fig.add_subplot(1, 2, k + 1, sharey=first_ax)
-        first_ax = first_ax or ax
-        missing = []
-        for i, row in enumerate(rows):
-            v = number(row.record, name)
+        return Plot("paired_ratios", title, None, ["No pruned record holds a paired latency or energy ratio."])
+    colors = method_colors(r["method"] for _, r in rows)
+    fig = Figure(layout="constrained", figsize=(10, 0.28 * len(rows) + 1.8))
+    labels = [f"{m} · {r['method']} @{100 * float(r['ratio']):.0f}%" for m, r in rows]
+    first = None
+    for k, (name, xlabel) in enumerate(RATIO_PANELS):
+        ax = fig.add_subplot(1, 2, k + 1, sharey=first)
+        first = first or ax
+        for i, (_, r) in enumerate(rows):
+            v = number(r, name)
             if v is None:
-                missing.append(full_label(row.record))
-                ax.text(0, i, " n/a", ha="left", va="center", fontsize=7)
+                ax.text(1.0, i, "n/a", ha="center", va="center", fontsize=7, color="#888")
                 continue
-            err = None
-            sd = (metric(row.record, name) or {"details": {}})["details"].get("stdev")
-            if isinstance(sd, (int, float)) and math.isfinite(sd):
-                err = sd
-            est = (metric(row.record, name) or {}).get("status") == "estimated"
-            ax.barh(
-                i,
-                v,
-                color=colors[row.record["method"]],
-                xerr=err,
-                capsize=3,
-                hatch="//" if est else None,
-                edgecolor="black",
-                linewidth=0.4,
-            )
+            iv = interval_of(metric(r, name)["details"])
+            none = iv is None or iv[0] <= 1.0 <= iv[1]
+            c = colors[r["method"]]
+            xerr = [[v - iv[0]], [iv[1] - v]] if iv else None
+            ax.errorbar([v], [i], xerr=xerr, fmt="o", color=c, mfc="white" if none else c, mew=1.5,
+                        capsize=3, lw=1.2)
+        ax.axvline(1.0, color="#444", lw=1, ls=":")
+        ax.set_xlabel(f"{xlabel} (< 1 is better ←)")
+        ax.grid(True, axis="x", alpha=0.3)
         ax.set_yticks(range(len(rows)))
         if k == 0:
             ax.set_yticklabels(labels, fontsize=7)
+            ax.invert_yaxis()
+            _method_legend(ax, colors, [r["method"] for _, r in rows], loc="lower left")
         else:
             ax.tick_params(labelleft=False)
-        if k == 0:
-            ax.invert_yaxis()
-        ax.set_xlabel(f"{title.lower()} [{unit_label}]")
-        ax.set_title(title)
-        ax.grid(True, axis="x", alpha=0.3)
-        if missing:
-            msgs.append(f"{name} n/a for: {', '.join(missing)}")
-    return Plot(
-        "latency_energy",
-        "Latency and energy per image",
-        _png(fig),
-        msgs,
-        "Error bars: standard deviation where recorded; hatched bars are estimates; colour = method.",
+    cap = (
+        "Each pruned model timed in alternation with its base in the same run; the point is the ratio of "
+        "medians over the pairs, the bar its bootstrap confidence interval. Hollow points: the interval "
+        "contains 1, no measurable change."
     )
+    return Plot("paired_ratios", title, _png(fig), [], cap)
 
-
-# -- per-layer kept units heatmap -----------------------------------------------------------------------
-def _short_names(names: list[str]) -> list[str]:
-    if len(names) < 2:
-        return names
-    parts = [n.split(".") for n in names]
-    common = 0
-    while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
-        common += 1
-    return [".".join(p[common:]) for p in parts]
-
-
-def _pct(x) -> str:
-    return f"{100 * float(x):.3g}%" if isinstance(x, (int, float)) and not isinstance(x, bool) else "?"
-
-
-def plan_summary(plan: dict) -> str:
-    """'target 20% of params, achieved 19.6%' from a plan.json (pruning.plan.PruningPlan.to_dict shape;
-    a plain numeric 'target'/'achieved' is accepted too)."""
-    target, achieved = plan.get("target"), plan.get("achieved")
-    ratio = plan.get("ratio", target if isinstance(target, (int, float)) else None)
-    basis = target if isinstance(target, str) else "params"
-    if isinstance(achieved, dict):
-        key = "units_removed_frac" if basis == "units" else "params_removed_frac_of_prunable"
-        achieved = achieved.get(key)
-    return f"target {_pct(ratio)} of {basis}, achieved {_pct(achieved)}"
-
-
-def kept_units_heatmaps(groups: list[Group], roots) -> list[Plot]:
-    plots = []
-    for g in groups:
-        if not g.pruned:
-            continue
-        cols: list[tuple[str, dict]] = []
-        msgs = []
-        for r in g.pruned:
-            art = resolve_artifact(r, "plan", roots)
-            plan, problem = load_json_artifact(art)
-            if problem is None and not (isinstance(plan, dict) and isinstance(plan.get("modules"), dict)):
-                problem = f"plan at {art.path} has no 'modules' mapping"
-            if problem:
-                msgs.append(f"{label(r, True)}: {problem}")
-                continue
-            cols.append((label(r, True), plan))
-        key = f"kept_units_{_slug(g.model)}"
-        title = f"{g.model}: kept units per module"
-        if not cols:
-            plots.append(Plot(key, title, None, msgs or ["no plan artifacts"]))
-            continue
-        kinds: dict[str, list[str]] = defaultdict(list)
-        for _, plan in cols:
-            for mod, spec in plan["modules"].items():
-                kind = str(spec.get("kind", "units")) if isinstance(spec, dict) else "units"
-                if mod not in kinds[kind]:
-                    kinds[kind].append(mod)
-        n_rows = max(len(v) for v in kinds.values())
-        height = min(28.0, max(3.0, 0.16 * n_rows + 1.8))
-        fig = Figure(layout="constrained", figsize=(max(4.5, 3.2 * len(kinds) + 0.5 * len(cols)), height))
-        bad, axes = [], []
-        for k, (kind, mods) in enumerate(sorted(kinds.items())):
-            ax = fig.add_subplot(1, len(kinds), k + 1)
-            grid = []
-            for mod in mods:
-                line = []
-                for lab, plan in cols:
-                    spec = plan["modules"].get(mod)
-                    try:
-                        total = int(spec["total"])
-                        frac = len(spec["kept"]) / total if total > 0 else float("nan")
-                    except (TypeError, KeyError, ValueError):
-                        frac = float("nan")
-                        if spec is not None:
-                            bad.append(f"{lab}: {mod}")
-                    line.append(frac)
-                grid.append(line)
-            im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
-            ax.set_xticks(range(len(cols)))
-            ax.set_xticklabels([c[0] for c in cols], rotation=45, ha="right", fontsize=7)
-            step = max(1, math.ceil(len(mods) / 60))
-            ax.set_yticks(range(0, len(mods), step))
-            ax.set_yticklabels(_short_names(mods)[::step], fontsize=8 if len(mods) <= 30 else 6)
-            ax.set_title(f"{kind}", fontsize=9)
-            axes.append(ax)
-        fig.colorbar(im, ax=axes, fraction=0.05, label="kept fraction")
-        if bad:
-            msgs.append(f"Malformed module entries (need 'total' and 'kept'): {', '.join(bad[:5])}")
-        cap = (
-            "Fraction of units kept per module (rows) for each pruned model (columns); "
-            "blank cells: module absent from that plan. "
-            + "; ".join(f"{lab}: {plan_summary(plan)}" for lab, plan in cols)
-        )
-        plots.append(Plot(key, title, _png(fig), msgs, cap))
-    return plots
-
-
-# -- power timeline ---------------------------------------------------------------------------------
-def power_timelines(groups: list[Group], roots) -> list[Plot]:
-    plots = []
-    for g in groups:
-        fig = Figure(layout="constrained", figsize=(7, 3.5))
-        ax = fig.add_subplot(1, 1, 1)
-        msgs, drawn = [], 0
-        for i, row in enumerate(g.rows):
-            data, problem = load_json_artifact(resolve_artifact(row.record, "power_timeline", roots))
-            if problem is None:
-                try:
-                    t = [float(p[0]) for p in data]
-                    w = [float(p[1]) for p in data]
-                    if not t:
-                        problem = "power timeline is empty"
-                except (TypeError, ValueError, IndexError, KeyError):
-                    problem = "power timeline is not a list of [t_s, watts] pairs"
-            if problem:
-                msgs.append(f"{row.label}: {problem}")
-                continue
-            ax.plot(t, w, linewidth=1.0, color=_COLORS[i % len(_COLORS)], label=row.label)
-            drawn += 1
-        key = f"power_{_slug(g.model)}"
-        title = f"{g.model}: GPU power during generation"
-        if not drawn:
-            plots.append(Plot(key, title, None, msgs))
-            continue
-        ax.set_xlabel("time [s]")
-        ax.set_ylabel("power [W]")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-        plots.append(Plot(key, title, _png(fig), msgs))
-    return plots
-
-
-# -- mask training curves -------------------------------------------------------------------------------
-def training_curves(groups: list[Group], roots) -> list[Plot]:
-    plots = []
-    for g in groups:
-        if not g.pruned:
-            continue
-        fig = Figure(layout="constrained", figsize=(9, 3.5))
-        ax_l = fig.add_subplot(1, 2, 1)
-        ax_s = fig.add_subplot(1, 2, 2)
-        msgs, drawn = [], 0
-        for i, r in enumerate(g.pruned):
-            lab = label(r, True)
-            art = resolve_artifact(r, "training_curve", roots)
-            if art.problem and r["method"] != "ecodiff" and not r["artifacts"].get("training_curve"):
-                continue  # methods without mask training have no curve; nothing to report
-            data, problem = load_json_artifact(art)
-            if problem is None:
-                try:
-                    steps = [float(p["step"]) for p in data]
-                    if not steps:
-                        problem = "training curve is empty"
-                except (TypeError, KeyError, ValueError):
-                    problem = "training curve is not a list of {step, loss, mse, sparsity} objects"
-            if problem:
-                msgs.append(f"{lab}: {problem}")
-                continue
-            c = _COLORS[i % len(_COLORS)]
-            for key, style in (("loss", "-"), ("mse", ":")):
-                pts = [
-                    (float(p["step"]), float(p[key])) for p in data if isinstance(p.get(key), (int, float))
-                ]
-                if pts:
-                    ax_l.plot(*zip(*pts, strict=True), style, color=c, linewidth=1.0, label=f"{lab} {key}")
-            pts = [
-                (float(p["step"]), float(p["sparsity"]))
-                for p in data
-                if isinstance(p.get("sparsity"), (int, float))
-            ]
-            if pts:
-                ax_s.plot(*zip(*pts, strict=True), color=c, linewidth=1.0, label=lab)
-            drawn += 1
-        key = f"training_{_slug(g.model)}"
-        title = f"{g.model}: mask training"
-        if not drawn:
-            if msgs:
-                plots.append(Plot(key, title, None, msgs))
-            continue
-        ax_l.set_xlabel("step")
-        ax_l.set_ylabel("loss / mse")
-        ax_l.set_title("loss (solid) and mse (dotted)", fontsize=9)
-        ax_l.grid(True, alpha=0.3)
-        ax_l.legend(fontsize=6)
-        ax_s.set_xlabel("step")
-        ax_s.set_ylabel("sparsity")
-        ax_s.set_title("sparsity", fontsize=9)
-        ax_s.grid(True, alpha=0.3)
-        ax_s.legend(fontsize=6)
-        plots.append(Plot(key, title, _png(fig), msgs))
-    return plots
-
-
-# -- sample grids -----------------------------------------------------------------------------------
-@dataclass
-class Sample:
-    model: str
-    label: str
-    seed: object
-    png: bytes | None
-    mime: str
-    suffix: str
-    message: str = ""
-
-
-_MIME = {
-    b"\x89PNG": ("image/png", ".png"),
-    b"\xff\xd8\xff": ("image/jpeg", ".jpg"),
-    b"RIFF": ("image/webp", ".webp"),
-}
-
-
-def sample_grids(groups: list[Group], roots) -> list[Sample]:
-    out = []
-    for g in groups:
-        for row in g.rows:
-            r = row.record
-            art = resolve_artifact(r, "samples", roots)
-            if not art.ok:
-                out.append(Sample(g.model, row.label, r["seed"], None, "", "", art.problem))
-                continue
-            try:
-                data = art.path.read_bytes()
-            except OSError as exc:
-                out.append(Sample(g.model, row.label, r["seed"], None, "", "", f"could not read: {exc}"))
-                continue
-            kind = next((v for sig_, v in _MIME.items() if data.startswith(sig_)), None)
-            if kind is None:
-                out.append(
-                    Sample(
-                        g.model,
-                        row.label,
-                        r["seed"],
-                        None,
-                        "",
-                        "",
-                        f"{art.path} is not a PNG/JPEG/WebP image",
-                    )
-                )
-                continue
-            out.append(Sample(g.model, row.label, r["seed"], data, kind[0], kind[1]))
-    return out

@@ -12,11 +12,21 @@ import pytest
 
 import reports
 from ecodiff_bench.core.store import Store
-from reports import analysis
+from reports import analysis, cells
 from reports.synthetic import demo_records, make_record, value
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("results", "sustainability", "plots", "kept-units", "power", "training", "samples", "provenance")
+SECTIONS = (
+    "summary",
+    "results",
+    "sustainability",
+    "plots",
+    "kept-units",
+    "power",
+    "training",
+    "samples",
+    "provenance",
+)
 
 
 def _imgs(html: str) -> list[str]:
@@ -41,6 +51,7 @@ def test_render_writes_html_and_markdown_with_all_sections(demo_store, tmp_path)
     for section in SECTIONS:
         assert f'id="{section}"' in html, section
     for heading in (
+        "## Summary",
         "## Base vs pruned",
         "## Sustainability",
         "## Plots",
@@ -52,7 +63,7 @@ def test_render_writes_html_and_markdown_with_all_sections(demo_store, tmp_path)
     ):
         assert heading in md, heading
     srcs = _imgs(html)
-    # quality/energy, bars, heatmap, power, training + 5 sample grids
+    # paired ratios, quality/energy, heatmap, power, training + 5 sample grids
     assert len(srcs) == 10
     assert all(s.startswith("data:image/png;base64,") for s in srcs)  # self-contained
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
@@ -85,10 +96,11 @@ def test_unavailable_is_na_with_reason_and_estimated_is_labelled(demo_store, tmp
 
 def test_deltas_carry_direction_and_verdict():
     recs = demo_records()
-    groups = analysis.build_groups(recs)
+    groups = cells.build_groups(recs)
     row = next(r for r in groups[0].rows if r.label == "ecodiff @40%")
-    lat = row.cells["latency"]
-    assert lat.arrow == "↓" and lat.verdict == "good" and lat.delta == "-24.0 %"
+    lat = row.cells["latency"]  # from the paired ratio 0.76, interval +-3 %
+    assert lat.arrow == "↓" and lat.verdict == "good" and lat.delta == "-24.0 % [-26.3, -21.7]"
+    assert "interleaved pairs" in lat.title
     fid = row.cells["fid"]
     assert fid.arrow == "↑" and fid.verdict == "bad" and fid.delta.startswith("+")
     clip = row.cells["clip"]
@@ -97,12 +109,76 @@ def test_deltas_carry_direction_and_verdict():
     assert base_row.label == "base" and base_row.cells["latency"].delta == ""
 
 
+def test_a_change_inside_its_interval_is_no_measurable_change():
+    base, pruned = make_record("m", "base", 0.0), make_record("m", "ecodiff", 0.2)
+    pruned["metrics"]["latency_ratio_vs_base"] = value(
+        "latency_ratio_vs_base", 0.93, details={"ci_low": 0.85, "ci_high": 1.02, "confidence": 0.95, "ci_n": 9}
+    )
+    del pruned["metrics"]["energy_ratio_vs_base"]  # an older record: no paired energy ratio
+    row = cells.build_groups([base, pruned])[0].rows[1]
+    assert row.cells["latency"].delta == "no measurable change" and row.cells["latency"].verdict == "neutral"
+    energy = row.cells["energy"]
+    assert energy.delta.endswith("(unpaired)") and energy.verdict == "neutral"
+    from reports.summary import summaries
+
+    summary = summaries(cells.build_groups([base, pruned]))[0]
+    lab, by_key = summary.rows[0]
+    assert by_key["latency_ratio_vs_base"].text == "0.93× [0.85, 1.02]"
+    assert by_key["latency_ratio_vs_base"].delta == "no measurable change"
+    assert by_key["energy_ratio_vs_base"].text == "n/a"
+
+
+def test_columns_only_for_metrics_the_records_hold(tmp_path):
+    recs = demo_records()
+    for r in recs:
+        del r["metrics"]["fid"]
+    group = cells.build_groups(recs)[0]
+    assert "fid" not in [c.key for c in group.columns] and "frechet" in [c.key for c in group.columns]
+    html = reports.render(recs, tmp_path / "r")["html"].read_text()
+    assert ">FID<" not in html and "Fréchet dist." in html
+
+
+def test_notes_differing_only_in_figures_collapse():
+    from reports.report import VARIES, Notes
+
+    notes = Notes()
+    a = notes.ref("estimate: TDP 8 W x 0.52 s of CPU time")
+    b = notes.ref("estimate: TDP 8 W x 0.61 s of CPU time")
+    c = notes.ref("no NVML")
+    assert a == b == 1 and c == 2 and notes.items[0].endswith(VARIES) and len(notes.items) == 2
+
+
+def test_training_curves_read_both_logged_shapes():
+    from reports.artifact_plots import read_curve
+
+    new = read_curve([{"step": 0, "nmse": 0.5, "expected_sparsity": 0.05, "target": 0.04},
+                      {"step": 1, "nmse": 0.3, "expected_sparsity": 0.1, "target": 0.08}])
+    assert new.mse == [0.5, 0.3] and new.mse_name == "normalized MSE" and new.target == [0.04, 0.08]
+    assert new.removed == [0.05, 0.1] and new.loss is None
+    old = read_curve([{"step": 0, "loss": 1.0, "mse": 0.5, "sparsity": 0.99}])
+    assert old.removed == [pytest.approx(0.01)] and "open-gate" in old.removed_name and old.target is None
+    with pytest.raises(ValueError, match="step"):
+        read_curve([{"loss": 1.0}])
+
+
+def test_sample_grids_are_upscaled_nearest_neighbour(tmp_path):
+    from PIL import Image
+
+    from reports.artifact_plots import SAMPLE_MIN_WIDTH, upscale
+    from reports.synthetic import write_png
+
+    png, w, h = upscale(write_png(tmp_path / "g.png", width=171, height=35).read_bytes())
+    assert (w, h) == (171 * 4, 35 * 4) and w >= SAMPLE_MIN_WIDTH
+    with Image.open(tmp_path / "g.png") as small, Image.open(__import__("io").BytesIO(png)) as big:
+        assert big.getpixel((4 * 10 + 3, 4 * 7 + 2)) == small.convert("RGB").getpixel((10, 7))  # sharp pixels
+
+
 def test_unavailable_value_is_never_rendered_as_zero():
     rec = make_record("m", "base", 0.0)
     rec["metrics"]["energy_image_j"] = value("energy_image_j", None, note="no NVML on this machine")
-    cell = analysis.make_cell(rec, "energy_image_j", None)
+    cell = cells.make_cell(rec, "energy_image_j", None)
     assert cell.text == "n/a" and cell.note == "no NVML on this machine" and cell.value is None
-    cell = analysis.make_cell(rec, "not_a_metric", None)
+    cell = cells.make_cell(rec, "not_a_metric", None)
     assert cell.text == "n/a" and "not recorded" in cell.note
 
 
@@ -111,9 +187,17 @@ def test_sustainability_breakeven_and_never():
     good = make_record("m", "ecodiff", 0.4)
     worse = make_record("m", "random", 0.2)
     worse["metrics"]["energy_image_j"]["value"] = 950.0
+    worse["metrics"]["energy_ratio_vs_base"] = value(
+        "energy_ratio_vs_base", 950 / 900, details={"ci_low": 1.03, "ci_high": 1.08}
+    )
+    noise = make_record("m", "taylor", 0.2)
+    noise["metrics"]["energy_ratio_vs_base"] = value(
+        "energy_ratio_vs_base", 0.97, details={"ci_low": 0.9, "ci_high": 1.04}
+    )
     nocost = make_record("m", "magnitude", 0.2)
     nocost["metrics"]["pruning_energy_j"] = value("pruning_energy_j", None, note="pruned on CPU, no meter")
-    rows = {s.label: s for s in analysis.sustainability(analysis.build_groups([base, good, worse, nocost]))}
+    groups = cells.build_groups([base, good, worse, nocost, noise])
+    rows = {s.label: s for s in analysis.sustainability(groups)}
     e_b = base["metrics"]["energy_image_j"]["value"]
     e_p = good["metrics"]["energy_image_j"]["value"]
     cost = good["metrics"]["pruning_energy_j"]["value"]
@@ -122,6 +206,8 @@ def test_sustainability_breakeven_and_never():
     assert rows["random @20%"].breakeven.startswith("never")
     assert rows["magnitude @20%"].breakeven == "n/a"
     assert "pruned on CPU, no meter" in rows["magnitude @20%"].notes[0]
+    assert rows["taylor @20%"].saving_kwh_1k == "no measurable saving"
+    assert rows["taylor @20%"].breakeven == "n/a" and "no measurable energy saving" in rows["taylor @20%"].notes[0]
 
 
 def test_missing_and_broken_artifacts_are_reported_not_fatal(tmp_path):
@@ -198,9 +284,9 @@ def test_plan_heatmap_reads_kept_over_total(tmp_path):
     p = tmp_path / "plan.json"
     p.write_text(json.dumps(plan))
     recs = [make_record("m", "base", 0.0), make_record("m", "ecodiff", 0.5, artifacts={"plan": "plan.json"})]
-    from reports import plots
+    from reports import artifact_plots as plots
 
-    out = plots.kept_units_heatmaps(analysis.build_groups(recs), [tmp_path])
+    out = plots.kept_units_heatmaps(cells.build_groups(recs), [tmp_path])
     assert len(out) == 1 and out[0].png and out[0].png.startswith(b"\x89PNG") and not out[0].messages
     assert "target 50% of params, achieved 48%" in out[0].caption
     assert plots.plan_summary({"target": 0.3, "achieved": 0.25}) == "target 30% of params, achieved 25%"
@@ -246,7 +332,7 @@ def test_pruned_rows_compare_with_the_base_of_the_same_kind_of_run():
     full_pruned = make_record("m", "ecodiff", 0.2, run_id="full2")
     smoke_pruned = make_record("m", "random", 0.5, run_id="smk", smoke=True)
     rows = {
-        r.label: r for r in analysis.build_groups([full_base, smoke_base, full_pruned, smoke_pruned])[0].rows
+        r.label: r for r in cells.build_groups([full_base, smoke_base, full_pruned, smoke_pruned])[0].rows
     }
     assert rows["ecodiff @20%"].base is full_base
     assert rows["random @50%"].base is smoke_base

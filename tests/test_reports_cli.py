@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import click
 import pytest
@@ -134,3 +135,53 @@ def test_missing_store_and_bad_thresholds_exit_2(tmp_path, db):
     bad.write_text("thresholds:\n  fdi: {max_increase: 1}\n")
     res = run(["check", "--baseline", "v1", "--run-id", "run-cand", "--thresholds", str(bad)], db)
     assert res.exit_code == 2 and "Did you mean: fid?" in res.output and "Traceback" not in res.output
+
+
+def test_json_output_of_check_and_compare(db):
+    res = run(["check", "--baseline", "v1", "--run-id", "run-bad", "--json"], db)
+    assert res.exit_code == 1
+    out = json.loads(res.stdout)
+    assert out["passed"] is False and out["counts"]["failed"] == 5
+    assert {c["metric"] for c in out["comparisons"] if c["outcome"] == "fail"} == {"fid"}
+    res = run(["compare", "v1", "run-bad", "--metric", "fid", "--json"], db)
+    changes = json.loads(res.output)["changes"]
+    assert res.exit_code == 0 and len(changes) == 5 and changes[0]["change"] == pytest.approx(10)
+
+
+def test_export_wide_and_long_carry_percentiles_intervals_and_wh_per_1000(db, tmp_path):
+    import pandas as pd
+
+    assert run(["export", str(tmp_path / "wide.csv"), "--run-id", "run-base"], db).exit_code == 0
+    wide = pd.read_csv(tmp_path / "wide.csv")
+    for col in ("latency_image_s__p50", "latency_image_s__p99", "latency_image_s__ci_low",
+                "latency_ratio_vs_base__ci_high", "energy_wh_per_1000_images"):
+        assert col in wide.columns, col
+    base = wide[wide["method"] == "base"].iloc[0]
+    assert base["energy_wh_per_1000_images"] == pytest.approx(base["energy_image_j"] * 1000 / 3600)
+    res = run(["export", str(tmp_path / "long.parquet"), "--run-id", "run-base", "--layout", "long"], db)
+    assert res.exit_code == 0, res.output
+    long = pd.read_parquet(tmp_path / "long.parquet")
+    assert {"record_id", "metric", "value", "unit", "value_status", "p50", "p90", "p99", "ci_low", "ci_high"} <= set(
+        long.columns
+    )
+    wh = long[(long["metric"] == "energy_wh_per_1000_images") & (long["method"] == "base")]
+    assert len(wh) == 1 and wh["unit"].iloc[0] == "Wh/1000 images" and wh["ci_low"].iloc[0] > 0
+
+
+def test_report_renders_every_figure_from_another_directory(tmp_path, monkeypatch):
+    """Artifact paths relative to the store's folder, the report rendered from elsewhere."""
+    store_dir = tmp_path / "results"
+    recs = demo_records(store_dir / "artifacts")
+    for r in recs:
+        r["artifacts"] = {k: str(Path(v).relative_to(store_dir)) for k, v in r["artifacts"].items()}
+    with Store(store_dir / "store.sqlite") as s:
+        s.put_many(recs)
+    elsewhere = tmp_path / "somewhere" / "else"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    res = run(["report", "--store", str(store_dir / "store.sqlite"), "--out", "rep", "--format", "html"])
+    assert res.exit_code == 0, res.output
+    html = (elsewhere / "rep" / "report.html").read_text()
+    assert not (elsewhere / "rep" / "report.md").exists()  # --format html only
+    assert "not found" not in html and "not available" not in html
+    assert html.count("<img ") == 10  # 2 metric plots, heatmap, power, training, 5 sample grids

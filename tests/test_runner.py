@@ -1,5 +1,6 @@
 """End-to-end `ecodiff-bench run` on tiny pipelines saved to disk: records, resume, report, kill safety."""
 
+import json
 import os
 import signal
 import subprocess
@@ -91,12 +92,34 @@ def test_run_measures_every_variant_then_skips_them(tmp_path, tiny_dirs):
     assert artifact_path(eco, "training_curve", store.path).exists()
     _assert_every_recorded_metric_is_known(records, tmp_path / "out" / "store.sqlite")
     assert (tmp_path / "out" / "report" / "report.html").exists()
+    for r in pruned:  # paired, interleaved ratios with their intervals
+        for name in ("latency_ratio_vs_base", "energy_ratio_vs_base"):
+            d = r["metrics"][name]["details"]
+            assert d["ci_low"] <= r["metrics"][name]["value"] <= d["ci_high"], name
+        assert r["metrics"]["model_peak_bytes"]["details"]["weights_bytes"] > 0
+    _assert_emissions_csv(tmp_path / "out" / "emissions.csv", len(records))
     stamps = {r["record_id"]: r["created_at"] for r in records}
 
-    again = CliRunner().invoke(main, ["run", str(suite)])
+    again = CliRunner().invoke(main, ["run", str(suite), "--json"])
     assert again.exit_code == 0
-    assert "already measured" in again.output
+    assert "already measured" in again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["exit_code"] == 0 and len(summary["records"]) == 12
+    assert not any(r["measured_now"] for r in summary["records"])
     assert {r["record_id"]: r["created_at"] for r in store.records(suite="tiny")} == stamps
+
+
+def _assert_emissions_csv(path: Path, rows: int) -> None:
+    """codecarbon's emissions.csv schema beside the store: its columns, one row per measured model."""
+    import pandas as pd
+
+    from ecodiff_bench.measure.carbon import emissions_csv_columns
+
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == emissions_csv_columns()
+    assert len(frame) == rows
+    assert (frame["energy_consumed"] > 0).all() and (frame["emissions"] > 0).all()
+    assert set(frame["country_iso_code"]) == {"FRA"} and (frame["duration"] > 0).all()
 
 
 def _assert_every_recorded_metric_is_known(records: list[dict], store: Path) -> None:
@@ -104,7 +127,7 @@ def _assert_every_recorded_metric_is_known(records: list[dict], store: Path) -> 
     gate and ``compare --metric``, and the report shows its change the catalog's way."""
     from ecodiff_bench.core.metrics import METRICS, is_absolute_delta
     from ecodiff_bench.core.thresholds import validate_thresholds
-    from reports import analysis
+    from reports import analysis, cells
 
     recorded = {name: vd for r in records for name, vd in r["metrics"].items()}
     assert {"latency_ratio_vs_base", "pruning_energy_j", "ssim_vs_base"} <= set(recorded)
@@ -122,7 +145,7 @@ def _assert_every_recorded_metric_is_known(records: list[dict], store: Path) -> 
     base = next(r for r in records if r["method"] == "base")
     pruned = next(r for r in records if r["method"] != "base" and r["model"] == base["model"])
     for name in ("latency_image_s", "ssim_vs_base"):
-        cell = analysis.make_cell(pruned, name, base)
+        cell = cells.make_cell(pruned, name, base)
         assert cell.delta.endswith("%") != is_absolute_delta(name), (name, cell.delta)
 
 
@@ -191,3 +214,65 @@ def test_prune_command_writes_loadable_pruned_models(tmp_path, tiny_dirs):
         sizes.append(sum(p.numel() for p in pipe.unet.parameters()))
         assert plan.achieved()["params_removed_frac_of_prunable"] >= plan.ratio
     assert sizes[0] != sizes[1]
+
+
+def _rerun_into(store: Path, suite: Path, out: Path, extra: list[str] | None = None) -> str:
+    """Run ``suite`` again into ``out`` and copy its records into ``store`` as a new run; its run id."""
+    res = CliRunner().invoke(main, ["run", str(suite), "--out", str(out), *(extra or [])])
+    assert res.exit_code == 0, res.output
+    records = Store(out / "store.sqlite").records()
+    with Store(store) as s:
+        s.put_many([{**r, "record_id": r["record_id"] + "-" + out.name} for r in records])
+    return records[0]["run_id"]
+
+
+@pytest.mark.slow
+def test_gate_passes_an_unchanged_rerun_twice_and_fails_a_planted_slowdown(tmp_path, tiny_dirs, monkeypatch):
+    import xml.etree.ElementTree as ET
+
+    from ecodiff_bench.run import evaluate
+
+    suite = _suite(tmp_path, tiny_dirs, methods=[{"name": "magnitude", "ratios": [0.5]}])
+    data = yaml.safe_load(suite.read_text())
+    data["regression"] = {"thresholds": {"latency_image_s": {"max_increase_frac": 0.10}}}
+    # enough rounds for intervals of a few per cent even on a busy shared machine
+    data["performance"]["latency"] = {"warmup": 2, "min_reps": 10, "min_seconds": 1, "max_reps": 400,
+                                      "max_seconds": 20, "precision": 0.03}
+    suite.write_text(yaml.safe_dump(data))
+    store = tmp_path / "out" / "store.sqlite"
+    assert CliRunner().invoke(main, ["run", str(suite)]).exit_code == 0
+    tag = ["tag", "v1", "--run-id", Store(store).run_ids()[0], "--store", str(store)]
+    assert CliRunner().invoke(main, tag).exit_code == 0
+    rerun = _rerun_into(store, suite, tmp_path / "rerun")
+    gate = ["check", "--baseline", "v1", "--store", str(store)]
+    for _ in range(2):  # an unchanged release, checked twice: passes both times
+        res = CliRunner().invoke(main, [*gate, "--run-id", rerun, "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["thresholds_source"].startswith("the baseline's suite")
+
+    one_call, measure = evaluate.Evaluator.one_call, evaluate.Evaluator.measure
+
+    def mark_pruned(self, pipe, out, *, base_pipe=None, base_images=None):
+        pipe._planted_slowdown = base_pipe is not None
+        return measure(self, pipe, out, base_pipe=base_pipe, base_images=base_images)
+
+    def slower_when_pruned(self, pipe):  # the planted regression: every pruned call takes 30 % longer
+        call = one_call(self, pipe)
+        if not getattr(pipe, "_planted_slowdown", False):
+            return call
+
+        def slow():
+            t0 = time.perf_counter()
+            out = call()
+            time.sleep(0.3 * (time.perf_counter() - t0))
+            return out
+
+        return slow
+
+    monkeypatch.setattr(evaluate.Evaluator, "measure", mark_pruned)
+    monkeypatch.setattr(evaluate.Evaluator, "one_call", slower_when_pruned)
+    slow = _rerun_into(store, suite, tmp_path / "slow")
+    res = CliRunner().invoke(main, [*gate, "--run-id", slow, "--junit", str(tmp_path / "gate.xml")])
+    assert res.exit_code == 1, res.output
+    failures = ET.parse(tmp_path / "gate.xml").getroot().find("testsuite").findall("testcase/failure/..")
+    assert [c.get("name") for c in failures] == ["latency_image_s"]

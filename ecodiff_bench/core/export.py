@@ -2,7 +2,8 @@
 
 - wide: one row per record; per metric its value, unit, status, note, and where measured its percentiles
   (p50/p90/p99) and confidence interval; then settings, provenance and artifacts;
-- long (tidy): one row per (record, metric) with the same statistics as columns.
+- long (tidy): one row per (record, metric) with the same statistics as columns (``status`` is the
+  record's, ``value_status`` the value's: measured, estimated or unavailable).
 
 Both carry the energy in AI Energy Score's unit, Wh per 1,000 images (``energy_wh_per_1000_images``,
 derived from ``energy_image_j``; GPU-only as ``gpu_energy_wh_per_1000_images``).
@@ -109,7 +110,7 @@ def long_rows(record: dict) -> list[dict[str, Any]]:
                 "metric": name,
                 "value": vd["value"],
                 "unit": vd["unit"],
-                "status": vd["status"],
+                "value_status": vd["status"],
                 "higher_is_better": vd["higher_is_better"],
                 "note": vd["note"] or None,
                 **{k: stats.get(k) for k in STATS},
@@ -126,7 +127,7 @@ def records_frame(records: list[dict], layout: str = "wide"):
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if layout == "long":
         columns = [k for k in RECORD_COLUMNS if k != "error"]
-        columns += ["metric", "value", "unit", "status", "higher_is_better", "note", *STATS]
+        columns += ["metric", "value", "unit", "value_status", "higher_is_better", "note", *STATS]
         return pd.DataFrame([row for r in records for row in long_rows(r)], columns=columns)
     rows = [flatten_record(r) for r in records]
     columns: list[str] = list(RECORD_COLUMNS)
