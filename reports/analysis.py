@@ -311,7 +311,11 @@ def _saving_per_image(record: dict, base: dict | None) -> tuple[float | None, st
     if e_p is not None and vd and vd["status"] != "unavailable" and vd["value"] > 0:
         r, iv = float(vd["value"]), interval_of(vd["details"])
         if iv is not None and iv[0] <= 1.0 <= iv[1]:
-            return None, "paired", f"no measurable energy saving (energy ratio {r:.3g}, interval {iv[0]:.3g}..{iv[1]:.3g})"
+            return (
+                None,
+                "paired",
+                f"no measurable energy saving (energy ratio {r:.3g}, interval {iv[0]:.3g}..{iv[1]:.3g})",
+            )
         return e_p * (1 / r - 1), "paired", ""
     e_b = number(base, "energy_image_j") if base else None
     if e_p is None or e_b is None:

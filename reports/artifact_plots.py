@@ -151,7 +151,9 @@ def power_timelines(groups: list[Group], roots) -> tuple[list[Plot], list[str]]:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
         cap = "Samples taken while each model's own timed blocks ran (gaps: its base was running)."
-        plots.append(Plot(f"power_{_slug(g.model)}", f"{g.model}: GPU power during generation", _png(fig), msgs, cap))
+        plots.append(
+            Plot(f"power_{_slug(g.model)}", f"{g.model}: GPU power during generation", _png(fig), msgs, cap)
+        )
     return plots, missing
 
 

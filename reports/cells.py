@@ -37,7 +37,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("latency", "Latency/image", ("latency_image_s",), ratio="latency_ratio_vs_base"),
     Column("step", "Latency/step", ("latency_step_s",), ratio="latency_ratio_vs_base"),
     Column("energy", "Energy/image", ("energy_image_j",), ratio="energy_ratio_vs_base"),
-    Column("memory", "Model memory", ("model_peak_bytes", "cuda_peak_allocated_bytes", "nvml_memory_used_bytes")),
+    Column(
+        "memory", "Model memory", ("model_peak_bytes", "cuda_peak_allocated_bytes", "nvml_memory_used_bytes")
+    ),
     Column("rss", "Process RSS (whole process)", ("peak_rss_bytes",), delta=False),
     Column("fid", "FID", ("fid",)),
     Column("frechet", "Fréchet dist.", ("frechet_distance",)),

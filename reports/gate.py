@@ -77,8 +77,15 @@ PAIRED_RATIOS = {
     "gco2e_per_1000_images": "energy_ratio_vs_base",
 }
 #: Their counterparts that are inverses of the ratio (more images per second when the ratio drops).
-_TIMINGS = (*PAIRED_RATIOS, "throughput_img_per_s", "gpu_energy_image_j", "gpu_energy_image_net_j",
-            "cpu_energy_image_j")
+_TIMINGS = (
+    *PAIRED_RATIOS,
+    "throughput_img_per_s",
+    "gpu_energy_image_j",
+    "gpu_energy_image_net_j",
+    "cpu_energy_image_j",
+)
+
+
 class IncomparableError(ValueError):
     """The two releases cannot be compared at all (e.g. smoke against full)."""
 
@@ -249,7 +256,9 @@ def _broken_bounds(th: MetricThreshold, comp: Comparison, base: Side, cand: Side
     """The bounds the change breaks; with intervals, only when the whole interval lies beyond a bound."""
     broken = []
     rel, ab = _change_interval(base, cand, True), _change_interval(base, cand, False)
-    comp.change_interval = rel if (th.max_increase_frac is not None or th.max_decrease_frac is not None) else ab
+    comp.change_interval = (
+        rel if (th.max_increase_frac is not None or th.max_decrease_frac is not None) else ab
+    )
     lo, hi = ab if ab else (comp.change, comp.change)
     rlo, rhi = rel if rel else (comp.change_frac, comp.change_frac)
     sure = " (whole interval)" if (ab or rel) else ""
@@ -306,7 +315,10 @@ def _compare(
     if broken:
         comp.outcome, comp.reason = "fail", "regression: " + "; ".join(broken) + est + paired
     elif comp.change_interval is not None:
-        comp.outcome, comp.reason = "pass", "within limits, or the change's interval reaches them" + est + paired
+        comp.outcome, comp.reason = (
+            "pass",
+            "within limits, or the change's interval reaches them" + est + paired,
+        )
     else:
         comp.outcome, comp.reason = "pass", "within limits" + est + paired
     return comp
@@ -324,14 +336,18 @@ def _check_metric(name: str, th: MetricThreshold, key: Key, base: list[dict], ca
         return _compare(name, th, key, _side(base, ratio_name), _side(cand, ratio_name), strict, ratio_name)
     in_base, in_cand = _recorded(base, name), _recorded(cand, name)
     if not in_base and not in_cand:
-        return None if not th.required else _compare(name, th, key, _side(base, name), _side(cand, name), strict)
+        return (
+            None if not th.required else _compare(name, th, key, _side(base, name), _side(cand, name), strict)
+        )
     if name in _TIMINGS:
         outcome: Outcome = "fail" if th.required and strict else "not_compared"
         why = (
             "timed in two separate runs, not paired (machine load differs between runs); "
             "pruned configurations are gated on their paired ratio to the base"
         )
-        return Comparison(model, method, ratio, name, outcome, why, _side(base, name).value, _side(cand, name).value)
+        return Comparison(
+            model, method, ratio, name, outcome, why, _side(base, name).value, _side(cand, name).value
+        )
     return _compare(name, th, key, _side(base, name), _side(cand, name), strict)
 
 

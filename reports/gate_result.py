@@ -100,9 +100,27 @@ class GateResult:
             outcome = c.outcome.upper().replace("_", " ")
             metric = f"{c.metric} (via {c.compared})" if c.compared else c.metric
             rows.append(
-                (c.config, metric, num(c.baseline), num(c.candidate), c.change_text(), c.limits, outcome, c.reason)
+                (
+                    c.config,
+                    metric,
+                    num(c.baseline),
+                    num(c.candidate),
+                    c.change_text(),
+                    c.limits,
+                    outcome,
+                    c.reason,
+                )
             )
-        header = ("config", "metric", "baseline", "candidate", "change [interval]", "limit", "result", "reason")
+        header = (
+            "config",
+            "metric",
+            "baseline",
+            "candidate",
+            "change [interval]",
+            "limit",
+            "result",
+            "reason",
+        )
         lines = []
         if self.thresholds_source:
             lines += [f"Thresholds ({self.thresholds_source}): {self.thresholds}", ""]

@@ -56,10 +56,7 @@ def _cell(cell: Cell, notes: Notes) -> str:
         n = notes.ref(f"estimated: {cell.note}")
         out += f' <span class="est" title="{_e(cell.note)}">(est.)<sup>[{n}]</sup></span>'
     if cell.delta:
-        out += (
-            f'<span class="delta {cell.verdict}"{title}>'
-            f"{_e(cell.arrow)} {_e(cell.delta)}</span>"
-        )
+        out += f'<span class="delta {cell.verdict}"{title}>{_e(cell.arrow)} {_e(cell.delta)}</span>'
     return f"<td>{out}</td>"
 
 
@@ -88,9 +85,7 @@ def _plot_section(anchor: str, heading: str, plots: list[P.Plot], empty: str, ex
 
 
 def _table(head: list[str], rows: list[str]) -> str:
-    return (
-        "<table><thead><tr>" + "".join(head) + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-    )
+    return "<table><thead><tr>" + "".join(head) + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
 
 
 def _summary(c: Content, notes: Notes) -> list[str]:
@@ -108,7 +103,9 @@ def _summary(c: Content, notes: Notes) -> list[str]:
             continue
         head = ["<th class='l'>Pruned</th>"] + [f"<th title='{_e(k)}'>{_e(t)}</th>" for k, t in s.columns]
         rows = [
-            f"<tr><td class='l'>{_e(lab)}</td>" + "".join(_cell(cells[k], notes) for k, _ in s.columns) + "</tr>"
+            f"<tr><td class='l'>{_e(lab)}</td>"
+            + "".join(_cell(cells[k], notes) for k, _ in s.columns)
+            + "</tr>"
             for lab, cells in s.rows
         ]
         h.append(_table(head, rows))
@@ -237,13 +234,17 @@ def to_html(c: Content) -> str:
     if c.sel.smoke == "all":
         h.append(f'<div class="banner">{_e(SMOKE_BANNER)}</div>')
     elif c.sel.smoke == "some":
-        h.append('<div class="banner">This report shows smoke records next to full ones (marked [smoke]).</div>')
+        h.append(
+            '<div class="banner">This report shows smoke records next to full ones (marked [smoke]).</div>'
+        )
     warnings = c.sel.warnings + seed_notes(c)
     if warnings:
         items = "".join(f"<li>{_e(w)}</li>" for w in warnings)
         h.append(f'<div class="warn"><strong>Comparability warnings</strong><ul>{items}</ul></div>')
     if c.sel.notices:
-        h.append('<div class="notice"><ul>' + "".join(f"<li>{_e(n)}</li>" for n in c.sel.notices) + "</ul></div>")
+        h.append(
+            '<div class="notice"><ul>' + "".join(f"<li>{_e(n)}</li>" for n in c.sel.notices) + "</ul></div>"
+        )
     h += _summary(c, notes)
     h.append('<h2 id="plots">Plots</h2>')
     h += [_plot(p) for p in (c.ratios_plot, c.quality_plot)]
@@ -263,6 +264,8 @@ def to_html(c: Content) -> str:
         h.append(_table(["<th class='l'>Model</th><th class='l'>Run</th><th class='l'>Error</th>"], rows))
     h += _provenance(c)
     if notes.items:
-        h.append('<h2 id="notes">Notes</h2><ol>' + "".join(f"<li>{_e(n)}</li>" for n in notes.items) + "</ol>")
+        h.append(
+            '<h2 id="notes">Notes</h2><ol>' + "".join(f"<li>{_e(n)}</li>" for n in notes.items) + "</ol>"
+        )
     h.append("</body></html>")
     return "\n".join(h)

@@ -122,8 +122,13 @@ def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
     m += ["## Plots", ""]
     m += _plot(c.ratios_plot, assets, rel) + _plot(c.quality_plot, assets, rel)
     m += _details(c, notes)
-    m += ["## Sustainability", "", "Energy and carbon per 1,000 images, the saving from the paired energy "
-          "ratio, the energy the pruning cost, and after how many images pruning has paid for itself.", ""]
+    m += [
+        "## Sustainability",
+        "",
+        "Energy and carbon per 1,000 images, the saving from the paired energy "
+        "ratio, the energy the pruning cost, and after how many images pruning has paid for itself.",
+        "",
+    ]
     if c.sustain:
         rows = [
             sustain_cells(s) + [s.breakeven + (f" [{notes.ref('; '.join(s.notes))}]" if s.notes else "")]

@@ -133,13 +133,31 @@ def quality_vs_energy(groups: list[Group]) -> Plot:
             iv = interval_of(metric(r, "energy_image_j")["details"])
             xerr = [[x - iv[0]], [iv[1] - x]] if iv else None
             est = metric(r, "energy_image_j")["status"] == "estimated"
-            ax.errorbar([x], [y], xerr=xerr, fmt="s" if is_base(r) else "o", color=c, ms=7,
-                        mfc="white" if est else c, mew=1.5, capsize=3, lw=1, zorder=3)
+            ax.errorbar(
+                [x],
+                [y],
+                xerr=xerr,
+                fmt="s" if is_base(r) else "o",
+                color=c,
+                ms=7,
+                mfc="white" if est else c,
+                mew=1.5,
+                capsize=3,
+                lw=1,
+                zorder=3,
+            )
             text = "base" if is_base(r) else f"{100 * float(r['ratio']):.0f}%"
             texts.append(ax.text(x, y, text, fontsize=8, color=c, zorder=4))
         front = pareto_front(xy, bool(hib))
-        ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], color="#999", ls="--", lw=1,
-                zorder=2, label="Pareto front")
+        ax.plot(
+            [xy[i][0] for i in front],
+            [xy[i][1] for i in front],
+            color="#999",
+            ls="--",
+            lw=1,
+            zorder=2,
+            label="Pareto front",
+        )
         ax.set_xlabel("energy per image [J] (lower is better ←)")
         ax.set_ylabel(axis_label(qname, hib))
         ax.set_title(g.model, fontsize=10)
@@ -175,9 +193,11 @@ def paired_ratios(groups: list[Group]) -> Plot:
     rows = [(m, r) for m, r in rows if any(number(r, name) is not None for name, _ in RATIO_PANELS)]
     title = "Speed and energy: paired ratios to the base"
     if not rows:
-        return Plot("paired_ratios", title, None, ["No pruned record holds a paired latency or energy ratio."])
+        return Plot(
+            "paired_ratios", title, None, ["No pruned record holds a paired latency or energy ratio."]
+        )
     colors = method_colors(r["method"] for _, r in rows)
-    fig = Figure(layout="constrained", figsize=(10, 0.28 * len(rows) + 1.8))
+    fig = Figure(layout="constrained", figsize=(10, max(3.0, 0.28 * len(rows) + 1.8)))
     labels = [f"{m} · {r['method']} @{100 * float(r['ratio']):.0f}%" for m, r in rows]
     first = None
     for k, (name, xlabel) in enumerate(RATIO_PANELS):
@@ -192,8 +212,9 @@ def paired_ratios(groups: list[Group]) -> Plot:
             none = iv is None or iv[0] <= 1.0 <= iv[1]
             c = colors[r["method"]]
             xerr = [[v - iv[0]], [iv[1] - v]] if iv else None
-            ax.errorbar([v], [i], xerr=xerr, fmt="o", color=c, mfc="white" if none else c, mew=1.5,
-                        capsize=3, lw=1.2)
+            ax.errorbar(
+                [v], [i], xerr=xerr, fmt="o", color=c, mfc="white" if none else c, mew=1.5, capsize=3, lw=1.2
+            )
         ax.axvline(1.0, color="#444", lw=1, ls=":")
         ax.set_xlabel(f"{xlabel} (< 1 is better ←)")
         ax.grid(True, axis="x", alpha=0.3)
@@ -210,4 +231,3 @@ def paired_ratios(groups: list[Group]) -> Plot:
         "contains 1, no measurable change."
     )
     return Plot("paired_ratios", title, _png(fig), [], cap)
-

@@ -46,8 +46,16 @@ def ratio_cell(record: dict, name: str, lower: str, higher: str) -> Cell:
     if lo <= 1.0 <= hi:
         return Cell(text, vd["status"], note, NO_CHANGE, "=", "neutral", r, title)
     faster = hi < 1.0
-    return Cell(text, vd["status"], note, lower if faster else higher, "↓" if faster else "↑",
-                "good" if faster else "bad", r, title)
+    return Cell(
+        text,
+        vd["status"],
+        note,
+        lower if faster else higher,
+        "↓" if faster else "↑",
+        "good" if faster else "bad",
+        r,
+        title,
+    )
 
 
 def _removed(record: dict, base: dict | None, name: str) -> Cell:

@@ -178,7 +178,12 @@ def make_record(
         metrics["fid"]["details"] = {"n_samples": fid_samples}
         lat = vals["latency_image_s"]
         metrics["latency_image_s"]["details"] = {
-            "p50": lat, "p90": lat * 1.02, "p99": lat * 1.04, "stdev": 0.05, "n": 10, **_ci(lat, 0.02)
+            "p50": lat,
+            "p90": lat * 1.02,
+            "p99": lat * 1.04,
+            "stdev": 0.05,
+            "n": 10,
+            **_ci(lat, 0.02),
         }
         metrics["energy_image_j"]["details"] = {**_ci(vals["energy_image_j"], 0.03)}
         if method != "base":

@@ -1,4 +1,5 @@
-"""Open the HTML report in headless Chromium: it renders, and no image is broken."""
+"""Open the HTML report in headless Chromium: it renders, no image is broken, and the summary, the plots and
+the sample grids are on the page, visible and large enough to read."""
 
 from __future__ import annotations
 
@@ -23,12 +24,21 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 CHECK_SCRIPT = """
 <script>
 window.addEventListener('load', function () {
+  function shown(el) {
+    var r = el.getBoundingClientRect(), st = getComputedStyle(el);
+    return {w: Math.round(r.width), h: Math.round(r.height), top: Math.round(r.top + window.scrollY),
+            visible: st.display !== 'none' && st.visibility !== 'hidden' && r.width > 0 && r.height > 0,
+            natural: el.naturalWidth || 0};
+  }
+  function all(sel) { return Array.prototype.slice.call(document.querySelectorAll(sel)).map(shown); }
   var imgs = Array.prototype.slice.call(document.images);
   var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
                    .map(function (i) { return i.alt || i.src.slice(0, 40); });
   var pre = document.createElement('pre');
   pre.id = 'imgcheck';
-  pre.textContent = JSON.stringify({n: imgs.length, broken: broken});
+  pre.textContent = JSON.stringify({n: imgs.length, broken: broken, summary: all('#summary table'),
+    summary_text: (document.querySelector('#summary') || {}).innerText || '',
+    plots: all('figure.plot img'), grids: all('img.grid')});
   document.body.appendChild(pre);
 });
 </script>
@@ -52,6 +62,16 @@ def test_html_report_renders_in_chromium_without_broken_images(tmp_path):
     result = json.loads(html.unescape(m.group(1)))
     assert result["n"] == 10
     assert result["broken"] == []
+    # the summary leads: one table per model, visible near the top of the page
+    assert len(result["summary"]) == 1 and result["summary"][0]["visible"]
+    assert result["summary"][0]["top"] < 900
+    assert "Latency pruned/base" in result["summary_text"] and "[" in result["summary_text"]
+    # the plots: ratio forest, Pareto panels, kept units, power, training
+    assert len(result["plots"]) == 5
+    assert all(p["visible"] and p["w"] >= 400 and p["natural"] >= 400 for p in result["plots"]), result["plots"]
+    # the sample grids, upscaled to a readable size
+    assert len(result["grids"]) == 5
+    assert all(g["visible"] and g["w"] >= 600 and g["h"] >= 100 for g in result["grids"]), result["grids"]
 
     shot = tmp_path / "shot.png"
     res = _chromium(["--window-size=1280,3000", "--virtual-time-budget=10000", f"--screenshot={shot}",

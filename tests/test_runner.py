@@ -57,7 +57,7 @@ def _suite(tmp_path: Path, tiny_dirs: Path, models=("sdxl",), methods=METHODS) -
             "samples": 4,
             "metrics": ["ssim_vs_base", "psnr_vs_base"],
         },
-        "performance": {"latency": {"warmup": 0, "min_reps": 1, "min_seconds": 0, "max_reps": 2}},
+        "performance": {"latency": {"warmup": 0, "min_reps": 3, "min_seconds": 0, "max_reps": 3}},
         "energy": {"country": "FRA", "idle_baseline_s": 0},
         "outputs": {"dir": str(tmp_path / "out")},
     }

@@ -247,8 +247,13 @@ def _ls_rows(kind: str) -> list[dict]:
 
     if kind == "models":
         return [
-            {"name": m.name, "family": m.family, "default_source": m.default_source, "hub_id": m.hub_id,
-             "description": m.help}
+            {
+                "name": m.name,
+                "family": m.family,
+                "default_source": m.default_source,
+                "hub_id": m.hub_id,
+                "description": m.help,
+            }
             for m in (S.known_model(n) for n in S.model_names())
         ]
     if kind == "methods":
@@ -257,8 +262,14 @@ def _ls_rows(kind: str) -> list[dict]:
         from ecodiff_bench.core.metrics import METRICS
 
         return [
-            {"name": m.name, "unit": m.unit, "higher_is_better": m.higher_is_better, "delta": m.delta,
-             "measured": m.stage, "description": m.help}
+            {
+                "name": m.name,
+                "unit": m.unit,
+                "higher_is_better": m.higher_is_better,
+                "delta": m.delta,
+                "measured": m.stage,
+                "description": m.help,
+            }
             for m in map(METRICS.get, METRICS)
         ]
     rows = []
@@ -281,11 +292,19 @@ def ls_cmd(what: str | None, as_json: bool) -> None:
         click.echo(json.dumps({kind: _ls_rows(kind) for kind in kinds}, indent=1))
         return
     columns = {
-        "models": [("name", "name"), ("family", "family"), ("default source", "source"),
-                   ("description", "description")],
+        "models": [
+            ("name", "name"),
+            ("family", "family"),
+            ("default source", "source"),
+            ("description", "description"),
+        ],
         "methods": [("name", "name"), ("description", "description")],
-        "metrics": [("name", "name"), ("unit", "unit"), ("measured", "measured"),
-                    ("description", "description")],
+        "metrics": [
+            ("name", "name"),
+            ("unit", "unit"),
+            ("measured", "measured"),
+            ("description", "description"),
+        ],
         "suites": [("name", "name"), ("description", "description")],
     }
     when = {
@@ -348,8 +367,17 @@ def run_cmd(
         specs = expand(s, smoke=smoke)
         if as_json:
             done = _done_records(s, specs) or set()
-            rows = [{"record_id": sp.record_id, "model": sp.model, "method": sp.method, "ratio": sp.ratio,
-                     "seed": sp.seed, "done": sp.record_id in done} for sp in specs]
+            rows = [
+                {
+                    "record_id": sp.record_id,
+                    "model": sp.model,
+                    "method": sp.method,
+                    "ratio": sp.ratio,
+                    "seed": sp.seed,
+                    "done": sp.record_id in done,
+                }
+                for sp in specs
+            ]
             click.echo(json.dumps({"suite": s.name, "dry_run": True, "runs": rows}, indent=1))
             return
         click.echo(_summary(apply_smoke(s) if smoke else s, specs, smoke))

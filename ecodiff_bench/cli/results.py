@@ -176,7 +176,9 @@ def compare_cmd(a, b, store_path, metrics, as_json):
         )
     changes = diff(recs_a, recs_b, list(metrics) or None)
     if as_json:
-        click.echo(json.dumps({"a": desc_a, "b": desc_b, "changes": [c.to_dict() for c in changes]}, indent=1))
+        click.echo(
+            json.dumps({"a": desc_a, "b": desc_b, "changes": [c.to_dict() for c in changes]}, indent=1)
+        )
         return
     rows = []
     for c in changes:
@@ -239,7 +241,9 @@ def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_
     except StoreError as exc:
         raise click.BadParameter(str(exc), param_hint="--tag") from None
     export_records(recs, out, fmt, layout)
-    click.echo(f"Wrote {len(recs)} record(s) to {out} ({fmt}, {layout if fmt != 'jsonl' else 'full records'}).")
+    click.echo(
+        f"Wrote {len(recs)} record(s) to {out} ({fmt}, {layout if fmt != 'jsonl' else 'full records'})."
+    )
     if not include_smoke:
         n = len(
             store.records(suite=suite, run_id=run_id, model=model, tag=tag, status=status, smoke_only=True)

@@ -99,7 +99,9 @@ def paired_ratio(
     """``median(num) / median(den)`` of paired samples, with a bootstrap interval over the pairs."""
     a, b = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"paired_ratio: need two equal-length, non-empty 1-d samples, got {a.shape}, {b.shape}")
+        raise ValueError(
+            f"paired_ratio: need two equal-length, non-empty 1-d samples, got {a.shape}, {b.shape}"
+        )
     if np.any(b <= 0) or np.any(a < 0):
         raise ValueError("paired_ratio: samples must be positive (durations, energies)")
     estimate = float(_ratio_of_medians(a, b))
@@ -127,9 +129,7 @@ def mean_interval(xs: Sequence[float], confidence: float = DEFAULT_CONFIDENCE) -
     return Interval(estimate, min(lo, estimate), max(hi, estimate), confidence, int(x.size), method)
 
 
-def ratio_change(
-    ratio: float, interval: tuple[float, float] | None, higher_is_better: bool | None
-) -> str:
+def ratio_change(ratio: float, interval: tuple[float, float] | None, higher_is_better: bool | None) -> str:
     """What a ratio vs a reference says: "better", "worse", "no measurable change", or "" (no interval).
 
     ``higher_is_better`` is the direction of the quantity whose ratio this is (latency: False).

@@ -161,7 +161,9 @@ class _Loop:
                 continue
             pairs = list(zip(self.blocks[k], ref, strict=False))
             out[f"{k}:latency"] = paired_ratio(
-                [a.image_s(self.images) for a, _ in pairs], [b.image_s(self.images) for _, b in pairs], confidence
+                [a.image_s(self.images) for a, _ in pairs],
+                [b.image_s(self.images) for _, b in pairs],
+                confidence,
             )
             energy = [(a.energy_j(self.images), b.energy_j(self.images)) for a, b in pairs]
             if all(x is not None and y is not None and y > 0 for x, y in energy):
@@ -194,13 +196,21 @@ def measure_paired(
     if not fns:
         raise ValueError("fns: expected at least one {label: callable}, got an empty mapping")
     if min_rounds < 1 or max_rounds < min_rounds:
-        raise ValueError(f"min_rounds/max_rounds: need 1 <= min_rounds <= max_rounds, got {min_rounds}, {max_rounds}")
+        raise ValueError(
+            f"min_rounds/max_rounds: need 1 <= min_rounds <= max_rounds, got {min_rounds}, {max_rounds}"
+        )
     if precision <= 0 or max_seconds < 0 or min_seconds < 0 or warmup < 0:
         raise ValueError("precision must be > 0; max_seconds, min_seconds and warmup must be >= 0")
     if min_block_s is None:
         min_block_s = monitor.min_window_s if monitor.gpus else 0.0
-    loop = _Loop(dict(fns), monitor, images_per_call=images_per_call, device=device, clock=clock,
-                 min_block_s=min_block_s)
+    loop = _Loop(
+        dict(fns),
+        monitor,
+        images_per_call=images_per_call,
+        device=device,
+        clock=clock,
+        min_block_s=min_block_s,
+    )
     labels = list(fns)
     for _ in range(warmup):
         for k in labels:
@@ -219,8 +229,9 @@ def measure_paired(
         if now() - start >= max_seconds:
             stopped = "time budget"
             break
-    result = PairedResult(loop.blocks, rounds, stopped, now() - start, images_per_call, steps_per_call,
-                          confidence)
+    result = PairedResult(
+        loop.blocks, rounds, stopped, now() - start, images_per_call, steps_per_call, confidence
+    )
     result.values = _values(result, loop, precision, max_seconds, monitor)
     return result
 
@@ -228,27 +239,50 @@ def measure_paired(
 def _values(res: PairedResult, loop: _Loop, precision: float, max_seconds: float, monitor) -> dict:
     """Per model: latency and energy metrics; per model other than the reference: the paired ratios."""
     ipc, conf = res.images_per_call, res.confidence
-    common = {"rounds": res.rounds, "stopped": res.stopped, "precision": precision, "max_seconds": max_seconds}
+    common = {
+        "rounds": res.rounds,
+        "stopped": res.stopped,
+        "precision": precision,
+        "max_seconds": max_seconds,
+    }
     intervals = loop.intervals(conf)
     out: dict[str, dict[str, Value]] = {}
     for label, blocks in res.blocks.items():
         calls = [c for b in blocks for c in b.call_s]
         per_image = mean_interval([b.image_s(ipc) for b in blocks], conf)
         extra = {**common, "paired_with": [k for k in res.blocks if k != label], "blocks": len(blocks)}
-        values = latency_values(calls, images_per_call=ipc, steps_per_call=res.steps_per_call,
-                                clock="perf_counter" if loop.clock is None else "injected",
-                                extra_details=extra)
+        values = latency_values(
+            calls,
+            images_per_call=ipc,
+            steps_per_call=res.steps_per_call,
+            clock="perf_counter" if loop.clock is None else "injected",
+            extra_details=extra,
+        )
         lat = values["latency_image_s"]
-        values["latency_image_s"] = Value(lat.name, lat.value, lat.unit, lat.status, lat.higher_is_better,
-                                          lat.note, {**lat.details, **per_image.details()})
+        values["latency_image_s"] = Value(
+            lat.name,
+            lat.value,
+            lat.unit,
+            lat.status,
+            lat.higher_is_better,
+            lat.note,
+            {**lat.details, **per_image.details()},
+        )
         window = combine_windows([b.window for b in blocks], f"paired:{label}")
         energy = window.values(images=len(calls) * ipc, idle_power=monitor.idle_power)
         per_block = [b.energy_j(ipc) for b in blocks]
         if energy["energy_image_j"].available and all(e is not None for e in per_block):
             e = energy["energy_image_j"]
             ci = mean_interval(per_block, conf).details()
-            energy["energy_image_j"] = Value(e.name, e.value, e.unit, e.status, e.higher_is_better, e.note,
-                                             {**e.details, **ci, "rounds": res.rounds})
+            energy["energy_image_j"] = Value(
+                e.name,
+                e.value,
+                e.unit,
+                e.status,
+                e.higher_is_better,
+                e.note,
+                {**e.details, **ci, "rounds": res.rounds},
+            )
         values.update(energy)
         if label != REFERENCE and REFERENCE in res.blocks:
             values.update(_ratios(label, intervals, res, energy["energy_image_j"]))

@@ -112,7 +112,9 @@ def _open(suite: Suite, smoke: bool, out: Path | None) -> Context:
     return Context(suite, smoke, out, store, run_id, provenance, monitor)
 
 
-def run_suite(suite: Suite, *, smoke: bool = False, out: Path | None = None, summary: dict | None = None) -> int:
+def run_suite(
+    suite: Suite, *, smoke: bool = False, out: Path | None = None, summary: dict | None = None
+) -> int:
     """Run every pending spec of ``suite``; returns the process exit code (1 if any spec failed).
 
     ``summary``, when given, is filled with what the run did (``run --json``): run id, store, the
@@ -140,8 +142,14 @@ def run_suite(suite: Suite, *, smoke: bool = False, out: Path | None = None, sum
             run_id=ctx.run_id,
             store=str(ctx.store.path),
             records=[
-                {"record_id": s.record_id, "model": s.model, "method": s.method, "ratio": s.ratio,
-                 "seed": s.seed, "measured_now": s.record_id not in done_before}
+                {
+                    "record_id": s.record_id,
+                    "model": s.model,
+                    "method": s.method,
+                    "ratio": s.ratio,
+                    "seed": s.seed,
+                    "measured_now": s.record_id not in done_before,
+                }
                 for s in specs
             ],
             failed=failed,
