@@ -162,7 +162,7 @@ def test_pruned_model_written_by_run_loads_with_pruning_load(tmp_path, tiny_dirs
     # The model card shows the measured figures next to the unpruned model's, and no machine path.
     from huggingface_hub import ModelCard
 
-    card = ModelCard.load(Path(record["artifacts"]["model_dir"]) / "README.md")
+    card = ModelCard.load(artifact_path(record, "model_dir", store) / "README.md")
     assert card.data.library_name == "diffusers" and card.data.pruning["method"] == "magnitude"
     m, base = record["metrics"], next(r for r in Store(tmp_path / "out" / "store.sqlite").records()
                                       if r["method"] == "base")["metrics"]

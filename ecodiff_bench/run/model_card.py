@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pruning
 from ecodiff_bench.core.record import RunRecord
+from ecodiff_bench.core.stats import interval_of
 
 #: metric -> the metric holding its paired pruned/base ratio, if the runner measures one
 CARD_METRICS: dict[str, str | None] = {
@@ -18,8 +19,9 @@ CARD_METRICS: dict[str, str | None] = {
     "flops_per_step": None,
     "disk_bytes": None,
     "latency_image_s": "latency_ratio_vs_base",
-    "energy_image_j": None,
-    "gco2e_per_1000_images": None,
+    "energy_image_j": "energy_ratio_vs_base",
+    "gco2e_per_1000_images": "energy_ratio_vs_base",
+    "model_peak_bytes": None,
     "cuda_peak_allocated_bytes": None,
     "peak_rss_bytes": None,
     "fid": None,
@@ -41,20 +43,32 @@ def card_rows(metrics: dict[str, dict], base_metrics: dict[str, dict]) -> list[d
         base = base_metrics.get(name) or {}
         base_value = base.get("value") if base.get("status") != "unavailable" else None
         ratio = metrics.get(paired) if paired else None
+        note = m.get("note", "")
         if ratio and ratio["status"] != "unavailable":  # show the base figure of the same paired window
             base_value = ratio.get("details", {}).get(f"base_{name}", base_value)
+            note = _interval_note(ratio) or note
         rows.append(
             {
                 "name": name,
                 "value": m["value"],
                 "unit": m["unit"],
                 "status": m["status"],
-                "note": m.get("note", ""),
+                "note": note,
                 "base": base_value,
                 "ratio": ratio["value"] if ratio and ratio["status"] != "unavailable" else None,
             }
         )
     return rows
+
+
+def _interval_note(ratio: dict) -> str:
+    """'paired ratio 0.93, 95% interval [0.85, 1.02]: no measurable change' (empty without an interval)."""
+    iv = interval_of(ratio.get("details"))
+    if iv is None:
+        return ""
+    verdict = "no measurable change" if iv[0] <= 1.0 <= iv[1] else ("lower" if iv[1] < 1 else "higher")
+    conf = 100 * ratio["details"].get("confidence", 0.95)
+    return f"paired ratio {ratio['value']:.3g}, {conf:g}% interval [{iv[0]:.3g}, {iv[1]:.3g}]: {verdict}"
 
 
 def write_measured_card(model_dir: Path, record: RunRecord, base_record: RunRecord | dict | None) -> Path:
@@ -71,7 +85,8 @@ def write_measured_card(model_dir: Path, record: RunRecord, base_record: RunReco
         f"{size} px, batch {settings.get('batch_size')}",
         "quality": f"{settings.get('samples')} evaluation images, "
         "the same prompts and seeds as the unpruned model",
-        "ratios": "this model / unpruned; latency's is paired (both timed interleaved in one window)",
+        "ratios": "this model / unpruned; latency's and energy's are paired (both timed interleaved in "
+        "the same run), with their confidence intervals in the notes",
     }
     base_metrics = base["metrics"] if base and base["status"] == "ok" else {}
     return pruning.write_card(
