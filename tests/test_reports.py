@@ -136,6 +136,7 @@ def test_columns_only_for_metrics_the_records_hold(tmp_path):
     assert "fid" not in [c.key for c in group.columns] and "frechet" in [c.key for c in group.columns]
     html = reports.render(recs, tmp_path / "r")["html"].read_text()
     assert ">FID<" not in html and "Fréchet dist." in html
+    assert "No power timeline in any of the 5 records" in html  # one line, not one per record
 
 
 def test_notes_differing_only_in_figures_collapse():
