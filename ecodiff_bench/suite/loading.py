@@ -52,32 +52,52 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _load_raw(path: Path, stack: tuple[Path, ...] = ()) -> dict:
-    path = path.resolve()
-    if path in stack:
-        chain = " -> ".join(p.name for p in (*stack, path))
-        raise SuiteError(f"include: cycle detected ({chain})")
-    data = _read_mapping(path)
-    _anchor_local_paths(data, path.parent)
-    includes = data.pop("include", None)
-    if includes is None:
-        return data
-    if isinstance(includes, str):
-        includes = [includes]
-    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
-        raise SuiteError(
-            f"include: expected a file name or a list of file names (got {includes!r}) in {path}"
-        )
-    merged: dict = {}
-    for inc in includes:
-        inc_path = Path(inc).expanduser()
-        inc_path = inc_path if inc_path.is_absolute() else path.parent / inc_path
-        if not inc_path.is_file():
+#: At most this many files make up one suite (itself and everything it includes, counted per include),
+#: so that a chain of includes cannot multiply into millions of reads.
+MAX_FILES = 64
+
+
+class _Includes:
+    """The files read so far for one suite (a bound on their number, and cycles detected)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def load(self, path: Path, stack: tuple[Path, ...] = ()) -> tuple[dict, bool]:
+        """The merged content of ``path`` and its includes, and whether the file itself names the suite."""
+        path = path.resolve()
+        if path in stack:
+            chain = " -> ".join(p.name for p in (*stack, path))
+            raise SuiteError(f"include: cycle detected ({chain})")
+        self.count += 1
+        if self.count > MAX_FILES:
+            raise SuiteError(f"include: more than {MAX_FILES} files make up this suite (last: {path})")
+        data = _read_mapping(path)
+        has_name = "name" in data
+        _anchor_local_paths(data, path.parent)
+        includes = data.pop("include", None)
+        if includes is None:
+            return data, has_name
+        if isinstance(includes, str):
+            includes = [includes]
+        if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
             raise SuiteError(
-                f"include: file not found: {inc_path.resolve()} (got {inc!r}; included from {path})"
+                f"include: expected a file name or a list of file names (got {includes!r}) in {path}"
             )
-        merged = deep_merge(merged, _load_raw(inc_path, (*stack, path)))
-    return deep_merge(merged, data)
+        merged: dict = {}
+        for inc in includes:
+            inc_path = Path(inc).expanduser()
+            inc_path = inc_path if inc_path.is_absolute() else path.parent / inc_path
+            if not inc_path.is_file():
+                raise SuiteError(
+                    f"include: file not found: {inc_path.resolve()} (got {inc!r}; included from {path})"
+                )
+            merged = deep_merge(merged, self.load(inc_path, (*stack, path))[0])
+        return deep_merge(merged, data), has_name
+
+
+def _load_raw(path: Path) -> tuple[dict, bool]:
+    return _Includes().load(path)
 
 
 def resolve_suite_path(path_or_name: str | Path) -> Path:
@@ -110,9 +130,9 @@ def load_suite(path_or_name: str | Path) -> Suite:
     path = resolve_suite_path(path_or_name)
     source = str(path_or_name)
     try:
-        data = _load_raw(path)
+        data, has_name = _load_raw(path)
     except SuiteError as e:
         raise SuiteError(e.problems, source=source) from None
-    if "name" not in _read_mapping(path):
+    if not has_name:
         data["name"] = path.stem  # a suite's name is its own, never inherited from an include
     return validate_suite(data, source=source)
