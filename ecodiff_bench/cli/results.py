@@ -33,12 +33,23 @@ def store_option(f):
     )(f)
 
 
-def open_store(store_path: Path | None) -> Store:
+def open_store(store_path: Path | None, *, write: bool = False) -> Store:
+    """The store, read-only unless ``write`` (only ``tag`` writes); a bad file is a usage error on --store."""
     path = store_path or default_store_path()
     try:
-        return Store(path, create=False)
+        return Store(path, create=False, readonly=not write)
     except StoreError as exc:
         raise click.BadParameter(str(exc), param_hint="--store") from None
+
+
+def writable_file(path: Path, param: str) -> Path:
+    """Check that ``path`` can be written (its folder exists or can be made) before any work is done."""
+    from ecodiff_bench.core.paths import check_writable_file
+
+    try:
+        return check_writable_file(path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=param) from None
 
 
 def _resolve(store: Store, ref: str, param: str, include_smoke: bool = True) -> tuple[str, list[dict]]:
@@ -222,7 +233,12 @@ def compare_cmd(a, b, store_path, metrics, as_json):
     show_default=True,
     help="wide: one row per record; long: one tidy row per record and metric.",
 )
-def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_smoke, layout):
+@click.option(
+    "--skip-damaged",
+    is_flag=True,
+    help="Export the records that can still be read from a damaged store, and list the others.",
+)
+def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_smoke, layout, skip_damaged):
     """Export records to OUT (csv, json, jsonl or parquet), with percentiles, confidence intervals and
     energy in Wh per 1,000 images."""
     if fmt is None:
@@ -233,18 +249,31 @@ def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_
                 f"({', '.join(EXPORT_FORMATS)})",
                 param_hint="OUT",
             )
+    writable_file(out, "OUT")
     store = open_store(store_path)
-    try:
-        recs = store.records(
-            suite=suite, run_id=run_id, model=model, tag=tag, status=status, include_smoke=include_smoke
+    filters = {"suite": suite, "run_id": run_id, "model": model, "tag": tag, "status": status}
+    if tag is not None and tag not in store.tag_names():
+        raise click.BadParameter(
+            f"unknown release tag {tag!r}; known: {', '.join(store.tag_names()) or 'none'}",
+            param_hint="--tag",
         )
-    except StoreError as exc:
-        raise click.BadParameter(str(exc), param_hint="--tag") from None
-    export_records(recs, out, fmt, layout)
+    damaged: list[tuple[str, str]] = []
+    if skip_damaged:
+        recs, damaged = store.readable_records(**filters, include_smoke=include_smoke)
+    else:
+        recs = store.records(**filters, include_smoke=include_smoke)
+    try:
+        export_records(recs, out, fmt, layout)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {out}: {exc.strerror or exc}", param_hint="OUT") from None
     click.echo(
         f"Wrote {len(recs)} record(s) to {out} ({fmt}, {layout if fmt != 'jsonl' else 'full records'})."
     )
-    if not include_smoke:
+    for rid, why in damaged:
+        click.echo(f"skipped damaged record {rid}: {why}", err=True)
+    if damaged:
+        click.echo(f"({len(damaged)} damaged record(s) could not be read and were left out)", err=True)
+    if not include_smoke and not skip_damaged:
         n = len(
             store.records(suite=suite, run_id=run_id, model=model, tag=tag, status=status, smoke_only=True)
         )
@@ -283,8 +312,13 @@ def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title, fo
     """Render the HTML and Markdown reports from the store (from any working directory: artifact paths
     are relative to the store's folder)."""
     import reports
+    from ecodiff_bench.core.paths import check_writable_dir
 
     store = open_store(store_path)
+    try:
+        check_writable_dir(out_dir)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--out") from None
     if run_id is not None and run_id not in store.run_ids():
         raise click.BadParameter(
             f"unknown run id {run_id!r}; recent runs: {', '.join(store.run_ids()[:8]) or 'none'}",
@@ -323,7 +357,7 @@ def tag_cmd(name, store_path, run_id, record_ids, replace):
     """Name a set of records a release (for `check --baseline/--candidate`)."""
     if (run_id is None) == (not record_ids):
         raise click.UsageError("give either --run-id RUN or one or more --record ID")
-    store = open_store(store_path)
+    store = open_store(store_path, write=True)
     try:
         ids = store.tag(name, list(record_ids) if record_ids else None, run_id=run_id, replace=replace)
     except StoreError as exc:
@@ -407,6 +441,8 @@ def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, s
 
     if candidate is not None and run_id is not None:
         raise click.UsageError("give --candidate RELEASE or --run-id RUN, not both")
+    if junit is not None:
+        writable_file(junit, "--junit")
     store = open_store(store_path)
     thresholds = load_thresholds(thresholds_path) if thresholds_path else None
     desc_b, base_recs = _resolve_release(store, baseline, "--baseline")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ecodiff_bench.core.registry import UnknownNameError
 
-__all__ = ["RecordError", "StoreError", "SuiteError", "UnknownNameError"]
+__all__ = ["PreflightError", "RecordError", "StoreError", "SuiteError", "UnknownNameError"]
 
 
 class SuiteError(ValueError):
@@ -14,6 +14,8 @@ class SuiteError(ValueError):
     ``source`` names the suite file (or builtin name) when known.
     """
 
+    heading = "Invalid"
+
     def __init__(self, problems: list[str] | str, source: str | None = None):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.source = source
@@ -22,12 +24,18 @@ class SuiteError(ValueError):
     def _render(self) -> str:
         where = f"suite {self.source}" if self.source else "suite"
         if len(self.problems) == 1:
-            return f"Invalid {where}: {self.problems[0]}"
+            return f"{self.heading} {where}: {self.problems[0]}"
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        return f"Invalid {where} ({len(self.problems)} problems):\n{lines}"
+        return f"{self.heading} {where} ({len(self.problems)} problems):\n{lines}"
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+class PreflightError(SuiteError):
+    """A valid suite that cannot run here (no such device, an output folder that cannot be written)."""
+
+    heading = "Cannot run"
 
 
 class RecordError(ValueError):

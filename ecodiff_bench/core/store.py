@@ -21,36 +21,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from ecodiff_bench.core import storefile
 from ecodiff_bench.core.errors import StoreError
 from ecodiff_bench.core.export import export_records
 from ecodiff_bench.core.record import RECORD_STATUSES, RunRecord, utc_now
 
-SCHEMA_VERSION = 1
 DEFAULT_STORE_ENV = "ECODIFF_BENCH_STORE"
 DEFAULT_STORE_PATH = Path("results") / "store.sqlite"
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS records (
-    record_id  TEXT PRIMARY KEY,
-    run_id     TEXT NOT NULL,
-    suite      TEXT NOT NULL,
-    model      TEXT NOT NULL,
-    method     TEXT NOT NULL,
-    smoke      INTEGER NOT NULL,
-    status     TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    written_at TEXT NOT NULL,
-    data       TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_run ON records(run_id);
-CREATE INDEX IF NOT EXISTS records_suite ON records(suite, model);
-CREATE TABLE IF NOT EXISTS tags (
-    name       TEXT NOT NULL,
-    record_id  TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (name, record_id)
-);
-"""
 
 
 def default_store_path() -> Path:
@@ -60,54 +37,69 @@ def default_store_path() -> Path:
 
 
 class Store:
-    """SQLite results store. ``Store(path)`` creates the file (and parent folders) unless ``create=False``."""
+    """SQLite results store.
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True, timeout_s: float = 60.0):
+    ``Store(path)`` opens (or creates, with its folders) a store for writing; ``create=False`` refuses a
+    missing file; ``readonly=True`` opens an existing store without ever writing to it. A file that is not
+    an ecodiff-bench store, or a damaged one, raises :class:`StoreError` and is left untouched.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, *, create: bool = True, readonly: bool = False, timeout_s: float = 60.0
+    ):
         self.path = Path(path)
-        if not self.path.exists():
-            if not create:
-                raise StoreError(f"no results store at {self.path} (run a suite first, or pass --store PATH)")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
-        self._conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-        mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"could not switch {self.path} to WAL journal mode (got {mode!r})")
-        # FULL: a committed record survives power loss too, not only a killed process.
-        self._conn.execute("PRAGMA synchronous = FULL")
-        with self._write():
-            for stmt in _DDL.strip().split(";"):
-                if stmt.strip():
-                    self._conn.execute(stmt)
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}; this ecodiff-bench reads up to {SCHEMA_VERSION}"
-                )
+        self.readonly = readonly
+        self._conn, version = storefile.open_store_file(
+            self.path, readonly=readonly, create=create, timeout_s=timeout_s
+        )
+        storefile.create_tag_view(self._conn, version)
+
+    def run_lock(self, suite: str, *, wait: bool = False, say=print) -> storefile.RunLock:
+        """The lock a run holds on this store (see :class:`~ecodiff_bench.core.storefile.RunLock`)."""
+        return storefile.RunLock(self.path, suite=suite, wait=wait, say=say)
 
     # -- plumbing -----------------------------------------------------------------------------------
+    def _q(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
+        """Run a read query; SQLite failures become a StoreError naming the file and the way out."""
+        try:
+            return self._conn.execute(sql, tuple(args)).fetchall()
+        except sqlite3.Error as e:
+            raise storefile.database_error(self.path, e) from None
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed entirely, or rolled back entirely."""
+        if self.readonly:
+            raise StoreError(f"results store {self.path} was opened read-only")
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise storefile.database_error(self.path, e) from None
+
+    def _decode(self, record_id: str, data: Any) -> dict:
+        """One stored row as a validated record, or a StoreError naming the record."""
+        try:
+            return _parse(data)
+        except (TypeError, ValueError) as e:  # JSONDecodeError and RecordError are ValueErrors
+            raise StoreError(
+                f"results store {self.path}: record {record_id} is damaged ({e}); {storefile.recovery_hint(self.path)}"
+            ) from None
 
     def close(self) -> None:
         """Close; first fold the WAL into the main file when no one else is using it (never waits).
 
         A failed checkpoint loses nothing: the WAL file keeps the data and the next open reads it.
         """
-        with suppress(sqlite3.Error):
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        if not self.readonly:
+            with suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._conn.close()
 
     def __enter__(self) -> Store:
@@ -117,11 +109,15 @@ class Store:
         self.close()
 
     def journal_mode(self) -> str:
-        return self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+        return self._q("PRAGMA journal_mode")[0][0]
 
     # -- records ------------------------------------------------------------------------------------
     def put(self, record: RunRecord | dict) -> dict:
-        """Insert or replace (by ``record_id``) one record, atomically. Returns the stored (normalized) record."""
+        """Insert or replace (by ``record_id``) one record, atomically. Returns the stored (normalized) record.
+
+        A release keeps its own copy of each record it tagged, so replacing a tagged record (a failed spec
+        measured again) writes the new record and leaves the release as it was.
+        """
         rec = RunRecord.parse(record).to_dict()
         data = json.dumps(rec, sort_keys=True, allow_nan=False)
         with self._write() as conn:
@@ -153,18 +149,15 @@ class Store:
         return [self.put(r) for r in records]
 
     def get(self, record_id: str) -> dict | None:
-        row = self._conn.execute("SELECT data FROM records WHERE record_id = ?", (record_id,)).fetchone()
-        return json.loads(row[0]) if row else None
+        rows = self._q("SELECT data FROM records WHERE record_id = ?", (record_id,))
+        return self._decode(record_id, rows[0][0]) if rows else None
 
     def has_ok(self, record_id: str) -> bool:
         """True when a record with this id is stored with status ``ok`` (a rerun may skip it)."""
-        row = self._conn.execute(
-            "SELECT 1 FROM records WHERE record_id = ? AND status = 'ok'", (record_id,)
-        ).fetchone()
-        return row is not None
+        return bool(self._q("SELECT 1 FROM records WHERE record_id = ? AND status = 'ok'", (record_id,)))
 
     def __len__(self) -> int:
-        return self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        return self._q("SELECT COUNT(*) FROM records")[0][0]
 
     def records(
         self,
@@ -179,14 +172,38 @@ class Store:
         record_ids: Iterable[str] | None = None,
         smoke_only: bool = False,
     ) -> list[dict]:
-        """Records matching every given filter, oldest first.
+        """Records matching every given filter, oldest first; with ``tag``, the release's own copies.
 
         Smoke records are left out unless ``include_smoke`` (both kinds) or ``smoke_only`` (smoke only).
+        A damaged record raises :class:`StoreError` naming it (:meth:`readable_records` skips them).
         """
+        sql, args = self._select(
+            "r.data", suite, run_id, model, include_smoke, status, method, tag, record_ids, smoke_only
+        )
+        if sql is None:
+            return []
+        return [self._decode(rid, data) for data, rid in self._q(sql, args)]
+
+    def _select(
+        self, column, suite, run_id, model, include_smoke, status, method, tag, record_ids, smoke_only
+    ):
+        """SQL for (``column``, record_id) of the rows matching :meth:`records`' filters, oldest first;
+        (None, []) when nothing can match."""
         if status is not None and status not in RECORD_STATUSES:
             raise ValueError(f"status must be one of {RECORD_STATUSES} or None, got {status!r}")
         where, args = [], []
-        for column, value in (
+        if tag is not None:
+            if not self._q("SELECT 1 FROM tag_rows WHERE name = ? LIMIT 1", (tag,)):
+                raise StoreError(
+                    f"unknown release tag {tag!r}; known tags: {', '.join(self.tag_names()) or 'none'}"
+                )
+            # the release's copies, filtered on their own fields
+            fields = ", ".join(f"json_extract(data, '$.{f}') AS {f}" for f in _TAG_FILTERS)
+            source = f"(SELECT record_id, run_id, smoke, data, {fields} FROM tag_rows WHERE name = ?) r"
+            args.append(tag)
+        else:
+            source = "records r"
+        for field, value in (
             ("suite", suite),
             ("run_id", run_id),
             ("model", model),
@@ -194,30 +211,43 @@ class Store:
             ("method", method),
         ):
             if value is not None:
-                where.append(f"r.{column} = ?")
+                where.append(f"r.{field} = ?")
                 args.append(value)
         if smoke_only:
             where.append("r.smoke = 1")
         elif not include_smoke:
             where.append("r.smoke = 0")
-        if tag is not None:
-            if not self._conn.execute("SELECT 1 FROM tags WHERE name = ? LIMIT 1", (tag,)).fetchone():
-                raise StoreError(
-                    f"unknown release tag {tag!r}; known tags: {', '.join(self.tag_names()) or 'none'}"
-                )
-            where.append("r.record_id IN (SELECT record_id FROM tags WHERE name = ?)")
-            args.append(tag)
         if record_ids is not None:
             ids = list(record_ids)
             if not ids:
-                return []
+                return None, []
             where.append(f"r.record_id IN ({', '.join('?' * len(ids))})")
             args.extend(ids)
-        sql = "SELECT r.data FROM records r"
+        sql = f"SELECT {column}, r.record_id FROM {source}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY r.created_at, r.record_id"
-        return [json.loads(row[0]) for row in self._conn.execute(sql, args)]
+        return sql + " ORDER BY r.created_at, r.record_id", args
+
+    def readable_records(self, **filters: Any) -> tuple[list[dict], list[tuple[str, str]]]:
+        """What :meth:`records` returns, skipping damaged records: (records, [(record id, why)]).
+
+        Each row is read on its own, so a damaged row (or page) costs that record only.
+        """
+        tag = filters.get("tag")
+        sql, args = self._select("r.record_id" if tag else "r.rowid", **{**_NO_FILTERS, **filters})
+        if sql is None:
+            return [], []
+        good, damaged = [], []
+        for key, rid in self._q(sql, args):
+            try:
+                if tag:
+                    query = ("SELECT data FROM tag_rows WHERE name = ? AND record_id = ?", (tag, key))
+                else:
+                    query = ("SELECT data FROM records WHERE rowid = ?", (key,))
+                good.append(_parse(self._conn.execute(*query).fetchone()[0]))
+            except (sqlite3.Error, TypeError, ValueError) as e:
+                damaged.append((str(rid), str(e)))
+        return good, damaged
 
     def count_smoke(self, **filters: Any) -> int:
         """How many smoke records match ``filters`` (the same keywords as :meth:`records`)."""
@@ -225,12 +255,12 @@ class Store:
 
     def runs(self) -> list[dict]:
         """History: one summary dict per run_id, newest first."""
-        rows = self._conn.execute(
+        rows = self._q(
             """SELECT run_id, MIN(suite), MIN(created_at), MAX(created_at), COUNT(*),
                       SUM(status = 'ok'), SUM(status = 'failed'), MAX(smoke), MIN(smoke),
                       GROUP_CONCAT(DISTINCT model), GROUP_CONCAT(DISTINCT method), COUNT(DISTINCT suite)
                FROM records GROUP BY run_id ORDER BY MIN(created_at) DESC, run_id"""
-        ).fetchall()
+        )
         out = []
         for (
             run_id,
@@ -264,11 +294,7 @@ class Store:
         return out
 
     def _tags_of_run(self, run_id: str) -> list[str]:
-        rows = self._conn.execute(
-            """SELECT DISTINCT t.name FROM tags t JOIN records r ON r.record_id = t.record_id
-               WHERE r.run_id = ? ORDER BY t.name""",
-            (run_id,),
-        ).fetchall()
+        rows = self._q("SELECT DISTINCT name FROM tag_rows WHERE run_id = ? ORDER BY name", (run_id,))
         return [r[0] for r in rows]
 
     def run_ids(self) -> list[str]:
@@ -285,16 +311,15 @@ class Store:
     ) -> list[str]:
         """Name a set of records a release: explicit ``record_ids`` or every record of ``run_id``.
 
-        A tag is immutable unless ``replace=True``. Returns the tagged record ids.
+        The release keeps a copy of each record as it is now. A tag is immutable unless ``replace=True``.
+        Returns the tagged record ids.
         """
         if not isinstance(name, str) or not name.strip():
             raise StoreError(f"a tag name must be a non-empty string, got {name!r}")
         if (record_ids is None) == (run_id is None):
             raise StoreError("tag(): give either record_ids or run_id (exactly one)")
         if run_id is not None:
-            ids = [
-                r[0] for r in self._conn.execute("SELECT record_id FROM records WHERE run_id = ?", (run_id,))
-            ]
+            ids = [r[0] for r in self._q("SELECT record_id FROM records WHERE run_id = ?", (run_id,))]
             if not ids:
                 raise StoreError(
                     f"no records with run_id {run_id!r}; known runs: {', '.join(self.run_ids()[:10]) or 'none'}"
@@ -303,15 +328,15 @@ class Store:
             ids = list(dict.fromkeys(record_ids))
             if not ids:
                 raise StoreError("tag(): record_ids is empty")
+            marks = ", ".join("?" * len(ids))
             known = {
-                r[0]
-                for r in self._conn.execute(
-                    f"SELECT record_id FROM records WHERE record_id IN ({', '.join('?' * len(ids))})", ids
-                )
+                r[0] for r in self._q(f"SELECT record_id FROM records WHERE record_id IN ({marks})", ids)
             }
             unknown = [i for i in ids if i not in known]
             if unknown:
                 raise StoreError(f"unknown record id(s): {', '.join(unknown)}")
+        for rid in ids:  # never copy a damaged record into a release
+            self.get(rid)
         now = utc_now()
         with self._write() as conn:
             exists = conn.execute("SELECT 1 FROM tags WHERE name = ? LIMIT 1", (name,)).fetchone()
@@ -321,20 +346,20 @@ class Store:
                 )
             conn.execute("DELETE FROM tags WHERE name = ?", (name,))
             conn.executemany(
-                "INSERT INTO tags (name, record_id, created_at) VALUES (?, ?, ?)",
-                [(name, i, now) for i in ids],
+                """INSERT INTO tags (name, record_id, created_at, run_id, smoke, data)
+                   SELECT ?, record_id, ?, run_id, smoke, data FROM records WHERE record_id = ?""",
+                [(name, now, i) for i in ids],
             )
         return ids
 
     def tag_names(self) -> list[str]:
-        return [r[0] for r in self._conn.execute("SELECT DISTINCT name FROM tags ORDER BY name")]
+        return [r[0] for r in self._q("SELECT DISTINCT name FROM tag_rows ORDER BY name")]
 
     def tags(self) -> list[dict]:
-        rows = self._conn.execute(
-            """SELECT t.name, MIN(t.created_at), COUNT(*), GROUP_CONCAT(DISTINCT r.run_id), MAX(r.smoke)
-               FROM tags t LEFT JOIN records r ON r.record_id = t.record_id
-               GROUP BY t.name ORDER BY MIN(t.created_at), t.name"""
-        ).fetchall()
+        rows = self._q(
+            """SELECT name, MIN(created_at), COUNT(*), GROUP_CONCAT(DISTINCT run_id), MAX(smoke)
+               FROM tag_rows GROUP BY name ORDER BY MIN(created_at), name"""
+        )
         return [
             {
                 "name": n,
@@ -347,7 +372,7 @@ class Store:
         ]
 
     def tagged(self, name: str) -> list[dict]:
-        """Every record of a release, smoke or not (a release is what it is; reports flag smoke)."""
+        """Every record of a release as it was tagged, smoke or not (reports flag smoke)."""
         return self.records(tag=name, include_smoke=True)
 
     # -- export -------------------------------------------------------------------------------------
@@ -358,3 +383,24 @@ class Store:
         nested records, one per line. ``fmt`` defaults to the file suffix.
         """
         return export_records(self.records(**filters), path, fmt)
+
+
+_TAG_FILTERS = ("suite", "model", "status", "method", "created_at")
+
+
+def _parse(data: Any) -> dict:
+    """A stored row's JSON as a validated record (raises ValueError/TypeError for a damaged one)."""
+    return RunRecord.parse(json.loads(data)).to_dict()
+
+
+_NO_FILTERS: dict[str, Any] = {
+    "suite": None,
+    "run_id": None,
+    "model": None,
+    "include_smoke": False,
+    "status": None,
+    "method": None,
+    "tag": None,
+    "record_ids": None,
+    "smoke_only": False,
+}
