@@ -100,11 +100,11 @@ def fake_runner(monkeypatch):
     calls: list = []
     module = types.ModuleType("ecodiff_bench.run")
 
-    def run_suite(suite, *, smoke=False, out=None):
+    def run_suite(suite, *, smoke=False, out=None, wait=False, out_field="outputs.dir"):
         calls.append(("run", suite, smoke, out))
         return 0
 
-    def prune_suite(suite, *, smoke=False, out=None):
+    def prune_suite(suite, *, smoke=False, out=None, out_field="outputs.dir"):
         calls.append(("prune", suite, smoke, out))
         return 3
 

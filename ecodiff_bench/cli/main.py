@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from ecodiff_bench.cli import results
-from ecodiff_bench.core.errors import SuiteError
+from ecodiff_bench.core.errors import RecordError, StoreError, SuiteError
 from ecodiff_bench.core.registry import UnknownNameError
 from ecodiff_bench.core.tables import text_table
 
@@ -32,7 +32,7 @@ class UserError(click.ClickException):
 
 def _user_message(exc: BaseException) -> str | None:
     """The message to show for an exception that is the user's to fix, or None for a genuine failure."""
-    if isinstance(exc, SuiteError | UnknownNameError):
+    if isinstance(exc, SuiteError | UnknownNameError | StoreError | RecordError):
         return str(exc)
     if isinstance(exc, FileNotFoundError):
         name = exc.filename or (exc.args[0] if exc.args else "")
@@ -203,7 +203,7 @@ def _done_records(suite, specs: list) -> set[str] | None:
     try:
         from ecodiff_bench.core.store import Store
 
-        with Store(path, create=False) as store:
+        with Store(path, readonly=True) as store:
             return {s.record_id for s in specs if store.has_ok(s.record_id)}
     except Exception as exc:  # a damaged store must not hide the plan
         click.echo(f"note: could not read the store {path}: {exc}", err=True)
@@ -351,10 +351,21 @@ def _prepared(suite_ref: str, only: tuple[str, ...], out: Path | None):
     "--dry-run", is_flag=True, help="Validate, list the runs (and which are already stored), run nothing."
 )
 @click.option(
+    "--wait",
+    is_flag=True,
+    help="If another run is using the same store, wait for it to finish (default: refuse at once).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print what the run did as JSON on stdout (progress on stderr)."
 )
 def run_cmd(
-    suite: str, smoke: bool, out: Path | None, only: tuple[str, ...], dry_run: bool, as_json: bool
+    suite: str,
+    smoke: bool,
+    out: Path | None,
+    only: tuple[str, ...],
+    dry_run: bool,
+    wait: bool,
+    as_json: bool,
 ) -> None:
     """Prune and benchmark every model of SUITE (default: the embedded 'digits' suite).
 
@@ -387,11 +398,13 @@ def run_cmd(
         return
     from ecodiff_bench.run import run_suite
 
-    if not as_json:
-        click.get_current_context().exit(_exit_code(run_suite(s, smoke=smoke, out=s.outputs.dir_path)))
-    summary: dict = {"suite": s.name, "smoke": smoke}
-    code = _exit_code(run_suite(s, smoke=smoke, out=s.outputs.dir_path, summary=summary))
-    click.echo(json.dumps({**summary, "exit_code": code}, indent=1))
+    field = "--out" if out is not None else "outputs.dir"
+    summary: dict | None = {"suite": s.name, "smoke": smoke} if as_json else None
+    code = _exit_code(
+        run_suite(s, smoke=smoke, out=s.outputs.dir_path, wait=wait, out_field=field, summary=summary)
+    )
+    if summary is not None:
+        click.echo(json.dumps({**summary, "exit_code": code}, indent=1))
     click.get_current_context().exit(code)
 
 
@@ -414,7 +427,9 @@ def prune_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...]) 
     from ecodiff_bench.run import prune_suite
 
     s = _prepared(suite, only, out)
-    click.get_current_context().exit(_exit_code(prune_suite(s, smoke=smoke, out=s.outputs.dir_path)))
+    field = "--out" if out is not None else "outputs.dir"
+    code = prune_suite(s, smoke=smoke, out=s.outputs.dir_path, out_field=field)
+    click.get_current_context().exit(_exit_code(code))
 
 
 @main.group("zoo", cls=_Group)

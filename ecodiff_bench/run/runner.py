@@ -23,12 +23,15 @@ from safetensors.torch import load_file, save_file
 
 import pruning
 from ecodiff_bench import models
+from ecodiff_bench.core.errors import PreflightError, StoreError
 from ecodiff_bench.core.files import atomic_path, write_json_atomic
+from ecodiff_bench.core.paths import within
 from ecodiff_bench.core.store import Store
 from ecodiff_bench.measure import carbon, energy
 from ecodiff_bench.measure.memory import disk_size
 from ecodiff_bench.run.evaluate import Evaluator
 from ecodiff_bench.run.model_card import write_measured_card
+from ecodiff_bench.run.preflight import preflight
 from ecodiff_bench.run.provenance import collect_provenance
 from ecodiff_bench.run.records import base_values, cost_values, make_record, plan_values
 from ecodiff_bench.run.scorer import Scorer
@@ -97,11 +100,18 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def _open(suite: Suite, smoke: bool, out: Path | None) -> Context:
+def _open_store(suite: Suite, out: Path) -> Store:
+    """The run's store, refused before any work when it is not a store of ours or is damaged."""
+    path = suite.outputs.store_path if out == suite.outputs.dir_path else out / "store.sqlite"
+    try:
+        return Store(path)
+    except StoreError as exc:
+        field = "outputs.store" if suite.outputs.store else "outputs.dir"
+        raise PreflightError(f"{field}: {exc}", source=suite.source) from None
+
+
+def _context(suite: Suite, smoke: bool, out: Path, store: Store) -> Context:
     _quiet_libraries()
-    out = Path(out or suite.outputs.dir_path)
-    out.mkdir(parents=True, exist_ok=True)
-    store = Store(suite.outputs.store_path if out == suite.outputs.dir_path else out / "store.sqlite")
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
     thresholds = {k: v.model_dump(exclude_none=True) for k, v in suite.regression.thresholds.items()}
     provenance = collect_provenance({"suite_file": suite.source, "smoke": smoke, "thresholds": thresholds})
@@ -113,56 +123,50 @@ def _open(suite: Suite, smoke: bool, out: Path | None) -> Context:
 
 
 def run_suite(
-    suite: Suite, *, smoke: bool = False, out: Path | None = None, summary: dict | None = None
+    suite: Suite,
+    *,
+    smoke: bool = False,
+    out: Path | None = None,
+    wait: bool = False,
+    out_field: str = "outputs.dir",
+    summary: dict | None = None,
 ) -> int:
     """Run every pending spec of ``suite``; returns the process exit code (1 if any spec failed).
 
-    ``summary``, when given, is filled with what the run did (``run --json``): run id, store, the
-    record ids of every spec and whether this run measured them, the report and emissions.csv paths.
+    Devices, the output folder and the store are checked before any work (``out_field`` names the
+    output folder in messages). The run holds the store's lock throughout: a second run on the same
+    store refuses (or, with ``wait``, waits and then skips what the first one measured).
+    ``summary``, when given, is filled with what the run did (``run --json``).
     """
-    ctx = _open(suite, smoke, out)
+    out = preflight(suite, Path(out or suite.outputs.dir_path), out_field)
     specs = expand(suite, smoke=smoke)
-    done_before = {s.record_id for s in specs if ctx.store.has_ok(s.record_id)}
     failed = 0
-    try:
-        for model_key, group in groupby(specs, key=lambda s: s.model):
-            group = list(group)
-            pending = [s for s in group if not ctx.store.has_ok(s.record_id)]
-            if not pending:
-                _say(f"[{model_key}] all {len(group)} records already measured; skipping")
-                continue
-            failed += _run_model(ctx, group, pending)
-    finally:
-        ctx.monitor.close()
-    paths = _report(ctx)
-    _say(f"{len(specs) - failed}/{len(specs)} records ok; store: {ctx.store.path}; outputs: {ctx.out}")
+    with _open_store(suite, out) as store, store.run_lock(suite.name, wait=wait, say=_say):
+        ctx = _context(suite, smoke, out, store)
+        done_before = {s.record_id for s in specs if store.has_ok(s.record_id)}
+        try:
+            for model_key, group in groupby(specs, key=lambda s: s.model):
+                group = list(group)
+                pending = [s for s in group if not ctx.store.has_ok(s.record_id)]
+                if not pending:
+                    _say(f"[{model_key}] all {len(group)} records already measured; skipping")
+                    continue
+                failed += _run_model(ctx, group, pending)
+        finally:
+            ctx.monitor.close()
+        paths = _report(ctx)
+    _say(f"{len(specs) - failed}/{len(specs)} records ok; store: {store.path}; outputs: {out}")
     if summary is not None:
-        emissions = ctx.store.path.parent / "emissions.csv"
-        summary.update(
-            run_id=ctx.run_id,
-            store=str(ctx.store.path),
-            records=[
-                {
-                    "record_id": s.record_id,
-                    "model": s.model,
-                    "method": s.method,
-                    "ratio": s.ratio,
-                    "seed": s.seed,
-                    "measured_now": s.record_id not in done_before,
-                }
-                for s in specs
-            ],
-            failed=failed,
-            report={k: str(v) for k, v in paths.items()},
-            emissions_csv=str(emissions) if emissions.exists() else None,
-        )
+        summary.update(_summary(ctx, specs, done_before, failed, paths))
     return 1 if failed else 0
 
 
-def prune_suite(suite: Suite, *, smoke: bool = False, out: Path | None = None) -> int:
+def prune_suite(
+    suite: Suite, *, smoke: bool = False, out: Path | None = None, out_field: str = "outputs.dir"
+) -> int:
     """Compute plans and write pruned models for every (model, method, ratio) without measuring them."""
+    out = preflight(suite, Path(out or suite.outputs.dir_path), out_field)
     _quiet_libraries()
-    out = Path(out or suite.outputs.dir_path)
     monitor = energy.EnergyMonitor()
     try:
         for model_key, group in groupby(expand(suite, smoke=smoke), key=lambda s: s.model):
@@ -251,7 +255,9 @@ def _store_relative(artifacts: dict[str, str], ctx: Context) -> dict[str, str]:
 
 
 def _model_dir(out: Path, spec: RunSpec) -> Path:
-    return out / "models" / f"{spec.model}-{spec.method}-{round(spec.ratio * 100)}-{spec.record_id[:8]}"
+    """The pruned model's folder; the suite's label is a plain name, and checked again here."""
+    name = f"{spec.model}-{spec.method}-{round(spec.ratio * 100)}-{spec.record_id[:8]}"
+    return within(out / "models", name, what="model folder")
 
 
 def _run_settings(spec: RunSpec) -> dict:
@@ -322,6 +328,31 @@ def _put_failed(ctx: Context, spec: RunSpec, err: BaseException) -> None:
         error=err,
     )
     ctx.store.put(record)
+
+
+def _summary(ctx: Context, specs, done_before: set[str], failed: int, paths: dict) -> dict:
+    """What a run did, for ``run --json``: run id, store, each spec's record and whether it was measured
+    now, the report and emissions.csv paths."""
+    emissions = ctx.store.path.parent / "emissions.csv"
+    records = [
+        {
+            "record_id": s.record_id,
+            "model": s.model,
+            "method": s.method,
+            "ratio": s.ratio,
+            "seed": s.seed,
+            "measured_now": s.record_id not in done_before,
+        }
+        for s in specs
+    ]
+    return {
+        "run_id": ctx.run_id,
+        "store": str(ctx.store.path),
+        "records": records,
+        "failed": failed,
+        "report": {k: str(v) for k, v in paths.items()},
+        "emissions_csv": str(emissions) if emissions.exists() else None,
+    }
 
 
 def _report(ctx: Context) -> dict[str, Path]:

@@ -24,6 +24,7 @@ from ecodiff_bench.core.errors import SuiteError
 from ecodiff_bench.core.metrics import METRICS, QUALITY_METRICS
 from ecodiff_bench.core.registry import UnknownNameError, suggest
 from ecodiff_bench.core.thresholds import MetricThreshold
+from ecodiff_bench.core.yamlfile import YamlError, read_text
 from ecodiff_bench.suite import pruning_info
 from ecodiff_bench.suite.catalog import BUILTIN_PROMPT_SETS, BUILTIN_REFERENCES, is_digits, model_names
 from ecodiff_bench.suite.methods import MethodSpec, needs_calibration
@@ -40,9 +41,17 @@ from ecodiff_bench.suite.sources import (
 # -- prompts, calibration, evaluation ---------------------------------------------------------------------
 
 
+#: A prompts file is plain text, one prompt per line; 64 MiB is far beyond any prompt set.
+MAX_PROMPTS_FILE_BYTES = 64 * 1024 * 1024
+
+
 def read_prompts_file(path: str | Path) -> list[str]:
-    """One prompt per line; blank lines and lines starting with ``#`` are skipped."""
-    text = Path(path).expanduser().read_text(encoding="utf-8")
+    """One prompt per line; blank lines and lines starting with ``#`` are skipped.
+
+    Raises :class:`~ecodiff_bench.core.yamlfile.YamlError` (a ValueError naming the file) for a file
+    that cannot be read, is too large, or is not UTF-8 text.
+    """
+    text = read_text(Path(path).expanduser(), MAX_PROMPTS_FILE_BYTES)
     return [s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")]
 
 
@@ -83,7 +92,11 @@ class _PromptSource(StrictModel):
                 raise fail(
                     f"prompts file not found: {p.resolve()}", allowed="a text file, one prompt per line"
                 )
-            if not read_prompts_file(p):
+            try:
+                prompts = read_prompts_file(p)
+            except YamlError as e:
+                raise fail(str(e), allowed="a UTF-8 text file, one prompt per line") from None
+            if not prompts:
                 raise fail(f"prompts file {p} holds no prompts")
         return v
 
@@ -341,6 +354,7 @@ class Suite(StrictModel):
     smoke: Smoke = Field(default_factory=Smoke)
 
     _source: str | None = PrivateAttr(default=None)
+    _positions: dict[str, int] | None = PrivateAttr(default=None)  # models' places in the file (select)
 
     @field_validator("name")
     @classmethod
@@ -513,7 +527,14 @@ class Suite(StrictModel):
             update["outputs"] = Outputs.model_validate(outputs)
         new = self.model_copy(update=update)
         new._source = self._source
+        new._positions = {m.key: self.position(m.key) for m in self.models}
         return new
+
+    def position(self, key: str) -> int:
+        """The index of model ``key`` in the suite file's ``models`` (kept by :meth:`select`)."""
+        if self._positions is not None and key in self._positions:
+            return self._positions[key]
+        return [m.key for m in self.models].index(key)
 
     def content_hash(self) -> str:
         """sha256 of the whole validated suite (its ``suite_hash`` in records)."""

@@ -3,6 +3,7 @@ its call settings. ``- sdxl`` is short for ``- {name: sdxl}`` with the model's d
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ from ecodiff_bench.suite.catalog import (
 )
 from ecodiff_bench.suite.problems import Problems, StrictModel, fail, unknown_message
 
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 Dtype = Literal["float32", "bfloat16", "float16"]
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -42,6 +44,17 @@ class _ModelBase(StrictModel):
     def _known_name(cls, v: str) -> str:
         if v not in known_models():
             raise fail(unknown_message("model", v, model_names()), allowed=model_names())
+        return v
+
+    @field_validator("label")
+    @classmethod
+    def _label_is_a_name(cls, v: str | None) -> str | None:
+        # A label names the model's folders under outputs.dir: a path in it would write elsewhere.
+        if v is not None and (not LABEL_PATTERN.fullmatch(v) or ".." in v):
+            raise fail(
+                "a label is a name (it names folders under outputs.dir)",
+                allowed="1-64 letters, digits, '.', '_' and '-', starting with a letter or digit; no '..'",
+            )
         return v
 
     @field_validator("height", "width")
