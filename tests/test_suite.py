@@ -501,12 +501,11 @@ def test_changing_method_options_changes_only_that_method():
     assert {k[1] for k in before if before[k] != after[k]} == {"ecodiff"}
 
 
-def test_name_outputs_and_thresholds_do_not_change_hashes():
+def test_description_outputs_and_thresholds_do_not_change_hashes():
     before = _ids(BASE)
     after = _ids(
         _mutated(
             lambda d: d.update(
-                name="other",
                 description="x",
                 outputs={"dir": "elsewhere"},
                 regression={"thresholds": {"fid": {"max_increase": 1}}},
@@ -514,6 +513,13 @@ def test_name_outputs_and_thresholds_do_not_change_hashes():
         )
     )
     assert before == after
+
+
+def test_the_suite_name_changes_every_hash():
+    """Two suites sharing a store never share a record (not even the base of a common model)."""
+    before = _ids(BASE)
+    after = _ids(_mutated(lambda d: d.update(name="other")))
+    assert set(before) == set(after) and not set(before.values()) & set(after.values())
 
 
 def test_evaluation_settings_change_every_hash():

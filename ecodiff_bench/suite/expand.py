@@ -3,7 +3,8 @@
 Per model one ``base`` spec, then one spec per (method, seed, ratio). A spec's ``record_id`` is the sha256
 of its canonical JSON, which covers everything that can change a measurement (model and call settings,
 method, options, ratio, seed, calibration and evaluation prompts by content, performance and energy
-settings, smoke) and nothing that cannot (suite name, description, outputs, regression thresholds).
+settings, smoke) and the suite's name, so that suites sharing one store never share a record; nothing
+else of the suite enters it (description, outputs, regression thresholds, the other models).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ecodiff_bench.suite.problems import StrictModel
 from ecodiff_bench.suite.schema import Calibration, Energy, Evaluation, Performance, Suite
 from ecodiff_bench.suite.sources import ModelSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the suite's name is part of a record's identity
 
 
 def _canonical(obj: Any) -> str:
@@ -63,6 +64,7 @@ class RunSpec(StrictModel):
 
     def hash_payload(self) -> dict[str, Any]:
         return _spec_payload(
+            self.suite,
             self.model_spec,
             self.method,
             self.ratio,
@@ -95,10 +97,11 @@ def _evaluation_payload(ev: Evaluation) -> dict[str, Any]:
 
 
 def _spec_payload(
-    model_spec, method, ratio, seed, options, calibration, evaluation, performance, energy, smoke, key
+    suite, model_spec, method, ratio, seed, options, calibration, evaluation, performance, energy, smoke, key
 ) -> dict[str, Any]:
     return {
         "schema": SCHEMA_VERSION,
+        "suite": suite,
         "model": _model_payload(model_spec, key),
         "method": method,
         "ratio": ratio,
@@ -138,7 +141,7 @@ def expand(suite: Suite, smoke: bool = False) -> list[RunSpec]:
     specs: list[RunSpec] = []
     for m in s.models:
         family = m.family
-        base_id = sha256_of(_spec_payload(m, "base", 0.0, 0, {}, None, key=m.key, **common))
+        base_id = sha256_of(_spec_payload(s.name, m, "base", 0.0, 0, {}, None, key=m.key, **common))
         specs.append(
             RunSpec(
                 suite=s.name,
@@ -170,7 +173,7 @@ def expand(suite: Suite, smoke: bool = False) -> list[RunSpec]:
                     }
                 )
                 for ratio in meth.ratios:
-                    payload = _spec_payload(m, meth.name, ratio, seed, opts, cal, key=m.key, **common)
+                    payload = _spec_payload(s.name, m, meth.name, ratio, seed, opts, cal, key=m.key, **common)
                     # an option left unset (align: None) leaves the plan key as it was before the option
                     plan_opts = {k: opts[k] for k in PLAN_OPTIONS if opts[k] is not None}
                     plan_key = sha256_of({"score_key": score_key, "ratio": ratio, **plan_opts})
