@@ -51,15 +51,13 @@ def plan_values(plan: pruning.PruningPlan) -> dict[str, Value]:
 
 
 def cost_values(scores: pruning.Scores) -> dict[str, Value]:
+    """What computing the scores cost: every part of a resumed computation summed (run/attempts.py)."""
     energy_value = Value.from_dict({**scores.info["pruning_energy"], "name": "pruning_energy_j"})
-    time_value = Value(
-        "pruning_time_s",
-        scores.info["pruning_time_s"],
-        "s",
-        "measured",
-        False,
-        note="scoring time, shared by every ratio of this method",
-    )
+    if "pruning_time" in scores.info:
+        time_value = Value.from_dict({**scores.info["pruning_time"], "name": "pruning_time_s"})
+    else:  # scores cached before the parts were counted
+        note = "scoring time, shared by every ratio of this method"
+        time_value = Value("pruning_time_s", scores.info["pruning_time_s"], "s", "measured", False, note)
     return {"pruning_energy_j": energy_value, "pruning_time_s": time_value}
 
 

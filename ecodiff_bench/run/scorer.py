@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -12,6 +13,7 @@ from safetensors.torch import load_file, save_file
 import pruning
 from ecodiff_bench.core.files import atomic_path, write_json_atomic
 from ecodiff_bench.measure import energy
+from ecodiff_bench.run.attempts import Attempts
 from ecodiff_bench.suite import RunSpec
 from ecodiff_bench.suite.methods import PLAN_OPTIONS, config_kwargs
 
@@ -39,6 +41,8 @@ class Scorer:
         if spec.calibration:
             count = min(spec.calibration.count, spec.options.get("prompts") or spec.calibration.count)
             prompts = spec.calibration.load_prompts()[:count]
+        attempts = Attempts(folder, folder / "checkpoint")
+        attempts.begin()
         t0 = time.perf_counter()
         self.monitor.begin_window("scoring")
         try:
@@ -50,12 +54,19 @@ class Scorer:
                 options=config_kwargs(spec.method, spec.options, spec.seed),
                 checkpoint_dir=folder / "checkpoint",
             )
-        except BaseException:
+        except BaseException:  # interrupted or failed: what this part cost still counts on resume
+            energy = None
+            with suppress(Exception):
+                energy = self.monitor.end_window("scoring", sync=False).total_value("pruning_energy_j")
             self.monitor.cancel_window("scoring")
+            attempts.end("interrupted", time.perf_counter() - t0, energy)
             raise
         window = self.monitor.end_window("scoring")
-        result.info["pruning_time_s"] = time.perf_counter() - t0
-        result.info["pruning_energy"] = window.total_value("pruning_energy_j").to_dict()
+        attempts.end("finished", time.perf_counter() - t0, window.total_value("pruning_energy_j"))
+        time_value, energy_value = attempts.totals(result.info.get("resumed_from"))
+        result.info["pruning_time_s"] = time_value.value
+        result.info["pruning_time"] = time_value.to_dict()
+        result.info["pruning_energy"] = energy_value.to_dict()
         write_json_atomic(folder / "info.json", result.info)  # before the scores: their file marks "done"
         with atomic_path(folder / "scores.safetensors") as tmp:
             save_file({k: v.float().contiguous() for k, v in result.values.items()}, tmp)

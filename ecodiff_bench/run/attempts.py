@@ -1,0 +1,126 @@
+"""The cost of computing a method's scores over several attempts: time and energy summed, labelled.
+
+Mask training checkpoints its progress, so an interrupted EcoDiff run resumes where it stopped. What
+the resumed run measures is only its own part; the scores' true cost is the sum of every part. Each
+attempt is therefore written to ``attempts.json`` next to the scores' cache when it starts and again
+when it ends (finished or interrupted, with its measured time and energy). An attempt that never
+recorded its end (the process was killed) is counted up to the last checkpoint it wrote, as an
+estimate, with energy at the measured parts' mean power; without either figure it is left out and the
+total says it is a lower bound.
+
+When the final attempt started from scratch (it did not resume: ``resumed_from`` is 0 or absent, as for
+methods without checkpoints), the earlier attempts left nothing behind and only the final one counts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import suppress
+from pathlib import Path
+
+from ecodiff_bench.core.files import write_json_atomic
+from ecodiff_bench.core.values import Value
+
+FILE = "attempts.json"
+
+
+class Attempts:
+    """The ledger of one score folder (``cache/scores/<score key>``)."""
+
+    def __init__(self, folder: Path, checkpoint_dir: Path):
+        self.file = folder / FILE
+        self.checkpoint_dir = checkpoint_dir
+        self.parts: list[dict] = self._read()
+
+    def _read(self) -> list[dict]:
+        try:
+            parts = json.loads(self.file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [p for p in parts if isinstance(p, dict)] if isinstance(parts, list) else []
+
+    def _write(self) -> None:
+        write_json_atomic(self.file, self.parts, indent=1)
+
+    def begin(self) -> None:
+        """Record a new attempt; one still marked running was killed: estimate it from its checkpoint."""
+        for part in self.parts:
+            if part.get("status") == "running":
+                self._close_killed(part)
+        self.parts.append({"status": "running", "started_unix": time.time(), "time_s": None, "energy": None})
+        self._write()
+
+    def _close_killed(self, part: dict) -> None:
+        last = max((f.stat().st_mtime for f in self.checkpoint_dir.glob("*") if f.is_file()), default=None)
+        started = part.get("started_unix")
+        part["status"] = "killed"
+        if last is not None and isinstance(started, int | float) and last > started:
+            part["time_s"] = last - started  # up to its last checkpoint: what the next attempt built on
+            part["time_estimated"] = True
+
+    def end(self, status: str, time_s: float, energy: Value | None) -> None:
+        part = self.parts[-1]
+        part.update(status=status, time_s=time_s, energy=energy.to_dict() if energy else None)
+        with suppress(OSError):  # the ledger must never hide the error that ended the attempt
+            self._write()
+
+    def totals(self, resumed_from: int | None) -> tuple[Value, Value]:
+        """``pruning_time_s`` and ``pruning_energy_j`` over the parts that built the scores."""
+        parts = self.parts if resumed_from else self.parts[-1:]
+        dropped = len(self.parts) - len(parts)
+        return _time_total(parts, dropped), _energy_total(parts, dropped)
+
+
+def _describe(parts: list[dict], dropped: int) -> str:
+    if len(parts) == 1:
+        text = "scoring time, shared by every ratio of this method"
+    else:
+        kinds = ", ".join(
+            f"{p['status']} {p['time_s']:.1f} s"
+            if p.get("time_s") is not None
+            else f"{p['status']} (time unknown)"
+            for p in parts
+        )
+        text = f"sum of {len(parts)} parts of a resumed computation ({kinds}); shared by every ratio"
+    if dropped:
+        text += f"; {dropped} earlier attempt(s) left nothing to resume from and are not counted"
+    return text
+
+
+def _time_total(parts: list[dict], dropped: int) -> Value:
+    known = [p for p in parts if p.get("time_s") is not None]
+    total = sum(p["time_s"] for p in known)
+    estimated = len(known) < len(parts) or any(p.get("time_estimated") for p in parts)
+    note = _describe(parts, dropped)
+    if len(known) < len(parts):
+        note += "; a lower bound: a killed part without a checkpoint is not counted"
+    details = {"parts": [{k: p.get(k) for k in ("status", "time_s", "time_estimated")} for p in parts]}
+    return Value("pruning_time_s", total, "s", "estimated" if estimated else "measured", False, note, details)
+
+
+def _energy_of(part: dict) -> Value | None:
+    return Value.from_dict({**part["energy"], "name": "pruning_energy_j"}) if part.get("energy") else None
+
+
+def _energy_total(parts: list[dict], dropped: int) -> Value:
+    energies = [_energy_of(p) for p in parts]
+    if len(parts) == 1 and energies[0] is not None:  # the common case: one attempt, its own window
+        return energies[0]
+    metered = [(e, p) for e, p in zip(energies, parts, strict=True) if e is not None and e.available]
+    if not metered:
+        why = next((e.note for e in energies if e is not None), "no part of the computation was metered")
+        return Value.unavailable("pruning_energy_j", "J", why, False)
+    total = sum(e.value for e, _ in metered)
+    metered_s = sum(p["time_s"] for _, p in metered)
+    unmetered = [p for e, p in zip(energies, parts, strict=True) if e is None or not e.available]
+    note = _describe(parts, dropped)
+    extra_s = sum(p["time_s"] for p in unmetered if p.get("time_s") is not None)
+    if extra_s > 0 and metered_s > 0:
+        total += total / metered_s * extra_s
+        note += f"; {extra_s:.1f} s not metered (killed) estimated at the metered parts' mean power"
+    if any(p.get("time_s") is None for p in unmetered):
+        note += "; a lower bound: a killed part of unknown length is not counted"
+    estimated = bool(unmetered) or any(e.status == "estimated" for e, _ in metered)
+    status = "estimated" if estimated else "measured"
+    return Value("pruning_energy_j", total, "J", status, False, note, {"parts": len(parts)})
