@@ -35,7 +35,7 @@ from .methods import (
     random_scores,
     taylor_scores,
 )
-from .plan import RANKINGS, TARGETS, PruningPlan, make_plan
+from .plan import RANKINGS, TARGETS, PlanError, PruningPlan, make_plan
 from .surgery import apply_plan
 from .targets import architecture, block_params, find_groups, prunable_params
 from .trajectory import denoiser_of
@@ -147,7 +147,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "Scores", "score", "plan", "prune", "apply", "save", "load", "load_denoiser", "verify", "write_card",
-    "IntegrityError", "PrunedUNet2DConditionModel", "PrunedFluxTransformer2DModel", "PruningPlan", "MaskSet",
+    "IntegrityError", "PrunedUNet2DConditionModel", "PrunedFluxTransformer2DModel", "PruningPlan", "PlanError",
+    "MaskSet",
     "make_plan", "apply_plan", "find_groups", "prunable_params", "block_params", "architecture", "denoiser_of",
     "METHODS", "DATA_FREE", "RANKINGS", "TARGETS", "EcoDiffConfig", "TaylorConfig", "TrainingDiverged",
 ]

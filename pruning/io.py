@@ -28,7 +28,7 @@ import torch
 
 from . import integrity
 from .integrity import IntegrityError, inside, is_hub_id
-from .plan import PruningPlan
+from .plan import PlanError, PruningPlan, read_json
 from .trajectory import denoiser_of
 
 FORMAT = "ecodiff-bench-pruned/2"
@@ -129,7 +129,7 @@ def read_meta(path: str | Path) -> dict:
         raise FileNotFoundError(
             f"{path} is not a saved pruned model: {file} is missing (write one with pruning.save)"
         )
-    meta = json.loads(file.read_text(encoding="utf-8"))
+    meta = read_json(file, "pruned-model metadata")
     if meta.get("format") != FORMAT:
         hint = (
             " (saved by an older version: prune and save it again)"
@@ -137,10 +137,33 @@ def read_meta(path: str | Path) -> dict:
             else ""
         )
         raise ValueError(f"{file}: unsupported format {meta.get('format')!r}; expected {FORMAT}{hint}")
+    for key, (check, allowed) in _META_FIELDS.items():
+        if key not in meta:
+            raise PlanError(f"{file}: {key} is missing (expected {allowed})")
+        if not check(meta[key]):
+            raise PlanError(f"{file}: {key} = {meta[key]!r} is not allowed (expected {allowed})")
     inside(path, meta.get("denoiser"), field="denoiser", source=file)
-    for name in meta.get("sha256") or {}:
+    for name, digest in meta["sha256"].items():
         inside(path, name, field=f"sha256 entry {name!r}", source=file)
+        if not (isinstance(digest, str) and len(digest) == 64):
+            raise PlanError(f"{file}: sha256[{name!r}] = {digest!r} is not a sha256 (64 hex digits)")
     return meta
+
+
+def _text_or_none(v) -> bool:
+    return v is None or (isinstance(v, str) and v != "")
+
+
+#: pruned.json's fields besides ``format``: (check, what is allowed); all are written by :func:`save`.
+_META_FIELDS = {
+    "pipeline_class": (lambda v: isinstance(v, str) and v.isidentifier(), "a diffusers pipeline class name"),
+    "denoiser": (lambda v: v in ("unet", "transformer"), "unet or transformer"),
+    "denoiser_class": (lambda v: isinstance(v, str) and v.isidentifier(), "a pruned model class name"),
+    "base": (_text_or_none, "a hub id or null"),
+    "base_name": (_text_or_none, "a name or null"),
+    "components_included": (lambda v: isinstance(v, bool), "true or false"),
+    "sha256": (lambda v: isinstance(v, dict) and bool(v), "an object of file: sha256"),
+}
 
 
 def verify(path: str | Path) -> dict:
@@ -201,7 +224,12 @@ def load(
     if meta is None or meta["components_included"]:
         if not (path / "model_index.json").is_file():
             raise FileNotFoundError(f"{path} is not a saved pruned model: no {META} and no model_index.json")
-        pipe = diffusers.DiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+        try:
+            pipe = diffusers.DiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+        except (IntegrityError, PlanError):
+            raise
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            raise PlanError(f"{path}: the saved pipeline does not load ({type(e).__name__}: {e})") from None
     else:
         source = base or meta["base"]
         if not source:

@@ -102,31 +102,116 @@ class PruningPlan:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> PruningPlan:
-        if d.get("version") != PLAN_VERSION:
-            raise ValueError(f"plan version {d.get('version')!r} is not supported (expected {PLAN_VERSION})")
-        return cls(
-            modules={name: ModulePlan(**m) for name, m in d["modules"].items()},
-            method=d["method"],
-            ratio=d["ratio"],
-            target=d["target"],
-            ranking=d["ranking"],
-            architecture=d.get("architecture", ""),
-            total_params=d.get("total_params"),
-            info=d.get("info", {}),
-        )
+    def from_dict(cls, d: dict, source: str | Path = "plan") -> PruningPlan:
+        """A plan from its JSON form, every field checked; :class:`PlanError` names ``source``, the field
+        and the value of the first problem."""
+        return _parse_plan(d, str(source))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        path.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> PruningPlan:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        path = Path(path)
+        return cls.from_dict(read_json(path, "plan"), path)
 
     def keep_all(self) -> bool:
         return self.units_removed == 0
+
+
+class PlanError(ValueError):
+    """A plan (or its file) that is not a valid pruning plan; the message names the file and the field."""
+
+
+#: Files a plan or model metadata comes from are small; anything larger is not one.
+MAX_JSON_BYTES = 64 * 1024 * 1024
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``, or :class:`PlanError` saying why it is not one."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+    except FileNotFoundError:
+        raise PlanError(f"{path}: {what} file not found") from None
+    except OSError as e:
+        raise PlanError(f"{path}: cannot read the {what} file: {e.strerror or e}") from None
+    if len(data) > MAX_JSON_BYTES:
+        raise PlanError(f"{path}: larger than {MAX_JSON_BYTES >> 20} MiB; not a {what} file")
+    try:
+        obj = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise PlanError(f"{path}: not UTF-8 text (byte {e.start}); not a {what} file") from None
+    except json.JSONDecodeError as e:
+        raise PlanError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise PlanError(f"{path}: JSON nested too deeply; not a {what} file") from None
+    if not isinstance(obj, dict):
+        raise PlanError(f"{path}: a {what} file holds a JSON object, not a {type(obj).__name__}")
+    return obj
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _field(d: dict, key: str, where: str, check, allowed: str, *, required: bool = True, default=None):
+    """``d[key]`` if ``check`` accepts it; a missing optional key gives ``default``."""
+    if key not in d:
+        if required:
+            raise PlanError(f"{where}: {key} is missing (expected {allowed})")
+        return default
+    value = d[key]
+    if not check(value):
+        raise PlanError(f"{where}: {key} = {value!r} is not allowed (expected {allowed})")
+    return value
+
+
+def _parse_module(name: str, m, source: str) -> ModulePlan:
+    where = f"{source}: modules[{name!r}]"
+    if not isinstance(m, dict):
+        raise PlanError(f"{where} must be an object, got {m!r}")
+    unknown = sorted(set(m) - {"kind", "total", "kept", "params_per_unit", "params_shared"})
+    if unknown:
+        raise PlanError(f"{where}: unknown field {unknown[0]!r}")
+    count = "a non-negative integer"
+    kind = _field(m, "kind", where, lambda v: v in KINDS, " or ".join(KINDS))
+    total = _field(m, "total", where, lambda v: _is_int(v) and v >= 0, count)
+    kept = _field(m, "kept", where, lambda v: isinstance(v, list), "a list of unit indices")
+    for i, u in enumerate(kept):
+        if not _is_int(u) or not 0 <= u < total:
+            raise PlanError(f"{where}.kept[{i}] = {u!r} is not a unit index (expected an integer in 0..{total - 1})")
+    if len(set(kept)) != len(kept) or kept != sorted(kept):
+        raise PlanError(f"{where}.kept must list distinct unit indices in increasing order")
+    per_unit = _field(m, "params_per_unit", where, lambda v: _is_int(v) and v >= 0, count)
+    shared = _field(m, "params_shared", where, lambda v: _is_int(v) and v >= 0, count)
+    return ModulePlan(kind, total, list(kept), per_unit, shared)
+
+
+def _parse_plan(d, source: str) -> PruningPlan:
+    if not isinstance(d, dict):
+        raise PlanError(f"{source}: a plan is a JSON object, got {type(d).__name__}")
+    if d.get("version") != PLAN_VERSION:
+        raise PlanError(f"{source}: plan version {d.get('version')!r} is not supported (expected {PLAN_VERSION})")
+    modules = _field(d, "modules", source, lambda v: isinstance(v, dict) and v, "a non-empty object of unit groups")
+    plan = PruningPlan(
+        modules={name: _parse_module(name, m, source) for name, m in modules.items()},
+        method=_field(d, "method", source, lambda v: isinstance(v, str) and v, "a method name"),
+        ratio=_field(d, "ratio", source, lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+                     and 0.0 <= v < 1.0, "a number in [0, 1)"),
+        target=_field(d, "target", source, lambda v: v in TARGETS, " or ".join(TARGETS)),
+        ranking=_field(d, "ranking", source, lambda v: v in RANKINGS, ", ".join(RANKINGS)),
+        architecture=_field(d, "architecture", source, lambda v: isinstance(v, str), "a string",
+                            required=False, default=""),
+        total_params=_field(d, "total_params", source, lambda v: v is None or (_is_int(v) and v > 0),
+                            "a positive integer or null", required=False),
+        info=_field(d, "info", source, lambda v: isinstance(v, dict), "an object", required=False, default={}),
+    )
+    if plan.prunable_params <= 0 or plan.units_total <= 0:
+        raise PlanError(f"{source}: the plan's modules hold no prunable units or parameters")
+    return plan
 
 
 def _cost(group: UnitGroup, n_removed_before: int, target: str) -> int:

@@ -24,7 +24,7 @@ import torch
 from diffusers import FluxTransformer2DModel, ModelMixin, UNet2DConditionModel
 
 from . import integrity
-from .plan import ModulePlan, PruningPlan
+from .plan import ModulePlan, PlanError, PruningPlan, read_json
 from .surgery import apply_plan
 from .targets import architecture, find_groups
 
@@ -61,6 +61,15 @@ def decode_units(text: str, *, group: str) -> list[int]:
     return kept
 
 
+def _checked(kept: list[int], n_units: int, group: str) -> list[int]:
+    """Kept indices that surgery can use: distinct, increasing, each one of the group's units."""
+    if kept != sorted(set(kept)) or (kept and not 0 <= kept[0] <= kept[-1] < n_units):
+        raise ValueError(
+            f"{PRUNED_UNITS}[{group!r}] = {encode_units(kept)!r}: expected distinct indices in 0..{n_units - 1}"
+        )
+    return kept
+
+
 def _plan_for(model: torch.nn.Module, units: dict[str, str]) -> PruningPlan:
     """A plan for the unpruned ``model`` that keeps ``units`` (groups not named keep everything)."""
     groups = {g.name: g for g in find_groups(model)}
@@ -71,7 +80,8 @@ def _plan_for(model: torch.nn.Module, units: dict[str, str]) -> PruningPlan:
         )
     modules = {
         name: ModulePlan(
-            g.kind, g.n_units, decode_units(units[name], group=name), g.params_per_unit, g.params_shared
+            g.kind, g.n_units, _checked(decode_units(units[name], group=name), g.n_units, name),
+            g.params_per_unit, g.params_shared,
         )
         for name, g in groups.items()
         if name in units
@@ -109,7 +119,12 @@ class PrunedModelMixin:
         folder = Path(str(pretrained_model_name_or_path)).expanduser() / (kwargs.get("subfolder") or "")
         if verify and (folder / CONFIG).is_file():  # a local folder; the hub client checks its own downloads
             verify_folder(folder)
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except ValueError as e:  # a tampered pruned_units: name the file it came from
+            if PRUNED_UNITS not in str(e) or isinstance(e, PlanError):
+                raise
+            raise PlanError(f"{folder / CONFIG}: {e}") from None
         leftovers = [n for n, b in model.named_buffers() if b.is_meta]
         if leftovers:
             raise ValueError(f"{folder}: buffers {leftovers[:3]} are missing from the saved weights")
@@ -202,7 +217,7 @@ def check_rebuilds(model: torch.nn.Module) -> None:
 
 
 def _read_config(folder: Path) -> dict:
-    return json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    return read_json(folder / CONFIG, "model config")
 
 
 def _write_config(folder: Path, config: dict) -> None:
