@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ecodiff_bench.core.errors import StoreError
+from ecodiff_bench.core.errors import StoreDamagedError, StoreError
 from ecodiff_bench.core.export import EXPORT_FORMATS, LAYOUTS, export_records
 from ecodiff_bench.core.record import RECORD_STATUSES
 from ecodiff_bench.core.store import DEFAULT_STORE_ENV, Store, default_store_path
@@ -33,13 +33,19 @@ def store_option(f):
     )(f)
 
 
+class StoreProblem(click.ClickException):
+    """A store that cannot be used: exit code 2 and the message (which names the file), no usage text."""
+
+    exit_code = 2
+
+
 def open_store(store_path: Path | None, *, write: bool = False) -> Store:
-    """The store, read-only unless ``write`` (only ``tag`` writes); a bad file is a usage error on --store."""
+    """The store, read-only unless ``write`` (only ``tag`` writes)."""
     path = store_path or default_store_path()
     try:
         return Store(path, create=False, readonly=not write)
     except StoreError as exc:
-        raise click.BadParameter(str(exc), param_hint="--store") from None
+        raise StoreProblem(f"--store: {exc}") from None
 
 
 def writable_file(path: Path, param: str) -> Path:
@@ -315,10 +321,6 @@ def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title, fo
     from ecodiff_bench.core.paths import check_writable_dir
 
     store = open_store(store_path)
-    try:
-        check_writable_dir(out_dir)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--out") from None
     if run_id is not None and run_id not in store.run_ids():
         raise click.BadParameter(
             f"unknown run id {run_id!r}; recent runs: {', '.join(store.run_ids()[:8]) or 'none'}",
@@ -329,6 +331,10 @@ def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title, fo
             f"unknown release tag {tag!r}; known: {', '.join(store.tag_names()) or 'none'}",
             param_hint="--tag",
         )
+    try:
+        check_writable_dir(out_dir)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--out") from None
     try:
         paths = reports.render(
             store,
@@ -360,6 +366,8 @@ def tag_cmd(name, store_path, run_id, record_ids, replace):
     store = open_store(store_path, write=True)
     try:
         ids = store.tag(name, list(record_ids) if record_ids else None, run_id=run_id, replace=replace)
+    except StoreDamagedError:
+        raise
     except StoreError as exc:
         raise click.BadParameter(str(exc), param_hint="--run-id" if run_id else "--record") from None
     click.echo(f"Tagged {len(ids)} record(s) as {name!r}.")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from ecodiff_bench.core.registry import UnknownNameError
 
-__all__ = ["PreflightError", "RecordError", "StoreError", "SuiteError", "UnknownNameError"]
+__all__ = [
+    "PreflightError",
+    "RecordError",
+    "StoreDamagedError",
+    "StoreError",
+    "SuiteError",
+    "UnknownNameError",
+]
 
 
 class SuiteError(ValueError):
@@ -44,3 +51,7 @@ class RecordError(ValueError):
 
 class StoreError(RuntimeError):
     """A store-level problem (unknown tag, empty selection, missing file, ...)."""
+
+
+class StoreDamagedError(StoreError):
+    """A results store (or one of its records) that cannot be read; the message says how to rescue the rest."""

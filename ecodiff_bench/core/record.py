@@ -2,7 +2,8 @@
 
 This docstring is the contract between the runner (which writes records), the store and the reports::
 
-    record_id    content hash of the run spec (ecodiff_bench.suite.expand); a rerun skips existing ok ones
+    record_id    content hash of the run spec, suite name included (ecodiff_bench.suite.expand); a rerun
+                 skips existing ok ones
     run_id       one invocation of `ecodiff-bench run` (UTC time + random suffix)
     suite        the suite's name;  suite_hash: sha256 of the whole validated suite
     created_at   ISO-8601 UTC time the record was made

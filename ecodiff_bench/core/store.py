@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ecodiff_bench.core import storefile
-from ecodiff_bench.core.errors import StoreError
+from ecodiff_bench.core.errors import StoreDamagedError, StoreError
 from ecodiff_bench.core.export import export_records
 from ecodiff_bench.core.record import RECORD_STATUSES, RunRecord, utc_now
 
@@ -88,7 +88,7 @@ class Store:
         try:
             return _parse(data)
         except (TypeError, ValueError) as e:  # JSONDecodeError and RecordError are ValueErrors
-            raise StoreError(
+            raise StoreDamagedError(
                 f"results store {self.path}: record {record_id} is damaged ({e}); {storefile.recovery_hint(self.path)}"
             ) from None
 
@@ -231,22 +231,34 @@ class Store:
     def readable_records(self, **filters: Any) -> tuple[list[dict], list[tuple[str, str]]]:
         """What :meth:`records` returns, skipping damaged records: (records, [(record id, why)]).
 
-        Each row is read on its own, so a damaged row (or page) costs that record only.
+        Each row is read on its own, so a damaged row costs that record only; when the table's own
+        pages cannot even be listed, the rows are found through the record-id index instead.
         """
-        tag = filters.get("tag")
-        sql, args = self._select("r.record_id" if tag else "r.rowid", **{**_NO_FILTERS, **filters})
+        filters = {**_NO_FILTERS, **filters}
+        tag = filters["tag"]
+        sql, args = self._select("r.record_id" if tag else "r.rowid", **filters)
         if sql is None:
             return [], []
+        try:
+            keys, check = self._q(sql, args), None
+        except StoreDamagedError:
+            if tag:
+                raise
+            index = "SELECT rowid, record_id FROM records INDEXED BY sqlite_autoindex_records_1 WHERE record_id >= ''"
+            keys, check = self._q(index), _matcher(filters)
         good, damaged = [], []
-        for key, rid in self._q(sql, args):
+        for key, rid in keys:
             try:
                 if tag:
                     query = ("SELECT data FROM tag_rows WHERE name = ? AND record_id = ?", (tag, key))
                 else:
                     query = ("SELECT data FROM records WHERE rowid = ?", (key,))
-                good.append(_parse(self._conn.execute(*query).fetchone()[0]))
+                rec = _parse(self._conn.execute(*query).fetchone()[0])
             except (sqlite3.Error, TypeError, ValueError) as e:
                 damaged.append((str(rid), str(e)))
+                continue
+            if check is None or check(rec):
+                good.append(rec)
         return good, damaged
 
     def count_smoke(self, **filters: Any) -> int:
@@ -391,6 +403,21 @@ _TAG_FILTERS = ("suite", "model", "status", "method", "created_at")
 def _parse(data: Any) -> dict:
     """A stored row's JSON as a validated record (raises ValueError/TypeError for a damaged one)."""
     return RunRecord.parse(json.loads(data)).to_dict()
+
+
+def _matcher(filters: dict[str, Any]):
+    """The filters of :meth:`Store.records` as a test on a decoded record (for rows listed by index)."""
+    ids = set(filters["record_ids"]) if filters["record_ids"] is not None else None
+    wanted = {
+        k: filters[k] for k in ("suite", "run_id", "model", "status", "method") if filters[k] is not None
+    }
+
+    def check(rec: dict) -> bool:
+        if any(rec[k] != v for k, v in wanted.items()) or (ids is not None and rec["record_id"] not in ids):
+            return False
+        return rec["smoke"] if filters["smoke_only"] else (filters["include_smoke"] or not rec["smoke"])
+
+    return check
 
 
 _NO_FILTERS: dict[str, Any] = {

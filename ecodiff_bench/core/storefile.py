@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from ecodiff_bench.core.errors import StoreError
+from ecodiff_bench.core.errors import StoreDamagedError, StoreError
 from ecodiff_bench.core.record import utc_now
 
 #: "ECDB" in the SQLite header's application_id field (offset 68).
@@ -79,19 +79,26 @@ _TAG_ROWS = {
 }
 
 
-def recovery_hint(path: Path) -> str:
-    return (
-        f"save what is readable with `ecodiff-bench export --store {path} --skip-damaged recovered.jsonl`, "
-        "then move the damaged file away (a new run starts a fresh store)"
-    )
+def recovery_hint(path: Path, *, opens: bool = True) -> str:
+    """The way out of a damaged store: export what still reads, or (when it does not even open) SQLite's
+    own recovery; then a fresh store."""
+    if opens:
+        rescue = (
+            f"save what is readable with `ecodiff-bench export --store {path} --skip-damaged recovered.jsonl`"
+        )
+    else:
+        rescue = f"SQLite's `sqlite3 {path} .recover > recovered.sql` may rescue rows"
+    return rescue + ", then move the damaged file away (a new run starts a fresh store)"
 
 
-def database_error(path: Path, exc: sqlite3.Error) -> StoreError:
+def database_error(path: Path, exc: sqlite3.Error, *, opens: bool = True) -> StoreError:
     """A StoreError for an SQLite failure: busy (another process) or damaged (with the way out)."""
     text = str(exc)
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
         return StoreError(f"results store {path} is busy (another process holds it): {text}; try again")
-    return StoreError(f"results store {path} is damaged ({text}); nothing was changed; {recovery_hint(path)}")
+    return StoreDamagedError(
+        f"results store {path} is damaged ({text}); nothing was changed; {recovery_hint(path, opens=opens)}"
+    )
 
 
 def _check_header(path: Path) -> None:
@@ -112,14 +119,17 @@ def _check_header(path: Path) -> None:
             f"{path} is not an ecodiff-bench results store (not an SQLite file); it was left untouched"
         )
     if len(head) < 100:
-        raise StoreError(
+        raise StoreDamagedError(
             f"results store {path} is damaged (truncated to {len(head)} bytes); nothing was changed; "
-            + recovery_hint(path)
+            + recovery_hint(path, opens=False)
         )
 
 
-def _connect_ro(path: Path, timeout_s: float) -> sqlite3.Connection:
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+def _connect_ro(path: Path, timeout_s: float, *, probe: bool = False) -> sqlite3.Connection:
+    """A read-only connection. A probe of a file without a write-ahead log opens it ``immutable``: SQLite
+    then creates no -wal/-shm files next to it (a WAL-mode file would get them even read-only)."""
+    immutable = probe and not path.with_name(path.name + "-wal").exists()
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
     conn = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
     return conn
@@ -130,16 +140,20 @@ def identify(conn: sqlite3.Connection, path: Path) -> int:
     try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         tables = {
             name: {row[1] for row in conn.execute(f"PRAGMA table_info({name})")}
-            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            for name in names
             if name in _TABLES
         }
     except sqlite3.Error as e:
-        raise database_error(path, e) from None
-    ours = app_id == APPLICATION_ID or (app_id == 0 and version == 1 and set(tables) == set(_TABLES))
+        raise database_error(path, e, opens=False) from None
+    missing = [f"{t}.{c}" for t, cols in _TABLES.items() for c in sorted(cols - tables.get(t, set()))]
+    # Stores of version 1 carry no application_id: recognised by their version and every column.
+    ours = app_id == APPLICATION_ID or (app_id == 0 and version == 1 and not missing)
     if not ours:
-        what = f"application_id {app_id:#x}, user_version {version}, tables: {', '.join(sorted(tables)) or 'none'}"
+        shown = ", ".join(sorted(names)[:8]) + (", ..." if len(names) > 8 else "") or "none"
+        what = f"application_id {app_id:#x}, user_version {version}, tables: {shown}"
         raise StoreError(
             f"{path} is an SQLite database but not an ecodiff-bench results store ({what}); it was left "
             "untouched (give --store/outputs.store a new file name to start a store)"
@@ -148,11 +162,10 @@ def identify(conn: sqlite3.Connection, path: Path) -> int:
         raise StoreError(
             f"{path} has schema version {version}; this ecodiff-bench reads up to {SCHEMA_VERSION} (upgrade it)"
         )
-    missing = [f"{t}.{c}" for t, cols in _TABLES.items() for c in sorted(cols - tables.get(t, set()))]
     if missing:
-        raise StoreError(
+        raise StoreDamagedError(
             f"results store {path} is damaged (missing {', '.join(missing)}); nothing was changed; "
-            + recovery_hint(path)
+            + recovery_hint(path, opens=False)
         )
     return version
 
@@ -167,18 +180,16 @@ def open_store_file(
         return _create(path, timeout_s), SCHEMA_VERSION
     _check_header(path)
     try:
-        probe = _connect_ro(path, timeout_s)
+        probe = _connect_ro(path, timeout_s, probe=True)
+        try:
+            version = identify(probe, path)
+        finally:
+            probe.close()
+        conn = _connect_ro(path, timeout_s) if readonly else _connect_rw(path, timeout_s)
     except sqlite3.Error as e:
-        raise database_error(path, e) from None
-    try:
-        version = identify(probe, path)
-    except BaseException:
-        probe.close()
-        raise
+        raise database_error(path, e, opens=False) from None
     if readonly:
-        return probe, version
-    probe.close()
-    conn = _connect_rw(path, timeout_s)
+        return conn, version
     if version < SCHEMA_VERSION:
         _migrate(conn, path, version)
     return conn, SCHEMA_VERSION

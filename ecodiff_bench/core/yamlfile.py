@@ -197,10 +197,11 @@ def parse_yaml(text: str, path: str | Path = "<string>") -> Any:
         loader.dispose()
 
 
-def read_text(path: str | Path, max_bytes: int = MAX_BYTES) -> str:
-    """A UTF-8 text file of at most ``max_bytes`` (a BOM accepted); raises :class:`YamlError`."""
+def read_text(path: str | Path, max_bytes: int | None = None) -> str:
+    """A UTF-8 text file of at most ``max_bytes`` (default :data:`MAX_BYTES`; a BOM accepted); raises
+    :class:`YamlError`."""
     path = Path(path)
-    return decode_text(_read_bytes(path, max_bytes), path)
+    return decode_text(_read_bytes(path, MAX_BYTES if max_bytes is None else max_bytes), path)
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -204,6 +204,7 @@ def load_pipeline(
     from huggingface_hub.errors import HfHubHTTPError
 
     kwargs: dict[str, Any] = {_dtype_kwarg(): dtype, "local_files_only": offline or spec.kind == "local"}
+    kwargs["use_safetensors"] = True  # never unpickle: a directory with only .bin weights is refused
     if cache_dir is not None and spec.kind == "hub":
         kwargs["cache_dir"] = os.fspath(cache_dir)
     try:

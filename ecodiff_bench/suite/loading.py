@@ -111,6 +111,8 @@ def resolve_suite_path(path_or_name: str | Path) -> Path:
         if s in builtins:
             return builtins[s]
         raise UnknownNameError("suite", s, list(builtins))
+    if p.exists():
+        raise SuiteError(f"{p.resolve()} is not a suite file (a folder or a device?); give a YAML file")
     known = f" (builtin suites: {', '.join(builtins)})" if builtins else ""
     raise SuiteError(f"suite file not found: {p.resolve()}{known}")
 
