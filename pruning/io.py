@@ -136,15 +136,18 @@ def read_meta(path: str | Path) -> dict:
             if str(meta.get("format")).startswith("ecodiff-bench-pruned/")
             else ""
         )
-        raise ValueError(f"{file}: unsupported format {meta.get('format')!r}; expected {FORMAT}{hint}")
+        raise PlanError(f"{file}: unsupported format {meta.get('format')!r}; expected {FORMAT}{hint}")
+    missing = [key for key in _META_FIELDS if key not in meta]
+    if missing:
+        raise PlanError(f"{file}: {missing[0]} is missing (expected {_META_FIELDS[missing[0]][1]})")
+    inside(path, meta["denoiser"], field="denoiser", source=file)  # paths first: an escape is named as one
+    hashes = meta["sha256"] if isinstance(meta["sha256"], dict) else {}
+    for name in hashes:
+        inside(path, name, field=f"sha256 entry {name!r}", source=file)
     for key, (check, allowed) in _META_FIELDS.items():
-        if key not in meta:
-            raise PlanError(f"{file}: {key} is missing (expected {allowed})")
         if not check(meta[key]):
             raise PlanError(f"{file}: {key} = {meta[key]!r} is not allowed (expected {allowed})")
-    inside(path, meta.get("denoiser"), field="denoiser", source=file)
-    for name, digest in meta["sha256"].items():
-        inside(path, name, field=f"sha256 entry {name!r}", source=file)
+    for name, digest in hashes.items():
         if not (isinstance(digest, str) and len(digest) == 64):
             raise PlanError(f"{file}: sha256[{name!r}] = {digest!r} is not a sha256 (64 hex digits)")
     return meta
@@ -189,7 +192,7 @@ def load_denoiser(
     meta = verify(path) if verify_files else read_meta(path)
     cls = {c.__name__: c for c in pretrained.PRUNED_CLASSES.values()}.get(meta.get("denoiser_class"))
     if cls is None:
-        raise ValueError(
+        raise PlanError(
             f"{path / META}: denoiser_class {meta.get('denoiser_class')!r} is not one of "
             f"{', '.join(c.__name__ for c in pretrained.PRUNED_CLASSES.values())}"
         )
@@ -239,7 +242,7 @@ def load(
             )
         pipe_cls = getattr(diffusers, str(meta["pipeline_class"]), None)
         if not (isinstance(pipe_cls, type) and issubclass(pipe_cls, diffusers.DiffusionPipeline)):
-            raise ValueError(
+            raise PlanError(
                 f"{path / META}: pipeline_class {meta['pipeline_class']!r} is not a diffusers pipeline"
             )
         denoiser = load_denoiser(path, dtype=dtype, verify_files=False)  # verified above

@@ -30,7 +30,7 @@ def select_records(
     roots: list[Path] = []
     tag_ids = None
     if isinstance(source, (str, os.PathLike, Store)):
-        store = source if isinstance(source, Store) else Store(source, create=False)
+        store = source if isinstance(source, Store) else Store(source, readonly=True)
         try:
             records = store.records(suite=suite, run_id=run_id, tag=tag, include_smoke=True)
             roots.append(store.path.resolve().parent)

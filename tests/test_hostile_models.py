@@ -161,25 +161,29 @@ def _edit_meta(path: Path, **changes) -> None:
     (path / "pruned.json").write_text(json.dumps(meta))
 
 
+def _edit_config(path: Path, fn) -> None:
+    file = path / "unet" / "config.json"
+    config = json.loads(file.read_text())
+    fn(config)
+    file.write_text(json.dumps(config))
+
+
 BAD_META = [
     ("denoiser-escape", {"denoiser": "../../etc"}, "denoiser = '../../etc'"),
     ("denoiser-missing", {"denoiser": _DROP}, "denoiser is missing"),
-    (
-        "denoiser-class-not-a-model",
-        {"denoiser_class": "DiffusionPipeline"},
-        "not a diffusers ModelMixin class",
-    ),
-    ("denoiser-class-attribute", {"denoiser_class": "__version__"}, "denoiser_class = '__version__'"),
+    ("denoiser-class-not-pruned", {"denoiser_class": "UNet2DConditionModel"}, "is not one of PrunedUNet2D"),
+    ("denoiser-class-attribute", {"denoiser_class": "__version__"}, "denoiser_class '__version__'"),
     ("denoiser-class-expression", {"denoiser_class": "os.system"}, "denoiser_class = 'os.system'"),
-    (
-        "pipeline-class-not-a-pipeline",
-        {"pipeline_class": "UNet2DConditionModel"},
-        "not a diffusers DiffusionPipeline",
-    ),
+    ("denoiser-class-missing", {"denoiser_class": _DROP}, "denoiser_class is missing"),
     ("pipeline-class-missing", {"pipeline_class": _DROP}, "pipeline_class is missing"),
     ("components-as-text", {"components_included": "yes"}, "components_included = 'yes'"),
+    ("components-missing", {"components_included": _DROP}, "components_included is missing"),
     ("base-number", {"base": 5}, "base = 5"),
+    ("sha256-list", {"sha256": ["a"]}, "sha256 = ['a']"),
+    ("sha256-not-a-digest", {"sha256": {"plan.json": 3}}, "sha256['plan.json'] = 3"),
+    ("sha256-escape", {"sha256": {"../x.safetensors": "0" * 64}}, "'../x.safetensors'"),
     ("format-unknown", {"format": "something/9"}, "unsupported format 'something/9'"),
+    ("format-old", {"format": "ecodiff-bench-pruned/1"}, "saved by an older version"),
 ]
 
 
@@ -187,52 +191,83 @@ BAD_META = [
 def test_tampered_metadata_is_refused_naming_the_field(saved, tmp_path, changes, needle):
     path = _copy(saved, tmp_path)
     _edit_meta(path, **changes)
-    with pytest.raises(PlanError) as err:
-        pruning.load(path)
+    with pytest.raises(ValueError) as err:
+        pruning.load_denoiser(path)
     assert str(path / "pruned.json") in str(err.value) and needle in str(err.value), str(err.value)
 
 
-@pytest.mark.parametrize(
-    "target,content,needle",
-    [
-        ("pruned.json", b"{broken", "not valid JSON"),
-        ("pruned.json", b"[]", "holds a JSON object"),
-        ("plan.json", b"", "not valid JSON"),
-        ("plan.json", b'{"version": 1, "modules": {}}', "modules = {}"),
-        ("unet/config.json", b"nope", "not valid JSON"),
-        ("unet/config.json", b'{"block_out_channels": "wide"}', "not a UNet2DConditionModel configuration"),
-        (
-            "unet/diffusion_pytorch_model.safetensors",
-            b"\x08\x00\x00\x00\x00\x00\x00\x00{}",
-            "cannot read the weights",
-        ),
-        ("unet/diffusion_pytorch_model.safetensors", b"", "cannot read the weights"),
-    ],
-    ids=[
-        "meta-not-json",
-        "meta-list",
-        "plan-empty",
-        "plan-no-modules",
-        "config-not-json",
-        "config-wrong",
+def test_a_by_reference_model_naming_no_pipeline_class_is_refused(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    _edit_meta(path, components_included=False, base="org/model", pipeline_class="UNet2DConditionModel")
+    with pytest.raises(PlanError, match="pipeline_class 'UNet2DConditionModel' is not a diffusers pipeline"):
+        pruning.load(path, verify_files=False)
+
+
+# (id, file, bytes written over it or a change to the denoiser config, what the message says)
+TAMPERED = [
+    ("meta-not-json", "pruned.json", b"{broken", "not valid JSON"),
+    ("meta-list", "pruned.json", b"[]", "holds a JSON object"),
+    ("meta-utf16", "pruned.json", '{"format": 1}'.encode("utf-16"), "not UTF-8"),
+    ("plan-empty", "plan.json", b"", "sha256 mismatch"),
+    ("plan-edited", "plan.json", b'{"version": 1, "modules": {}}', "sha256 mismatch"),
+    ("config-not-json", "unet/config.json", b"nope", "not valid JSON"),
+    ("config-no-hashes", "unet/config.json", b'{"block_out_channels": "wide"}', "no sha256 recorded"),
+    (
+        "config-units-text",
+        "unet/config.json",
+        lambda c: c["pruned_units"].update({next(iter(c["pruned_units"])): "abc"}),
+        "expected kept indices like",
+    ),
+    (
+        "config-units-range",
+        "unet/config.json",
+        lambda c: c["pruned_units"].update({next(iter(c["pruned_units"])): "0-9999"}),
+        "expected distinct indices in 0..",
+    ),
+    (
+        "config-units-null",
+        "unet/config.json",
+        lambda c: c["pruned_units"].update({next(iter(c["pruned_units"])): None}),
+        "expected kept indices like",
+    ),
+    (
+        "config-units-unknown-group",
+        "unet/config.json",
+        lambda c: c["pruned_units"].update({"not.a.group": "0"}),
+        "does not have",
+    ),
+    (
         "weights-garbage",
-        "weights-empty",
-    ],
+        "unet/diffusion_pytorch_model.safetensors",
+        b"\x08" + b"\x00" * 7 + b"{}",
+        "sha256 mismatch",
+    ),
+    ("weights-empty", "unet/diffusion_pytorch_model.safetensors", b"", "sha256 mismatch"),
+    ("weights-stray", "unet/extra.safetensors", b"x", "not recorded"),
+]
+
+
+@pytest.mark.parametrize(
+    "target,change,needle", [(t, c, n) for _, t, c, n in TAMPERED], ids=[i for i, _, _, _ in TAMPERED]
 )
-def test_tampered_files_of_a_pruned_model_are_named(saved, tmp_path, target, content, needle):
+def test_tampered_files_of_a_pruned_model_are_named(saved, tmp_path, target, change, needle):
     path = _copy(saved, tmp_path)
-    (path / target).write_bytes(content)
+    if callable(change):
+        _edit_config(path, change)
+    else:
+        (path / target).write_bytes(change)
+    with pytest.raises(ValueError) as err:
+        pruning.load(path)
+    text = str(err.value)
+    assert needle in text and (str(path / target) in text or str(path / "pruned.json") in text), text
+
+
+def test_tampered_units_are_named_even_when_hashes_are_not_checked(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    _edit_config(path, lambda c: c["pruned_units"].update({next(iter(c["pruned_units"])): "7,3,3"}))
     with pytest.raises(PlanError) as err:
-        pruning.load_denoiser(path)
-    assert str(path / target) in str(err.value) and needle in str(err.value), str(err.value)
-
-
-def test_truncated_weights_are_named(saved, tmp_path):
-    path = _copy(saved, tmp_path)
-    weights = path / "unet" / "diffusion_pytorch_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])
-    with pytest.raises(PlanError, match="cannot read the weights"):
-        pruning.load_denoiser(path)
+        pruning.load_denoiser(path, verify_files=False)
+    assert str(path / "unet" / "config.json") in str(err.value) and "pruned_units[" in str(err.value)
 
 
 def test_a_folder_without_metadata_is_not_a_pruned_model(tmp_path):

@@ -22,7 +22,8 @@ from ecodiff_bench.suite.problems import StrictModel
 from ecodiff_bench.suite.schema import Calibration, Energy, Evaluation, Performance, Suite
 from ecodiff_bench.suite.sources import ModelSpec
 
-SCHEMA_VERSION = 2  # 2: the suite's name is part of a record's identity
+SCHEMA_VERSION = 2  # of record ids; 2: the suite's name is part of a record's identity
+SCORE_SCHEMA = 1  # of score keys: scores do not depend on the suite, so caches carry over
 
 
 def _canonical(obj: Any) -> str:
@@ -163,7 +164,7 @@ def expand(suite: Suite, smoke: bool = False) -> list[RunSpec]:
                 score_opts = {k: v for k, v in opts.items() if k not in PLAN_OPTIONS}
                 score_key = sha256_of(
                     {
-                        "schema": SCHEMA_VERSION,
+                        "schema": SCORE_SCHEMA,
                         "model": _model_payload(m, m.key),
                         "method": meth.name,
                         "seed": seed,
