@@ -100,7 +100,7 @@ def fake_runner(monkeypatch):
     calls: list = []
     module = types.ModuleType("ecodiff_bench.run")
 
-    def run_suite(suite, *, smoke=False, out=None, wait=False, out_field="outputs.dir"):
+    def run_suite(suite, *, smoke=False, out=None, wait=False, out_field="outputs.dir", summary=None):
         calls.append(("run", suite, smoke, out))
         return 0
 
