@@ -1,7 +1,8 @@
 """Reports and the regression gate. Reads stored run records only; never imports torch.
 
 ``render(store_or_records, out_dir)`` writes ``report.html`` (self-contained) and ``report.md`` (with an
-``assets/`` folder) and returns their paths. ``reports.gate`` compares releases.
+``assets/`` folder) and returns their paths. ``reports.gate`` compares releases; ``reports.releases`` is
+the history of a store's tagged releases, each gated against the one before it.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def render(
     artifact_root=None,
     title: str | None = None,
     formats=("html", "md"),
+    releases: bool | None = None,
 ) -> dict[str, Path]:
     """Render the reports for the selected records into ``out_dir``: ``formats`` among "html"
     (self-contained) and "md" (with an assets folder); returns ``{"html"|"markdown": path}``.
@@ -69,7 +71,10 @@ def render(
     ``include_smoke``: None (default) shows full records, or the smoke records when a run id / tag is
     given or nothing else matches; True shows both (the report warns); False shows full records only.
     Relative artifact paths are resolved against ``artifact_root``, then the store's folder, then the
-    working directory. Raises ``ValueError`` when no record matches.
+    working directory. ``releases``: the "Release history" section (a store's tagged releases of the
+    selected suites, each gated against the previous one); None (default) adds it when the store holds
+    such releases, True requires them, False leaves it out. Raises ``ValueError`` when no record matches
+    (or, with ``releases=True``, no release).
     """
     from reports import report
 
@@ -91,5 +96,33 @@ def render(
     unknown = [f for f in formats if f not in report.FORMATS]
     if unknown or not formats:
         raise ValueError(f"formats: expected some of {', '.join(report.FORMATS)}, got {list(formats)}")
-    content = report.build(sel, roots, title)
+    history = _history(source, sorted({r["suite"] for r in sel.records})) if releases is not False else None
+    if releases and history is None:
+        where = "a list of records has none" if not _is_store(source) else "the store holds none"
+        raise ValueError(
+            f"releases: no tagged release of suite(s) {', '.join(sorted({r['suite'] for r in sel.records}))} ({where}; name one with `ecodiff-bench tag NAME --run-id RUN`)"
+        )
+    content = report.build(sel, roots, title, history)
     return report.write(content, Path(out_dir), formats)
+
+
+def _is_store(source) -> bool:
+    from ecodiff_bench.core.store import Store
+
+    return isinstance(source, (str, os.PathLike, Store))
+
+
+def _history(source, suites: list[str]):
+    """The release history of ``suites`` in a store (None for a list of records or without releases)."""
+    from ecodiff_bench.core.store import Store
+    from reports.releases import store_history
+
+    if not _is_store(source):
+        return None
+    store = source if isinstance(source, Store) else Store(source, readonly=True)
+    try:
+        history = store_history(store, suites)
+    finally:
+        if store is not source:
+            store.close()
+    return history if history.series else None

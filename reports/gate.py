@@ -21,6 +21,11 @@ configuration are compared through their paired ratios to the base of the same r
 load differs, while each ratio was measured in interleaved pairs. The base configurations' own timings
 are therefore "not compared" (no pairing across runs); their quality metrics are.
 
+A threshold may also set an absolute ``window: [low, high]`` (as MLPerf's accuracy window): every candidate
+configuration's own value of the metric must lie inside it, baseline or not (a row of kind "window"). A
+value with an interval fails only when the whole interval lies outside; a metric recorded only for pruned
+models is not looked for in the bases.
+
 Policy for missing data, stated in every result: a metric that is unavailable on either side, a
 configuration without a counterpart, or a quality metric computed from different sample counts is
 "not compared". Not-compared rows are listed and counted but do not fail the gate, unless the metric's
@@ -36,7 +41,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecodiff_bench.core.metrics import SAMPLE_SENSITIVE, direction
+from ecodiff_bench.core.metrics import METRICS, SAMPLE_SENSITIVE, direction
 from ecodiff_bench.core.record import normalize_record
 from ecodiff_bench.core.stats import interval_of
 from ecodiff_bench.core.thresholds import (
@@ -62,11 +67,14 @@ __all__ = [
     "Thresholds",
     "check",
     "default_thresholds",
+    "configurations",
     "diff",
+    "gated_value",
     "key_text",
     "recorded_thresholds",
     "validate_thresholds",
     "verdict",
+    "windows",
 ]
 
 #: Metrics of a pruned configuration that the gate compares through a paired ratio to the run's base.
@@ -104,6 +112,15 @@ def _by_config(records: list[dict], key=_key) -> tuple[dict[Key, list[dict]], di
     for r in records:
         (ok if r["status"] == "ok" else failed)[key(r)].append(r)
     return ok, failed
+
+
+def _key_of(c: Comparison) -> Key:
+    return c.model, c.method, round(float(c.ratio), 6)
+
+
+def configurations(records: list[dict]) -> dict[Key, list[dict]]:
+    """The successful records of each configuration (model, method, ratio)."""
+    return dict(_by_config([normalize_record(r) for r in records])[0])
 
 
 @dataclass
@@ -351,6 +368,65 @@ def _check_metric(name: str, th: MetricThreshold, key: Key, base: list[dict], ca
     return _compare(name, th, key, _side(base, name), _side(cand, name), strict)
 
 
+def gated_value(name: str, key: Key, records: list[dict]) -> tuple[str, Side] | None:
+    """What the gate compares for threshold metric ``name`` in one configuration's records: (the metric
+    compared, its side), e.g. a pruned model's paired latency ratio for ``latency_image_s``; None when the
+    gate compares nothing across releases (a base's own timings, or a metric not recorded)."""
+    if key[1] != "base" and name in PAIRED_RATIOS and _recorded(records, PAIRED_RATIOS[name]):
+        return PAIRED_RATIOS[name], _side(records, PAIRED_RATIOS[name])
+    if name in _TIMINGS or not _recorded(records, name):
+        return None
+    return name, _side(records, name)
+
+
+# -- windows: absolute ranges of a metric -----------------------------------------------------------
+def _check_window(name: str, th: MetricThreshold, key: Key, cand: list[dict], strict: bool):
+    """The window row of one metric in one candidate configuration, or None when it is not looked for."""
+    model, method, ratio = key
+    if method == "base" and name in METRICS and METRICS.get(name).stage == "pruned":
+        return None
+    if not _recorded(cand, name) and not th.required:
+        return None
+    low, high = th.window
+    side = _side(cand, name)
+    comp = Comparison(
+        model, method, ratio, name, "not_compared", "", None, side.value, side.unit,
+        limits=f"window=[{low:g}, {high:g}]", kind="window",
+    )  # fmt: skip
+    if side.value is None:
+        comp.reason = f"unavailable: {side.note}"
+        if th.required or strict:
+            comp.outcome = "fail"
+            comp.reason += " (required metric)" if th.required else " (strict)"
+        return comp
+    lo, hi = side.interval or (side.value, side.value)
+    sure = " (whole interval)" if side.interval else ""
+    est = " (estimated value)" if side.status == "estimated" else ""
+    if hi < low or lo > high:
+        where = "below" if hi < low else "above"
+        comp.outcome = "fail"
+        comp.reason = f"outside the window: {side.value:.4g} {where} [{low:g}, {high:g}]{sure}{est}"
+    elif low <= side.value <= high:
+        comp.outcome, comp.reason = "pass", f"inside the window [{low:g}, {high:g}]{est}"
+    else:
+        comp.outcome = "pass"
+        comp.reason = (
+            f"{side.value:.4g} outside [{low:g}, {high:g}], but its interval reaches the window{est}"
+        )
+    return comp
+
+
+def windows(candidate_records: list[dict], thresholds: Any, *, strict: bool = False) -> list[Comparison]:
+    """The window rows of a candidate alone (a first release, which has no baseline to compare with)."""
+    th = validate_thresholds(thresholds)
+    out = []
+    for key, recs in sorted(configurations(candidate_records).items()):
+        for name, t in th.items():
+            if t.window is not None and (comp := _check_window(name, t, key, recs, strict)) is not None:
+                out.append(comp)
+    return out
+
+
 def recorded_thresholds(records: list[dict]) -> tuple[Thresholds | None, str]:
     """The regression thresholds the records' suite was run with (kept in provenance.thresholds)."""
     found = {}
@@ -423,9 +499,16 @@ def check(
     cand_ok, cand_failed = _by_config(candidate_records)
     base_ok, base_failed = _by_config(baseline_records)
     comps: list[Comparison] = []
+    window_rows: list[Comparison] = []
     skipped: set[str] = set()
     for key in sorted(set(cand_ok) | set(cand_failed) | set(base_ok) | set(base_failed)):
         model, method, ratio = key
+        if key in cand_ok:
+            window_rows += [
+                comp
+                for name, t in th.items()
+                if t.window is not None and (comp := _check_window(name, t, key, cand_ok[key], strict))
+            ]
         if key in cand_failed and key not in cand_ok:
             err = cand_failed[key][0]["error"] or "no error recorded"
             comps.append(Comparison(model, method, ratio, "run", "fail", f"candidate run failed: {err}"))
@@ -449,13 +532,16 @@ def check(
             comps.append(Comparison(model, method, ratio, "*", outcome, why))
             continue
         for name, t in th.items():
+            if not t.bounds():
+                continue  # a window only, checked above
             comp = _check_metric(name, t, key, base_ok[key], cand_ok[key], strict)
             if comp is None:
                 skipped.add(name)
             else:
                 comps.append(comp)
     never = sorted(skipped - {c.metric for c in comps})
+    comps = sorted(comps + window_rows, key=lambda c: (_key_of(c), c.kind == "window"))  # stable
     if never:
         warnings.append(f"thresholds on metrics neither release recorded were skipped: {', '.join(never)}")
-    dump = {k: v.model_dump(exclude_none=True) for k, v in th.items()}
+    dump = {k: v.model_dump(mode="json", exclude_none=True) for k, v in th.items()}
     return GateResult(comps, warnings, strict, baseline_name, candidate_name, source, dump)

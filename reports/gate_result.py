@@ -35,10 +35,17 @@ class Comparison:
     limits: str = ""
     compared: str = ""  # the metric whose values were compared, when not ``metric`` (a paired ratio)
     change_interval: tuple[float, float] | None = None  # of change_frac (relative bounds) or change
+    kind: Literal["change", "window"] = "change"  # a bound on the change, or the absolute window
 
     @property
     def config(self) -> str:
         return key_text((self.model, self.method, self.ratio))
+
+    @property
+    def check_name(self) -> str:
+        """The metric, and what was checked when it is not the change from the baseline."""
+        name = f"{self.metric} (via {self.compared})" if self.compared else self.metric
+        return f"{name} (window)" if self.kind == "window" else name
 
     def change_text(self) -> str:
         if self.change is None:
@@ -98,11 +105,10 @@ class GateResult:
         rows = []
         for c in self.comparisons:
             outcome = c.outcome.upper().replace("_", " ")
-            metric = f"{c.metric} (via {c.compared})" if c.compared else c.metric
             rows.append(
                 (
                     c.config,
-                    metric,
+                    c.check_name,
                     num(c.baseline),
                     num(c.candidate),
                     c.change_text(),
@@ -169,7 +175,8 @@ class GateResult:
         ):
             ET.SubElement(props, "property", {"name": k, "value": v})
         for c in self.comparisons:
-            case = ET.SubElement(suite, "testcase", {"classname": c.config, "name": c.metric, "time": "0"})
+            name = f"{c.metric} (window)" if c.kind == "window" else c.metric
+            case = ET.SubElement(suite, "testcase", {"classname": c.config, "name": name, "time": "0"})
             text = (
                 f"baseline={c.baseline} candidate={c.candidate} unit={c.unit} change={c.change_text()} "
                 f"limits={c.limits}: {c.reason}"

@@ -7,8 +7,19 @@ import html
 
 from reports import analysis as A
 from reports import plots as P
+from reports import releases as R
 from reports.cells import Cell
-from reports.report import NO_HEATMAPS, NO_TRAINING, SMOKE_BANNER, Content, Notes, seed_notes, selection_text
+from reports.gate import key_text
+from reports.report import (
+    HISTORY_INTRO,
+    NO_HEATMAPS,
+    NO_TRAINING,
+    SMOKE_BANNER,
+    Content,
+    Notes,
+    seed_notes,
+    selection_text,
+)
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1280px;color:#222;padding:0 16px}
@@ -32,6 +43,7 @@ figure{margin:12px 0} figcaption{font-size:12px;color:#555;max-width:900px}
 img{max-width:100%} img.grid{image-rendering:pixelated}
 .samples{display:flex;flex-direction:column;gap:6px}
 tr.differs td{background:#fff4ce}
+tr.regress td{background:#fdecea} td.fail{color:#b3261e;font-weight:600} td.nc{color:#888}
 small{color:#666}
 """
 
@@ -188,6 +200,48 @@ def _sustainability(c: Content, notes: Notes) -> list[str]:
     return h + [_table([f"<th class='l'>{_e(x)}</th>" for x in SUSTAIN_HEADS], rows)]
 
 
+def _history_table(series: R.Series, metric: str) -> str:
+    head = ["<th class='l'>Config</th>"] + [f"<th>{_e(r)}</th>" for r in series.releases]
+    rows = []
+    for key in series.configs(metric):
+        cells = []
+        for name in series.releases:
+            p = series.cell(metric, key, name)
+            cls = {"fail": " class='fail'", "not_compared": " class='nc'"}.get(p.verdict if p else "", "")
+            tip = f" title='{_e('; '.join(p.reasons))}'" if p and p.reasons else ""
+            cells.append(f"<td{cls}{tip}>{_e(R.cell_text(p))}</td>")
+        regress = any((p := series.cell(metric, key, n)) and p.verdict == "fail" for n in series.releases)
+        rows.append(
+            f"<tr{' class=regress' if regress else ''}><td class='l'>{_e(key_text(key))}</td>{''.join(cells)}</tr>"
+        )
+    return _table(head, rows)
+
+
+def _history(c: Content) -> list[str]:
+    h = ['<section id="release-history"><h2>Release history</h2>']
+    h.append(f"<p><small>{_e(HISTORY_INTRO + R.LEGEND)}</small></p>")
+    for series in c.history.series:
+        h.append(f"<h3>Suite {_e(series.title)}</h3>")
+        rows = [
+            ("<tr class='regress'>" if row[-1].startswith("FAIL") else "<tr>")
+            + "".join(f"<td class='l'>{_e(x)}</td>" for x in row)
+            + "</tr>"
+            for row in R.release_rows(series)
+        ]
+        h.append(_table([f"<th class='l'>{_e(x)}</th>" for x in R.RELEASE_HEADER], rows))
+        lines = R.regression_lines(series)
+        if lines:
+            h.append('<ul class="regressions">' + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul>")
+        else:
+            h.append("<p>No regressions: every release passed the gate against the one before it.</p>")
+        for metric, plot in zip(series.metrics, c.history_plots[series.title], strict=True):
+            h.append(_plot(plot))
+            h.append(f"<p><small>{_e(R.metric_heading(series, metric))}</small></p>")
+            h.append(_history_table(series, metric))
+    h.append("</section>")
+    return h
+
+
 def _samples(c: Content) -> list[str]:
     h = ['<h2 id="samples">Samples (identical prompts and seeds)</h2>']
     for g in c.groups:
@@ -248,6 +302,8 @@ def to_html(c: Content) -> str:
     h += _summary(c, notes)
     h.append('<h2 id="plots">Plots</h2>')
     h += [_plot(p) for p in (c.ratios_plot, c.quality_plot)]
+    if c.history is not None:
+        h += _history(c)
     h += _details(c, notes)
     h += _sustainability(c, notes)
     h += _plot_section("kept-units", "Kept units per layer", c.heatmaps, NO_HEATMAPS)

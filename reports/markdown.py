@@ -6,10 +6,13 @@ from pathlib import Path
 
 from reports import analysis as A
 from reports import plots as P
+from reports import releases as R
 from reports.cells import Cell
+from reports.gate import key_text
 from reports.html import SUSTAIN_HEADS, sustain_cells
 from reports.report import (
     ASSETS_DIR,
+    HISTORY_INTRO,
     NO_HEATMAPS,
     NO_TRAINING,
     SMOKE_BANNER,
@@ -105,6 +108,25 @@ def _details(c: Content, notes: Notes) -> list[str]:
     return m
 
 
+def _history(c: Content, assets: Path, rel: str) -> list[str]:
+    m = ["## Release history", "", HISTORY_INTRO + R.LEGEND, ""]
+    for series in c.history.series:
+        m += [f"### Suite {series.title}", "", _table(R.RELEASE_HEADER, R.release_rows(series)), ""]
+        lines = R.regression_lines(series)
+        m += [f"- ❌ {x}" for x in lines] or [
+            "No regressions: every release passed the gate against the one before it."
+        ]
+        m.append("")
+        for metric, plot in zip(series.metrics, c.history_plots[series.title], strict=True):
+            m += _plot(plot, assets, rel)
+            rows = [
+                [key_text(k)] + [R.cell_text(series.cell(metric, k, n)) for n in series.releases]
+                for k in series.configs(metric)
+            ]
+            m += [f"*{R.metric_heading(series, metric)}*", "", _table(["config", *series.releases], rows), ""]
+    return m
+
+
 def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
     notes = Notes()
     assets.mkdir(parents=True, exist_ok=True)
@@ -121,6 +143,8 @@ def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
     m += _summary(c, notes)
     m += ["## Plots", ""]
     m += _plot(c.ratios_plot, assets, rel) + _plot(c.quality_plot, assets, rel)
+    if c.history is not None:
+        m += _history(c, assets, rel)
     m += _details(c, notes)
     m += [
         "## Sustainability",

@@ -2,14 +2,15 @@
 URIs; :mod:`reports.html`) and Markdown (images in an assets folder; :mod:`reports.markdown`).
 
 Order: the summary per model (what was removed, the paired speed and energy ratios with their
-intervals, the quality kept), then the plots, the detailed base-vs-pruned tables, sustainability,
+intervals, the quality kept), then the plots, the release history (when the store holds tagged releases
+of the report's suites: :mod:`reports.releases`), the detailed base-vs-pruned tables, sustainability,
 the per-layer and training figures, the samples, failures, provenance and the notes.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from reports import analysis as A
 from reports import artifact_plots as AP
 from reports import plots as P
 from reports.cells import Group, build_groups
+from reports.releases import History
 from reports.summary import Summary, summaries
 
 HTML_NAME = "report.html"
@@ -28,6 +30,9 @@ FORMATS = ("html", "md")
 # What the per-record plot sections say when they have no plots
 NO_HEATMAPS = "No pruned records: no pruning plans to show."
 NO_TRAINING = "No training curves recorded (only ecodiff trains masks)."
+HISTORY_INTRO = (
+    "Tagged releases of this report's suites, oldest first (`ecodiff-bench releases` prints the same). "
+)
 SMOKE_BANNER = (
     "SMOKE RUN: these records come from a smoke configuration (few steps/samples). "
     "The numbers check that the pipeline works; they are not benchmark results."
@@ -51,13 +56,17 @@ class Content:
     training: list[P.Plot]
     samples: list[AP.Sample]
     failed: list[dict]
+    history: History | None = None
+    history_plots: dict[str, list[P.Plot]] = field(default_factory=dict)  # series title -> one per metric
 
     @property
     def plots(self) -> list[P.Plot]:
         return [self.quality_plot, self.ratios_plot]
 
 
-def build(sel: A.Selection, roots: list[Path], title: str) -> Content:
+def build(sel: A.Selection, roots: list[Path], title: str, history: History | None = None) -> Content:
+    from reports.release_plots import history_plots
+
     groups = build_groups(sel.records)
     ok = [r for r in sel.records if r["status"] == "ok"]
     if not groups and ok == []:
@@ -90,6 +99,8 @@ def build(sel: A.Selection, roots: list[Path], title: str) -> Content:
         training=AP.training_curves(groups, roots),
         samples=AP.sample_grids(groups, roots),
         failed=[r for r in sel.records if r["status"] != "ok"],
+        history=history,
+        history_plots={s.title: history_plots(s) for s in history.series} if history else {},
     )
 
 

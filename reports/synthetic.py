@@ -1,13 +1,15 @@
 """Synthetic run records and artifacts for tests, demos and documentation (no torch, no GPU).
 
 ``make_record`` builds one record in the run-record shape (:mod:`ecodiff_bench.core.record`); ``make_artifacts`` writes small PNG/JSON
-artifacts of every kind the reports read; ``demo_records`` builds a small base + pruned set.
+artifacts of every kind the reports read; ``demo_records`` builds a small base + pruned set;
+``release_records`` one release of a series whose values drift a little from release to release.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 import struct
 import zlib
 from pathlib import Path
@@ -266,4 +268,64 @@ def demo_records(
                     created_at=f"2025-01-01T00:00:{i:02d}+00:00",
                 )
             )
+    return out
+
+
+#: The metrics that drift between synthetic releases (by up to +-2 %: inside the digits suite's thresholds).
+DRIFTING = (
+    "frechet_distance",
+    "recognisability",
+    "clip_score",
+    "latency_ratio_vs_base",
+    "energy_ratio_vs_base",
+)
+
+
+def scale_metric(vd: dict, factor: float) -> None:
+    """Multiply a stored value and its interval by ``factor``."""
+    vd["value"] *= factor
+    for k in ("ci_low", "ci_high"):
+        if k in vd["details"]:
+            vd["details"][k] *= factor
+
+
+def release_records(
+    run_id: str,
+    *,
+    index: int = 0,
+    thresholds: dict | None = None,
+    changes: dict | None = None,
+    suite: str = "digits",
+    models: tuple[str, ...] = ("digits-sdxl", "digits-flux"),
+    methods: tuple[str, ...] = ("ecodiff", "magnitude"),
+    ratios: tuple[float, ...] = (0.2, 0.4),
+) -> list[dict]:
+    """The records of run ``run_id``, the ``index``-th release of a series: :func:`make_record`'s values
+    (plus recognisability) drifting by up to +-2 % (seeded by ``index``), then ``changes``
+    ``{(model, method, ratio): {metric: factor}}`` planted on top. ``thresholds`` go into provenance, as
+    the runner records the suite's ``regression.thresholds``."""
+    rng = random.Random(index)
+    out = []
+    for model in models:
+        specs = [("base", 0.0)] + [(m, r) for m in methods for r in ratios]
+        for i, (method, ratio) in enumerate(specs):
+            rec = make_record(
+                model,
+                method,
+                ratio,
+                run_id=run_id,
+                suite=suite,
+                created_at=f"2025-02-{index + 1:02d}T00:00:{i:02d}+00:00",
+            )
+            rec["record_id"] += f"-{run_id}"
+            rec["metrics"]["recognisability"] = value("recognisability", 0.98 - 0.25 * ratio**2)
+            for name in DRIFTING:
+                if name in rec["metrics"]:
+                    scale_metric(rec["metrics"][name], 1 + rng.uniform(-0.02, 0.02))
+            for name, factor in (changes or {}).get((model, method, ratio), {}).items():
+                scale_metric(rec["metrics"][name], factor)
+            rec["provenance"]["git"]["commit"] = hashlib.sha1(run_id.encode()).hexdigest()
+            if thresholds is not None:
+                rec["provenance"]["thresholds"] = thresholds
+            out.append(rec)
     return out

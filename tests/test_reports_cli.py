@@ -107,7 +107,7 @@ def test_check_reads_thresholds_from_a_suite_like_yaml(db, tmp_path):
         (["check", "--baseline", "v1", "--candidate", "v1", "--run-id", "run-cand"], "not both"),
         (["check", "--baseline", "v1", "--run-id", "run-smoke"], "smoke"),
         (["check", "--baseline", "v1", "--run-id", "nope"], "unknown run id 'nope'"),
-        (["check"], "Missing option '--baseline'"),
+        (["check"], "give --baseline RELEASE (or run id) or --against previous"),
         (["export", "out.xlsx"], "cannot tell the format"),
         (["export", "out.csv", "--format", "xml"], "'xml' is not one of"),
         (["export", "out.csv", "--tag", "nope"], "unknown release tag 'nope'"),

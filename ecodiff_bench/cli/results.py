@@ -1,4 +1,5 @@
-"""Result commands of the ``ecodiff-bench`` CLI: history, compare, export, report, tag, check.
+"""Result commands of the ``ecodiff-bench`` CLI: history, compare, export, report, tag, check (and
+``releases``, in :mod:`ecodiff_bench.cli.releases`).
 
 They read (and, for ``tag``, label) the results store; none of them imports torch. The main click group
 adds them with :func:`register`. Usage errors exit with code 2 and a message naming the argument;
@@ -314,7 +315,13 @@ def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_
     multiple=True,
     help="Formats to write (repeatable). Default: html and md.",
 )
-def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title, formats):
+@click.option(
+    "--releases/--no-releases",
+    default=None,
+    help="The 'Release history' section: the tagged releases of the report's suites, each gated against "
+    "the previous one. Default: shown when the store holds such releases; --releases requires them.",
+)
+def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title, formats, releases):
     """Render the HTML and Markdown reports from the store (from any working directory: artifact paths
     are relative to the store's folder)."""
     import reports
@@ -345,6 +352,7 @@ def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title, fo
             include_smoke=include_smoke,
             title=title,
             formats=formats or ("html", "md"),
+            releases=releases,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -420,7 +428,13 @@ def load_thresholds(path: Path | str):
 
 @click.command("check", short_help="Regression gate vs a baseline release.")
 @store_option
-@click.option("--baseline", required=True, help="Baseline release tag (or run id).")
+@click.option("--baseline", default=None, help="Baseline release tag (or run id).")
+@click.option(
+    "--against",
+    type=click.Choice(["previous"]),
+    default=None,
+    help="Instead of --baseline: the most recent release of the candidate's suite tagged before it.",
+)
 @click.option("--candidate", default=None, help="Candidate release tag (or run id).")
 @click.option("--run-id", default=None, help="Use this run as the candidate.")
 @click.option(
@@ -436,11 +450,13 @@ def load_thresholds(path: Path | str):
 )
 @click.option("--strict", is_flag=True, help="Metrics that cannot be compared fail the gate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (exit codes unchanged).")
-def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, strict, as_json):
-    """Regression gate: exit 1 if the candidate regresses against the baseline beyond the thresholds.
+def check_cmd(store_path, baseline, against, candidate, run_id, thresholds_path, junit, strict, as_json):
+    """Regression gate: exit 1 if the candidate regresses against the baseline beyond the thresholds, or
+    a value lies outside its threshold's absolute window.
 
     Timings of pruned models are compared through their paired ratio to the base of the same run, and
-    a change counts only when its whole confidence interval lies beyond the threshold.
+    a change counts only when its whole confidence interval lies beyond the threshold. With
+    --against previous the baseline is the release tagged before the candidate in its suite.
     """
     from reports.gate import IncomparableError
     from reports.gate import check as gate_check
@@ -449,11 +465,17 @@ def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, s
 
     if candidate is not None and run_id is not None:
         raise click.UsageError("give --candidate RELEASE or --run-id RUN, not both")
+    if (baseline is None) == (against is None):
+        raise click.UsageError(
+            "give --baseline RELEASE (or run id) or --against previous"
+            + (", not both" if baseline is not None else "")
+        )
     if junit is not None:
         writable_file(junit, "--junit")
     store = open_store(store_path)
     thresholds = load_thresholds(thresholds_path) if thresholds_path else None
-    desc_b, base_recs = _resolve_release(store, baseline, "--baseline")
+    if baseline is not None:
+        desc_b, base_recs = _resolve_release(store, baseline, "--baseline")
     if candidate is None and run_id is None:
         runs = [r for r in store.runs() if r["smoke"] is False]
         if not runs:
@@ -472,6 +494,9 @@ def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, s
         desc_c = f"run {run_id}"
     else:
         desc_c, cand_recs = _resolve_release(store, candidate, "--candidate")
+    if against is not None:
+        desc_b, base_recs = _previous_release(store, cand_recs, candidate, desc_c)
+        say(f"Baseline: {desc_b} (the release of the same suite tagged before {desc_c})")
     try:
         result = gate_check(
             cand_recs, base_recs, thresholds, strict=strict, baseline_name=desc_b, candidate_name=desc_c
@@ -488,6 +513,22 @@ def check_cmd(store_path, baseline, candidate, run_id, thresholds_path, junit, s
             click.echo(f"JUnit XML: {junit}")
     if not result.passed:
         click.get_current_context().exit(1)
+
+
+def _previous_release(store: Store, cand_recs: list[dict], candidate: str | None, desc_c: str):
+    """``--against previous``: the release tagged before the candidate in its series (suite, smoke or not)."""
+    from reports.releases import Release, load_releases, previous_release
+
+    name = candidate if candidate in store.tag_names() else None
+    prev = previous_release(load_releases(store), cand_recs, name)
+    if prev is None:
+        suite, smoke = Release("", "", cand_recs).series
+        kind = "smoke" if smoke else "full"
+        raise click.UsageError(
+            f"--against previous: no {kind} release of suite {suite!r} was tagged before {desc_c}; "
+            "tag one (ecodiff-bench tag NAME --run-id RUN) or give --baseline"
+        )
+    return f"release {prev.name}", prev.records
 
 
 def _resolve_release(store: Store, ref: str, param: str) -> tuple[str, list[dict]]:
@@ -508,6 +549,8 @@ COMMANDS = (history_cmd, compare_cmd, export_cmd, report_cmd, tag_cmd, check_cmd
 
 
 def register(group: click.Group) -> None:
-    """Add the result commands to the main ``ecodiff-bench`` group."""
-    for cmd in COMMANDS:
+    """Add the result commands (and ``releases``, :mod:`ecodiff_bench.cli.releases`) to the main group."""
+    from ecodiff_bench.cli.releases import releases_cmd
+
+    for cmd in (*COMMANDS, releases_cmd):
         group.add_command(cmd)

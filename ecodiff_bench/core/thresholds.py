@@ -7,10 +7,16 @@ gate (:mod:`reports.gate`)::
     clip_score:      {max_decrease: 0.5}         # baseline - candidate <= 0.5
     latency_image_s: {max_increase_frac: 0.05}   # (candidate - baseline) / |baseline| <= 5 %
     energy_image_j:  {max_increase_frac: 0.05, required: true}
+    fid:             {max_increase: 2.0, window: [23.0, 24.0]}   # and the candidate within [23, 24]
+
+A relative bound limits the change from the baseline release; a ``window`` is absolute, as MLPerf's
+accuracy window: every candidate configuration's value of the metric must lie inside it (both ends
+included), whatever the baseline says.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import (
@@ -49,18 +55,65 @@ class MetricThreshold(BaseModel):
     max_decrease_frac: float | None = Field(
         None, ge=0, description="(baseline - candidate) / |baseline| at most"
     )
+    window: tuple[float, float] | None = Field(
+        None, description="[low, high]: the candidate's value must lie inside (absolute, both included)"
+    )
     required: bool = Field(
         False, description="fail (instead of 'not compared') when the metric is unavailable"
     )
 
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window_shape(cls, v: Any) -> Any:
+        numbers = isinstance(v, (list, tuple)) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v
+        )
+        if v is not None and not (numbers and len(v) == 2):
+            raise ValueError("a window is [low, high], two numbers (e.g. [23.0, 24.0])")
+        return v
+
+    @field_validator("window")
+    @classmethod
+    def _ordered_window(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None:
+            low, high = v
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise ValueError("window ends must be finite numbers")
+            if low > high:
+                raise ValueError("a window is [low, high] with low <= high")
+        return v
+
     @model_validator(mode="after")
     def _one_bound(self) -> MetricThreshold:
-        if all(getattr(self, b) is None for b in BOUNDS):
-            raise ValueError(f"set at least one of {', '.join(BOUNDS)}")
+        if all(getattr(self, b) is None for b in BOUNDS) and self.window is None:
+            raise ValueError(f"set at least one of {', '.join(BOUNDS)} or window")
         return self
 
     def bounds(self) -> dict[str, float]:
+        """The relative bounds (on the change from the baseline) that are set; the window apart."""
         return {b: getattr(self, b) for b in BOUNDS if getattr(self, b) is not None}
+
+    def allowed_range(self, baseline: float) -> tuple[float, float]:
+        """The values a candidate may take without breaking a relative bound, given the baseline's value.
+
+        Only the bounds that are set limit it; the side without one ends at the baseline itself (the band
+        between the baseline and the limit, as the release history draws it). Intervals (which the gate
+        also uses) are not part of it.
+        """
+        up = [baseline]
+        down = [baseline]
+        if self.max_increase is not None:
+            up.append(baseline + self.max_increase)
+        if self.max_increase_frac is not None:
+            up.append(baseline + self.max_increase_frac * abs(baseline))
+        if self.max_decrease is not None:
+            down.append(baseline - self.max_decrease)
+        if self.max_decrease_frac is not None:
+            down.append(baseline - self.max_decrease_frac * abs(baseline))
+        # several bounds on one side: the tightest one that moves away from the baseline limits it
+        high = min((u for u in up if u != baseline), default=baseline)
+        low = max((d for d in down if d != baseline), default=baseline)
+        return low, high
 
 
 def check_metric_name(name: str) -> str:

@@ -1,0 +1,89 @@
+"""``ecodiff-bench releases``: the tagged releases in order, each gated against the one before it.
+
+The history itself (which releases form a series, what is compared, the verdicts) is
+:mod:`reports.releases`, which asks the regression gate for every verdict. This module only prints it.
+Torch-free, like the other result commands.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ecodiff_bench.cli.results import open_store, store_option
+from ecodiff_bench.core.tables import text_table
+
+
+def print_series(series, metrics: list[str], echo=click.echo) -> None:
+    from reports.gate import key_text
+    from reports.releases import RELEASE_HEADER, cell_text, metric_heading, regression_lines, release_rows
+
+    echo(f"Releases of suite {series.title}, oldest first:")
+    echo(text_table(RELEASE_HEADER, release_rows(series)))
+    for line in regression_lines(series):
+        echo(f"  {line}")
+    for metric in metrics:
+        if metric not in series.points:
+            continue
+        echo("")
+        echo(metric_heading(series, metric))
+        rows = [
+            [key_text(k)] + [cell_text(series.cell(metric, k, r)) for r in series.releases]
+            for k in series.configs(metric)
+        ]
+        echo(text_table(["config", *series.releases], rows) if rows else "  (no values)")
+
+
+@click.command("releases", short_help="Tagged releases in order, each gated against the previous one.")
+@store_option
+@click.option("--suite", default=None, help="Only this suite's releases.")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="Only these gated metrics' tables (repeatable). Default: every gated metric.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
+def releases_cmd(store_path, suite, metrics, as_json):
+    """List the tagged releases in order (date, suite, models, methods, ratios, git commit), each checked
+    by the regression gate against the release before it, and per gated metric the value of every
+    model/method/ratio in each release with its change and the gate's verdict."""
+    from ecodiff_bench.core.thresholds import check_metric_name
+    from reports.releases import LEGEND, load_releases, store_history
+
+    for m in metrics:
+        try:
+            check_metric_name(m)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--metric") from None
+    store = open_store(store_path)
+    if suite is not None and suite not in {s for r in load_releases(store) for s in r.suite.split("+")}:
+        known = sorted({s for r in load_releases(store) for s in r.suite.split("+")})
+        raise click.BadParameter(
+            f"no release of suite {suite!r}; suites with releases: {', '.join(known) or 'none'}",
+            param_hint="--suite",
+        )
+    hist = store_history(store, [suite] if suite else None)
+    gated = sorted({m for s in hist.series for m in s.metrics})
+    for m in metrics:
+        if gated and m not in gated:
+            raise click.BadParameter(
+                f"{m!r} is not gated by any release's thresholds; gated metrics: {', '.join(gated)}",
+                param_hint="--metric",
+            )
+    if as_json:
+        data = hist.to_dict()
+        if metrics:
+            for s in data["series"]:
+                s["metrics"] = {k: v for k, v in s["metrics"].items() if k in metrics}
+        click.echo(json.dumps(data, indent=1))
+        return
+    if not hist.series:
+        click.echo("No tagged releases yet (name one with: ecodiff-bench tag NAME --run-id RUN).")
+        return
+    click.echo(LEGEND)
+    for i, series in enumerate(hist.series):
+        if i:
+            click.echo("")
+        print_series(series, list(metrics) or series.metrics)
