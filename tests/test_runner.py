@@ -256,7 +256,7 @@ def test_gate_passes_an_unchanged_rerun_twice_and_fails_a_planted_slowdown(tmp_p
         pipe._planted_slowdown = base_pipe is not None
         return measure(self, pipe, out, base_pipe=base_pipe, base_images=base_images)
 
-    def slower_when_pruned(self, pipe):  # the planted regression: every pruned call takes 30 % longer
+    def slower_when_pruned(self, pipe):  # the planted regression: every pruned call takes twice as long
         call = one_call(self, pipe)
         if not getattr(pipe, "_planted_slowdown", False):
             return call
@@ -264,7 +264,7 @@ def test_gate_passes_an_unchanged_rerun_twice_and_fails_a_planted_slowdown(tmp_p
         def slow():
             t0 = time.perf_counter()
             out = call()
-            time.sleep(0.3 * (time.perf_counter() - t0))
+            time.sleep(time.perf_counter() - t0)  # far beyond the 10% bound even on a loaded machine
             return out
 
         return slow
