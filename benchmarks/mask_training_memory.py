@@ -164,7 +164,7 @@ class MaskTraining:
         from pruning.trajectory import denoiser_of
 
         self.pipe, self.sampling = pipe, sampling
-        self.config = EcoDiffConfig()
+        self.config = EcoDiffConfig(controller="none")  # one iteration with the fixed penalty: no target needed
         self.denoiser = denoiser_of(pipe)
         for p in self.denoiser.parameters():
             p.requires_grad_(False)  # as ecodiff: only the logits learn

@@ -3,7 +3,9 @@
 Typical use::
 
     import pruning
-    scores = pruning.score(pipe, "ecodiff", prompts, sampling={"steps": 50, "guidance": 5.0})
+    calibration = pruning.pairs(prompts, seeds=range(1000, 1004))   # every prompt with 4 noise seeds
+    scores = pruning.score(pipe, "ecodiff", calibration, sampling={"steps": 50, "guidance": 5.0},
+                           options={"target_sparsity": 0.2})  # masks trained to remove 20% of the parameters
     plan = pruning.plan(pipe, scores, ratio=0.2)          # 20% of prunable parameters
     pruning.apply(pipe, plan)                             # physically smaller, same pipeline class
     pruning.save(pipe, plan, "out/sdxl-eco20", base="stabilityai/stable-diffusion-xl-base-1.0")
@@ -15,6 +17,8 @@ torch and diffusers only.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +31,11 @@ from .masks import MaskSet
 from .methods import (
     DATA_FREE,
     METHODS,
+    RATIO_SPECIFIC,
     EcoDiffConfig,
     TaylorConfig,
     TrainingDiverged,
+    ecodiff_plan_summary,
     ecodiff_scores,
     magnitude_scores,
     random_scores,
@@ -52,6 +58,27 @@ class Scores:
     info: dict = field(default_factory=dict)
 
 
+def pairs(prompts: list[str], seeds) -> list[tuple[str, int]]:
+    """Every prompt with every seed: the (prompt, seed) calibration samples of :func:`score`.
+
+    Seed-major (every prompt with the first seed, then with the next), so that a prefix covers the prompts.
+    """
+    return [(p, int(s)) for s in seeds for p in prompts]
+
+
+def ratio_specific(method: str, options: dict | None = None) -> bool:
+    """Whether ``method``'s scores with these options belong to one pruning ratio (to be cached per ratio).
+
+    EcoDiff's default controlled training learns masks for its target ratio; every other method (and
+    EcoDiff with ``controller: none``) scores units once for every ratio (see ``methods.RATIO_SPECIFIC``).
+    """
+    if method not in RATIO_SPECIFIC:
+        return False
+    option, serves_every_ratio = RATIO_SPECIFIC[method]
+    default = {f.name: f.default for f in dataclasses.fields(EcoDiffConfig)}[option]
+    return (options or {}).get(option, default) != serves_every_ratio
+
+
 def _check_sampling(method: str, sampling: dict | None) -> dict:
     if not sampling or "steps" not in sampling or "guidance" not in sampling:
         raise ValueError(f"method {method!r} needs sampling={{'steps': ..., 'guidance': ...}} (and optionally "
@@ -65,13 +92,18 @@ def _check_sampling(method: str, sampling: dict | None) -> dict:
 def score(
     pipe,
     method: str,
-    prompts: list[str] | None = None,
+    prompts: list[str] | list[tuple[str, int]] | None = None,
     *,
     sampling: dict | None = None,
     options: dict | None = None,
     checkpoint_dir: str | Path | None = None,
 ) -> Scores:
-    """Score every attention head and FFN unit of ``pipe``'s denoiser with ``method``."""
+    """Score every attention head and FFN unit of ``pipe``'s denoiser with ``method``.
+
+    ``prompts`` calibrates the data-driven methods: prompt strings, or (prompt, seed) pairs (see
+    :func:`pairs`) so that each prompt can come with several initial noises. EcoDiff's default controller
+    needs ``options={"target_sparsity": ratio}``; :func:`prune` passes its ratio.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; known: {', '.join(METHODS)}")
     options = dict(options or {})
@@ -95,20 +127,37 @@ def plan(pipe_or_denoiser, scores: Scores, ratio: float, *, target: str = "param
     """Keep the highest-scoring units so that ``ratio`` of the prunable parameters (or units) is removed.
 
     ``align`` rounds each pruned FFN module's width to a multiple of it (8, 64, 128: GPU tile sizes).
+    A plan from EcoDiff scores records the training's target, final expected sparsity, steps, time and the
+    agreement of the cut with the gates training closed, under ``info["ecodiff"]``.
     """
     denoiser = pipe_or_denoiser if isinstance(pipe_or_denoiser, torch.nn.Module) else denoiser_of(pipe_or_denoiser)
     groups = find_groups(denoiser)
     total = sum(p.numel() for p in denoiser.parameters())
     info = {"block_params": block_params(denoiser)}
-    return make_plan(groups, scores.values, ratio, method=scores.method, target=target, ranking=ranking,
-                     architecture=architecture(denoiser), total_params=total, info=info, align=align)
+    result = make_plan(groups, scores.values, ratio, method=scores.method, target=target, ranking=ranking,
+                       architecture=architecture(denoiser), total_params=total, info=info, align=align)
+    if scores.method == "ecodiff":
+        result.info["ecodiff"] = summary = ecodiff_plan_summary(result, scores.values, scores.info)
+        trained = summary["trained_target"]
+        if trained is not None and abs(trained - ratio) > 1e-9:
+            warnings.warn(f"EcoDiff masks trained to remove {trained:.0%} are cut at {ratio:.0%}: the cut will not "
+                          f"follow the closed gates (agreement {summary['agreement']:.2f}); train with "
+                          f"target_sparsity={ratio}", stacklevel=2)
+    return result
 
 
 def prune(pipe, method: str, ratio: float, prompts: list[str] | None = None, *, target: str = "params",
           ranking: str = "global", align: int | None = None, **score_kwargs) -> PruningPlan:
-    """Score with ``method`` and return the plan for ``ratio`` (apply it with :func:`apply`)."""
-    return plan(pipe, score(pipe, method, prompts, **score_kwargs), ratio, target=target, ranking=ranking,
-                align=align)
+    """Score with ``method`` and return the plan for ``ratio`` (apply it with :func:`apply`).
+
+    Ratio-specific training (EcoDiff's default controller) gets ``ratio`` as its target unless the options
+    set one.
+    """
+    options = dict(score_kwargs.pop("options", None) or {})
+    if ratio_specific(method, options):
+        options.setdefault("target_sparsity", ratio)
+    scores = score(pipe, method, prompts, options=options, **score_kwargs)
+    return plan(pipe, scores, ratio, target=target, ranking=ranking, align=align)
 
 
 def apply(pipe, plan: PruningPlan):
@@ -151,4 +200,5 @@ __all__ = [
     "MaskSet",
     "make_plan", "apply_plan", "find_groups", "prunable_params", "block_params", "architecture", "denoiser_of",
     "METHODS", "DATA_FREE", "RANKINGS", "TARGETS", "EcoDiffConfig", "TaylorConfig", "TrainingDiverged",
+    "pairs", "ratio_specific",
 ]

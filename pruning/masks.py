@@ -13,6 +13,8 @@ Modes: ``train`` (stochastic where the parametrization is), ``deterministic`` (n
 (binary ``logit > 0``, what a pruned model computes), ``off`` (all ones: the unmasked model).
 The hard-concrete noise is drawn from an explicit seed (:meth:`MaskSet.resample`) so a step's forward pass
 and its recomputation in time-step checkpointing see the very same masks and gradients stay exact.
+``noise_bound`` optionally limits the logistic noise to +-bound (the official code bounds it); the gate
+probabilities of :meth:`MaskSet.p_open` are exact for either noise.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ MODES = ("train", "deterministic", "hard", "off")
 # Hard-concrete constants from the L0-regularization paper, as used by EcoDiff.
 BETA, GAMMA, ZETA = 0.83, -0.1, 1.1
 INIT_LOGIT = 3.0
+# A hard-concrete gate is non-zero iff logit + logistic noise > OPEN_SHIFT (stretched sigmoid above 0).
+OPEN_SHIFT = BETA * math.log(-GAMMA / ZETA)
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -48,9 +52,13 @@ class MaskSet(nn.Module):
         parametrization: str = "hard-concrete",
         init: float = INIT_LOGIT,
         logits: dict[str, torch.Tensor] | None = None,
+        noise_bound: float | None = None,
     ):
         super().__init__()
         self.parametrization = _check("parametrization", parametrization, PARAMETRIZATIONS)
+        if noise_bound is not None and not noise_bound > 0:
+            raise ValueError(f"noise_bound must be > 0 (logit units) or None (unbounded); got {noise_bound!r}")
+        self.noise_bound = noise_bound
         self.groups = {g.name: g for g in groups}
         self._keys = {g.name: f"g{i}" for i, g in enumerate(groups)}
         learnable = parametrization != "binary"
@@ -78,8 +86,9 @@ class MaskSet(nn.Module):
     def resample(self, seed: int) -> None:
         """Draw the hard-concrete noise for the next forward from ``seed`` (same seed, same masks)."""
         gen = torch.Generator().manual_seed(int(seed))
+        lo = 1e-6 if self.noise_bound is None else 1.0 / (1.0 + math.exp(self.noise_bound))
         self._noise = {
-            name: torch.rand(g.n_units, generator=gen).clamp(1e-6, 1 - 1e-6) for name, g in self.groups.items()
+            name: lo + (1 - 2 * lo) * torch.rand(g.n_units, generator=gen) for name, g in self.groups.items()
         }
 
     # -- mask values ------------------------------------------------------------------------------------------
@@ -101,16 +110,31 @@ class MaskSet(nn.Module):
             s = torch.sigmoid(logit)
         return (s * (ZETA - GAMMA) + GAMMA).clamp(0.0, 1.0)
 
+    def p_open(self, group: str) -> torch.Tensor:
+        """Probability that each unit's training-mode mask is non-zero (differentiable in the logits).
+
+        Hard-concrete: P(logit + n > OPEN_SHIFT) for logistic noise n, i.e. sigmoid(logit - OPEN_SHIFT) when
+        unbounded (Louizos et al.'s expected L0) and the uniform share of the bounded noise interval otherwise.
+        Sigmoid masks count their value as the probability; binary masks are 0 or 1.
+        """
+        logit = self.logit(group)
+        if self.parametrization == "binary":
+            return (logit > 0).to(logit.dtype)
+        if self.parametrization == "sigmoid":
+            return torch.sigmoid(logit)
+        if self.noise_bound is None:
+            return torch.sigmoid(logit - OPEN_SHIFT)
+        lo = 1.0 / (1.0 + math.exp(self.noise_bound))
+        return ((1 - lo - torch.sigmoid(OPEN_SHIFT - logit)) / (1 - 2 * lo)).clamp(0.0, 1.0)
+
+    def closed(self, group: str) -> torch.Tensor:
+        """Units whose gate is more likely closed than open (the units training chose to remove)."""
+        with torch.no_grad():
+            return self.p_open(group) < 0.5
+
     def sparsity_loss(self) -> torch.Tensor:
-        """Mean over groups of the expected fraction of open gates (the L0 penalty for hard-concrete)."""
-        terms = []
-        for name in self.groups:
-            logit = self.logit(name)
-            if self.parametrization == "hard-concrete":
-                terms.append(torch.sigmoid(logit - BETA * math.log(-GAMMA / ZETA)).mean())
-            else:
-                terms.append(torch.sigmoid(logit).mean())
-        return torch.stack(terms).mean()
+        """Mean over groups of the expected share of open gates (the paper's L0 penalty for hard-concrete)."""
+        return torch.stack([self.p_open(name).mean() for name in self.groups]).mean()
 
     @contextmanager
     def using(self, mode: str):

@@ -122,6 +122,19 @@ class _SDXLModel:
             pe, cond = self.pe, self.cond
         return unet(x_in, t, encoder_hidden_states=pe, added_cond_kwargs=cond, return_dict=False)[0]
 
+    @classmethod
+    def stack(cls, models: list[_SDXLModel]) -> _SDXLModel:
+        m = models[0]
+
+        def cat(name):
+            return torch.cat([getattr(k, name) for k in models])
+
+        def cat_dict(name):
+            return {key: torch.cat([getattr(k, name)[key] for k in models]) for key in getattr(m, name)}
+
+        return cls(cat("pe"), cat("npe") if m.cfg else None, cat_dict("cond"), cat_dict("ncond") if m.cfg else None,
+                   m.timesteps, m.sigmas, m.guidance, m.prediction)
+
     def __call__(self, unet, x, i):
         sigma = self.sigmas[i]
         out = self.raw(unet, x / (sigma**2 + 1).sqrt(), self.timesteps[i], cfg=self.cfg)
@@ -136,7 +149,17 @@ class _SDXLModel:
         raise TypeError(f"unsupported prediction_type {self.prediction!r} (epsilon or v_prediction)")
 
 
-def _sdxl_trajectory(pipe, prompt, generator, steps, guidance, height, width) -> Trajectory:
+def _encode(pipe, memo: dict | None, **kwargs):
+    """``pipe.encode_prompt(**kwargs)``, memoised in ``memo`` when given (one encoding per prompt and settings)."""
+    if memo is None:
+        return pipe.encode_prompt(**kwargs)
+    key = repr(sorted(kwargs.items()))
+    if key not in memo:
+        memo[key] = pipe.encode_prompt(**kwargs)
+    return memo[key]
+
+
+def _sdxl_trajectory(pipe, prompt, generator, steps, guidance, height, width, memo=None) -> Trajectory:
     from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
 
     scheduler = pipe.scheduler
@@ -149,8 +172,8 @@ def _sdxl_trajectory(pipe, prompt, generator, steps, guidance, height, width) ->
     height = height or pipe.default_sample_size * pipe.vae_scale_factor
     width = width or pipe.default_sample_size * pipe.vae_scale_factor
     cfg = guidance > 1.0
-    pe, npe, pooled, npooled = pipe.encode_prompt(
-        prompt=prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=cfg
+    pe, npe, pooled, npooled = _encode(
+        pipe, memo, prompt=prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=cfg
     )
     scheduler.set_timesteps(steps, device=device)
     timesteps = scheduler.timesteps.clone()
@@ -191,11 +214,17 @@ class _FluxModel:
             encoder_hidden_states=self.pe, txt_ids=self.text_ids, img_ids=self.image_ids, return_dict=False,
         )[0]
 
+    @classmethod
+    def stack(cls, models: list[_FluxModel]) -> _FluxModel:
+        m = models[0]  # position ids are per token, shared by the batch
+        return cls(torch.cat([k.pe for k in models]), torch.cat([k.pooled for k in models]), m.text_ids,
+                   m.image_ids, m.timesteps, m.guidance)
+
     def __call__(self, transformer, x, i):
         return self.raw(transformer, x, self.timesteps[i]).to(x.dtype)
 
 
-def _flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, max_sequence_length):
+def _flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, max_sequence_length, memo=None):
     import numpy as np
     from diffusers import FlowMatchEulerDiscreteScheduler
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
@@ -206,8 +235,8 @@ def _flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, ma
     device = pipe._execution_device
     height = height or pipe.default_sample_size * pipe.vae_scale_factor
     width = width or pipe.default_sample_size * pipe.vae_scale_factor
-    pe, pooled, text_ids = pipe.encode_prompt(
-        prompt=prompt, prompt_2=None, device=device, max_sequence_length=max_sequence_length
+    pe, pooled, text_ids = _encode(
+        pipe, memo, prompt=prompt, prompt_2=None, device=device, max_sequence_length=max_sequence_length
     )
     latents, image_ids = pipe.prepare_latents(
         pe.shape[0], pipe.transformer.config.in_channels // 4, height, width, pe.dtype, device, generator
@@ -236,18 +265,21 @@ def prepare(
     height: int | None = None,
     width: int | None = None,
     max_sequence_length: int = 512,
+    memo: dict | None = None,
 ) -> Trajectory:
     """Encode ``prompt``, draw the initial noise from ``seed`` and fix the sigma schedule, as the pipeline does.
 
     Unrolling the result reproduces ``pipe(prompt, generator=Generator().manual_seed(seed), ...,
-    output_type="latent")`` (for FLUX, before unpacking).
+    output_type="latent")`` (for FLUX, before unpacking). A ``memo`` dict shared by several calls encodes
+    each prompt once (preparing one prompt with many seeds).
     """
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     with torch.no_grad():
         if hasattr(pipe, "unet"):
-            return _sdxl_trajectory(pipe, prompt, generator, steps, guidance, height, width)
+            return _sdxl_trajectory(pipe, prompt, generator, steps, guidance, height, width, memo)
         if hasattr(pipe, "transformer"):
-            return _flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, max_sequence_length)
+            return _flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, max_sequence_length,
+                                    memo)
     raise TypeError(f"{type(pipe).__name__} has neither a unet nor a transformer")
 
 
@@ -258,3 +290,20 @@ def denoiser_of(pipe) -> nn.Module:
         if module is not None:
             return module
     raise TypeError(f"{type(pipe).__name__} has neither a unet nor a transformer")
+
+
+def stack(trajs: list[Trajectory]) -> Trajectory:
+    """One batched trajectory from several prepared with the same schedule (e.g. one per prompt x seed pair).
+
+    Sample ``k`` of the result follows exactly the trajectory ``trajs[k]`` would on its own: latents,
+    conditioning and per-step ancestral noise are concatenated along the batch; the schedule is shared.
+    """
+    if len(trajs) == 1:
+        return trajs[0]
+    first = trajs[0]
+    for t in trajs[1:]:
+        if type(t.model) is not type(first.model) or not torch.equal(t.sigmas, first.sigmas):
+            raise ValueError("only trajectories with the same model type and sigma schedule can be stacked")
+    noise = [torch.cat([t.ancestral_noise[i] for t in trajs]) for i in range(len(first.ancestral_noise))]
+    return Trajectory(torch.cat([t.latents for t in trajs]), first.sigmas, first.model.stack([t.model for t in trajs]),
+                      noise, first.ancestral)

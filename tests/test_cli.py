@@ -74,7 +74,7 @@ def test_ls_all():
 def test_validate_digits_exits_0():
     result = _invoke("validate", str(SUITES_DIR / "digits.yaml"))
     assert result.exit_code == 0, result.output
-    assert "36 runs" in result.output and "digits-flux-schnell" in result.output
+    assert "18 runs" in result.output and "digits-flux-schnell" in result.output
     assert _invoke("validate", "digits").exit_code == 0
 
 
@@ -87,7 +87,7 @@ def test_validate_json_matches_expand():
 
 
 def test_run_dry_run_lists_runs_without_the_runner(tmp_path):
-    result = _invoke("run", "--dry-run", "--only", "digits-flux", "--out", str(tmp_path / "o"))
+    result = _invoke("run", "--dry-run", "--only", "digits-flux-schnell", "--out", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
     assert (
         "dry run" in result.output and "digits-flux" in result.output and "digits-sdxl " not in result.output
@@ -114,12 +114,12 @@ def fake_runner(monkeypatch):
 
 
 def test_run_calls_the_runner_with_the_suite(fake_runner, tmp_path):
-    result = _invoke("run", "--smoke", "--only", "digits-sdxl", "--out", str(tmp_path))
+    result = _invoke("run", "--smoke", "--only", "digits-flux-schnell", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     ((kind, suite, smoke, out),) = fake_runner
     assert kind == "run" and isinstance(suite, Suite) and suite.name == "digits" and smoke is True
     assert out == tmp_path and suite.outputs.dir_path == tmp_path
-    assert [m.key for m in suite.models] == ["digits-sdxl"]
+    assert [m.key for m in suite.models] == ["digits-flux-schnell"]
 
 
 def test_run_without_suite_uses_digits(fake_runner):

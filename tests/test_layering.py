@@ -91,6 +91,7 @@ def test_reading_prunings_source_equals_importing_it(ref):
 CONSTANTS = [
     "methods:METHODS",
     "methods:DATA_FREE",
+    "methods:RATIO_SPECIFIC",
     "plan:RANKINGS",
     "plan:TARGETS",
     "masks:PARAMETRIZATIONS",
@@ -129,21 +130,21 @@ def test_validating_and_listing_load_no_torch():
 
 
 @dataclasses.dataclass
-class WithController(pruning.EcoDiffConfig):
-    """EcoDiffConfig as another change may extend it (a sparsity controller)."""
+class WithSchedule(pruning.EcoDiffConfig):
+    """EcoDiffConfig as another change may extend it (a learning-rate schedule)."""
 
-    sparsity_target: float | None = None
-    controller: str = "none"
+    schedule: str = "constant"
+    ramp_power: float | None = None
 
 
 def test_a_new_config_field_becomes_a_suite_option(monkeypatch):
-    monkeypatch.setitem(suite_methods._CONFIGS, "ecodiff", f"{__name__}:WithController")
+    monkeypatch.setitem(suite_methods._CONFIGS, "ecodiff", f"{__name__}:WithSchedule")
     info = suite_methods._build("ecodiff")
-    opts = info.options.model_validate({"sparsity_target": 0.3, "controller": "pid"})
-    assert (opts.sparsity_target, opts.controller) == (0.3, "pid")
+    opts = info.options.model_validate({"schedule": "cosine", "ramp_power": 2.0, "controller": "none"})
+    assert (opts.schedule, opts.ramp_power) == ("cosine", 2.0)
     kwargs = info.config_kwargs({**opts.model_dump(), "ranking": "global"}, seed=2)
-    assert kwargs["sparsity_target"] == 0.3 and kwargs["seed"] == 2 and "ranking" not in kwargs
-    WithController(**kwargs)  # what the runner passes is what pruning's config accepts
+    assert kwargs["ramp_power"] == 2.0 and kwargs["seed"] == 2 and "ranking" not in kwargs
+    WithSchedule(**kwargs)  # what the runner passes is what pruning's config accepts
 
 
 def test_not_options_name_real_config_fields():

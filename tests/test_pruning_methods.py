@@ -115,16 +115,16 @@ def test_taylor_on_flux():
 
 def _train(pipe, ckpt=None, **cfg):
     groups = pruning.find_groups(pipe.unet)
-    config = EcoDiffConfig(**{"epochs": 2, "accumulate": 2, "progress": False, **cfg})
+    config = EcoDiffConfig(**{"target_sparsity": 0.3, "epochs": 2, "accumulate": 2, "progress": False, **cfg})
     return ecodiff_scores(pipe, groups, PROMPTS, SDXL_SAMPLING, config, ckpt)
 
 
 def test_ecodiff_learns_and_regularizer_closes_gates():
     pipe = sdxl_pipeline()
-    scores, info = _train(pipe, beta_reg=5.0, lr=0.5)
-    assert len(info["curve"]) == 2 * len(PROMPTS)
-    first, last = info["curve"][0]["sparsity"], info["curve"][-1]["sparsity"]
-    assert last < first  # the penalty pushes logits down from their start at 3
+    scores, info = _train(pipe, controller="none", target_sparsity=None, beta_reg=5.0, lr=0.5, accumulate=1)
+    assert len(info["curve"]) == 2 * len(PROMPTS)  # one optimizer step per prompt
+    first, last = info["curve"][0]["expected_sparsity"], info["curve"][-1]["expected_sparsity"]
+    assert last > first  # the fixed penalty pushes logits down from their start at 3
     assert any((v != 3.0).any() for v in scores.values())
 
 
@@ -134,9 +134,9 @@ def test_ecodiff_resumes_to_the_same_result(tmp_path):
     # Interrupt after the first optimizer step by training one epoch into the same checkpoint, then resume.
     _train(pipe, tmp_path / "ck", epochs=2, extra={})  # full run writes checkpoints
     state = json.loads((tmp_path / "ck" / "state.json").read_text())
-    assert state["position"] == 2 * len(PROMPTS)
+    assert state["position"] == 3  # optimizer steps: 2 epochs x 3 prompts, 2 samples per step
     resumed, info = _train(pipe, tmp_path / "ck")
-    assert info["resumed_from"] == 2 * len(PROMPTS)
+    assert info["resumed_from"] == 3
     for name in straight:
         assert torch.equal(straight[name], resumed[name])
 
@@ -157,9 +157,9 @@ def test_ecodiff_partial_run_resumes_identically(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         _train(pipe, tmp_path / "ck")
     monkeypatch.setattr(pruning.trajectory, "checkpointed_backward", original)
-    assert json.loads((tmp_path / "ck" / "state.json").read_text())["position"] == 4
+    assert json.loads((tmp_path / "ck" / "state.json").read_text())["position"] == 2  # 2 samples per step
     resumed, info = _train(pipe, tmp_path / "ck")
-    assert info["resumed_from"] == 4
+    assert info["resumed_from"] == 2
     for name in straight:
         assert torch.allclose(straight[name], resumed[name], atol=1e-6)
 
@@ -175,10 +175,10 @@ def test_ecodiff_stops_on_nan_and_keeps_last_good_checkpoint(tmp_path, monkeypat
         return (loss * float("nan") if calls["n"] == 4 else loss), z
 
     monkeypatch.setattr(pruning.trajectory, "checkpointed_backward", nan_on_fourth)
-    with pytest.raises(pruning.TrainingDiverged, match="diverged at sample 3.*last good checkpoint kept"):
+    with pytest.raises(pruning.TrainingDiverged, match="diverged at optimizer step 1.*last good checkpoint kept"):
         _train(pipe, tmp_path / "ck")
     state = json.loads((tmp_path / "ck" / "state.json").read_text())
-    assert state["position"] == 2 and all(json.dumps(c) for c in state["curve"])
+    assert state["position"] == 1 and all(json.dumps(c) for c in state["curve"])
     # The masks' hooks are gone: the model is back to its unmasked self.
     assert all(not m._forward_pre_hooks for m in pipe.unet.modules())
 

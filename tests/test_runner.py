@@ -90,6 +90,8 @@ def test_run_measures_every_variant_then_skips_them(tmp_path, tiny_dirs):
             assert name in m
     eco = next(r for r in pruned if r["method"] == "ecodiff")
     assert artifact_path(eco, "training_curve", store.path).exists()
+    assert eco["settings"]["mask_training"]["trained_target"] == 0.3  # trained to its ratio, and says so
+    assert "this ratio's own mask training" in eco["metrics"]["pruning_time_s"]["note"]
     _assert_every_recorded_metric_is_known(records, tmp_path / "out" / "store.sqlite")
     assert (tmp_path / "out" / "report" / "report.html").exists()
     for r in pruned:  # paired, interleaved ratios with their intervals
@@ -276,3 +278,17 @@ def test_gate_passes_an_unchanged_rerun_twice_and_fails_a_planted_slowdown(tmp_p
     assert res.exit_code == 1, res.output
     failures = ET.parse(tmp_path / "gate.xml").getroot().find("testsuite").findall("testcase/failure/..")
     assert [c.get("name") for c in failures] == ["latency_image_s"]
+
+
+def test_ecodiff_trains_one_mask_set_per_ratio_and_records_it(tmp_path, tiny_dirs):
+    import pruning
+
+    methods = [{"name": "ecodiff", "ratios": [0.2, 0.4], "options": {"steps": 3, "batch": 2, "accumulate": 1}}]
+    result = CliRunner().invoke(main, ["prune", str(_suite(tmp_path, tiny_dirs, methods=methods))])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out" / "cache" / "scores").iterdir())) == 2  # keyed by ratio
+    for folder in sorted((tmp_path / "out" / "models").iterdir()):
+        plan = pruning.PruningPlan.load(folder / "plan.json")
+        eco = plan.info["ecodiff"]
+        assert eco["trained_target"] == eco["target"] == plan.ratio and eco["steps"] == 3
+        assert {"expected_sparsity", "agreement", "train_time_s"} <= set(eco)

@@ -237,6 +237,11 @@ MALFORMED = [
         ["calibration.count", "got 5"],
     ),
     (
+        "calibration-on-evaluated-pairs",
+        lambda d: d.update(calibration={"prompts": "digits", "count": 10, "seed": 5}),
+        ["calibration.seed", "got 5", "also evaluated", "('a handwritten digit five', 5)", "0..19"],
+    ),
+    (
         "unknown-threshold-metric",
         lambda d: d.update(regression={"thresholds": {"latency_s": {"max_increase": 1}}}),
         ["regression.thresholds.latency_s", "Did you mean: latency_step_s?"],
@@ -406,19 +411,22 @@ def test_arch_suites_have_no_quality_metrics():
             assert all(m.source == "random-init" for m in suite.models)
 
 
-def test_gpu_suites_follow_the_paper_settings():
+def test_gpu_suites_use_the_papers_scale_with_the_controller():
     sdxl = load_suite("sdxl")
     m = sdxl.models[0]
     assert (m.steps, m.guidance, m.height, m.width, m.dtype) == (50, 5.0, 1024, 1024, "bfloat16")
     assert m.call_overrides() == {"steps": 50, "guidance": 5.0, "height": 1024, "width": 1024}
     eco = next(s for s in expand(sdxl) if s.method == "ecodiff")
-    assert eco.options["beta_reg"] == 0.5 and eco.options["lr"] == 0.1 and eco.options["epochs"] == 4
+    assert eco.options["controller"] == "lagrangian" and eco.options["lr"] == 0.1
+    # the paper's compute: 400 calibration samples (200 steps x 2), from 100 captions x 2 seeds
+    assert eco.options["steps"] * eco.options["batch"] * eco.options["accumulate"] == 400
     assert eco.calibration.count == 100 and len(eco.calibration.load_prompts()) == 100
+    assert len(eco.calibration.pairs()) == 200
     assert sdxl.evaluation.inception_weights and sdxl.evaluation.clip.name == "ViT-B-32"
     assert sdxl.evaluation.clip.pretrained == "openai"
     flux = load_suite("flux-dev")
     eco = next(s for s in expand(flux) if s.method == "ecodiff")
-    assert (eco.options["beta_reg"], eco.options["lr_heads"]) == (0.01, 0.5)
+    assert eco.options["beta_reg"] == 0.01  # the paper's FLUX penalty, for controller: none
     assert (flux.models[0].steps, flux.models[0].guidance) == (50, 3.5)
     assert load_suite("flux-schnell").models[0].steps in (4, 5)
 
@@ -452,8 +460,12 @@ def test_expansion_counts_and_order():
     assert len({s.record_id for s in specs}) == len(specs)
 
 
-def test_digits_suite_expands_to_36_runs():
-    assert len(expand(load_suite("digits"))) == 4 * (1 + 4 * 2)
+def test_digits_suites_expand_to_18_and_36_runs():
+    assert len(expand(load_suite("digits"))) == 2 * (1 + 4 * 2)  # the default: the two few-step models
+    full = load_suite("digits-full")
+    assert len(expand(full)) == 4 * (1 + 4 * 2)
+    same = {"exclude": {"name", "description", "models"}}
+    assert full.model_dump(**same) == load_suite("digits").model_dump(**same)  # same settings, 2 more models
 
 
 def test_base_and_pruned_specs_link_up():
@@ -528,6 +540,17 @@ def test_evaluation_settings_change_every_hash():
     assert all(before[k] != after[k] for k in before)
 
 
+def test_calibration_pairs_are_seed_major_and_enter_hashes():
+    suite = validate_suite(_mutated(lambda d: d["calibration"].update(seeds_per_prompt=3, seed=100)))
+    pairs = suite.calibration.pairs()
+    assert pairs[:2] == [("a handwritten digit one", 100), ("a handwritten digit two", 100)]
+    assert len(pairs) == 6 and pairs[-1] == ("a handwritten digit two", 102)
+    eco = [s for s in expand(suite) if s.method == "ecodiff"]
+    other = [s for s in expand(validate_suite(BASE)) if s.method == "ecodiff"]
+    assert {s.record_id for s in eco}.isdisjoint(s.record_id for s in other)
+    assert eco[0].calibration.pairs() == pairs
+
+
 def test_calibration_prompts_enter_hashes_by_content(tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a handwritten digit one\na handwritten digit two\n")
@@ -540,8 +563,18 @@ def test_calibration_prompts_enter_hashes_by_content(tmp_path):
 
 def test_score_and_plan_keys():
     specs = [s for s in expand(validate_suite(BASE)) if s.method == "ecodiff" and s.model == "digits-sdxl"]
-    assert specs[0].score_key == specs[1].score_key  # one training serves every ratio
+    assert specs[0].score_key != specs[1].score_key  # masks trained to each ratio (the default controller)
     assert specs[0].plan_key != specs[1].plan_key
+    fixed = _mutated(lambda d: d["methods"][0]["options"].update(controller="none"))
+    fixed_specs = [
+        s for s in expand(validate_suite(fixed)) if s.method == "ecodiff" and s.model == "digits-sdxl"
+    ]
+    # the fixed penalty: one training serves every ratio
+    assert fixed_specs[0].score_key == fixed_specs[1].score_key
+    magnitude = [
+        s for s in expand(validate_suite(BASE)) if s.method == "magnitude" and s.model == "digits-sdxl"
+    ]
+    assert magnitude[0].score_key == magnitude[1].score_key
     other = [
         s
         for s in expand(validate_suite(_mutated(lambda d: d["evaluation"].update(samples=5))))
@@ -552,7 +585,12 @@ def test_score_and_plan_keys():
 
 def test_smoke_shrinks_and_marks():
     suite = validate_suite(
-        _mutated(lambda d: d.update(smoke={"samples": 3, "epochs": 1, "calibration_count": 1}))
+        _mutated(
+            lambda d: (
+                d.update(smoke={"samples": 3, "epochs": 1, "steps": 2, "calibration_count": 1}),
+                d["methods"][0]["options"].update(steps=50),
+            )
+        )
     )
     full, smoke = expand(suite), expand(suite, smoke=True)
     assert len(full) == len(smoke)
@@ -560,7 +598,7 @@ def test_smoke_shrinks_and_marks():
     assert smoke[0].evaluation.samples == 3 and smoke[0].performance.latency.max_reps == 2
     assert smoke[0].performance.latency.min_seconds == 0
     eco = next(s for s in smoke if s.method == "ecodiff")
-    assert eco.options["epochs"] == 1 and eco.calibration.count == 1
+    assert eco.options["epochs"] == 1 and eco.options["steps"] == 2 and eco.calibration.count == 1
     assert not {s.record_id for s in full} & {s.record_id for s in smoke}
 
 

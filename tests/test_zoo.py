@@ -322,3 +322,18 @@ def test_recognisability_reproduces_card(name):
     rec = recognisability(pipe, c["call_kwargs"], per_digit=20, seed=0)
     assert rec["value"] >= 0.9
     assert abs(rec["value"] - c["recognisability"]["value"]) <= 0.02
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_every_attention_module_has_at_least_eight_heads(name):
+    """Head pruning on the zoo is as fine-grained as on SDXL (10-20 heads) and FLUX (24): one head is <= 1/8."""
+    from diffusers import DiffusionPipeline
+
+    import pruning
+
+    pipe = DiffusionPipeline.from_pretrained(zoo.zoo_path(name), local_files_only=True)
+    heads = [g for g in pruning.find_groups(pruning.denoiser_of(pipe)) if g.kind == "heads"]
+    assert heads and min(g.n_units for g in heads) >= 8
+    if name.startswith("digits-flux"):
+        cfg = pipe.transformer.config
+        assert sum(cfg.axes_dims_rope) == cfg.attention_head_dim

@@ -17,13 +17,15 @@ This docstring is the contract between the runner (which writes records), the st
     metrics      {name: Value}: every name is in the metric catalog (ecodiff_bench.core.metrics)
     provenance   git commit, package versions, CPU/GPU, driver, power limit, seeds, suite file, ...
     settings     the model's call settings (steps, guidance, height, width[, max_sequence_length]),
-                 samples, batch_size, device, dtype, method options, plan_achieved
+                 samples, batch_size, device, dtype, method options, plan_achieved, mask_training
+                 (EcoDiff: target, final expected sparsity, agreement, steps, time; else None)
     artifacts    {kind: path}: "samples" (PNG grid), "power_timeline" (JSON [[t_s, watts], ...]),
                  "plan" (plan.json), "training_curve" (JSON list of per-step objects: "step" and some
                  of "loss", "mse"/"nmse", "expected_sparsity" (expected removed share), "target",
-                 "sparsity" (older runs: expected share of open gates)), "model_dir" (the saved
-                 pruned pipeline). Relative paths are relative to the store's folder
-                 (:func:`artifact_path`), so a report renders from any working directory
+                 "lambda1", "lambda2" (the controller's multipliers), "sparsity" (older runs: expected
+                 share of open gates)), "model_dir" (the saved pruned pipeline). Relative paths are
+                 relative to the store's folder (:func:`artifact_path`), so a report renders from any
+                 working directory
 
 Records travel as the JSON form of :class:`RunRecord` (``to_dict``); NaN and infinities are refused
 anywhere in a record (JSON has none: a value that could not be measured is ``unavailable``, with a note).

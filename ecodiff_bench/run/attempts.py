@@ -23,6 +23,7 @@ from ecodiff_bench.core.files import write_json_atomic
 from ecodiff_bench.core.values import Value
 
 FILE = "attempts.json"
+OWN_RATIO = "this ratio's own mask training"  # scores trained to one ratio (pruning.ratio_specific)
 
 
 class Attempts:
@@ -65,16 +66,17 @@ class Attempts:
         with suppress(OSError):  # the ledger must never hide the error that ended the attempt
             self._write()
 
-    def totals(self, resumed_from: int | None) -> tuple[Value, Value]:
-        """``pruning_time_s`` and ``pruning_energy_j`` over the parts that built the scores."""
+    def totals(self, resumed_from: int | None, shared: bool = True) -> tuple[Value, Value]:
+        """``pruning_time_s`` and ``pruning_energy_j`` over the parts that built the scores; ``shared``:
+        the scores serve every ratio of the method (False: trained to this ratio alone)."""
         parts = self.parts if resumed_from else self.parts[-1:]
         dropped = len(self.parts) - len(parts)
-        return _time_total(parts, dropped), _energy_total(parts, dropped)
+        return _time_total(parts, dropped, shared), _energy_total(parts, dropped, shared)
 
 
-def _describe(parts: list[dict], dropped: int) -> str:
+def _describe(parts: list[dict], dropped: int, shared: bool) -> str:
     if len(parts) == 1:
-        text = "scoring time, shared by every ratio of this method"
+        text = "scoring time, " + ("shared by every ratio of this method" if shared else OWN_RATIO)
     else:
         kinds = ", ".join(
             f"{p['status']} {p['time_s']:.1f} s"
@@ -82,17 +84,19 @@ def _describe(parts: list[dict], dropped: int) -> str:
             else f"{p['status']} (time unknown)"
             for p in parts
         )
-        text = f"sum of {len(parts)} parts of a resumed computation ({kinds}); shared by every ratio"
+        text = f"sum of {len(parts)} parts of a resumed computation ({kinds}); " + (
+            "shared by every ratio" if shared else OWN_RATIO
+        )
     if dropped:
         text += f"; {dropped} earlier attempt(s) left nothing to resume from and are not counted"
     return text
 
 
-def _time_total(parts: list[dict], dropped: int) -> Value:
+def _time_total(parts: list[dict], dropped: int, shared: bool) -> Value:
     known = [p for p in parts if p.get("time_s") is not None]
     total = sum(p["time_s"] for p in known)
     estimated = len(known) < len(parts) or any(p.get("time_estimated") for p in parts)
-    note = _describe(parts, dropped)
+    note = _describe(parts, dropped, shared)
     if len(known) < len(parts):
         note += "; a lower bound: a killed part without a checkpoint is not counted"
     details = {"parts": [{k: p.get(k) for k in ("status", "time_s", "time_estimated")} for p in parts]}
@@ -103,7 +107,7 @@ def _energy_of(part: dict) -> Value | None:
     return Value.from_dict({**part["energy"], "name": "pruning_energy_j"}) if part.get("energy") else None
 
 
-def _energy_total(parts: list[dict], dropped: int) -> Value:
+def _energy_total(parts: list[dict], dropped: int, shared: bool) -> Value:
     energies = [_energy_of(p) for p in parts]
     if len(parts) == 1 and energies[0] is not None:  # the common case: one attempt, its own window
         return energies[0]
@@ -114,7 +118,7 @@ def _energy_total(parts: list[dict], dropped: int) -> Value:
     total = sum(e.value for e, _ in metered)
     metered_s = sum(p["time_s"] for _, p in metered)
     unmetered = [p for e, p in zip(energies, parts, strict=True) if e is None or not e.available]
-    note = _describe(parts, dropped)
+    note = _describe(parts, dropped, shared)
     extra_s = sum(p["time_s"] for p in unmetered if p.get("time_s") is not None)
     if extra_s > 0 and metered_s > 0:
         total += total / metered_s * extra_s

@@ -10,6 +10,7 @@ import pruning
 from ecodiff_bench.core.record import RunRecord, utc_now
 from ecodiff_bench.core.values import Value
 from ecodiff_bench.measure.memory import disk_size
+from ecodiff_bench.run.attempts import OWN_RATIO
 from ecodiff_bench.suite import RunSpec, Suite
 
 
@@ -56,7 +57,8 @@ def cost_values(scores: pruning.Scores) -> dict[str, Value]:
     if "pruning_time" in scores.info:
         time_value = Value.from_dict({**scores.info["pruning_time"], "name": "pruning_time_s"})
     else:  # scores cached before the parts were counted
-        note = "scoring time, shared by every ratio of this method"
+        shared = OWN_RATIO if scores.info.get("target") else "shared by every ratio of this method"
+        note = f"scoring time, {shared}"
         time_value = Value("pruning_time_s", scores.info["pruning_time_s"], "s", "measured", False, note)
     return {"pruning_energy_j": energy_value, "pruning_time_s": time_value}
 
@@ -99,6 +101,7 @@ def make_record(
             **run_settings,
             "options": spec.options,
             "plan_achieved": plan.achieved() if plan else None,
+            "mask_training": plan.info.get("ecodiff") if plan else None,
         },
         artifacts=artifacts,
     )

@@ -1,5 +1,7 @@
-"""Method scores (unit importances) per ``score_key``, shared by every ratio of a method: computed once,
-kept in memory and on disk, and metered, since computing them is the pruning's own cost."""
+"""Method scores (unit importances) per ``score_key``: computed once, kept in memory and on disk, and
+metered, since computing them is the pruning's own cost. A method's scores serve every ratio, except those
+trained to one (EcoDiff's controlled masks, ``pruning.ratio_specific``): the spec's ratio is then their
+target, and its score key is the ratio's own."""
 
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ from ecodiff_bench.suite import RunSpec
 from ecodiff_bench.suite.methods import PLAN_OPTIONS, config_kwargs
 
 
+def score_folder(cache: Path, spec: RunSpec) -> Path:
+    """Where a spec's scores live under a run's ``cache`` folder (one folder per score key)."""
+    return cache / "scores" / spec.score_key[:24]
+
+
 class Scorer:
     """Scores per ``score_key``: memory, then the disk cache under ``cache/scores``, then computed."""
 
@@ -26,7 +33,7 @@ class Scorer:
 
     def scores(self, spec: RunSpec, pipe, settings: dict) -> pruning.Scores:
         if spec.score_key not in self.memo:
-            folder = self.cache / "scores" / spec.score_key[:24]
+            folder = score_folder(self.cache, spec)
             if (folder / "scores.safetensors").exists():
                 info = json.loads((folder / "info.json").read_text())
                 self.memo[spec.score_key] = pruning.Scores(
@@ -40,7 +47,11 @@ class Scorer:
         prompts = None
         if spec.calibration:
             count = min(spec.calibration.count, spec.options.get("prompts") or spec.calibration.count)
-            prompts = spec.calibration.load_prompts()[:count]
+            prompts = spec.calibration.pairs(count)  # (prompt, seed) pairs, never the evaluation's
+        options = config_kwargs(spec.method, spec.options, spec.seed)
+        own_ratio = pruning.ratio_specific(spec.method, options)
+        if own_ratio:
+            options["target_sparsity"] = spec.ratio
         attempts = Attempts(folder, folder / "checkpoint")
         attempts.begin()
         t0 = time.perf_counter()
@@ -51,7 +62,7 @@ class Scorer:
                 spec.method,
                 prompts,
                 sampling=settings,
-                options=config_kwargs(spec.method, spec.options, spec.seed),
+                options=options,
                 checkpoint_dir=folder / "checkpoint",
             )
         except BaseException:  # interrupted or failed: what this part cost still counts on resume
@@ -63,7 +74,7 @@ class Scorer:
             raise
         window = self.monitor.end_window("scoring")
         attempts.end("finished", time.perf_counter() - t0, window.total_value("pruning_energy_j"))
-        time_value, energy_value = attempts.totals(result.info.get("resumed_from"))
+        time_value, energy_value = attempts.totals(result.info.get("resumed_from"), shared=not own_ratio)
         result.info["pruning_time_s"] = time_value.value
         result.info["pruning_time"] = time_value.to_dict()
         result.info["pruning_energy"] = energy_value.to_dict()

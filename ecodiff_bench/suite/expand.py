@@ -16,7 +16,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ecodiff_bench.suite.loading import validate_suite
-from ecodiff_bench.suite.methods import METHOD_NAMES, PLAN_OPTIONS, needs_calibration, resolved_options
+from ecodiff_bench.suite.methods import (
+    METHOD_NAMES,
+    PLAN_OPTIONS,
+    needs_calibration,
+    ratio_specific,
+    resolved_options,
+)
 from ecodiff_bench.suite.methods import shrink_for_smoke as _shrink_method
 from ecodiff_bench.suite.problems import StrictModel
 from ecodiff_bench.suite.schema import Calibration, Energy, Evaluation, Performance, Suite
@@ -54,7 +60,9 @@ class RunSpec(StrictModel):
     smoke: bool = False
     record_id: str = Field(description="sha256 of hash_payload(): skip the spec when this record exists")
     base_id: str | None = Field(None, description="record_id of the same model's base spec")
-    score_key: str | None = Field(None, description="same scores/logits for every ratio, ranking and target")
+    score_key: str | None = Field(
+        None, description="same scores/logits for every ranking and target (and ratio, unless ratio-specific)"
+    )
     plan_key: str | None = Field(
         None, description="same pruned model (plan) regardless of evaluation settings"
     )
@@ -88,7 +96,14 @@ def _model_payload(m: BaseModel, key: str) -> dict[str, Any]:
 
 
 def _calibration_payload(cal: Calibration | None) -> Any:
-    return None if cal is None else {"count": cal.count, "prompts": cal.prompt_identity(cal.count)}
+    if cal is None:
+        return None
+    return {
+        "count": cal.count,
+        "prompts": cal.prompt_identity(cal.count),
+        "seed": cal.seed,
+        "seeds_per_prompt": cal.seeds_per_prompt,
+    }
 
 
 def _evaluation_payload(ev: Evaluation) -> dict[str, Any]:
@@ -131,7 +146,9 @@ def apply_smoke(suite: Suite) -> Suite:
     cal = d["calibration"]
     cal["count"] = min(cal["count"], sm.calibration_count)
     for meth in d["methods"]:
-        _shrink_method(meth["name"], meth["options"], epochs=sm.epochs, calibration=cal["count"])
+        _shrink_method(
+            meth["name"], meth["options"], epochs=sm.epochs, steps=sm.steps, calibration=cal["count"]
+        )
     return validate_suite(d, source=suite.source)
 
 
@@ -162,18 +179,19 @@ def expand(suite: Suite, smoke: bool = False) -> list[RunSpec]:
             cal = s.calibration if needs_calibration(meth.name) else None
             for seed in meth.seeds:
                 score_opts = {k: v for k, v in opts.items() if k not in PLAN_OPTIONS}
-                score_key = sha256_of(
-                    {
-                        "schema": SCORE_SCHEMA,
-                        "model": _model_payload(m, m.key),
-                        "method": meth.name,
-                        "seed": seed,
-                        "options": score_opts,
-                        "calibration": _calibration_payload(cal),
-                        "smoke": smoke,
-                    }
-                )
+                score_payload = {
+                    "schema": SCORE_SCHEMA,
+                    "model": _model_payload(m, m.key),
+                    "method": meth.name,
+                    "seed": seed,
+                    "options": score_opts,
+                    "calibration": _calibration_payload(cal),
+                    "smoke": smoke,
+                }
                 for ratio in meth.ratios:
+                    # scores serve every ratio, except those trained to one (EcoDiff's controlled masks)
+                    per_ratio = {"ratio": ratio} if ratio_specific(meth.name, opts) else {}
+                    score_key = sha256_of({**score_payload, **per_ratio})
                     payload = _spec_payload(s.name, m, meth.name, ratio, seed, opts, cal, key=m.key, **common)
                     # an option left unset (align: None) leaves the plan key as it was before the option
                     plan_opts = {k: opts[k] for k in PLAN_OPTIONS if opts[k] is not None}

@@ -35,6 +35,8 @@ _CONFIGS: dict[str, str] = {
 }
 _PRUNING_METHODS: dict[str, str] = pruning_info.constant("pruning.methods:METHODS")  # name -> help
 _DATA_FREE: tuple[str, ...] = pruning_info.constant("pruning.methods:DATA_FREE")
+# method -> (option, value): scores belong to one ratio unless the option has that value (EcoDiff's controller)
+_RATIO_SPECIFIC: dict[str, tuple[str, Any]] = pruning_info.constant("pruning.methods:RATIO_SPECIFIC")
 _PARAMETRIZATIONS: tuple[str, ...] = pruning_info.constant("pruning.masks:PARAMETRIZATIONS")
 _RANKINGS: tuple[str, ...] = pruning_info.constant("pruning.plan:RANKINGS")
 _TARGETS: tuple[str, ...] = pruning_info.constant("pruning.plan:TARGETS")
@@ -46,6 +48,7 @@ NOT_OPTIONS = {
     "extra": "free-form, for experiments in code",
     "max_normalized_mse": "a divergence guard of mask training, not a tuning knob",
     "max_timesteps": "bounded by the scheduler's training timesteps",
+    "target_sparsity": "each spec's ratio, for methods that train to it (see ratio_specific)",
 }
 
 #: Bounds, allowed values and help of options; a field without a rule keeps its type and default as they are.
@@ -55,7 +58,17 @@ _RULES: dict[str, dict[str, dict[str, Any]]] = {
         "lr": {"gt": 0},
         "lr_heads": {"gt": 0, "description": "default: lr (SDXL), 0.5 (FLUX)"},
         "beta_reg": {"ge": 0, "description": "default: 0.5 (SDXL), 0.01 (FLUX)"},
-        "accumulate": {"gt": 0, "description": "optimizer step every N prompts"},
+        "accumulate": {"gt": 0, "description": "batches per optimizer step"},
+        "batch": {"gt": 0, "description": "calibration samples run together as one batched trajectory"},
+        "steps": {"gt": 0, "description": "optimizer steps (default: epochs over the calibration pairs)"},
+        "controller": {
+            "description": "lagrangian: masks trained to each ratio; none: the paper's fixed penalty"
+        },
+        "penalty": {"description": "weighting of the expected sparsity (params: as the plan counts)"},
+        "dual_lr": {"gt": 0, "description": "learning rate of the Lagrange multipliers"},
+        "warmup": {"ge": 0, "lt": 1, "description": "share of the steps over which the target ramps in"},
+        "weight_decay": {"ge": 0},
+        "noise_bound": {"gt": 0, "description": "bound of the mask noise in logits (default: unbounded)"},
         "parametrization": {"type": Literal[_PARAMETRIZATIONS]},
     },
     "taylor": {
@@ -83,10 +96,10 @@ ARCH_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "ecodiff": {"sdxl": {"beta_reg": 0.5, "lr_heads": None}, "flux": {"beta_reg": 0.01, "lr_heads": 0.5}},
 }
 
-#: What ``--smoke`` caps: option -> "epochs" (the smoke section's epochs) or "calibration" (the shrunk
+#: What ``--smoke`` caps: option -> "epochs" or "steps" (the smoke section's) or "calibration" (the shrunk
 #: calibration count).
 _SMOKE: dict[str, dict[str, str]] = {
-    "ecodiff": {"epochs": "epochs", "prompts": "calibration"},
+    "ecodiff": {"epochs": "epochs", "steps": "steps", "prompts": "calibration"},
     "taylor": {"batch": "calibration"},
 }
 
@@ -230,9 +243,20 @@ def config_kwargs(name: str, options: dict[str, Any], seed: int) -> dict[str, An
     return METHODS.get(name).config_kwargs(options, seed)
 
 
-def shrink_for_smoke(name: str, options: dict[str, Any], *, epochs: int, calibration: int) -> None:
+def ratio_specific(name: str, options: dict[str, Any]) -> bool:
+    """Whether the method's scores with these options belong to one ratio (EcoDiff's masks trained to it),
+    so that each ratio gets its own scores; pruning's ``RATIO_SPECIFIC`` says which methods and options."""
+    if name not in _RATIO_SPECIFIC:
+        return False
+    option, serves_every_ratio = _RATIO_SPECIFIC[name]
+    return options.get(option) != serves_every_ratio
+
+
+def shrink_for_smoke(
+    name: str, options: dict[str, Any], *, epochs: int, steps: int, calibration: int
+) -> None:
     """Cap the options ``--smoke`` shrinks, in place (``None`` means "all" and becomes the cap)."""
-    caps = {"epochs": epochs, "calibration": calibration}
+    caps = {"epochs": epochs, "steps": steps, "calibration": calibration}
     for option, cap in _SMOKE.get(name, {}).items():
         if options.get(option) is not None:
             options[option] = min(options[option], caps[cap])

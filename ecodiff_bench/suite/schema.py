@@ -138,9 +138,17 @@ class _PromptSource(StrictModel):
 
 
 class Calibration(_PromptSource):
-    """Prompts that calibrate data-driven methods (ecodiff, taylor); the first ``count`` are used."""
+    """Prompt x seed pairs that calibrate data-driven methods (ecodiff, taylor): the first ``count`` prompts,
+    each with the initial noises of seeds ``seed .. seed + seeds_per_prompt - 1``; never evaluated pairs."""
 
     count: int = Field(100, gt=0)
+    seeds_per_prompt: int = Field(1, gt=0)
+    seed: int = Field(1_000_000, ge=0, description="first calibration seed (outside the evaluation's seeds)")
+
+    def pairs(self, count: int | None = None) -> list[tuple[str, int]]:
+        """Seed-major (every prompt with the first seed, then the next), so that any prefix covers the prompts."""
+        prompts = self.load_prompts()[: count or self.count]
+        return [(p, self.seed + j) for j in range(self.seeds_per_prompt) for p in prompts]
 
 
 class OpenClip(StrictModel):
@@ -330,6 +338,7 @@ class Smoke(StrictModel):
     samples: int = Field(8, gt=0)
     reps: int = Field(2, gt=0)
     epochs: int = Field(1, gt=0)
+    steps: int = Field(4, gt=0, description="at most this many EcoDiff optimizer steps")
     calibration_count: int = Field(4, gt=0)
     idle_baseline_s: float = Field(1.0, ge=0)
 
@@ -434,6 +443,8 @@ class Suite(StrictModel):
                     got=self.calibration.count,
                     allowed=f"1..{n}",
                 )
+        if calibrated and self.calibration.has_prompts and self.evaluation.has_prompts:
+            self._check_disjoint(p)
         for i, meth in enumerate(self.methods):
             prompts = getattr(meth.options, "prompts", None)  # the calibration prompts a method trains on
             if prompts is not None and prompts > self.calibration.count:
@@ -443,6 +454,22 @@ class Suite(StrictModel):
                     got=prompts,
                     allowed=f"1..{self.calibration.count}",
                 )
+
+    def _check_disjoint(self, p: Problems) -> None:
+        """No method may calibrate on a (prompt, seed) pair that the evaluation generates."""
+        cal, ev = self.calibration, self.evaluation
+        prompts = ev.load_prompts()
+        evaluated = {(prompts[i % len(prompts)], ev.seed + i) for i in range(ev.samples)}
+        shared = [pair for pair in cal.pairs() if pair in evaluated]
+        if shared:
+            p.add(
+                ("calibration", "seed"),
+                f"{len(shared)} calibration prompt x seed pair(s) are also evaluated, e.g. {shared[0]!r}: "
+                "a method must never calibrate on its evaluation set",
+                got=cal.seed,
+                allowed=f"a first seed whose {cal.seeds_per_prompt} seed(s) avoid the evaluation's seeds "
+                f"{ev.seed}..{ev.seed + ev.samples - 1}",
+            )
 
     def _check_evaluation(self, p: Problems) -> None:
         ev = self.evaluation

@@ -1,7 +1,7 @@
 """digits-flux (FLUX-dev-like teacher) and digits-flux-schnell (few-step student): genuine FluxPipelines.
 
 Architecture (FLUX's, scaled down): FluxTransformer2DModel with 2 double-stream (joint image/text
-attention) and 4 single-stream blocks, 4 heads of dim 16, RoPE over (time, row, col) axes (4, 6, 6);
+attention) and 4 single-stream blocks, 8 heads of dim 8, RoPE over (time, row, col) axes (0, 4, 4);
 the 8x8x4 latent of a small AutoencoderKL is packed 2x2 into 16 image tokens of 16 channels. Text: a
 CLIPTextModel (pooled output -> pooled_projections) and a T5EncoderModel (last hidden states ->
 encoder_hidden_states, max_sequence_length 16). FlowMatchEulerDiscreteScheduler with FLUX-dev's dynamic
@@ -75,8 +75,9 @@ class FluxRecipe:
     canonical_prob: float = 0.5
     num_layers: int = 2
     num_single_layers: int = 4
-    heads: int = 4
-    head_dim: int = 16
+    heads: int = 8  # at least 8 per attention module, so one head is a small share of a layer (FLUX: 24)
+    head_dim: int = 8
+    rope_axes: tuple[int, ...] = (0, 4, 4)  # (time, row, col): must sum to head_dim; time is always 0 here
     clip_hidden: int = 32
     t5_dim: int = 64
     text_layers: int = 2
@@ -122,11 +123,12 @@ def build_text_encoders(clip_hidden: int, t5_dim: int, layers: int):
 def build_transformer(r: FluxRecipe, guidance_embeds: bool = True, latent_channels: int = 4):
     from diffusers import FluxTransformer2DModel
 
-    d = r.head_dim
-    axes = (d // 4, 3 * d // 8, 3 * d // 8)
+    axes = tuple(r.rope_axes)
+    if sum(axes) != r.head_dim or any(a % 2 for a in axes):
+        raise ValueError(f"rope_axes {axes} must be even and sum to head_dim {r.head_dim}")
     return FluxTransformer2DModel(
         patch_size=1, in_channels=4 * latent_channels, num_layers=r.num_layers,
-        num_single_layers=r.num_single_layers, attention_head_dim=d, num_attention_heads=r.heads,
+        num_single_layers=r.num_single_layers, attention_head_dim=r.head_dim, num_attention_heads=r.heads,
         joint_attention_dim=r.t5_dim, pooled_projection_dim=r.clip_hidden, guidance_embeds=guidance_embeds,
         axes_dims_rope=axes,
     )
@@ -382,6 +384,7 @@ def train_flux_schnell(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progr
     cfg = dict(teacher.transformer.config)
     student_recipe = FluxRecipe(num_layers=cfg["num_layers"], num_single_layers=cfg["num_single_layers"],
                                 heads=cfg["num_attention_heads"], head_dim=cfg["attention_head_dim"],
+                                rope_axes=tuple(cfg["axes_dims_rope"]),
                                 clip_hidden=cfg["pooled_projection_dim"], t5_dim=cfg["joint_attention_dim"])
     student = build_transformer(student_recipe, guidance_embeds=False)
     missing, unexpected = student.load_state_dict(teacher.transformer.state_dict(), strict=False)

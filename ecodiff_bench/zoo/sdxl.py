@@ -2,7 +2,7 @@
 
 Architecture (SDXL's, scaled down): UNet2DConditionModel with cross-attention transformer blocks at
 both resolutions of an 8x8x4 latent (transformer_layers_per_block (1, 2), GEGLU feed-forwards, linear
-projections, 2 and 4 heads), "text_time" added conditioning (pooled text embedding + six size/crop
+projections, 8 and 16 heads of dim 4), "text_time" added conditioning (pooled text embedding + six size/crop
 numbers); two CLIP text encoders (CLIPTextModel, CLIPTextModelWithProjection) whose penultimate hidden
 states are concatenated; a small AutoencoderKL (16x16 RGB -> 8x8x4, trained here on the digits);
 EulerDiscreteScheduler (deterministic).
@@ -64,7 +64,7 @@ class SDXLRecipe:
     cfg_dropout: float = 0.1
     canonical_prob: float = 0.5
     block_out_channels: tuple[int, ...] = (32, 64)
-    heads: tuple[int, ...] = (2, 4)
+    heads: tuple[int, ...] = (8, 16)  # head COUNT per level: 8 and 16 heads of dim 4 (SDXL: 10/20 of 64)
     transformer_layers: tuple[int, ...] = (1, 2)
     text_hidden: int = 32
     text_layers: int = 3

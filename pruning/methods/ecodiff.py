@@ -1,207 +1,279 @@
 """EcoDiff: learn one mask logit per unit with an objective over the whole denoising trajectory.
 
-Loss per calibration prompt: MSE between the masked model's final latent and the unmasked model's final
-latent from the same prompt and initial noise (the reference is computed once per prompt), plus
-``beta_reg`` times the sparsity penalty of the masks. Gradients come from time-step checkpointing by
-default (exact, memory flat in the step count) or from plain backpropagation through every step.
+Each optimizer step draws ``batch x accumulate`` calibration samples, i.e. (prompt, seed) pairs; a batch
+of them runs as one batched trajectory. The loss of a sample is the MSE between the masked model's final
+latent and the unmasked model's final latent from the same prompt and initial noise (computed once per
+pair), divided by the variance of that reference latent (``normalize_mse``), so the loss scale, and with
+it learning rates and multipliers, carry over from the digits zoo to SDXL and FLUX. Gradients come from
+time-step checkpointing (exact, memory flat in the step count) or from plain backpropagation.
 
-Training checkpoints its logits, optimizer state and position after every optimizer step, so an
-interrupted run resumes where it stopped; a non-finite or diverging loss stops it with a clear message,
-leaving the last good checkpoint in place.
+Sparsity (``controller``):
+- ``lagrangian`` (default): the expected share of prunable parameters removed (from each gate's
+  probability of being closed and the parameters each unit carries, see :mod:`.sparsity`) is driven to
+  ``target`` by a Lagrangian with damped dual ascent, the target ramped in over ``warmup`` of the steps.
+  The masks are then specific to the target ratio: train one set per ratio.
+- ``none``: the paper's fixed penalty, ``beta_reg`` times the expected kept share; one mask set serves
+  every ratio, and the plan's cut falls wherever the logits rank it.
+
+What the official code does, and what we default to (measured on the digits zoo, README "EcoDiff"):
+
+| setting | official | default here |
+|---|---|---|
+| sparsity | fixed L1 penalty, mean over layers | Lagrangian on the parameter-weighted expected share |
+| loss | MSE of final latents | MSE / Var(reference) |
+| mask noise | bounded (SDXL +-1.1, FLUX +-2.4 logits), redrawn at every call | unbounded, seeded per step |
+| weight decay | 0.01 (AdamW default) | 0 |
+| learning rate | 0.1 (FLUX heads: 0.5) | 0.1 (the zoo suites: 0.2 for 150 steps) |
+| optimizer steps | ~100 (100 prompts x 4 epochs, a step per 4) | set per suite: 150 on the zoo, 200 at paper scale |
+
+Training checkpoints its logits, optimizer and controller state and position after every optimizer
+step, so an interrupted run resumes to the same logits; a non-finite or diverging loss stops it with a
+clear message, leaving the last good checkpoint in place.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 import torch
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from .. import trajectory
-from ..masks import MaskSet
-from ..targets import HEADS, UnitGroup
+from ..masks import OPEN_SHIFT, PARAMETRIZATIONS, MaskSet
+from ..targets import UnitGroup
+from .mask_training import MaskTrainer
+from .sparsity import PENALTIES
 
-
-class TrainingDiverged(RuntimeError):
-    """Mask training produced a non-finite or exploding loss; the last good checkpoint is kept."""
+CONTROLLERS = ("lagrangian", "none")
 
 
 @dataclass
 class EcoDiffConfig:
+    """Mask-training settings (see the module docstring for the defaults' reasons)."""
+
+    target_sparsity: float | None = (
+        None  # share of prunable parameters to remove (the ratio); lagrangian only
+    )
+    # "none": the paper's fixed penalty, beta_reg x the expected kept share
+    controller: Literal["lagrangian", "none"] = "lagrangian"
+    steps: int | None = None  # optimizer steps; None: `epochs` passes over the calibration samples
     epochs: int = 4
+    batch: int = 1  # calibration samples run together as one batched trajectory
+    accumulate: int = 4  # batches per optimizer step
     lr: float = 0.1
     lr_heads: float | None = None  # defaults to lr (the official FLUX setting uses 0.5 for heads)
-    beta_reg: float = 0.5
-    accumulate: int = 4  # calibration samples per optimizer step (batch 1 each)
-    parametrization: str = "hard-concrete"
+    weight_decay: float = 0.0  # AdamW's decoupled decay of the logits (official: 0.01)
+    normalize_mse: bool = True  # divide each sample's MSE by its reference latent's variance
+    penalty: Literal["params", "units", "layer-mean"] = "params"  # weighting of the expected sparsity
+    beta_reg: float = 0.5  # weight of the fixed penalty (controller "none")
+    dual_lr: float = 0.3  # learning rate of the Lagrange multipliers
+    warmup: float = 0.4  # share of the steps over which the target ramps up from 0
+    noise_bound: float | None = None  # bound of the logistic mask noise in logit units (official: ~1.1 / 2.4)
+    parametrization: Literal["hard-concrete", "sigmoid", "binary"] = "hard-concrete"
     checkpointing: bool = True
-    seed: int = 0
+    seed: int = 0  # mask noise and sample order (and the seeds of calibration prompts given without one)
     max_normalized_mse: float = 10.0  # MSE / Var(reference) above this counts as divergence
     progress: bool = True
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, allowed in (
+            ("controller", CONTROLLERS),
+            ("penalty", PENALTIES),
+            ("parametrization", PARAMETRIZATIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"ecodiff {name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
+                )
+        if self.controller == "lagrangian":
+            if self.target_sparsity is None:
+                raise ValueError(
+                    "ecodiff with controller 'lagrangian' needs target_sparsity= (the share of prunable "
+                    "parameters to remove, the plan's ratio); controller 'none' trains without one"
+                )
+            if not 0.0 < self.target_sparsity < 1.0:
+                raise ValueError(f"ecodiff target_sparsity must lie in (0, 1); got {self.target_sparsity!r}")
+        for name in ("batch", "accumulate", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ecodiff {name} must be >= 1; got {getattr(self, name)!r}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"ecodiff steps must be >= 1 or None; got {self.steps!r}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"ecodiff warmup must lie in [0, 1); got {self.warmup!r}")
+
+    @property
+    def ratio_specific(self) -> bool:
+        """Whether the learned logits belong to one pruning ratio (the target) rather than to every ratio."""
+        return self.controller != "none"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
 
 
 def _sampling_key(sampling: dict) -> dict:
     return {k: sampling.get(k) for k in ("steps", "guidance", "height", "width", "max_sequence_length")}
 
 
-class _Checkpoint:
-    """Logits + AdamW state + progress in a directory; safetensors and JSON only."""
+def calibration_pairs(prompts, seed: int = 0) -> list[tuple[str, int]]:
+    """(prompt, seed) pairs from strings (seeded ``seed + index``) and/or explicit (prompt, seed) pairs."""
+    pairs = []
+    for k, item in enumerate(prompts):
+        if isinstance(item, str):
+            pairs.append((item, seed + k))
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str):
+            pairs.append((item[0], int(item[1])))
+        else:
+            raise TypeError(f"calibration item {k} must be a prompt or a (prompt, seed) pair; got {item!r}")
+    if not pairs:
+        raise ValueError("ecodiff needs at least one calibration prompt")
+    return pairs
 
-    def __init__(self, directory: Path | None, fingerprint: dict):
-        self.dir = Path(directory) if directory else None
-        self.fingerprint = fingerprint
 
-    def load(self, masks: MaskSet, optimizer: torch.optim.Optimizer) -> dict | None:
-        if self.dir is None or not (self.dir / "state.json").exists():
-            return None
-        state = json.loads((self.dir / "state.json").read_text())
-        if state["fingerprint"] != self.fingerprint:
-            raise ValueError(
-                f"{self.dir} holds a checkpoint of a different mask-training setup; "
-                "delete it or choose another checkpoint directory"
+def _schedule(n: int, per_step: int, steps: int, seed: int) -> list[list[int]]:
+    """Sample indices of every optimizer step: consecutive slices of per-epoch permutations of range(n)."""
+    stream: list[int] = []
+    epoch = 0
+    while len(stream) < steps * per_step:
+        stream += torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        epoch += 1
+    return [stream[k * per_step : (k + 1) * per_step] for k in range(steps)]
+
+
+class _Calibration:
+    """Trajectories and unmasked references of this process's calibration pairs, prepared once."""
+
+    def __init__(
+        self, pipe, denoiser, masks: MaskSet, pairs: list[tuple[str, int]], sampling: dict, batch: int
+    ):
+        memo: dict = {}  # each prompt is encoded once, whatever its number of seeds
+        self.trajs = [
+            trajectory.prepare(
+                pipe,
+                prompt,
+                seed,
+                steps=sampling["steps"],
+                guidance=sampling["guidance"],
+                height=sampling.get("height"),
+                width=sampling.get("width"),
+                max_sequence_length=sampling.get("max_sequence_length", 512),
+                memo=memo,
             )
-        logits = load_file(self.dir / "logits.safetensors")
-        with torch.no_grad():
-            for name in masks.groups:
-                masks.logit(name).copy_(logits[name])
-        opt_tensors = load_file(self.dir / "optimizer.safetensors")
-        opt_state = {"state": {}, "param_groups": state["param_groups"]}
-        for key, tensor in opt_tensors.items():
-            idx, slot = key.split(".", 1)
-            opt_state["state"].setdefault(int(idx), {})[slot] = tensor
-        optimizer.load_state_dict(opt_state)
-        return state
+            for prompt, seed in pairs
+        ]
+        refs = []
+        with masks.using("off"), torch.no_grad():
+            for i in range(0, len(self.trajs), batch):
+                refs.append(trajectory.run(trajectory.stack(self.trajs[i : i + batch]), denoiser).float())
+        self.refs = torch.cat(refs)
+        self.ref_var = self.refs.flatten(1).var(dim=1).clamp_min(1e-12)
 
-    def save(self, masks: MaskSet, optimizer: torch.optim.Optimizer, progress: dict) -> None:
-        if self.dir is None:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        opt = optimizer.state_dict()
-        tensors = {
-            f"{idx}.{slot}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-            for idx, slots in opt["state"].items()
-            for slot, v in slots.items()
-        }
-        # Write to temporary names first so a kill mid-save never leaves a torn checkpoint.
-        tmp = {n: self.dir / f".{n}.tmp" for n in ("logits.safetensors", "optimizer.safetensors", "state.json")}
-        save_file({k: v.contiguous() for k, v in masks.named_logits().items()}, tmp["logits.safetensors"])
-        save_file(tensors, tmp["optimizer.safetensors"])
-        state = {"fingerprint": self.fingerprint, "param_groups": opt["param_groups"], **progress}
-        tmp["state.json"].write_text(json.dumps(state))
-        for name, path in tmp.items():
-            path.replace(self.dir / name)
+    def batch(self, idx: list[int]) -> tuple[trajectory.Trajectory, torch.Tensor, torch.Tensor]:
+        return trajectory.stack([self.trajs[i] for i in idx]), self.refs[idx], self.ref_var[idx]
 
 
 def ecodiff_scores(
     pipe,
     groups: list[UnitGroup],
-    prompts: list[str],
+    prompts,
     sampling: dict,
     config: EcoDiffConfig | None = None,
     checkpoint_dir: str | Path | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Train mask logits on ``prompts``; return them as unit scores (higher = keep) and a training log.
+    """Train mask logits on the calibration ``prompts``; return them as unit scores (higher = keep) and a log.
 
+    ``prompts`` holds prompt strings and/or (prompt, seed) pairs (see :func:`calibration_pairs`);
     ``sampling`` holds steps, guidance, height, width and max_sequence_length for the trajectory.
     """
-    cfg = config or EcoDiffConfig()
-    if not prompts:
-        raise ValueError("ecodiff needs at least one calibration prompt")
+    cfg = config or EcoDiffConfig(controller="none")
+    pairs = calibration_pairs(prompts, cfg.seed)
     denoiser = trajectory.denoiser_of(pipe)
-    device = next(denoiser.parameters()).device
     shard = _Shard.current()
-    my_prompts = list(enumerate(prompts))[shard.index :: shard.count]
+    mine = pairs[shard.index :: shard.count]
+    per_step = cfg.batch * cfg.accumulate
+    total = cfg.steps or max(1, math.ceil(cfg.epochs * len(pairs) / (per_step * shard.count)))
+    schedule = _schedule(len(mine), per_step, total, cfg.seed)
 
-    masks = MaskSet(groups, cfg.parametrization).to(device)
-    head_logits = [masks.logit(g.name) for g in groups if g.kind == HEADS]
-    ffn_logits = [masks.logit(g.name) for g in groups if g.kind != HEADS]
-    param_groups = [{"params": head_logits, "lr": cfg.lr_heads or cfg.lr}, {"params": ffn_logits, "lr": cfg.lr}]
-    optimizer = torch.optim.AdamW([g for g in param_groups if g["params"]], weight_decay=0.0)
-    fingerprint = {"config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
-                   "sampling": _sampling_key(sampling), "prompts": prompts, "groups": [g.name for g in groups]}
-    ckpt = _Checkpoint(checkpoint_dir, fingerprint)
-    resumed = ckpt.load(masks, optimizer)
-    start = resumed["position"] if resumed else 0
-    curve = resumed["curve"] if resumed else []
-    elapsed = resumed["elapsed_s"] if resumed else 0.0
-
-    def trajectory_for(k: int, prompt: str):
-        return trajectory.prepare(pipe, prompt, cfg.seed + k, steps=sampling["steps"],
-                                  guidance=sampling["guidance"], height=sampling.get("height"),
-                                  width=sampling.get("width"),
-                                  max_sequence_length=sampling.get("max_sequence_length", 512))
-
+    masks = MaskSet(groups, cfg.parametrization, noise_bound=cfg.noise_bound)
+    masks.to(next(denoiser.parameters()).device)
+    fingerprint = {
+        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+        "sampling": _sampling_key(sampling),
+        "pairs": pairs,
+        "groups": [g.name for g in groups],
+    }
+    trainer = MaskTrainer(masks, cfg, total, checkpoint_dir, fingerprint, shard.all_reduce_grads)
+    backward = trajectory.checkpointed_backward if cfg.checkpointing else trajectory.full_backward
     requires = {id(p): p.requires_grad for p in denoiser.parameters()}
     for p in denoiser.parameters():
         p.requires_grad_(False)
     masks.attach(denoiser)
-    backward = trajectory.checkpointed_backward if cfg.checkpointing else trajectory.full_backward
-    total = cfg.epochs * len(my_prompts)
-    t0 = time.perf_counter()
     try:
-        # Prompt encoding, initial noise and schedule are fixed per prompt: prepare them once.
-        trajectories = {k: trajectory_for(k, p) for k, p in my_prompts}
-        with masks.using("off"), torch.no_grad():
-            refs = {k: trajectory.run(traj, denoiser) for k, traj in trajectories.items()}
-        bar = tqdm(total=total, initial=start, desc="ecodiff masks", disable=not cfg.progress, leave=False)
-        for position in range(start, total):
-            epoch, j = divmod(position, len(my_prompts))
-            order = torch.randperm(len(my_prompts), generator=torch.Generator().manual_seed(cfg.seed + epoch))
-            k, _ = my_prompts[int(order[j])]
-            ref = refs[k]
-            scale = 1.0 / cfg.accumulate
-            noise_seed = (cfg.seed * 1_000_003 + position) * 1000
+        t0 = time.perf_counter()
+        calib = _Calibration(pipe, denoiser, masks, mine, sampling, cfg.batch)
+        prepare_s = time.perf_counter() - t0
 
-            def loss_fn(z, ref=ref, scale=scale):
-                return torch.nn.functional.mse_loss(z.float(), ref.float()) * scale
+        def sample_loss(step: int, m: int) -> float:
+            idx = schedule[step][m * cfg.batch : (m + 1) * cfg.batch]
+            traj, ref, var = calib.batch(idx)
+            weight = (1.0 / var if cfg.normalize_mse else torch.ones_like(var)) / per_step
 
-            loss, _ = backward(trajectories[k], denoiser, loss_fn,
-                               lambda i, s=noise_seed: masks.resample(s + i))
-            sparsity = masks.sparsity_loss()
-            (cfg.beta_reg * sparsity * scale).backward()
-            mse = loss.item() / scale
-            nmse = mse / max(ref.float().var().item(), 1e-12)
-            if not math.isfinite(mse) or nmse > cfg.max_normalized_mse or not _finite(masks):
-                raise TrainingDiverged(
-                    f"mask training diverged at sample {position} (epoch {epoch}): MSE {mse:.4g}, "
-                    f"normalized {nmse:.4g} (limit {cfg.max_normalized_mse}); "
-                    + (f"last good checkpoint kept in {ckpt.dir}" if ckpt.dir else "no checkpoint directory set")
-                    + ". Try a lower learning rate."
-                )
-            curve.append({"step": position, "epoch": epoch, "loss": mse + cfg.beta_reg * sparsity.item(),
-                          "mse": mse, "sparsity": sparsity.item()})
-            bar.update(1)
-            bar.set_postfix(mse=f"{mse:.3g}", open=f"{sparsity.item():.3f}")
-            if (position + 1) % cfg.accumulate == 0 or position + 1 == total:
-                shard.all_reduce_grads(masks.parameters())
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                ckpt.save(masks, optimizer, {"position": position + 1, "curve": curve,
-                                             "elapsed_s": elapsed + time.perf_counter() - t0})
-        bar.close()
+            def loss_fn(z):
+                return ((z.float() - ref).pow(2).flatten(1).mean(dim=1) * weight.to(z.device)).sum()
+
+            noise_seed = (cfg.seed * 1_000_003 + step * cfg.accumulate + m) * 1000
+            loss, final = backward(traj, denoiser, loss_fn, lambda i: masks.resample(noise_seed + i))
+            if not torch.isfinite(loss):
+                return float("nan")
+            with torch.no_grad():  # the normalized MSE, for the log and the divergence check
+                return float(((final.float() - ref).pow(2).flatten(1).mean(dim=1) / var).sum()) / per_step
+
+        info = trainer.run(sample_loss)
     finally:
         masks.detach()
         for p in denoiser.parameters():
             p.requires_grad_(requires[id(p)])
-    scores = masks.named_logits()
-    info = {"curve": curve, "train_time_s": elapsed + time.perf_counter() - t0, "samples": total,
-            "resumed_from": start, "checkpointing": cfg.checkpointing, "processes": shard.count}
-    return scores, info
+    info.update(
+        calibration_pairs=len(pairs),
+        samples_per_step=per_step * shard.count,
+        prepare_s=prepare_s,
+        checkpointing=cfg.checkpointing,
+        processes=shard.count,
+        normalize_mse=cfg.normalize_mse,
+    )
+    return masks.named_logits(), info
 
 
-def _finite(masks: MaskSet) -> bool:
-    return all(torch.isfinite(p).all() for p in masks.parameters())
+def plan_summary(plan, logits: dict[str, torch.Tensor], info: dict) -> dict:
+    """What a plan built from EcoDiff logits records: the training's target, final expected sparsity,
+    steps and time, and ``agreement``: the share of the plan's removed unit parameters that sit on closed
+    gates (gates more likely closed than open, as training left them)."""
+    below = OPEN_SHIFT if info.get("parametrization", "hard-concrete") == "hard-concrete" else 0.0
+    cut = on_closed = 0
+    for name, m in plan.modules.items():
+        closed = logits[name].float() < below  # P(open) < 0.5, for bounded and unbounded noise alike
+        removed = sorted(set(range(m.total)) - set(m.kept))
+        cut += len(removed) * m.params_per_unit
+        on_closed += int(closed[removed].sum()) * m.params_per_unit
+    return {
+        "target": plan.ratio,
+        "trained_target": info.get("target"),
+        "controller": info.get("controller"),
+        "expected_sparsity": info.get("expected_sparsity"),
+        "closed_share": info.get("closed_share"),
+        "agreement": on_closed / cut if cut else None,
+        "steps": info.get("steps"),
+        "train_time_s": info.get("train_time_s"),
+    }
 
 
 @dataclass
 class _Shard:
-    """This process's share of the calibration prompts when launched with accelerate / torchrun."""
+    """This process's share of the calibration samples when launched with accelerate / torchrun."""
 
     index: int = 0
     count: int = 1

@@ -51,9 +51,14 @@ def taylor_scores(
     sampling: dict,
     config: TaylorConfig | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Diff-Pruning importance of every unit. ``sampling`` holds steps/guidance/height/width/max_sequence_length."""
+    """Diff-Pruning importance of every unit. ``sampling`` holds steps/guidance/height/width/max_sequence_length.
+
+    ``prompts`` are strings (sample k seeded ``seed + k``) or (prompt, seed) pairs; the first ``batch`` are used.
+    """
     cfg = config or TaylorConfig()
-    prompts = list(prompts)[: cfg.batch]
+    items = list(prompts)[: cfg.batch]
+    seeds = [it[1] if isinstance(it, (tuple, list)) else cfg.seed + k for k, it in enumerate(items)]
+    prompts = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
     denoiser = trajectory.denoiser_of(pipe)
     steps, guidance = sampling["steps"], sampling["guidance"]
     geometry = {k: sampling.get(k) for k in ("height", "width")}
@@ -62,9 +67,9 @@ def taylor_scores(
     # Calibration "images": the unpruned model's own final latents, one per prompt.
     with torch.no_grad():
         x0 = torch.cat([
-            trajectory.run(trajectory.prepare(pipe, p, cfg.seed + k, steps=steps, guidance=guidance,
+            trajectory.run(trajectory.prepare(pipe, p, seed, steps=steps, guidance=guidance,
                                               max_sequence_length=msl, **geometry), denoiser)
-            for k, p in enumerate(prompts)
+            for p, seed in zip(prompts, seeds, strict=True)
         ])
     # One conditioned model evaluation per timestep: the trajectory's model closure at a chosen input.
     cond = trajectory.prepare(pipe, prompts, cfg.seed, steps=1, guidance=guidance, max_sequence_length=msl,

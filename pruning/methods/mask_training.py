@@ -1,0 +1,194 @@
+"""The optimisation loop of learned masks, independent of what produces the loss.
+
+:class:`MaskTrainer` runs AdamW on a :class:`MaskSet`'s logits for a fixed number of optimizer steps. Each
+step asks a callback for ``accumulate`` loss contributions (each backpropagated into the logits by the
+callback), adds the sparsity term (a :class:`LagrangianController` driving the expected removed share to
+a target, or the fixed penalty ``beta_reg x expected kept share``), checks for divergence, steps, and
+checkpoints logits, optimizer, controller and position, so that an interrupted run resumes to the same
+logits. EcoDiff's trajectory objective is one such callback; the unit tests use a toy one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..masks import MaskSet
+from ..targets import HEADS
+from .sparsity import PENALTIES, LagrangianController, closed_share, expected_removed
+
+
+class TrainingDiverged(RuntimeError):
+    """Mask training produced a non-finite or exploding loss; the last good checkpoint is kept."""
+
+
+class _Checkpoint:
+    """Logits + AdamW state + controller + progress in a directory; safetensors and JSON only."""
+
+    def __init__(self, directory: Path | None, fingerprint: dict):
+        self.dir = Path(directory) if directory else None
+        self.fingerprint = fingerprint
+
+    def load(self, masks: MaskSet, optimizer: torch.optim.Optimizer) -> dict:
+        if self.dir is None or not (self.dir / "state.json").exists():
+            return {}
+        state = json.loads((self.dir / "state.json").read_text())
+        if state["fingerprint"] != json.loads(json.dumps(self.fingerprint)):
+            raise ValueError(
+                f"{self.dir} holds a checkpoint of a different mask-training setup; "
+                "delete it or choose another checkpoint directory"
+            )
+        logits = load_file(self.dir / "logits.safetensors")
+        with torch.no_grad():
+            for name in masks.groups:
+                masks.logit(name).copy_(logits[name])
+        opt_tensors = load_file(self.dir / "optimizer.safetensors")
+        opt_state = {"state": {}, "param_groups": state["param_groups"]}
+        for key, tensor in opt_tensors.items():
+            idx, slot = key.split(".", 1)
+            opt_state["state"].setdefault(int(idx), {})[slot] = tensor
+        optimizer.load_state_dict(opt_state)
+        return state
+
+    def save(self, masks: MaskSet, optimizer: torch.optim.Optimizer, progress: dict) -> None:
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        opt = optimizer.state_dict()
+        tensors = {
+            f"{idx}.{slot}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+            for idx, slots in opt["state"].items()
+            for slot, v in slots.items()
+        }
+        # Write to temporary names first so a kill mid-save never leaves a torn checkpoint.
+        tmp = {
+            n: self.dir / f".{n}.tmp" for n in ("logits.safetensors", "optimizer.safetensors", "state.json")
+        }
+        save_file({k: v.contiguous() for k, v in masks.named_logits().items()}, tmp["logits.safetensors"])
+        save_file(tensors, tmp["optimizer.safetensors"])
+        state = {"fingerprint": self.fingerprint, "param_groups": opt["param_groups"], **progress}
+        tmp["state.json"].write_text(json.dumps(state))
+        for name, path in tmp.items():
+            path.replace(self.dir / name)
+
+
+# (step, micro-batch) -> that micro-batch's share of the normalized MSE, its gradient already in the logits
+SampleLoss = Callable[[int, int], float]
+
+
+class MaskTrainer:
+    """AdamW on the logits of ``masks`` for ``steps`` optimizer steps with the sparsity term of ``cfg``.
+
+    ``cfg`` is an :class:`~pruning.methods.ecodiff.EcoDiffConfig` (or anything with its fields).
+    ``all_reduce`` averages the logits' gradients over processes (identity when alone).
+    """
+
+    def __init__(
+        self,
+        masks: MaskSet,
+        cfg,
+        steps: int,
+        checkpoint_dir=None,
+        fingerprint: dict | None = None,
+        all_reduce: Callable = lambda params: None,
+    ):
+        self.masks, self.cfg, self.steps, self.all_reduce = masks, cfg, steps, all_reduce
+        heads = [masks.logit(n) for n, g in masks.groups.items() if g.kind == HEADS]
+        ffn = [masks.logit(n) for n, g in masks.groups.items() if g.kind != HEADS]
+        param_groups = [{"params": heads, "lr": cfg.lr_heads or cfg.lr}, {"params": ffn, "lr": cfg.lr}]
+        self.optimizer = torch.optim.AdamW(
+            [g for g in param_groups if g["params"]], weight_decay=cfg.weight_decay
+        )
+        self.controller = (
+            LagrangianController(cfg.target_sparsity, round(cfg.warmup * steps), cfg.dual_lr)
+            if cfg.controller == "lagrangian"
+            else None
+        )
+        self.ckpt = _Checkpoint(checkpoint_dir, fingerprint or {})
+        resumed = self.ckpt.load(masks, self.optimizer)
+        self.start = resumed.get("position", 0)
+        self.curve: list[dict] = resumed.get("curve", [])
+        self.elapsed = resumed.get("elapsed_s", 0.0)
+        if self.controller is not None and resumed.get("controller"):
+            self.controller.lambda1 = resumed["controller"]["lambda1"]
+            self.controller.lambda2 = resumed["controller"]["lambda2"]
+
+    def run(self, sample_loss: SampleLoss) -> dict:
+        """Train from where a checkpoint left off; returns the training log (see :meth:`summary`)."""
+        cfg, masks, ctl = self.cfg, self.masks, self.controller
+        t0 = time.perf_counter()
+        bar = tqdm(
+            total=self.steps, initial=self.start, desc="ecodiff masks", disable=not cfg.progress, leave=False
+        )
+        for step in range(self.start, self.steps):
+            nmse = sum(sample_loss(step, m) for m in range(cfg.accumulate))
+            s = expected_removed(masks, cfg.penalty)
+            (ctl.penalty(s, step) if ctl else cfg.beta_reg * (1.0 - s)).backward()
+            if not math.isfinite(nmse) or nmse > cfg.max_normalized_mse or not _finite(masks):
+                where = (
+                    f"last good checkpoint kept in {self.ckpt.dir}"
+                    if self.ckpt.dir
+                    else "no checkpoint directory set"
+                )
+                raise TrainingDiverged(
+                    f"mask training diverged at optimizer step {step}: normalized MSE {nmse:.4g} "
+                    f"(limit {cfg.max_normalized_mse}); {where}. Try a lower learning rate."
+                )
+            self.all_reduce(masks.parameters())
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            # the shape reports/artifact_plots reads: nmse (normalized by the references' variance when
+            # normalize_mse), expected_sparsity (the expected removed share), and the controller's state
+            row = {"step": step, "nmse": nmse, "expected_sparsity": s.item()}
+            if ctl:
+                row.update(target=ctl.target_at(step), lambda1=ctl.lambda1, lambda2=ctl.lambda2)
+                ctl.update(s.item(), step)
+            self.curve.append(row)
+            bar.update(1)
+            bar.set_postfix(nmse=f"{nmse:.3g}", s=f"{s.item():.3f}")
+            self.ckpt.save(
+                masks,
+                self.optimizer,
+                {
+                    "position": step + 1,
+                    "curve": self.curve,
+                    "elapsed_s": self.elapsed + time.perf_counter() - t0,
+                    "controller": ctl.state() if ctl else None,
+                },
+            )
+        bar.close()
+        self.elapsed += time.perf_counter() - t0
+        return self.summary()
+
+    def summary(self) -> dict:
+        """Target, final expected sparsity (every weighting), closed share, multipliers, curve, time."""
+        cfg, ctl = self.cfg, self.controller
+        with torch.no_grad():
+            by_penalty = {p: float(expected_removed(self.masks, p)) for p in PENALTIES}
+        return {
+            "controller": cfg.controller,
+            "target": cfg.target_sparsity,
+            "penalty": cfg.penalty,
+            "expected_sparsity": by_penalty["params"],
+            "expected_sparsity_by_penalty": by_penalty,
+            "closed_share": closed_share(self.masks),
+            "steps": self.steps,
+            "resumed_from": self.start,
+            "train_time_s": self.elapsed,
+            "parametrization": self.masks.parametrization,
+            "noise_bound": self.masks.noise_bound,
+            "lambda1": ctl.lambda1 if ctl else None,
+            "lambda2": ctl.lambda2 if ctl else None,
+            "curve": self.curve,
+        }
+
+
+def _finite(masks: MaskSet) -> bool:
+    return all(torch.isfinite(p).all() for p in masks.parameters())
