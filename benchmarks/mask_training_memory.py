@@ -158,10 +158,9 @@ class MaskTraining:
     """A pipeline with EcoDiff masks attached and, per T, the trajectory and unmasked reference prepared."""
 
     def __init__(self, pipe, sampling: dict):
+        from pruning.architectures import denoiser_of, find_groups
         from pruning.masks import MaskSet
         from pruning.methods.ecodiff import EcoDiffConfig
-        from pruning.targets import find_groups
-        from pruning.trajectory import denoiser_of
 
         self.pipe, self.sampling = pipe, sampling
         self.config = EcoDiffConfig(controller="none")  # one iteration with the fixed penalty: no target needed

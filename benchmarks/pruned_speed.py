@@ -4,7 +4,7 @@ For each family (SDXL-architecture U-Net, FLUX-architecture transformer; random 
 does not depend on) and each ratio of prunable parameters (default 10/20/30/40%), three denoisers are
 timed in the same interleaved rounds: the base, the pruned model from an unaligned plan, and the pruned
 model from a plan aligned to ``--align`` (FFN widths rounded to a multiple; see
-``pruning.plan.align_ffn_widths``). One call is one sampling step (denoiser forward plus the Euler update)
+``pruning.plans.align_ffn_widths``). One call is one sampling step (denoiser forward plus the Euler update)
 under ``torch.inference_mode``; every round calls the three in a rotating order. Reported per model:
 latency per step (median, mean), the FLOPs of one step (torch.utils.flop_counter: matmul, convolution,
 attention), and the latency ratio to the base with a 95% paired bootstrap interval over rounds next to the

@@ -26,11 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .targets import architecture
-
-ATTENTION = ("sdpa", "math")
-CHANNELS_LAST = ("auto", "on", "off")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+from .architectures import architecture
+from .config import ATTENTION, CHANNELS_LAST, COMPILE_MODES
 
 # diffusers' attention-dispatcher backends (FLUX processors) for each option
 _FLUX_BACKENDS = {"sdpa": "native", "math": "_native_math"}

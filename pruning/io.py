@@ -27,17 +27,13 @@ from pathlib import Path
 import torch
 
 from . import integrity
+from .architectures import denoiser_attr, denoiser_of
 from .integrity import IntegrityError, inside, is_hub_id
-from .plan import PlanError, PruningPlan, read_json
-from .trajectory import denoiser_of
+from .plans import PlanError, PruningPlan, read_json
 
 FORMAT = "ecodiff-bench-pruned/2"
 META = "pruned.json"
 PLAN = "plan.json"
-
-
-def _denoiser_attr(pipe) -> str:
-    return "unet" if getattr(pipe, "unet", None) is not None else "transformer"
 
 
 def _pruned_denoiser(pipe, plan: PruningPlan):
@@ -91,7 +87,7 @@ def save(
         raise ValueError(
             "save() needs base= (the unpruned model's hub id or directory) or copy_components=True"
         )
-    attr = _denoiser_attr(pipe)
+    attr = denoiser_attr(pipe)
     denoiser = _pruned_denoiser(pipe, plan)
     path.mkdir(parents=True, exist_ok=True)
     if copy_components:

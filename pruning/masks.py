@@ -25,9 +25,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .config import PARAMETRIZATIONS
 from .targets import UnitGroup
 
-PARAMETRIZATIONS = ("hard-concrete", "sigmoid", "binary")
 MODES = ("train", "deterministic", "hard", "off")
 
 # Hard-concrete constants from the L0-regularization paper, as used by EcoDiff.

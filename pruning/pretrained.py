@@ -24,9 +24,9 @@ import torch
 from diffusers import FluxTransformer2DModel, ModelMixin, UNet2DConditionModel
 
 from . import integrity
-from .plan import ModulePlan, PlanError, PruningPlan, read_json
+from .architectures import ARCHITECTURES, architecture, denoiser_attr, find_groups
+from .plans import ModulePlan, PlanError, PruningPlan, read_json
 from .surgery import apply_plan
-from .targets import architecture, find_groups
 
 PRUNED_UNITS = "pruned_units"
 WEIGHTS_SHA256 = "weights_sha256"
@@ -166,7 +166,8 @@ class PrunedFluxTransformer2DModel(PrunedModelMixin, FluxTransformer2DModel):
 for _cls in (PrunedUNet2DConditionModel, PrunedFluxTransformer2DModel, PrunedModelMixin):
     _cls.__module__ = "pruning"
 
-PRUNED_CLASSES: dict[str, type] = {"unet": PrunedUNet2DConditionModel, "flux": PrunedFluxTransformer2DModel}
+#: architecture name -> pruned class, as pruning.architectures names them
+PRUNED_CLASSES: dict[str, type] = {arch.name: globals()[arch.pruned_class] for arch in ARCHITECTURES}
 
 
 # -- making a cut model one of these --------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def adopt(pipe, plan: PruningPlan) -> torch.nn.Module:
 
     The pipeline re-registers the denoiser so that its ``model_index.json`` names the pruned class.
     """
-    attr = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+    attr = denoiser_attr(pipe)
     model = getattr(pipe, attr)
     units = _composed(model, plan)
     model.__class__ = PRUNED_CLASSES[

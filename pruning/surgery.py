@@ -15,8 +15,9 @@ import warnings
 import torch
 from torch import nn
 
-from .plan import PruningPlan
-from .targets import ConstantModule, UnitGroup, architecture, find_groups
+from .architectures import architecture, find_groups
+from .plans import PruningPlan
+from .targets import ConstantModule, UnitGroup
 
 
 def _unit_indices(keep: list[int], width: int, offset: int) -> torch.Tensor:

@@ -11,7 +11,8 @@ the hidden units of one feed-forward. Each group knows
   the producers and columns is already exact, as for the FLUX single-block MLP).
 
 Masks, scores, plans and surgery are all written against this description, so supporting a new
-architecture means adding one discovery function here.
+architecture means adding one discovery function per block class here and registering it in
+:mod:`pruning.architectures`.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _linear(root: nn.Module, path: str) -> nn.Linear:
     return module
 
 
-def _count_costs(root: nn.Module, group: UnitGroup) -> UnitGroup:
+def count_costs(root: nn.Module, group: UnitGroup) -> UnitGroup:
     """Fill params_per_unit / params_shared from the actual layer shapes."""
     per_unit, inside = 0, 0
     container = root.get_submodule(group.container) if group.container else None
@@ -98,40 +99,44 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-# --- SDXL-style U-Nets: diffusers BasicTransformerBlock with Attention + FeedForward(GEGLU) -------------------
+# --- Unit discovery, one function per transformer-block class (registered in pruning.architectures) -------
 
 
-def _unet_groups(unet: nn.Module) -> list[UnitGroup]:
-    from diffusers.models.attention import BasicTransformerBlock, FeedForward
+def _attention_heads(path: str, n_units: int, head_dim: int, producers, consumers) -> UnitGroup:
+    return UnitGroup(
+        name=f"{path}:heads",
+        kind=HEADS,
+        module=path,
+        n_units=n_units,
+        width=head_dim,
+        producers=producers,
+        consumers=consumers,
+        container=path,
+        meta={"head_dim": head_dim},
+    )
+
+
+def basic_block_units(block: nn.Module, path: str) -> list[UnitGroup]:
+    """SDXL-style U-Nets: diffusers' BasicTransformerBlock (self- and cross-attention, GEGLU feed-forward)."""
+    from diffusers.models.attention import FeedForward
     from diffusers.models.attention_processor import Attention
 
     groups = []
-    for block_path, block in unet.named_modules():
-        if not isinstance(block, BasicTransformerBlock):
+    for attn_name in ("attn1", "attn2"):
+        attn = getattr(block, attn_name, None)
+        if attn is None or isinstance(attn, ConstantModule) or not isinstance(attn, Attention):
             continue
-        for attn_name in ("attn1", "attn2"):
-            attn = getattr(block, attn_name, None)
-            if attn is None or isinstance(attn, ConstantModule) or not isinstance(attn, Attention):
-                continue
-            path = _join(block_path, attn_name)
-            head_dim = attn.inner_dim // attn.heads
-            groups.append(
-                UnitGroup(
-                    name=f"{path}:heads",
-                    kind=HEADS,
-                    module=path,
-                    n_units=attn.heads,
-                    width=head_dim,
-                    producers=[Producer(f"{path}.to_{x}") for x in "qkv"],
-                    consumers=[Consumer(f"{path}.to_out.0")],
-                    container=path,
-                    meta={"head_dim": head_dim},
-                )
+        a = _join(path, attn_name)
+        head_dim = attn.inner_dim // attn.heads
+        groups.append(
+            _attention_heads(
+                a, attn.heads, head_dim, [Producer(f"{a}.to_{x}") for x in "qkv"], [Consumer(f"{a}.to_out.0")]
             )
-        ff = getattr(block, "ff", None)
-        if isinstance(ff, FeedForward):
-            groups.append(_feedforward_group(ff, _join(block_path, "ff")))
-    return [_count_costs(unet, g) for g in groups]
+        )
+    ff = getattr(block, "ff", None)
+    if isinstance(ff, FeedForward):
+        groups.append(_feedforward_group(ff, _join(path, "ff")))
+    return groups
 
 
 def _feedforward_group(ff: nn.Module, path: str) -> UnitGroup:
@@ -159,73 +164,48 @@ def _feedforward_group(ff: nn.Module, path: str) -> UnitGroup:
     )
 
 
-# --- FLUX-style DiTs: double-stream FluxTransformerBlock and single-stream FluxSingleTransformerBlock ----------
-
-
-def _flux_groups(transformer: nn.Module) -> list[UnitGroup]:
+def flux_double_block_units(block: nn.Module, path: str) -> list[UnitGroup]:
+    """FLUX's double-stream FluxTransformerBlock: joint attention over image and text, two feed-forwards."""
     from diffusers.models.attention import FeedForward
-    from diffusers.models.transformers.transformer_flux import (
-        FluxSingleTransformerBlock,
-        FluxTransformerBlock,
-    )
 
     groups = []
-    for path, block in transformer.named_modules():
-        if isinstance(block, FluxTransformerBlock):
-            attn = block.attn
-            if not isinstance(attn, ConstantModule):
-                a = f"{path}.attn"
-                groups.append(
-                    UnitGroup(
-                        name=f"{a}:heads",
-                        kind=HEADS,
-                        module=a,
-                        n_units=attn.inner_dim // attn.head_dim,
-                        width=attn.head_dim,
-                        producers=[Producer(f"{a}.{x}") for x in ("to_q", "to_k", "to_v")]
-                        + [Producer(f"{a}.add_{x}_proj") for x in "qkv"],
-                        consumers=[Consumer(f"{a}.to_out.0"), Consumer(f"{a}.to_add_out")],
-                        container=a,
-                        meta={"head_dim": attn.head_dim},
-                    )
-                )
-            for ff_name in ("ff", "ff_context"):
-                ff = getattr(block, ff_name)
-                if isinstance(ff, FeedForward):
-                    groups.append(_feedforward_group(ff, f"{path}.{ff_name}"))
-        elif isinstance(block, FluxSingleTransformerBlock):
-            # proj_out reads cat([attention output, MLP hidden]) along its input columns.
-            attn_width = block.proj_out.in_features - block.proj_mlp.out_features
-            if not isinstance(block.attn, ConstantModule):
-                a = f"{path}.attn"
-                head_dim = block.attn.head_dim
-                groups.append(
-                    UnitGroup(
-                        name=f"{a}:heads",
-                        kind=HEADS,
-                        module=a,
-                        n_units=attn_width // head_dim,
-                        width=head_dim,
-                        producers=[Producer(f"{a}.{x}") for x in ("to_q", "to_k", "to_v")],
-                        consumers=[Consumer(f"{path}.proj_out", 0)],
-                        container=a,
-                        meta={"head_dim": head_dim},
-                    )
-                )
-            if block.proj_mlp.out_features > 0:
-                groups.append(
-                    UnitGroup(
-                        name=f"{path}.proj_mlp:ffn",
-                        kind=FFN,
-                        module=f"{path}.proj_mlp",
-                        n_units=block.proj_mlp.out_features,
-                        width=1,
-                        producers=[Producer(f"{path}.proj_mlp")],
-                        consumers=[Consumer(f"{path}.proj_out", attn_width)],
-                        container=None,  # a zero-width proj_mlp is already exact
-                    )
-                )
-    return [_count_costs(transformer, g) for g in groups]
+    attn = block.attn
+    if not isinstance(attn, ConstantModule):
+        a = f"{path}.attn"
+        producers = [Producer(f"{a}.{x}") for x in ("to_q", "to_k", "to_v")]
+        producers += [Producer(f"{a}.add_{x}_proj") for x in "qkv"]
+        consumers = [Consumer(f"{a}.to_out.0"), Consumer(f"{a}.to_add_out")]
+        groups.append(_attention_heads(a, attn.inner_dim // attn.head_dim, attn.head_dim, producers, consumers))
+    for ff_name in ("ff", "ff_context"):
+        ff = getattr(block, ff_name)
+        if isinstance(ff, FeedForward):
+            groups.append(_feedforward_group(ff, f"{path}.{ff_name}"))
+    return groups
+
+
+def flux_single_block_units(block: nn.Module, path: str) -> list[UnitGroup]:
+    """FLUX's single-stream FluxSingleTransformerBlock: proj_out reads cat([attention, MLP hidden])."""
+    groups = []
+    attn_width = block.proj_out.in_features - block.proj_mlp.out_features
+    if not isinstance(block.attn, ConstantModule):
+        a = f"{path}.attn"
+        head_dim = block.attn.head_dim
+        producers = [Producer(f"{a}.{x}") for x in ("to_q", "to_k", "to_v")]
+        groups.append(_attention_heads(a, attn_width // head_dim, head_dim, producers, [Consumer(f"{path}.proj_out", 0)]))
+    if block.proj_mlp.out_features > 0:
+        groups.append(
+            UnitGroup(
+                name=f"{path}.proj_mlp:ffn",
+                kind=FFN,
+                module=f"{path}.proj_mlp",
+                n_units=block.proj_mlp.out_features,
+                width=1,
+                producers=[Producer(f"{path}.proj_mlp")],
+                consumers=[Consumer(f"{path}.proj_out", attn_width)],
+                container=None,  # a zero-width proj_mlp is already exact
+            )
+        )
+    return groups
 
 
 class ConstantModule(nn.Module):
@@ -253,41 +233,5 @@ class ConstantModule(nn.Module):
         return tuple(outs) if self.tuple_output else outs[0]
 
 
-def architecture(denoiser: nn.Module) -> str:
-    """'unet' for SDXL-style U-Nets, 'flux' for FLUX-style transformers (pruned subclasses included)."""
-    from diffusers import FluxTransformer2DModel, UNet2DConditionModel
-
-    if isinstance(denoiser, UNet2DConditionModel):
-        return "unet"
-    if isinstance(denoiser, FluxTransformer2DModel):
-        return "flux"
-    raise TypeError(
-        f"Unsupported denoiser {type(denoiser).__name__}: pruning supports UNet2DConditionModel (SDXL family) "
-        "and FluxTransformer2DModel (FLUX family)"
-    )
-
-
-def find_groups(denoiser: nn.Module) -> list[UnitGroup]:
-    """Every prunable unit group of a denoiser, in module order. Works on the meta device."""
-    groups = _unet_groups(denoiser) if architecture(denoiser) == "unet" else _flux_groups(denoiser)
-    if not groups:
-        raise ValueError(f"{type(denoiser).__name__} has no prunable attention heads or FFN units")
-    return groups
-
-
 def prunable_params(groups: list[UnitGroup]) -> int:
     return sum(g.params_total for g in groups)
-
-
-def block_params(denoiser: nn.Module) -> int:
-    """Parameters inside transformer blocks (the population a pruning ratio refers to in reports)."""
-    from diffusers.models.attention import BasicTransformerBlock
-    from diffusers.models.transformers.transformer_flux import (
-        FluxSingleTransformerBlock,
-        FluxTransformerBlock,
-    )
-
-    kinds = (BasicTransformerBlock, FluxTransformerBlock, FluxSingleTransformerBlock)
-    return sum(
-        sum(p.numel() for p in m.parameters()) for m in denoiser.modules() if isinstance(m, kinds)
-    )

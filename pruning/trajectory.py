@@ -159,7 +159,10 @@ def _encode(pipe, memo: dict | None, **kwargs):
     return memo[key]
 
 
-def _sdxl_trajectory(pipe, prompt, generator, steps, guidance, height, width, memo=None) -> Trajectory:
+def sdxl_trajectory(
+    pipe, prompt, generator, steps, guidance, height, width, max_sequence_length=None, memo=None
+) -> Trajectory:
+    """SDXL-style pipelines (``max_sequence_length`` unused: CLIP encoders read 77 tokens)."""
     from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
 
     scheduler = pipe.scheduler
@@ -224,7 +227,8 @@ class _FluxModel:
         return self.raw(transformer, x, self.timesteps[i]).to(x.dtype)
 
 
-def _flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, max_sequence_length, memo=None):
+def flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, max_sequence_length, memo=None):
+    """FLUX-style pipelines: packed latents, the shifted flow-matching schedule."""
     import numpy as np
     from diffusers import FlowMatchEulerDiscreteScheduler
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
@@ -273,23 +277,13 @@ def prepare(
     output_type="latent")`` (for FLUX, before unpacking). A ``memo`` dict shared by several calls encodes
     each prompt once (preparing one prompt with many seeds).
     """
+    from .architectures import architecture_of_pipe  # the registry names this module's adapters
+
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     with torch.no_grad():
-        if hasattr(pipe, "unet"):
-            return _sdxl_trajectory(pipe, prompt, generator, steps, guidance, height, width, memo)
-        if hasattr(pipe, "transformer"):
-            return _flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, max_sequence_length,
-                                    memo)
-    raise TypeError(f"{type(pipe).__name__} has neither a unet nor a transformer")
-
-
-def denoiser_of(pipe) -> nn.Module:
-    """The pipeline's denoising network (``unet`` or ``transformer``)."""
-    for name in ("unet", "transformer"):
-        module = getattr(pipe, name, None)
-        if module is not None:
-            return module
-    raise TypeError(f"{type(pipe).__name__} has neither a unet nor a transformer")
+        return architecture_of_pipe(pipe).trajectory(
+            pipe, prompt, generator, steps, guidance, height, width, max_sequence_length, memo
+        )
 
 
 def stack(trajs: list[Trajectory]) -> Trajectory:

@@ -33,7 +33,7 @@ def _pct(x) -> str:
 
 
 def plan_summary(plan: dict) -> str:
-    """'target 20% of params, achieved 19.6%' from a plan.json (pruning.plan.PruningPlan.to_dict shape;
+    """'target 20% of params, achieved 19.6%' from a plan.json (pruning.plans.PruningPlan.to_dict shape;
     a plain numeric 'target'/'achieved' is accepted too)."""
     target, achieved = plan.get("target"), plan.get("achieved")
     ratio = plan.get("ratio", target if isinstance(target, (int, float)) else None)

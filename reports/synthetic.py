@@ -91,7 +91,7 @@ def make_plan(ratio: float, n_blocks: int = 4, heads: int = 8, ffn: int = 32) ->
         n_ffn = round(ffn * keep_frac)
         modules[f"blocks.{b}.attn1"] = {"kind": "heads", "total": heads, "kept": list(range(n_heads))}
         modules[f"blocks.{b}.ff"] = {"kind": "ffn", "total": ffn, "kept": list(range(0, ffn))[:n_ffn]}
-    # the shape of pruning.plan.PruningPlan.to_dict() (only the keys the reports read, plus a few)
+    # the shape of pruning.plans.PruningPlan.to_dict() (only the keys the reports read, plus a few)
     for spec in modules.values():
         spec.update(params_per_unit=64, params_shared=8)
     return {

@@ -24,7 +24,7 @@ def case(request):
     def build(pruned: bool):
         p = copy.deepcopy(pipe)
         if pruned:
-            den = tr.denoiser_of(p)
+            den = pruning.denoiser_of(p)
             groups = pruning.find_groups(den)
             plan = pruning.plan(den, pruning.Scores("random", pruning.random_scores(groups, 1)), 0.3, align=8)
             plan.modules[next(g.name for g in groups if g.kind == "heads")].kept = []
@@ -54,7 +54,7 @@ def test_bad_options_name_the_field_and_what_is_allowed():
 def test_attention_and_memory_format_change_speed_not_results(case):
     name, build, traj = case
     pipe = build(pruned=True)
-    den = tr.denoiser_of(pipe)
+    den = pruning.denoiser_of(pipe)
     reference = _step(traj, den)
     record = apply_inference_options(den, InferenceOptions(attention="math", channels_last="on"))
     assert record["attention"] == "math" and record["compile"] is None
@@ -77,7 +77,7 @@ def test_attention_and_memory_format_change_speed_not_results(case):
 
 def test_pruned_denoiser_traces_as_one_graph_without_breaks(case):
     _, build, traj = case
-    den = tr.denoiser_of(build(pruned=True))
+    den = pruning.denoiser_of(build(pruned=True))
     assert any(isinstance(m, pruning.targets.ConstantModule) for m in den.modules())
     found = graph_breaks(lambda x: traj.step(den, x, 0), traj.latents)
     assert found == {"graphs": 1, "graph_breaks": 0, "reasons": []}
@@ -86,7 +86,7 @@ def test_pruned_denoiser_traces_as_one_graph_without_breaks(case):
 @pytest.mark.slow  # inductor compiles C++ for the CPU: 0.5 (FLUX) to 5 (SDXL) minutes on 2 busy cores
 def test_pruned_denoiser_compiles_fullgraph_and_matches_eager(case):
     _, build, traj = case
-    den = tr.denoiser_of(build(pruned=True))
+    den = pruning.denoiser_of(build(pruned=True))
     reference = _step(traj, den)
     torch._dynamo.reset()
     record = apply_inference_options(den, InferenceOptions(compile="default", fullgraph=True))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
-import typing
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,6 @@ import pruning
 from ecodiff_bench.core.metrics import METRICS, QUALITY_METRICS
 from ecodiff_bench.core.record import CALL_SETTINGS
 from ecodiff_bench.suite import methods as suite_methods
-from ecodiff_bench.suite import pruning_info
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,9 +27,22 @@ def _modules_after(code: str) -> list[str]:
 
 
 def test_pruning_loads_no_harness_module():
-    loaded = _modules_after("import pruning")
+    loaded = _modules_after("import pruning; pruning.score")
     assert "torch" in loaded  # the check below means something only if pruning really loaded
     assert [m for m in loaded if m.split(".")[0] in ("ecodiff_bench", "reports")] == []
+
+
+def test_importing_pruning_and_its_registry_loads_no_torch():
+    loaded = _modules_after("import pruning, pruning.registry, pruning.config; pruning.METHODS['ecodiff'].help")
+    assert "pruning.registry" in loaded
+    assert not [m for m in loaded if m == "torch" or m.startswith(("torch.", "diffusers"))]
+
+
+def test_lazy_names_are_not_shadowed_by_submodules():
+    code = "import pruning.io, pruning.surgery, pruning.plans, pruning\n" + "".join(
+        f"assert not isinstance(pruning.{name}, type(pruning)), {name!r}\n" for name in pruning.__all__
+    )
+    _modules_after(code)
 
 
 def test_reports_load_no_torch_and_only_the_core_of_the_harness():
@@ -48,7 +60,7 @@ def test_the_suite_does_not_import_the_reports():
 def test_no_module_over_600_lines():
     sizes = {
         p: len(p.read_text().splitlines())
-        for d in ("ecodiff_bench", "reports")
+        for d in ("pruning", "ecodiff_bench", "reports")
         for p in (ROOT / d).rglob("*.py")
     }
     assert {str(p.relative_to(ROOT)): n for p, n in sizes.items() if n > 600} == {}
@@ -59,16 +71,16 @@ def test_no_module_over_600_lines():
 
 def test_suite_methods_are_prunings_methods():
     assert suite_methods.METHODS.names() == list(pruning.METHODS)
-    for name in pruning.METHODS:
+    for name, method in pruning.METHODS.items():
         info = suite_methods.method_info(name)
-        assert info.help == pruning.METHODS[name]
-        assert info.needs_calibration == (name not in pruning.DATA_FREE)
+        assert info.help == method.help and info.config is method.config
+        assert info.needs_calibration == method.needs_calibration == (name not in pruning.DATA_FREE)
 
 
-@pytest.mark.parametrize("name", ["ecodiff", "taylor"])
+@pytest.mark.parametrize("name", list(pruning.METHODS))
 def test_every_config_field_is_an_option_or_set_by_the_harness(name):
     info = suite_methods.method_info(name)
-    fields = dataclasses.fields(pruning_info._live(info.config))
+    fields = dataclasses.fields(info.config)
     options = set(info.options.model_fields)
     for field in fields:
         assert (field.name in options) != (field.name in suite_methods.NOT_OPTIONS), field.name
@@ -78,44 +90,32 @@ def test_every_config_field_is_an_option_or_set_by_the_harness(name):
             assert getattr(defaults, field.name) == field.default, field.name
 
 
-@pytest.mark.parametrize(
-    "ref", ["pruning.methods.ecodiff:EcoDiffConfig", "pruning.methods.taylor:TaylorConfig"]
-)
-def test_reading_prunings_source_equals_importing_it(ref):
-    live = pruning_info._live(ref)
-    hints = typing.get_type_hints(live)
-    expected = [(f.name, hints[f.name], f.default) for f in dataclasses.fields(live)]
-    assert [(f.name, f.type, f.default) for f in pruning_info._static_fields(*ref.split(":"))] == expected
+@pytest.mark.parametrize("name", list(pruning.METHODS))
+def test_every_method_has_a_scorer_and_refuses_unknown_options(name):
+    method = pruning.METHODS[name]
+    assert callable(method.score_function())
+    with pytest.raises(ValueError, match=f"unknown {name} option.*no_such_option"):
+        method.make_config({"no_such_option": 1})
 
 
-CONSTANTS = [
-    "methods:METHODS",
-    "methods:DATA_FREE",
-    "methods:RATIO_SPECIFIC",
-    "plan:RANKINGS",
-    "plan:TARGETS",
-    "masks:PARAMETRIZATIONS",
-    "inference:ATTENTION",
-    "inference:CHANNELS_LAST",
-    "inference:COMPILE_MODES",
-]
+def test_every_block_class_belongs_to_one_architecture():
+    from pruning.architectures import ARCHITECTURES, BLOCKS
+
+    owners = [cls for arch in ARCHITECTURES for cls in arch.blocks]
+    assert sorted(owners, key=str) == sorted(BLOCKS, key=str) and len(set(owners)) == len(owners)
 
 
-@pytest.mark.parametrize("ref", [f"pruning.{c}" for c in CONSTANTS])
-def test_prunings_constants_read_from_source_equal_the_imported_ones(ref):
-    assert pruning_info._static_constant(*ref.split(":")) == pruning_info._live(ref)
-
-
-def test_what_the_source_cannot_tell_comes_from_the_imported_module(monkeypatch):
-    def unreadable(*args):
-        raise pruning_info._Unreadable("computed")
-
-    monkeypatch.delitem(sys.modules, "pruning")  # as in a process that has not imported pruning
-    monkeypatch.setattr(pruning_info, "_static_constant", unreadable)
-    monkeypatch.setattr(pruning_info, "_static_fields", unreadable)
-    assert pruning_info.constant("pruning.plan:RANKINGS") == pruning.RANKINGS
-    fields = pruning_info.config_fields("pruning.methods.taylor:TaylorConfig")
-    assert [f.name for f in fields] == [f.name for f in dataclasses.fields(pruning.TaylorConfig)]
+def test_only_the_architecture_registry_asks_which_denoiser_a_pipeline_has():
+    pattern = re.compile(r"""(hasattr|getattr)\(\w+, *["'](unet|transformer)["']""")
+    hits = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for d in ("pruning", "ecodiff_bench", "reports", "benchmarks")
+        for p in (ROOT / d).rglob("*.py")
+        if "zoo" not in p.parts
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert hits == []
 
 
 def test_validating_and_listing_load_no_torch():
@@ -126,7 +126,8 @@ def test_validating_and_listing_load_no_torch():
     )
     loaded = _modules_after(code)
     assert "ecodiff_bench.suite.methods" in loaded
-    assert not [m for m in loaded if m == "torch" or m.startswith(("torch.", "pruning"))]
+    assert not [m for m in loaded if m == "torch" or m.startswith("torch.")]
+    assert {m for m in loaded if m.startswith("pruning")} <= {"pruning", "pruning.config", "pruning.registry"}
 
 
 @dataclasses.dataclass
@@ -138,18 +139,18 @@ class WithSchedule(pruning.EcoDiffConfig):
 
 
 def test_a_new_config_field_becomes_a_suite_option(monkeypatch):
-    monkeypatch.setitem(suite_methods._CONFIGS, "ecodiff", f"{__name__}:WithSchedule")
+    method = dataclasses.replace(pruning.METHODS["ecodiff"], config=WithSchedule)
+    monkeypatch.setitem(suite_methods.PRUNING_METHODS, "ecodiff", method)
     info = suite_methods._build("ecodiff")
     opts = info.options.model_validate({"schedule": "cosine", "ramp_power": 2.0, "controller": "none"})
     assert (opts.schedule, opts.ramp_power) == ("cosine", 2.0)
     kwargs = info.config_kwargs({**opts.model_dump(), "ranking": "global"}, seed=2)
     assert kwargs["ramp_power"] == 2.0 and kwargs["seed"] == 2 and "ranking" not in kwargs
-    WithSchedule(**kwargs)  # what the runner passes is what pruning's config accepts
+    method.make_config(kwargs)  # what the runner passes is what pruning's config accepts
 
 
 def test_not_options_name_real_config_fields():
-    configs = [pruning_info._live(ref) for ref in suite_methods._CONFIGS.values()]
-    fields = {f.name for config in configs for f in dataclasses.fields(config)}
+    fields = {f.name for m in pruning.METHODS.values() for f in dataclasses.fields(m.config)}
     assert set(suite_methods.NOT_OPTIONS) <= fields
 
 

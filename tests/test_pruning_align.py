@@ -15,7 +15,7 @@ BUILDERS = {"sdxl": (sdxl_pipeline, SDXL_CALL), "flux": (flux_pipeline, FLUX_CAL
 def model(request):
     build, call = BUILDERS[request.param]
     pipe = build()
-    den = tr.denoiser_of(pipe)
+    den = pruning.denoiser_of(pipe)
     groups = pruning.find_groups(den)
     return pipe, den, groups, call
 
@@ -94,7 +94,7 @@ def test_surgery_of_an_aligned_plan_equals_the_hard_masked_model(model):
 
     pipe, _, _, call = model
     pipe = copy.deepcopy(pipe)
-    den = tr.denoiser_of(pipe)
+    den = pruning.denoiser_of(pipe)
     groups = pruning.find_groups(den)
     plan = pruning.plan(den, _scores(groups, seed=5), 0.3, align=8)
     sampling = {k: call[k] for k in ("height", "width", "max_sequence_length") if k in call}

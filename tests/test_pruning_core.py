@@ -46,7 +46,7 @@ def test_pure_trajectory_reproduces_the_pipeline(case):
     if name == "sdxl-ancestral":
         pytest.skip("the pipeline draws ancestral noise from its generator differently; purity tested below")
     with torch.no_grad():
-        got = tr.run(_trajectory(pipe, call), tr.denoiser_of(pipe))
+        got = tr.run(_trajectory(pipe, call), pruning.denoiser_of(pipe))
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
 
@@ -55,7 +55,7 @@ def test_step_is_pure_and_repeatable(case):
     _, build, call = case
     pipe = build()
     traj = _trajectory(pipe, call)
-    den = tr.denoiser_of(pipe)
+    den = pruning.denoiser_of(pipe)
     with torch.no_grad():
         a = tr.run(traj, den)
         b = tr.run(traj, den)  # a scheduler with an internal index would drift here
@@ -64,7 +64,7 @@ def test_step_is_pure_and_repeatable(case):
 
 def test_unit_discovery_counts(case):
     _, build, _ = case
-    den = tr.denoiser_of(build())
+    den = pruning.denoiser_of(build())
     groups = pruning.find_groups(den)
     kinds = {g.kind for g in groups}
     assert kinds == {"heads", "ffn"}
@@ -83,7 +83,7 @@ def test_unit_discovery_counts(case):
 def test_hard_masks_with_every_unit_open_change_nothing(case):
     _, build, call = case
     pipe = build()
-    den = tr.denoiser_of(pipe)
+    den = pruning.denoiser_of(pipe)
     traj = _trajectory(pipe, call)
     with torch.no_grad():
         before = tr.run(traj, den)
@@ -100,7 +100,7 @@ def _grads(masks):
 def test_checkpointed_gradients_equal_full_backprop(case, parametrization):
     _, build, call = case
     pipe = build()
-    den = tr.denoiser_of(pipe).requires_grad_(False)
+    den = pruning.denoiser_of(pipe).requires_grad_(False)
     traj = _trajectory(pipe, call)
     assert traj.steps >= 4
     masks = MaskSet(pruning.find_groups(den), parametrization).attach(den)
@@ -135,7 +135,7 @@ def _hard_logits(groups, plan):
 def test_surgery_equals_hard_masked_model(case):
     _, build, call = case
     pipe = build()
-    den = tr.denoiser_of(pipe)
+    den = pruning.denoiser_of(pipe)
     groups = pruning.find_groups(den)
     plan = pruning.plan(den, pruning.Scores("random", pruning.random_scores(groups, seed=1)), 0.3)
     # Remove one attention module and one feed-forward entirely: they must become exact constants.

@@ -235,7 +235,7 @@ def test_resuming_a_controlled_run_gives_identical_logits(tmp_path):
 @pytest.mark.parametrize("make, sampling", [(sdxl_pipeline, SDXL_SAMPLING), (flux_pipeline, FLUX_SAMPLING)])
 def test_stacked_trajectories_follow_each_pair(make, sampling):
     pipe = make()
-    den = trajectory.denoiser_of(pipe)
+    den = pruning.denoiser_of(pipe)
     kw = {k: v for k, v in sampling.items() if k != "max_sequence_length"}
     msl = sampling.get("max_sequence_length", 512)
     trajs = [

@@ -8,8 +8,7 @@ useful form::
     energy: {country: FRA}
 
 * :mod:`.catalog`   model names (from the model registry), builtin prompt sets, reference sets, suites
-* :mod:`.methods`   pruning methods and their options, generated from pruning's config dataclasses
-* :mod:`.pruning_info`  those dataclasses and pruning's constants, read without importing torch
+* :mod:`.methods`   pruning methods and their options, generated from pruning's method registry
 * :mod:`.sources`   ``models[]``: zoo, hub, random-init or a local directory, and call settings
 * :mod:`.schema`    every other section, and the cross-field checks of the whole suite
 * :mod:`.problems`  errors as ``<field.path>: <what is wrong> (got ...; allowed: ...)``
@@ -19,7 +18,8 @@ useful form::
 Paths to files that travel with the suite (``include``, ``*.prompts_file``) are relative to the file that
 names them; all other paths (weights, reference sets, local models, outputs) are relative to the working
 directory; ``~`` is expanded. Validation reads files (prompt lists) but writes nothing, loads no model,
-never touches the network and does not import torch (:mod:`.pruning_info` reads what it needs from pruning).
+never touches the network and does not import torch (pruning's registry and settings, :mod:`pruning.registry` and
+:mod:`pruning.config`, import none).
 """
 
 from ecodiff_bench.suite.catalog import (

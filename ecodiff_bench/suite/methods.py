@@ -11,13 +11,16 @@ adds is what pruning cannot know:
 * defaults that depend on the architecture (:data:`ARCH_DEFAULTS`, from METHODS.md),
 * what ``--smoke`` shrinks (:data:`_SMOKE`).
 
-Names, help texts and whether a method needs calibration prompts come from pruning (``METHODS``,
-``DATA_FREE``). Every method also takes the plan's options ``ranking``, ``target`` and ``align``. All of
-it is read through :mod:`.pruning_info`, so that validating a suite does not import torch.
+Names, help texts, config classes and whether a method needs calibration prompts come from pruning's
+method registry (:mod:`pruning.registry`). Every method also takes the plan's options ``ranking``,
+``target`` and ``align``. The registry and :mod:`pruning.config` import no torch, so neither does
+validating a suite.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
@@ -25,21 +28,9 @@ from pydantic import AfterValidator, Field, create_model, field_validator
 from pydantic.fields import FieldInfo
 
 from ecodiff_bench.core.registry import Registry
-from ecodiff_bench.suite import pruning_info
 from ecodiff_bench.suite.problems import StrictModel, check_unique, fail
-
-#: Each method's config dataclass in pruning ("module:Class"); methods without one take only the plan's options.
-_CONFIGS: dict[str, str] = {
-    "ecodiff": "pruning.methods.ecodiff:EcoDiffConfig",
-    "taylor": "pruning.methods.taylor:TaylorConfig",
-}
-_PRUNING_METHODS: dict[str, str] = pruning_info.constant("pruning.methods:METHODS")  # name -> help
-_DATA_FREE: tuple[str, ...] = pruning_info.constant("pruning.methods:DATA_FREE")
-# method -> (option, value): scores belong to one ratio unless the option has that value (EcoDiff's controller)
-_RATIO_SPECIFIC: dict[str, tuple[str, Any]] = pruning_info.constant("pruning.methods:RATIO_SPECIFIC")
-_PARAMETRIZATIONS: tuple[str, ...] = pruning_info.constant("pruning.masks:PARAMETRIZATIONS")
-_RANKINGS: tuple[str, ...] = pruning_info.constant("pruning.plan:RANKINGS")
-_TARGETS: tuple[str, ...] = pruning_info.constant("pruning.plan:TARGETS")
+from pruning.config import PARAMETRIZATIONS, RANKINGS, TARGETS
+from pruning.registry import METHODS as PRUNING_METHODS
 
 #: Config fields that are not suite options, and why.
 NOT_OPTIONS = {
@@ -69,7 +60,7 @@ _RULES: dict[str, dict[str, dict[str, Any]]] = {
         "warmup": {"ge": 0, "lt": 1, "description": "share of the steps over which the target ramps in"},
         "weight_decay": {"ge": 0},
         "noise_bound": {"gt": 0, "description": "bound of the mask noise in logits (default: unbounded)"},
-        "parametrization": {"type": Literal[_PARAMETRIZATIONS]},
+        "parametrization": {"type": Literal[PARAMETRIZATIONS]},
     },
     "taylor": {
         "threshold": {"ge": 0, "le": 1, "description": "stop at the first step with loss < T * max"},
@@ -107,8 +98,8 @@ _SMOKE: dict[str, dict[str, str]] = {
 class PlanOptions(StrictModel):
     """Options every method shares: how units are ranked, what the ratio counts, the FFN widths' multiple."""
 
-    ranking: Literal[_RANKINGS] = "global"
-    target: Literal[_TARGETS] = "params"
+    ranking: Literal[RANKINGS] = "global"
+    target: Literal[TARGETS] = "params"
     align: int | None = Field(
         None, ge=1, description="round pruned FFN widths to a multiple (GPU tiles: 8, 64, 128)"
     )
@@ -155,28 +146,30 @@ class MethodInfo:
     name: str
     help: str
     needs_calibration: bool
-    config: str | None  # pruning's config dataclass, "module:Class"
-    config_fields: tuple[str, ...]  # its fields (what pruning.score's ``options`` accepts, with the seed)
+    config: type  # pruning's config dataclass
+    config_fields: tuple[str, ...]  # its fields (what pruning.score's ``options`` accepts)
     options: type[PlanOptions]  # the suite's options (generated)
     entry: type[MethodEntry]  # the suite's ``methods[]`` entry for this method (generated)
 
     def config_kwargs(self, options: dict[str, Any], seed: int) -> dict[str, Any]:
         """Resolved suite options -> pruning.score's ``options`` (the config's fields, and the seed)."""
-        return {**{k: v for k, v in options.items() if k in self.config_fields}, "seed": seed}
+        kwargs = {k: v for k, v in options.items() if k in self.config_fields}
+        return {**kwargs, "seed": seed} if "seed" in self.config_fields else kwargs
 
 
-def _option_fields(name: str, config: list[pruning_info.ConfigField]) -> dict[str, tuple[Any, FieldInfo]]:
+def _option_fields(name: str, config: type) -> dict[str, tuple[Any, FieldInfo]]:
     rules = _RULES.get(name, {})
     arch_dependent = {k for defaults in ARCH_DEFAULTS.get(name, {}).values() for k in defaults}
+    hints = typing.get_type_hints(config)
     fields: dict[str, tuple[Any, FieldInfo]] = {}
-    for f in config:
+    for f in dataclasses.fields(config):
         if f.name in NOT_OPTIONS:
             continue
         rule = dict(rules.get(f.name, {}))
-        typ = rule.pop("type", f.type)
+        typ = rule.pop("type", hints[f.name])
         if f.name in arch_dependent:  # None in a suite: the architecture's default, resolved at expansion
             typ, default = typ | None, None
-        elif f.default is not pruning_info.MISSING:
+        elif f.default is not dataclasses.MISSING:
             default = f.default
         else:
             raise TypeError(
@@ -190,27 +183,25 @@ def _option_fields(name: str, config: list[pruning_info.ConfigField]) -> dict[st
 
 
 def _build(name: str) -> MethodInfo:
-    config = _CONFIGS.get(name)
-    fields = pruning_info.config_fields(config) if config else []
+    method = PRUNING_METHODS[name]
     title = "".join(part.capitalize() for part in name.split("-"))
-    options = create_model(f"{title}Options", __base__=PlanOptions, **_option_fields(name, fields))
-    options.__doc__ = f"Options of {name} (from {config})." if config else f"Options of {name}."
+    options = create_model(f"{title}Options", __base__=PlanOptions, **_option_fields(name, method.config))
+    options.__doc__ = f"Options of {name} (from pruning.config.{method.config.__name__})."
     entry = create_model(
         f"{title}Method",
         __base__=MethodEntry,
         name=(Literal[name], ...),
         options=(options, Field(default_factory=options)),
     )
-    help, calibrated = _PRUNING_METHODS[name], name not in _DATA_FREE
-    return MethodInfo(name, help, calibrated, config, tuple(f.name for f in fields), options, entry)
+    config_fields = tuple(f.name for f in dataclasses.fields(method.config))
+    return MethodInfo(
+        name, method.help, method.needs_calibration, method.config, config_fields, options, entry
+    )
 
 
 METHODS: Registry[MethodInfo] = Registry("method")
-for _name in _PRUNING_METHODS:
-    METHODS.register(_name, _build(_name), help=_PRUNING_METHODS[_name])
-_unknown = set(_CONFIGS) - set(_PRUNING_METHODS)
-if _unknown:  # pragma: no cover - a renamed method in pruning
-    raise TypeError(f"config classes for methods pruning does not have: {sorted(_unknown)}")
+for _name, _method in PRUNING_METHODS.items():
+    METHODS.register(_name, _build(_name), help=_method.help)
 
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS.names())
 _entries = tuple(METHODS.get(n).entry for n in METHOD_NAMES)
@@ -245,11 +236,8 @@ def config_kwargs(name: str, options: dict[str, Any], seed: int) -> dict[str, An
 
 def ratio_specific(name: str, options: dict[str, Any]) -> bool:
     """Whether the method's scores with these options belong to one ratio (EcoDiff's masks trained to it),
-    so that each ratio gets its own scores; pruning's ``RATIO_SPECIFIC`` says which methods and options."""
-    if name not in _RATIO_SPECIFIC:
-        return False
-    option, serves_every_ratio = _RATIO_SPECIFIC[name]
-    return options.get(option) != serves_every_ratio
+    so that each ratio gets its own scores (pruning's registry says which methods and options)."""
+    return PRUNING_METHODS[name].ratio_specific(options)
 
 
 def shrink_for_smoke(

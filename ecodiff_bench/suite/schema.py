@@ -25,7 +25,6 @@ from ecodiff_bench.core.metrics import METRICS, QUALITY_METRICS
 from ecodiff_bench.core.registry import UnknownNameError, suggest
 from ecodiff_bench.core.thresholds import MetricThreshold
 from ecodiff_bench.core.yamlfile import YamlError, read_text
-from ecodiff_bench.suite import pruning_info
 from ecodiff_bench.suite.catalog import BUILTIN_PROMPT_SETS, BUILTIN_REFERENCES, is_digits, model_names
 from ecodiff_bench.suite.methods import MethodSpec, needs_calibration
 from ecodiff_bench.suite.problems import Problems, StrictModel, check_unique, fail, unknown_message
@@ -37,6 +36,7 @@ from ecodiff_bench.suite.sources import (
     ZooModel,
     model_shorthand,
 )
+from pruning.config import ATTENTION, CHANNELS_LAST, COMPILE_MODES
 
 # -- prompts, calibration, evaluation ---------------------------------------------------------------------
 
@@ -223,17 +223,12 @@ class Latency(StrictModel):
         return self
 
 
-_ATTENTION: tuple[str, ...] = pruning_info.constant("pruning.inference:ATTENTION")
-_CHANNELS_LAST: tuple[str, ...] = pruning_info.constant("pruning.inference:CHANNELS_LAST")
-_COMPILE_MODES: tuple[str, ...] = pruning_info.constant("pruning.inference:COMPILE_MODES")
-
-
 class Inference(StrictModel):
     """How the denoiser runs while measured (``pruning.inference``), the same for base and pruned models."""
 
-    attention: Literal[_ATTENTION] = Field("sdpa", description="fused SDPA kernels, or the unfused reference")
-    channels_last: Literal[_CHANNELS_LAST] = Field("auto", description="auto: U-Nets on CUDA")
-    compile: Literal[_COMPILE_MODES] | None = Field(
+    attention: Literal[ATTENTION] = Field("sdpa", description="fused SDPA kernels, or the unfused reference")
+    channels_last: Literal[CHANNELS_LAST] = Field("auto", description="auto: U-Nets on CUDA")
+    compile: Literal[COMPILE_MODES] | None = Field(
         None, description="torch.compile mode (compile time is reported apart as compile_time_s)"
     )
     fullgraph: bool = Field(False, description="with compile: a graph break is an error")
@@ -245,7 +240,7 @@ class Inference(StrictModel):
                 ("fullgraph",),
                 "fullgraph needs compile set to a mode",
                 got=True,
-                allowed=f"compile: {', '.join(_COMPILE_MODES)}",
+                allowed=f"compile: {', '.join(COMPILE_MODES)}",
             )
         return self
 

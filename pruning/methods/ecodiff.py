@@ -35,84 +35,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from .. import trajectory
-from ..masks import OPEN_SHIFT, PARAMETRIZATIONS, MaskSet
+from ..architectures import denoiser_of
+from ..config import EcoDiffConfig
+from ..masks import OPEN_SHIFT, MaskSet
 from ..targets import UnitGroup
 from .mask_training import MaskTrainer
-from .sparsity import PENALTIES
-
-CONTROLLERS = ("lagrangian", "none")
-
-
-@dataclass
-class EcoDiffConfig:
-    """Mask-training settings (see the module docstring for the defaults' reasons)."""
-
-    target_sparsity: float | None = (
-        None  # share of prunable parameters to remove (the ratio); lagrangian only
-    )
-    # "none": the paper's fixed penalty, beta_reg x the expected kept share
-    controller: Literal["lagrangian", "none"] = "lagrangian"
-    steps: int | None = None  # optimizer steps; None: `epochs` passes over the calibration samples
-    epochs: int = 4
-    batch: int = 1  # calibration samples run together as one batched trajectory
-    accumulate: int = 4  # batches per optimizer step
-    lr: float = 0.1
-    lr_heads: float | None = None  # defaults to lr (the official FLUX setting uses 0.5 for heads)
-    weight_decay: float = 0.0  # AdamW's decoupled decay of the logits (official: 0.01)
-    normalize_mse: bool = True  # divide each sample's MSE by its reference latent's variance
-    penalty: Literal["params", "units", "layer-mean"] = "params"  # weighting of the expected sparsity
-    beta_reg: float = 0.5  # weight of the fixed penalty (controller "none")
-    dual_lr: float = 0.3  # learning rate of the Lagrange multipliers
-    warmup: float = 0.4  # share of the steps over which the target ramps up from 0
-    noise_bound: float | None = None  # bound of the logistic mask noise in logit units (official: ~1.1 / 2.4)
-    parametrization: Literal["hard-concrete", "sigmoid", "binary"] = "hard-concrete"
-    checkpointing: bool = True
-    seed: int = 0  # mask noise and sample order (and the seeds of calibration prompts given without one)
-    max_normalized_mse: float = 10.0  # MSE / Var(reference) above this counts as divergence
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        for name, allowed in (
-            ("controller", CONTROLLERS),
-            ("penalty", PENALTIES),
-            ("parametrization", PARAMETRIZATIONS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"ecodiff {name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
-                )
-        if self.controller == "lagrangian":
-            if self.target_sparsity is None:
-                raise ValueError(
-                    "ecodiff with controller 'lagrangian' needs target_sparsity= (the share of prunable "
-                    "parameters to remove, the plan's ratio); controller 'none' trains without one"
-                )
-            if not 0.0 < self.target_sparsity < 1.0:
-                raise ValueError(f"ecodiff target_sparsity must lie in (0, 1); got {self.target_sparsity!r}")
-        for name in ("batch", "accumulate", "epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ecodiff {name} must be >= 1; got {getattr(self, name)!r}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"ecodiff steps must be >= 1 or None; got {self.steps!r}")
-        if not 0.0 <= self.warmup < 1.0:
-            raise ValueError(f"ecodiff warmup must lie in [0, 1); got {self.warmup!r}")
-
-    @property
-    def ratio_specific(self) -> bool:
-        """Whether the learned logits belong to one pruning ratio (the target) rather than to every ratio."""
-        return self.controller != "none"
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 def _sampling_key(sampling: dict) -> dict:
@@ -191,7 +124,7 @@ def ecodiff_scores(
     """
     cfg = config or EcoDiffConfig(controller="none")
     pairs = calibration_pairs(prompts, cfg.seed)
-    denoiser = trajectory.denoiser_of(pipe)
+    denoiser = denoiser_of(pipe)
     shard = _Shard.current()
     mine = pairs[shard.index :: shard.count]
     per_step = cfg.batch * cfg.accumulate

@@ -23,9 +23,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..config import PENALTIES
 from ..masks import MaskSet
-
-PENALTIES = ("params", "units", "layer-mean")
 
 
 def expected_removed(masks: MaskSet, penalty: str = "params") -> torch.Tensor:

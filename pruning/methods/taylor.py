@@ -10,31 +10,21 @@ units are comparable under global ranking.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from tqdm.auto import tqdm
 
 from .. import trajectory
+from ..architectures import architecture_of_pipe, denoiser_of
+from ..config import TaylorConfig
 from ..targets import UnitGroup
 from .unit_weights import owned_parameters, per_unit
-
-
-@dataclass
-class TaylorConfig:
-    threshold: float = 0.05
-    batch: int = 4  # calibration images: one batch of the model's own samples, as the paper's one real batch
-    timestep_stride: int = 10  # visit every k-th training timestep (1 = every one, as in the paper)
-    max_timesteps: int = 1000
-    seed: int = 0
-    progress: bool = True
 
 
 def _noisy_sample(pipe, x0, noise, t: int):
     """(model input, timestep argument, regression target) at training timestep ``t`` (0 = least noise)."""
     sched = pipe.scheduler
     n_train = sched.config.num_train_timesteps
-    if hasattr(pipe, "transformer"):  # rectified flow: x_s = (1 - s) x0 + s * noise, target noise - x0
+    if architecture_of_pipe(pipe).flow_matching:  # rectified flow: x_s = (1 - s) x0 + s * noise, target noise - x0
         s = (t + 1) / n_train
         return (1 - s) * x0 + s * noise, torch.tensor(s * 1000.0), noise - x0
     ab = sched.alphas_cumprod[t].to(x0.dtype)
@@ -50,6 +40,7 @@ def taylor_scores(
     prompts: list[str],
     sampling: dict,
     config: TaylorConfig | None = None,
+    checkpoint_dir=None,  # one pass over a batch: nothing to resume
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Diff-Pruning importance of every unit. ``sampling`` holds steps/guidance/height/width/max_sequence_length.
 
@@ -59,7 +50,7 @@ def taylor_scores(
     items = list(prompts)[: cfg.batch]
     seeds = [it[1] if isinstance(it, (tuple, list)) else cfg.seed + k for k, it in enumerate(items)]
     prompts = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
-    denoiser = trajectory.denoiser_of(pipe)
+    denoiser = denoiser_of(pipe)
     steps, guidance = sampling["steps"], sampling["guidance"]
     geometry = {k: sampling.get(k) for k in ("height", "width")}
     msl = sampling.get("max_sequence_length", 512)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 
+from .config import RANKINGS, TARGETS
 from .targets import KINDS, UnitGroup
 
-RANKINGS = ("global", "per-kind", "per-layer")
-TARGETS = ("params", "units")
 PLAN_VERSION = 1
 
 
@@ -116,9 +115,6 @@ class PruningPlan:
     def load(cls, path: str | Path) -> PruningPlan:
         path = Path(path)
         return cls.from_dict(read_json(path, "plan"), path)
-
-    def keep_all(self) -> bool:
-        return self.units_removed == 0
 
 
 class PlanError(ValueError):

@@ -1,0 +1,113 @@
+"""The pruning library's settings, importable without torch: method configs and the allowed values of options.
+
+Everything a caller can set lives here, once: the harness builds its suite options from these dataclasses
+and constants (validating a suite must not pay for importing torch), and the torch code imports them from
+here. Defaults and their reasons are documented beside each method's algorithm (``pruning.methods``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+# Plans (pruning.plans)
+RANKINGS = ("global", "per-kind", "per-layer")
+TARGETS = ("params", "units")
+# Masks (pruning.masks) and how their expected sparsity is weighted (pruning.methods.sparsity)
+PARAMETRIZATIONS = ("hard-concrete", "sigmoid", "binary")
+PENALTIES = ("params", "units", "layer-mean")
+CONTROLLERS = ("lagrangian", "none")
+# Inference options (pruning.inference)
+ATTENTION = ("sdpa", "math")
+CHANNELS_LAST = ("auto", "on", "off")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _one_of(method: str, name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{method} {name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _at_least_one(method: str, config, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{method} {name} must be >= 1; got {getattr(config, name)!r}")
+
+
+@dataclass
+class EcoDiffConfig:
+    """Mask-training settings (see :mod:`pruning.methods.ecodiff` for the defaults' reasons)."""
+
+    target_sparsity: float | None = (
+        None  # share of prunable parameters to remove (the ratio); lagrangian only
+    )
+    # "none": the paper's fixed penalty, beta_reg x the expected kept share
+    controller: Literal["lagrangian", "none"] = "lagrangian"
+    steps: int | None = None  # optimizer steps; None: `epochs` passes over the calibration samples
+    epochs: int = 4
+    batch: int = 1  # calibration samples run together as one batched trajectory
+    accumulate: int = 4  # batches per optimizer step
+    lr: float = 0.1
+    lr_heads: float | None = None  # defaults to lr (the official FLUX setting uses 0.5 for heads)
+    weight_decay: float = 0.0  # AdamW's decoupled decay of the logits (official: 0.01)
+    normalize_mse: bool = True  # divide each sample's MSE by its reference latent's variance
+    penalty: Literal["params", "units", "layer-mean"] = "params"  # weighting of the expected sparsity
+    beta_reg: float = 0.5  # weight of the fixed penalty (controller "none")
+    dual_lr: float = 0.3  # learning rate of the Lagrange multipliers
+    warmup: float = 0.4  # share of the steps over which the target ramps up from 0
+    noise_bound: float | None = None  # bound of the logistic mask noise in logit units (official: ~1.1 / 2.4)
+    parametrization: Literal["hard-concrete", "sigmoid", "binary"] = "hard-concrete"
+    checkpointing: bool = True
+    seed: int = 0  # mask noise and sample order (and the seeds of calibration prompts given without one)
+    max_normalized_mse: float = 10.0  # MSE / Var(reference) above this counts as divergence
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _one_of("ecodiff", "controller", self.controller, CONTROLLERS)
+        _one_of("ecodiff", "penalty", self.penalty, PENALTIES)
+        _one_of("ecodiff", "parametrization", self.parametrization, PARAMETRIZATIONS)
+        if self.controller == "lagrangian":
+            if self.target_sparsity is None:
+                raise ValueError(
+                    "ecodiff with controller 'lagrangian' needs target_sparsity= (the share of prunable "
+                    "parameters to remove, the plan's ratio); controller 'none' trains without one"
+                )
+            if not 0.0 < self.target_sparsity < 1.0:
+                raise ValueError(f"ecodiff target_sparsity must lie in (0, 1); got {self.target_sparsity!r}")
+        _at_least_one("ecodiff", self, "batch", "accumulate", "epochs")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"ecodiff steps must be >= 1 or None; got {self.steps!r}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"ecodiff warmup must lie in [0, 1); got {self.warmup!r}")
+
+    @property
+    def ratio_specific(self) -> bool:
+        """Whether the learned logits belong to one pruning ratio (the target) rather than to every ratio."""
+        return self.controller != "none"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass
+class TaylorConfig:
+    """Diff-Pruning settings (see :mod:`pruning.methods.taylor`)."""
+
+    threshold: float = 0.05
+    batch: int = 4  # calibration images: one batch of the model's own samples, as the paper's one real batch
+    timestep_stride: int = 10  # visit every k-th training timestep (1 = every one, as in the paper)
+    max_timesteps: int = 1000
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class RandomConfig:
+    seed: int = 0
+
+
+@dataclass
+class MagnitudeConfig:
+    """Weight magnitude has no settings."""
