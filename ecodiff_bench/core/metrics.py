@@ -142,10 +142,6 @@ def metric(name: str) -> Metric:
     return METRICS.get(name)
 
 
-def metric_names() -> list[str]:
-    return METRICS.names()
-
-
 #: The metrics a suite can ask the evaluation stage for (``evaluation.metrics``).
 QUALITY_METRICS: tuple[str, ...] = tuple(n for n in METRICS if METRICS.get(n).stage == "evaluation")
 #: Metrics whose value depends on how many images were scored.

@@ -50,21 +50,6 @@ class CarbonIntensity:
     g_per_kwh: float
     source: str
 
-    def to_value(self) -> Value:
-        return Value(
-            "carbon_intensity_g_per_kwh",
-            self.g_per_kwh,
-            "gCO2e/kWh",
-            "estimated",
-            False,
-            note=self.source,
-            details={
-                "country_iso_code": self.country_iso_code,
-                "region": self.region,
-                "country_name": self.country_name,
-            },
-        )
-
 
 @functools.lru_cache(maxsize=1)
 def _data_source():

@@ -92,11 +92,6 @@ class EnergyWindow:
     cpu_note: str
     details: dict = field(default_factory=dict)
 
-    @property
-    def total_j(self) -> float | None:
-        v = self.total_value("energy_j")
-        return v.value
-
     def total_value(self, name: str = "energy_j", divide_by: float = 1.0) -> Value:
         """GPU gross + CPU energy (divided by ``divide_by``), the way ``energy_image_j`` is built."""
         parts = {

@@ -68,10 +68,6 @@ class PowerSampler:
             self.sample()
         return self.timeline()
 
-    def between(self, t_start: float, t_end: float) -> list[float]:
-        with self._lock:
-            return [w for t, w, _ in self.samples if t_start <= t <= t_end]
-
     def between_per_gpu(self, t_start: float, t_end: float) -> list[list[float]]:
         with self._lock:
             return [per for t, _, per in self.samples if t_start <= t <= t_end]

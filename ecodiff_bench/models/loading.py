@@ -38,12 +38,6 @@ class ModelSpec:
             return call_settings(self.name)
         return dict(get_family(self.family).defaults)
 
-    def describe(self) -> str:
-        where = {"hub": f"hub id {self.location}", "local": f"directory {self.location}"}.get(
-            self.kind, "random weights (published architecture)"
-        )
-        return f"{self.name} ({self.family}) from {where}"
-
 
 def _looks_like_path(source: str) -> bool:
     if source.startswith(("/", "./", "../", "~", ".\\")) or source in (".", ".."):
