@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import pruning
-from pruning.plan import PlanError, PruningPlan
+from pruning.plans import PlanError, PruningPlan
 
 MODULE = {"kind": "heads", "total": 4, "kept": [0, 2, 3], "params_per_unit": 10, "params_shared": 5}
 PLAN = {

@@ -92,6 +92,10 @@ class EnergyWindow:
     cpu_note: str
     details: dict = field(default_factory=dict)
 
+    @property
+    def total_j(self) -> float | None:
+        return self.total_value("energy_j").value
+
     def total_value(self, name: str = "energy_j", divide_by: float = 1.0) -> Value:
         """GPU gross + CPU energy (divided by ``divide_by``), the way ``energy_image_j`` is built."""
         parts = {
