@@ -70,6 +70,16 @@ def device_of(record: dict) -> str:
     return "unknown device"
 
 
+def world_size_of(record: dict) -> int:
+    """How many processes measured the record together (``provenance.world_size``; 1 before it existed)."""
+    size = (record.get("provenance") or {}).get("world_size")
+    return size if isinstance(size, int) and size >= 1 else 1
+
+
+# Figures that add up over processes, or depend on how many share the machine: flagged across world sizes.
+WORLD_SENSITIVE = ("throughput_img_per_s",)
+
+
 def commit_of(record: dict) -> str:
     """The git commit the record was measured with (``provenance.git.commit``)."""
     git = record["provenance"].get("git")
@@ -198,6 +208,18 @@ def comparability_warnings(records: list[dict]) -> list[str]:
         out.append(
             f"Records were measured on different devices ({parts}). Latency, energy and memory "
             "differences between them reflect the hardware, not only the pruning."
+        )
+    sizes: dict[int, list[str]] = defaultdict(list)
+    for r in ok:
+        sizes[world_size_of(r)].append(full_label(r))
+    if len(sizes) > 1:
+        parts = "; ".join(
+            f"{n} process{'es' if n > 1 else ''}: {len(v)} record(s)" for n, v in sorted(sizes.items())
+        )
+        out.append(
+            f"Records were measured by different numbers of processes ({parts}). Throughput adds up "
+            "over the processes, so it is not comparable between them; quality metrics at equal sample "
+            "counts are."
         )
     for name in catalog.SAMPLE_SENSITIVE:
         counts: dict[int | None, list[str]] = defaultdict(list)
@@ -420,6 +442,7 @@ def provenance(records: list[dict]) -> ProvenanceTable:
                 "suite_hash": r["suite_hash"],
                 "smoke": r["smoke"],
                 "device": device_of(r),
+                "processes": world_size_of(r),
                 "git commit": commit_of(r),
                 "created_at": r["created_at"],
             }
@@ -441,7 +464,7 @@ def provenance(records: list[dict]) -> ProvenanceTable:
         for k in per_run[run]:
             if k not in keys:
                 keys.append(k)
-    priority = ["suite", "suite_hash", "smoke", "device", "git commit", "created_at"]
+    priority = ["suite", "suite_hash", "smoke", "device", "processes", "git commit", "created_at"]
     keys = [k for k in priority if k in keys] + sorted(k for k in keys if k not in priority)
     rows = []
     for k in keys:

@@ -52,7 +52,7 @@ from ecodiff_bench.core.thresholds import (
     default_thresholds,
     validate_thresholds,
 )
-from reports.analysis import device_of, sample_count
+from reports.analysis import WORLD_SENSITIVE, device_of, sample_count, world_size_of
 from reports.gate_result import Comparison, GateResult, Outcome, key_text
 
 __all__ = [
@@ -465,6 +465,13 @@ def _release_warnings(
             f"devices differ ({cand_name}: {', '.join(sorted(dev_c))}; {base_name}: "
             f"{', '.join(sorted(dev_b))}); latency, energy and memory changes may reflect hardware"
         )
+    sizes_c = {world_size_of(r) for r in cand if r["status"] == "ok"}
+    sizes_b = {world_size_of(r) for r in base if r["status"] == "ok"}
+    if sizes_c != sizes_b:
+        warnings.append(
+            f"numbers of processes differ ({cand_name}: {', '.join(map(str, sorted(sizes_c)))}; {base_name}: "
+            f"{', '.join(map(str, sorted(sizes_b)))}); {', '.join(WORLD_SENSITIVE)} is not compared"
+        )
     return warnings
 
 
@@ -534,6 +541,11 @@ def check(
         for name, t in th.items():
             if not t.bounds():
                 continue  # a window only, checked above
+            sizes = [sorted({world_size_of(r) for r in side[key]}) for side in (cand_ok, base_ok)]
+            if name in WORLD_SENSITIVE and sizes[0] != sizes[1]:
+                why = f"measured by {sizes[0]} vs {sizes[1]} processes: throughput adds up over processes"
+                comps.append(Comparison(model, method, ratio, name, "not_compared", why))
+                continue
             comp = _check_metric(name, t, key, base_ok[key], cand_ok[key], strict)
             if comp is None:
                 skipped.add(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -400,12 +401,28 @@ def run_cmd(
 
     field = "--out" if out is not None else "outputs.dir"
     summary: dict | None = {"suite": s.name, "smoke": smoke} if as_json else None
-    code = _exit_code(
-        run_suite(s, smoke=smoke, out=s.outputs.dir_path, wait=wait, out_field=field, summary=summary)
-    )
-    if summary is not None:
-        click.echo(json.dumps({**summary, "exit_code": code}, indent=1))
+    with _process_group() as world:
+        code = _exit_code(
+            run_suite(s, smoke=smoke, out=s.outputs.dir_path, wait=wait, out_field=field, summary=summary)
+        )
+    if summary is not None and world.writer:
+        click.echo(json.dumps({**summary, "exit_code": code, "world_size": world.size}, indent=1))
     click.get_current_context().exit(code)
+
+
+@contextmanager
+def _process_group():
+    """Under torchrun / accelerate launch: this process's place in the launcher's process group (joined
+    here, left at the end). Alone: a world of one."""
+    from ecodiff_bench.run import distributed
+
+    world = distributed.init_from_env()
+    try:
+        yield world
+    except distributed.PeerFailed as exc:  # the failing rank says why; this one only stops with it
+        raise click.ClickException(str(exc)) from None
+    finally:
+        distributed.shutdown()
 
 
 @main.command("prune")
@@ -428,7 +445,8 @@ def prune_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...]) 
 
     s = _prepared(suite, only, out)
     field = "--out" if out is not None else "outputs.dir"
-    code = prune_suite(s, smoke=smoke, out=s.outputs.dir_path, out_field=field)
+    with _process_group():
+        code = prune_suite(s, smoke=smoke, out=s.outputs.dir_path, out_field=field)
     click.get_current_context().exit(_exit_code(code))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,11 +188,15 @@ def measure_paired(
     min_block_s: float | None = None,
     device: Any = None,
     clock: Callable[[], float] | None = None,
+    guard: Callable[[str], AbstractContextManager] = lambda what: nullcontext(),
+    decide: Callable[[str | None], str | None] = lambda stop: stop,
 ) -> PairedResult:
     """Measure ``fns`` (``{"base": f, "pruned": g}``, or one model) paired and interleaved (module doc).
 
     ``min_block_s``: shortest energy window (default: the monitor's ``min_window_s`` when it reads GPUs,
     else one call per block). Returns a :class:`PairedResult` whose ``values`` hold each model's metrics.
+    Several processes measuring together pass ``guard`` (a failure in a round fails it on every process)
+    and ``decide`` (one process's stopping decision for all), so that all run the same rounds.
     """
     if not fns:
         raise ValueError("fns: expected at least one {label: callable}, got an empty mapping")
@@ -212,22 +217,26 @@ def measure_paired(
         min_block_s=min_block_s,
     )
     labels = list(fns)
-    for _ in range(warmup):
-        for k in labels:
-            fns[k]()
+    with guard("warm-up calls"):
+        for _ in range(warmup):
+            for k in labels:
+                fns[k]()
     now = clock or time.perf_counter
     start, rounds, stopped = now(), 0, "max_reps"
     while rounds < max_rounds:
-        for k in labels if rounds % 2 == 0 else labels[::-1]:
-            loop.block(k, rounds)
+        with guard("timed calls"):
+            for k in labels if rounds % 2 == 0 else labels[::-1]:
+                loop.block(k, rounds)
         rounds += 1
-        if rounds < min_rounds or min(loop.timed_s(k) for k in labels) < min_seconds:
-            continue
-        if all(iv.rel_half_width <= precision for iv in loop.intervals(confidence).values()):
-            stopped = "precision"
-            break
-        if now() - start >= max_seconds:
-            stopped = "time budget"
+        stop = None
+        if rounds >= min_rounds and min(loop.timed_s(k) for k in labels) >= min_seconds:
+            if all(iv.rel_half_width <= precision for iv in loop.intervals(confidence).values()):
+                stop = "precision"
+            elif now() - start >= max_seconds:
+                stop = "time budget"
+        stop = decide(stop)
+        if stop is not None:
+            stopped = stop
             break
     result = PairedResult(
         loop.blocks, rounds, stopped, now() - start, images_per_call, steps_per_call, confidence
@@ -320,6 +329,28 @@ def _ratios(label: str, intervals: dict[str, Interval], res: PairedResult, energ
         details={**common, **iv.details()},
     )
     return out
+
+
+def pair_figures(res: PairedResult, label: str = "pruned") -> dict[str, list]:
+    """The per-image latency and energy of ``label``'s blocks and of their base blocks, pair by pair
+    (JSON-ready: to pool pairs measured by several processes, :func:`pooled_ratios`)."""
+    pairs = list(zip(res.blocks[label], res.blocks.get(REFERENCE, []), strict=False))
+    ipc = res.images_per_call
+    return {
+        "latency": [[a.image_s(ipc), b.image_s(ipc)] for a, b in pairs],
+        "energy": [[a.energy_j(ipc), b.energy_j(ipc)] for a, b in pairs],
+    }
+
+
+def pooled_ratios(per_process: list[dict[str, list]], res: PairedResult, energy: Value) -> dict[str, Value]:
+    """``latency_ratio_vs_base`` and ``energy_ratio_vs_base`` over the pairs of several processes (each
+    :func:`pair_figures`), bootstrapped over all of them; ``res`` is this process's result (settings)."""
+    lat = [p for figures in per_process for p in figures["latency"]]
+    en = [p for figures in per_process for p in figures["energy"]]
+    intervals = {"pruned:latency": paired_ratio([a for a, _ in lat], [b for _, b in lat], res.confidence)}
+    if en and all(x is not None and y is not None and y > 0 for x, y in en):
+        intervals["pruned:energy"] = paired_ratio([x for x, _ in en], [y for _, y in en], res.confidence)
+    return _ratios("pruned", intervals, res, energy)
 
 
 def timeline_of(samples, spans: list[tuple[float, float]], t0: float) -> list[list[float]]:

@@ -396,6 +396,10 @@ class FrechetDistance(FrechetInceptionDistance):
         )
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def reference_path(self, cache_dir: str | os.PathLike, data_hash: str) -> Path:
+        """Where :meth:`load_or_compute_reference` caches the statistics of ``data_hash``."""
+        return Path(cache_dir) / f"frechet-ref-{self.reference_key(data_hash)[:32]}.safetensors"
+
     def load_or_compute_reference(
         self,
         real_images: Iterable[Tensor] | Callable[[], Iterable[Tensor]],
@@ -417,7 +421,7 @@ class FrechetDistance(FrechetInceptionDistance):
                     "(each rank sees a different shard, so the content hash must come from the caller)"
                 )
             data_hash = hash_images(batches())
-        path = Path(cache_dir) / f"frechet-ref-{self.reference_key(data_hash)[:32]}.safetensors"
+        path = self.reference_path(cache_dir, data_hash)
         if path.is_file():
             stats = ReferenceStats.load(path)
             self.set_reference(stats)

@@ -7,6 +7,7 @@
 * :mod:`.records`     the run records a spec produces
 * :mod:`.model_card`  a pruned model's card, rewritten with its measured figures
 * :mod:`.provenance`  code version, packages, machine, GPU, driver, power limit
+* :mod:`.distributed` several processes (torchrun / accelerate launch): process group, rank 0 the writer
 """
 
 from ecodiff_bench.run.runner import prune_suite, run_suite

@@ -3,6 +3,10 @@
 The :class:`Evaluator` is built once per model of a suite. It owns what every variant of that model is
 compared against (evaluation prompts and seeds, the unpruned model's images, the quality metrics and their
 reference statistics) and turns a pipeline into a dict of :class:`~ecodiff_bench.core.values.Value`.
+
+On several processes each rank generates its share of the (prompt, seed) pairs, the metrics sum their
+states across ranks (torchmetrics' sync), and speed, energy and memory are measured on every rank over
+the same rounds and reported per rank and combined (:func:`_across_ranks`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from ecodiff_bench import models
 from ecodiff_bench.core.files import atomic_path, write_json_atomic
 from ecodiff_bench.core.values import Value
 from ecodiff_bench.measure import carbon, energy, latency, memory, paired
-from ecodiff_bench.run import quality_setup
+from ecodiff_bench.quality.distributed import shard_range
+from ecodiff_bench.run import distributed, quality_setup
 
 EVAL_CHUNK = 25  # images per pipeline call while generating the evaluation set
+GRID = 20  # images in the samples.png artifact
 
 
 @dataclass
@@ -58,8 +64,10 @@ class Evaluator:
         )
         ev = spec.evaluation
         prompts = ev.load_prompts()
-        self.prompts = [prompts[i % len(prompts)] for i in range(ev.samples)]
-        self.seeds = [ev.seed + i for i in range(ev.samples)]
+        self.world = distributed.world()
+        self.share = shard_range(ev.samples, self.world.rank, self.world.size)  # this rank's images
+        self.prompts = [prompts[i % len(prompts)] for i in self.share]
+        self.seeds = [ev.seed + i for i in self.share]
         perf = spec.performance
         self.timing_prompt = perf.prompt or self.prompts[0]
         self.batch = perf.batch_size
@@ -82,8 +90,13 @@ class Evaluator:
             pipe, [self.timing_prompt] * self.batch, [self.spec.evaluation.seed] * self.batch
         )
 
+    def my_share(self, images: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of the whole evaluation set."""
+        return images[self.share.start : self.share.stop]
+
     def eval_images(self, pipe) -> torch.Tensor:
-        """The evaluation set; generated in chunks (image i depends only on its prompt and seed)."""
+        """This rank's share of the evaluation set (all of it for one process); generated in chunks
+        (image i depends only on its prompt and seed)."""
         chunk = max(self.batch, EVAL_CHUNK)
         return torch.cat(
             [
@@ -97,16 +110,27 @@ class Evaluator:
         self, pipe, out: Path, *, base_pipe=None, base_images: torch.Tensor | None = None
     ) -> Measured:
         m = Measured()
-        m.add(self._size(pipe))
-        first_call_s = self._prepare(pipe)
-        if base_pipe is not None:
-            self._prepare(base_pipe)
-        m.add(self._speed_energy(pipe, base_pipe, out, m))
-        if first_call_s is not None:
-            m.add(self._compile_time(first_call_s, m.metrics["latency_image_s"]))
-        m.add(self._memory(pipe))
-        m.images = self.eval_images(pipe)
-        m.artifacts["samples"] = save_grid(m.images, out / "samples.png")
+        # Each stretch of local work between two collectives is one `together` section, so a failure on
+        # any rank reaches every rank at the same point.
+        with distributed.together("preparing the measurement"):
+            m.add(self._size(pipe))
+            first_call_s = self._prepare(pipe)
+            if base_pipe is not None:
+                self._prepare(base_pipe)
+        timed = self._speed_energy(pipe, base_pipe, out, m)  # guarded round by round
+        with distributed.together("measuring memory"):
+            mem = self._memory(pipe)
+        speed, mem = _across_ranks(timed.values["pruned"], timed), _across_ranks(mem)
+        with distributed.together("generating the evaluation images"):
+            m.add(self._with_carbon(speed, pipe))
+            if first_call_s is not None:
+                m.add(self._compile_time(first_call_s, m.metrics["latency_image_s"]))
+            m.add(mem)
+            m.images = self.eval_images(pipe)
+        grid = distributed.gather_rows(m.images[: max(0, GRID - self.share.start)])  # the first GRID
+        with distributed.together("writing the samples"):
+            if self.world.writer:
+                m.artifacts["samples"] = save_grid(grid, out / "samples.png")
         m.add(self._quality_values(m.images, base_images))
         return m
 
@@ -162,7 +186,7 @@ class Evaluator:
             )
         }
 
-    def _speed_energy(self, pipe, base_pipe, out: Path, m: Measured) -> dict[str, Value]:
+    def _speed_energy(self, pipe, base_pipe, out: Path, m: Measured) -> paired.PairedResult:
         """Latency and energy per image, the pruned model paired and interleaved with its base
         (:mod:`ecodiff_bench.measure.paired`); the base model alone when there is none."""
         lat = self.spec.performance.latency
@@ -186,15 +210,20 @@ class Evaluator:
                 precision=lat.precision,
                 confidence=lat.confidence,
                 device=self.device,
+                guard=distributed.together,
+                decide=distributed.broadcast_json,  # rank 0 says when to stop: the same rounds everywhere
             )
         finally:
             samples = list(sampler.samples) if sampler is not None else []
             t0 = sampler.t0 if sampler is not None else 0.0
             self.monitor.stop_timeline()
-        if samples:
-            timeline = paired.timeline_of(samples, result.spans("pruned"), t0)
-            m.artifacts["power_timeline"] = str(write_json_atomic(out / "power_timeline.json", timeline))
-        values = result.values["pruned"]
+        with distributed.together("writing the power timeline"):
+            if samples and self.world.writer:
+                timeline = paired.timeline_of(samples, result.spans("pruned"), t0)
+                m.artifacts["power_timeline"] = str(write_json_atomic(out / "power_timeline.json", timeline))
+        return result
+
+    def _with_carbon(self, values: dict[str, Value], pipe) -> dict[str, Value]:
         values["latency_image_s"].details["inference"] = self._inference.get(pruning.denoiser_of(pipe))
         if self.spec.energy.carbon:
             values.update(
@@ -216,3 +245,62 @@ class Evaluator:
         if self._quality is None:
             self._quality = quality_setup.build(self.spec.evaluation, self.cache, self.device)
         return quality_setup.compute(self._quality, wanted, images, self.prompts, base_images)
+
+
+# -- several processes --------------------------------------------------------------------------------------
+# How each rank's figure combines with the others' (every rank measured the same rounds on its own device).
+_COMBINE = {
+    "throughput_img_per_s": "sum",  # every rank adds its own images per second
+    "idle_power_w": "sum",  # every rank's own GPU
+    "latency_image_s": "mean",  # what one call costs
+    "latency_step_s": "mean",
+    "model_peak_bytes": "max",  # the largest rank decides what each GPU needs
+    "peak_rss_bytes": "max",
+    "energy_image_j": "per image",  # all ranks' energy over all their images
+    "gpu_energy_image_j": "per image",
+    "gpu_energy_image_net_j": "per image",
+    "cpu_energy_image_j": "per image",
+}
+
+
+def _combine(how: str, figures: list[float], images: list[int]) -> float:
+    if how == "sum":
+        return sum(figures)
+    if how == "mean":
+        return sum(figures) / len(figures)
+    if how == "max":
+        return max(figures)
+    return sum(f * n for f, n in zip(figures, images, strict=True)) / sum(images)
+
+
+def _across_ranks(values: dict[str, Value], result: paired.PairedResult | None = None) -> dict[str, Value]:
+    """This rank's measurements combined with the other ranks' (``_COMBINE``; the paired ratios over
+    every rank's pairs), each value keeping the ranks' own figures in ``details.per_rank``. A figure
+    unavailable on any rank is unavailable, naming the rank. One process: ``values`` unchanged."""
+    if not distributed.world().active:
+        return values
+    mine = {"values": {k: v.to_dict() for k, v in values.items()}}
+    if result is not None:
+        mine["pairs"] = paired.pair_figures(result)
+        mine["images"] = sum(len(b.call_s) for b in result.blocks["pruned"]) * result.images_per_call
+    ranks = distributed.gather_json(mine)
+    images = [r.get("images", 1) for r in ranks]
+    out = {}
+    for name, v in values.items():
+        parts = [r["values"][name] for r in ranks]
+        details = {**v.details, "per_rank": [p["value"] for p in parts], "processes": len(ranks)}
+        missing = [i for i, p in enumerate(parts) if p["status"] == "unavailable"]
+        if missing and v.available:
+            why = f"unavailable on rank {missing[0]}: {parts[missing[0]]['note']}"
+            out[name] = Value.unavailable(name, v.unit, why, v.higher_is_better)
+        elif name in _COMBINE and not missing:
+            how = _COMBINE[name]
+            status = "estimated" if any(p["status"] == "estimated" for p in parts) else v.status
+            figure = _combine(how, [p["value"] for p in parts], images)
+            details["across_ranks"] = how
+            out[name] = Value(name, figure, v.unit, status, v.higher_is_better, v.note, details)
+        else:
+            out[name] = Value(name, v.value, v.unit, v.status, v.higher_is_better, v.note, details)
+    if result is not None and "base" in result.blocks:
+        out.update(paired.pooled_ratios([r["pairs"] for r in ranks], result, out["energy_image_j"]))
+    return out

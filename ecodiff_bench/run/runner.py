@@ -4,6 +4,10 @@ Resumable by construction: every measured model is one record written atomically
 its spec's content hash, and skipped on a rerun; expensive shared work (the unpruned model's evaluation
 images, method scores such as EcoDiff's mask logits, mask-training checkpoints) is cached on disk under
 ``<outputs.dir>/cache``. A spec that fails becomes a failed record with its reason; the others go on.
+
+Launched on several processes (torchrun, accelerate launch), every rank runs the same loop on its own
+device: rank 0 alone writes (store, models, caches, report) and says what is pending; scoring and
+evaluation are sharded (:mod:`.distributed`); after each spec the ranks agree on its outcome.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import copy
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import groupby
 from pathlib import Path
@@ -29,9 +34,11 @@ from ecodiff_bench.core.paths import within
 from ecodiff_bench.core.store import Store
 from ecodiff_bench.measure import carbon, energy
 from ecodiff_bench.measure.memory import disk_size
+from ecodiff_bench.run import distributed
+from ecodiff_bench.run.distributed import World
 from ecodiff_bench.run.evaluate import Evaluator
 from ecodiff_bench.run.model_card import write_measured_card
-from ecodiff_bench.run.preflight import preflight
+from ecodiff_bench.run.preflight import check_devices, preflight
 from ecodiff_bench.run.provenance import collect_provenance
 from ecodiff_bench.run.records import base_values, cost_values, make_record, plan_values
 from ecodiff_bench.run.scorer import Scorer
@@ -43,10 +50,11 @@ class Context:
     suite: Suite
     smoke: bool
     out: Path
-    store: Store
+    store: Store | None  # None on ranks other than 0: they never touch it
     run_id: str
     provenance: dict
     monitor: energy.EnergyMonitor
+    world: World = field(default_factory=World)
 
     @property
     def cache(self) -> Path:
@@ -54,14 +62,18 @@ class Context:
 
 
 def _say(msg: str) -> None:
-    click.echo(msg, err=True)
+    if distributed.world().writer:  # one voice when several processes run the suite
+        click.echo(msg, err=True)
+
+
+def _model_device(wanted: str) -> torch.device:
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    return distributed.world().device(torch.device(wanted))  # each rank its own GPU
 
 
 def _device(spec: RunSpec) -> torch.device:
-    wanted = spec.model_spec.device
-    if wanted == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(wanted)
+    return _model_device(spec.model_spec.device)
 
 
 def _dtype(spec: RunSpec, device: torch.device) -> torch.dtype:
@@ -100,26 +112,32 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+def _store_path(suite: Suite, out: Path) -> Path:
+    return suite.outputs.store_path if out == suite.outputs.dir_path else out / "store.sqlite"
+
+
 def _open_store(suite: Suite, out: Path) -> Store:
     """The run's store, refused before any work when it is not a store of ours or is damaged."""
-    path = suite.outputs.store_path if out == suite.outputs.dir_path else out / "store.sqlite"
     try:
-        return Store(path)
+        return Store(_store_path(suite, out))
     except StoreError as exc:
         field = "outputs.store" if suite.outputs.store else "outputs.dir"
         raise PreflightError(f"{field}: {exc}", source=suite.source) from None
 
 
-def _context(suite: Suite, smoke: bool, out: Path, store: Store) -> Context:
+def _context(suite: Suite, smoke: bool, out: Path, store: Store | None) -> Context:
     _quiet_libraries()
+    world = distributed.world()
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+    run_id = distributed.broadcast_json(run_id)  # rank 0's
     thresholds = {k: v.model_dump(exclude_none=True) for k, v in suite.regression.thresholds.items()}
     provenance = collect_provenance({"suite_file": suite.source, "smoke": smoke, "thresholds": thresholds})
-    monitor = energy.EnergyMonitor()
+    provenance.update(distributed.provenance(_model_device(suite.models[0].device)))
+    monitor = distributed.energy_monitor()
     if suite.energy.idle_baseline_s > 0:
         _say(f"measuring idle power for {suite.energy.idle_baseline_s:g} s ...")
         monitor.measure_idle(suite.energy.idle_baseline_s)
-    return Context(suite, smoke, out, store, run_id, provenance, monitor)
+    return Context(suite, smoke, out, store, run_id, provenance, monitor, world)
 
 
 def run_suite(
@@ -138,45 +156,75 @@ def run_suite(
     store refuses (or, with ``wait``, waits and then skips what the first one measured).
     ``summary``, when given, is filled with what the run did (``run --json``).
     """
-    out = preflight(suite, Path(out or suite.outputs.dir_path), out_field)
+    writer = distributed.world().writer
+    out = Path(out or suite.outputs.dir_path)
+    with distributed.together("preflight"):
+        if writer:
+            out = preflight(suite, out, out_field)
+        else:
+            check_devices(suite)  # rank 0 alone creates and probes the output folder
     specs = expand(suite, smoke=smoke)
     failed = 0
-    with _open_store(suite, out) as store, store.run_lock(suite.name, wait=wait, say=_say):
+    with ExitStack() as stack:
+        store = None
+        with distributed.together("opening the store"):
+            if writer:
+                store = stack.enter_context(_open_store(suite, out))
+                stack.enter_context(store.run_lock(suite.name, wait=wait, say=_say))
         ctx = _context(suite, smoke, out, store)
-        done_before = {s.record_id for s in specs if store.has_ok(s.record_id)}
+        stored = distributed.broadcast_json(_stored_ok(ctx, specs))  # rank 0 reads the store
+        done_before = set(stored)
         try:
             for model_key, group in groupby(specs, key=lambda s: s.model):
                 group = list(group)
-                pending = [s for s in group if not ctx.store.has_ok(s.record_id)]
+                stored = distributed.broadcast_json(_stored_ok(ctx, group))
+                pending = [s for s in group if s.record_id not in stored]
                 if not pending:
                     _say(f"[{model_key}] all {len(group)} records already measured; skipping")
                     continue
                 failed += _run_model(ctx, group, pending)
         finally:
             ctx.monitor.close()
-        paths = _report(ctx)
-    _say(f"{len(specs) - failed}/{len(specs)} records ok; store: {store.path}; outputs: {out}")
+        paths = _report(ctx) if writer else {}
+    _say(f"{len(specs) - failed}/{len(specs)} records ok; store: {_store_path(suite, out)}; outputs: {out}")
     if summary is not None:
         summary.update(_summary(ctx, specs, done_before, failed, paths))
     return 1 if failed else 0
+
+
+def _stored_ok(ctx: Context, specs: list[RunSpec]) -> list[str] | None:
+    """The record ids of ``specs`` the store already holds as measured (rank 0; None elsewhere)."""
+    if ctx.store is None:
+        return None
+    return [s.record_id for s in specs if ctx.store.has_ok(s.record_id)]
 
 
 def prune_suite(
     suite: Suite, *, smoke: bool = False, out: Path | None = None, out_field: str = "outputs.dir"
 ) -> int:
     """Compute plans and write pruned models for every (model, method, ratio) without measuring them."""
-    out = preflight(suite, Path(out or suite.outputs.dir_path), out_field)
+    writer = distributed.world().writer
+    out = Path(out or suite.outputs.dir_path)
+    with distributed.together("preflight"):
+        if writer:
+            out = preflight(suite, out, out_field)
+        else:
+            check_devices(suite)  # rank 0 alone creates and probes the output folder
     _quiet_libraries()
-    monitor = energy.EnergyMonitor()
+    monitor = distributed.energy_monitor()
     try:
         for model_key, group in groupby(expand(suite, smoke=smoke), key=lambda s: s.model):
             group = list(group)
-            pipe, settings = _load(group[0])
+            with distributed.together("loading the model"):
+                pipe, settings = _load(group[0])
             scorer = Scorer(out / "cache", monitor)
             for spec in group[1:]:
-                plan = scorer.plan(spec, pipe, settings)
+                plan = scorer.plan(spec, pipe, settings)  # sharded across the ranks
                 target = _model_dir(out, spec)
-                pruning.save(pruning.apply(copy.deepcopy(pipe), plan), plan, target, copy_components=True)
+                with distributed.together("saving the pruned model"):
+                    if writer:
+                        pruned = pruning.apply(copy.deepcopy(pipe), plan)
+                        pruning.save(pruned, plan, target, copy_components=True)
                 removed = plan.achieved()["params_removed"]
                 _say(f"[{model_key}] {spec.method} {spec.ratio:.0%}: {removed:,} params removed -> {target}")
     finally:
@@ -204,24 +252,39 @@ def _run_model(ctx: Context, group: list[RunSpec], pending: list[RunSpec]) -> in
     base_spec = group[0]
     assert base_spec.is_base, "expand() puts each model's base spec first"
     _say(f"[{base_spec.model}] loading ({len(pending)} of {len(group)} records to measure)")
+    pipe = settings = evaluator = base_images = err = None
     try:
-        pipe, settings = _load(base_spec)
-    except Exception as err:  # a model that cannot load fails each of its pending records, with the reason
+        with distributed.together("loading the model"):
+            pipe, settings = _load(base_spec)
+            evaluator = Evaluator(base_spec, settings, _device(base_spec), ctx.monitor, ctx.cache)
+        base_images = _base_images(ctx, base_spec, evaluator, pipe)
+    except Exception as exc:  # a model that cannot load fails each of its pending records, with the reason
+        err = exc
+    if (failure := _agreed_failure(err)) is not None:
         for spec in pending:
-            _put_failed(ctx, spec, err)
+            _put_failed(ctx, spec, failure)
         return len(pending)
-    evaluator = Evaluator(base_spec, settings, _device(base_spec), ctx.monitor, ctx.cache)
-    base_images = _base_images(ctx, base_spec, evaluator, pipe)
     scorer = Scorer(ctx.cache, ctx.monitor)
     failed = 0
     for spec in pending:
         label = "base" if spec.is_base else f"{spec.method} {spec.ratio:.0%}"
         _say(f"[{spec.model}] {label}: measuring")
         t0 = time.perf_counter()
+        record = err = None
         try:
-            record = ctx.store.put(_measure_spec(ctx, spec, pipe, settings, evaluator, base_images, scorer))
-        except Exception as err:  # one failed variant must not lose the others: record why, go on
-            _put_failed(ctx, spec, err)
+            record = _measure_spec(ctx, spec, pipe, settings, evaluator, base_images, scorer)
+        except Exception as exc:  # one failed variant must not lose the others: record why, go on
+            err = exc
+        if (failure := _agreed_failure(err)) is not None:
+            _put_failed(ctx, spec, failure)
+            failed += 1
+            continue
+        if ctx.store is None:  # not the writer
+            continue
+        try:
+            record = ctx.store.put(record)
+        except Exception as exc:
+            _put_failed(ctx, spec, exc)
             failed += 1
             continue
         _append_emissions(ctx, record)
@@ -229,14 +292,39 @@ def _run_model(ctx: Context, group: list[RunSpec], pending: list[RunSpec]) -> in
     return failed
 
 
+class RankFailure(RuntimeError):
+    """A spec failed on another process of a distributed run; the message names the rank and its error."""
+
+
+def _agreed_failure(err: BaseException | None) -> BaseException | None:
+    """Every rank's outcome of the same work: None if all succeeded, else the error to record (this
+    rank's own when it is the cause, else one naming the rank that failed)."""
+    if isinstance(err, distributed.OutOfStep):  # the ranks cannot go on consistently: stop the run
+        raise err
+    cause = distributed.agree(err)
+    if cause is None:
+        return None
+    rank, why = cause
+    if rank == distributed.world().rank and err is not None:
+        return err
+    return RankFailure(f"rank {rank}: {why}")
+
+
 def _base_images(ctx: Context, spec: RunSpec, evaluator: Evaluator, pipe) -> torch.Tensor:
     """The unpruned model's evaluation images (the SSIM/PSNR reference), cached on disk."""
     path = ctx.cache / "base-images" / f"{spec.record_id[:16]}.safetensors"
-    if path.exists():
-        return load_file(path)["images"]
-    images = evaluator.eval_images(pipe)
-    with atomic_path(path) as tmp:
-        save_file({"images": images.contiguous()}, tmp)
+    if distributed.broadcast_json(path.exists() if ctx.world.writer else None):
+        cached = None
+        with distributed.together("reading the cached base images"):
+            if ctx.world.writer:
+                cached = {"images": load_file(path)["images"]}
+        return evaluator.my_share(distributed.broadcast_tensors(cached)["images"])
+    with distributed.together("generating the base images"):
+        images = evaluator.eval_images(pipe)  # this rank's share
+    every = distributed.gather_rows(images)
+    if ctx.world.writer:
+        with atomic_path(path) as tmp:
+            save_file({"images": every.contiguous()}, tmp)
     return images
 
 
@@ -250,7 +338,7 @@ def _append_emissions(ctx: Context, record: dict) -> None:
 
 def _store_relative(artifacts: dict[str, str], ctx: Context) -> dict[str, str]:
     """Artifact paths relative to the store's folder, so a report renders from any working directory."""
-    root = ctx.store.path.resolve().parent
+    root = _store_path(ctx.suite, ctx.out).resolve().parent
     return {k: os.path.relpath(Path(v).resolve(), root) for k, v in artifacts.items()}
 
 
@@ -277,17 +365,23 @@ def _measure_spec(
     common = {"settings": settings, "run_settings": _run_settings(spec)}
     if spec.is_base:
         m = evaluator.measure(pipe, folder, base_images=None)
+        if not ctx.world.writer:
+            return None
         metrics = {**m.metrics, **base_values(pipe, _denoiser_attr(spec))}
         artifacts = _store_relative(m.artifacts, ctx)
         return make_record(
             ctx.suite, ctx.run_id, ctx.provenance, spec, metrics=metrics, artifacts=artifacts, **common
         )
-    plan = scorer.plan(spec, pipe, settings)
-    scores = scorer.scores(spec, pipe, settings)
-    pruned = pruning.apply(copy.deepcopy(pipe), plan)
     target = _model_dir(ctx.out, spec)
-    pruning.save(pruned, plan, target, copy_components=True)
+    with distributed.together("scoring and pruning"):  # the scorer's own sections nest inside
+        plan = scorer.plan(spec, pipe, settings)
+        scores = scorer.scores(spec, pipe, settings)
+        pruned = pruning.apply(copy.deepcopy(pipe), plan)
+        if ctx.world.writer:
+            pruning.save(pruned, plan, target, copy_components=True)
     m = evaluator.measure(pruned, folder, base_pipe=pipe, base_images=base_images)
+    if not ctx.world.writer:
+        return None  # rank 0 writes the model, the artifacts and the record
     m.artifacts["plan"] = str(target / "plan.json")
     m.artifacts["model_dir"] = str(target)
     if scores.info.get("curve"):
@@ -315,6 +409,8 @@ def _measure_spec(
 
 
 def _put_failed(ctx: Context, spec: RunSpec, err: BaseException) -> None:
+    if ctx.store is None:  # rank 0 records it
+        return
     _say(f"[{spec.model}] {spec.method} {spec.ratio:.0%} FAILED: {type(err).__name__}: {err}")
     record = make_record(
         ctx.suite,
@@ -333,7 +429,8 @@ def _put_failed(ctx: Context, spec: RunSpec, err: BaseException) -> None:
 def _summary(ctx: Context, specs, done_before: set[str], failed: int, paths: dict) -> dict:
     """What a run did, for ``run --json``: run id, store, each spec's record and whether it was measured
     now, the report and emissions.csv paths."""
-    emissions = ctx.store.path.parent / "emissions.csv"
+    store = _store_path(ctx.suite, ctx.out)
+    emissions = store.parent / "emissions.csv"
     records = [
         {
             "record_id": s.record_id,
@@ -347,7 +444,7 @@ def _summary(ctx: Context, specs, done_before: set[str], failed: int, paths: dic
     ]
     return {
         "run_id": ctx.run_id,
-        "store": str(ctx.store.path),
+        "store": str(store),
         "records": records,
         "failed": failed,
         "report": {k: str(v) for k, v in paths.items()},

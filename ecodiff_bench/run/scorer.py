@@ -1,13 +1,18 @@
 """Method scores (unit importances) per ``score_key``: computed once, kept in memory and on disk, and
 metered, since computing them is the pruning's own cost. A method's scores serve every ratio, except those
 trained to one (EcoDiff's controlled masks, ``pruning.ratio_specific``): the spec's ratio is then their
-target, and its score key is the ratio's own."""
+target, and its score key is the ratio's own.
+
+On several processes the ranks compute the scores together (the methods shard their calibration);
+rank 0 alone reads and writes the cache and hands what it read to the others.
+"""
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -15,6 +20,7 @@ from safetensors.torch import load_file, save_file
 import pruning
 from ecodiff_bench.core.files import atomic_path, write_json_atomic
 from ecodiff_bench.measure import energy
+from ecodiff_bench.run import distributed
 from ecodiff_bench.run.attempts import Attempts
 from ecodiff_bench.suite import RunSpec
 from ecodiff_bench.suite.methods import PLAN_OPTIONS, config_kwargs
@@ -34,16 +40,35 @@ class Scorer:
     def scores(self, spec: RunSpec, pipe, settings: dict) -> pruning.Scores:
         if spec.score_key not in self.memo:
             folder = score_folder(self.cache, spec)
-            if (folder / "scores.safetensors").exists():
-                info = json.loads((folder / "info.json").read_text())
-                self.memo[spec.score_key] = pruning.Scores(
-                    spec.method, load_file(folder / "scores.safetensors"), info
-                )
+            writer = distributed.world().writer
+            if distributed.broadcast_json((folder / "scores.safetensors").exists() if writer else None):
+                values = info = None
+                with distributed.together("reading cached scores"):
+                    if writer:
+                        info = json.loads((folder / "info.json").read_text())
+                        values = load_file(folder / "scores.safetensors")
+                info, values = distributed.broadcast_json(info), distributed.broadcast_tensors(values)
+                self.memo[spec.score_key] = pruning.Scores(spec.method, values, info)
             else:
                 self.memo[spec.score_key] = self._compute(spec, pipe, settings, folder)
         return self.memo[spec.score_key]
 
     def _compute(self, spec: RunSpec, pipe, settings: dict, folder: Path) -> pruning.Scores:
+        with ExitStack() as stack:
+            checkpoint = folder / "checkpoint"
+            if (
+                distributed.world().active
+            ):  # the others resume from rank 0's checkpoint, in a folder of their own
+                mine = (
+                    None
+                    if distributed.world().writer
+                    else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                )
+                checkpoint = distributed.share_folder(checkpoint, mine)
+            return self._metered(spec, pipe, settings, folder, checkpoint)
+
+    def _metered(self, spec: RunSpec, pipe, settings: dict, folder: Path, checkpoint: Path) -> pruning.Scores:
+        writer = distributed.world().writer
         prompts = None
         if spec.calibration:
             count = min(spec.calibration.count, spec.options.get("prompts") or spec.calibration.count)
@@ -52,28 +77,35 @@ class Scorer:
         own_ratio = pruning.ratio_specific(spec.method, options)
         if own_ratio:
             options["target_sparsity"] = spec.ratio
-        attempts = Attempts(folder, folder / "checkpoint")
-        attempts.begin()
-        t0 = time.perf_counter()
-        self.monitor.begin_window("scoring")
-        try:
-            result = pruning.score(
-                pipe,
-                spec.method,
-                prompts,
-                sampling=settings,
-                options=options,
-                checkpoint_dir=folder / "checkpoint",
-            )
-        except BaseException:  # interrupted or failed: what this part cost still counts on resume
-            energy = None
-            with suppress(Exception):
-                energy = self.monitor.end_window("scoring", sync=False).total_value("pruning_energy_j")
-            self.monitor.cancel_window("scoring")
-            attempts.end("interrupted", time.perf_counter() - t0, energy)
-            raise
-        window = self.monitor.end_window("scoring")
-        attempts.end("finished", time.perf_counter() - t0, window.total_value("pruning_energy_j"))
+        attempts = Attempts(folder, folder / "checkpoint") if writer else None
+        with distributed.together("scoring"):  # the methods agree on failures in their own sections too
+            if attempts:
+                attempts.begin()
+            t0 = time.perf_counter()
+            self.monitor.begin_window("scoring")
+            try:
+                result = pruning.score(
+                    pipe,
+                    spec.method,
+                    prompts,
+                    sampling=settings,
+                    options=options,
+                    checkpoint_dir=checkpoint,
+                )
+            except BaseException:  # interrupted or failed: what this part cost still counts on resume
+                energy = None
+                with suppress(Exception):
+                    energy = self.monitor.end_window("scoring", sync=False).total_value("pruning_energy_j")
+                self.monitor.cancel_window("scoring")
+                if attempts:
+                    attempts.end("interrupted", time.perf_counter() - t0, energy)  # this rank's devices
+                raise
+            window = self.monitor.end_window("scoring")
+            elapsed = time.perf_counter() - t0
+        energy_value = distributed.sum_value(window.total_value("pruning_energy_j"))  # every rank's devices
+        if not writer:
+            return result
+        attempts.end("finished", elapsed, energy_value)
         time_value, energy_value = attempts.totals(result.info.get("resumed_from"), shared=not own_ratio)
         result.info["pruning_time_s"] = time_value.value
         result.info["pruning_time"] = time_value.to_dict()

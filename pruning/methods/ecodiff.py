@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from .. import trajectory
+from .. import distributed, trajectory
 from ..architectures import denoiser_of
 from ..config import EcoDiffConfig
 from ..masks import OPEN_SHIFT, MaskSet
@@ -78,7 +78,8 @@ def _schedule(n: int, per_step: int, steps: int, seed: int) -> list[list[int]]:
 
 
 class _Calibration:
-    """Trajectories and unmasked references of this process's calibration pairs, prepared once."""
+    """Trajectories and unmasked references of the calibration pairs, prepared once. Several processes
+    each compute the references of one block of the pairs and broadcast them."""
 
     def __init__(
         self, pipe, denoiser, masks: MaskSet, pairs: list[tuple[str, int]], sampling: dict, batch: int
@@ -98,11 +99,16 @@ class _Calibration:
             )
             for prompt, seed in pairs
         ]
-        refs = []
-        with masks.using("off"), torch.no_grad():
-            for i in range(0, len(self.trajs), batch):
-                refs.append(trajectory.run(trajectory.stack(self.trajs[i : i + batch]), denoiser).float())
-        self.refs = torch.cat(refs)
+        rank, world = distributed.rank_world()
+        n, first = len(self.trajs), self.trajs[0].latents
+        cuts = [n * r // world for r in range(world + 1)]  # rank r: pairs cuts[r] .. cuts[r + 1] - 1
+        self.refs = torch.empty((n, *first.shape[1:]), dtype=torch.float32, device=first.device)
+        with masks.using("off"), torch.no_grad(), distributed.together("calibration references"):
+            for i in range(cuts[rank], cuts[rank + 1], batch):
+                j = min(i + batch, cuts[rank + 1])
+                self.refs[i:j] = trajectory.run(trajectory.stack(self.trajs[i:j]), denoiser).float()
+        for r in range(world):
+            distributed.broadcast_(self.refs[cuts[r] : cuts[r + 1]], src=r)
         self.ref_var = self.refs.flatten(1).var(dim=1).clamp_min(1e-12)
 
     def batch(self, idx: list[int]) -> tuple[trajectory.Trajectory, torch.Tensor, torch.Tensor]:
@@ -125,11 +131,9 @@ def ecodiff_scores(
     cfg = config or EcoDiffConfig(controller="none")
     pairs = calibration_pairs(prompts, cfg.seed)
     denoiser = denoiser_of(pipe)
-    shard = _Shard.current()
-    mine = pairs[shard.index :: shard.count]
-    per_step = cfg.batch * cfg.accumulate
-    total = cfg.steps or max(1, math.ceil(cfg.epochs * len(pairs) / (per_step * shard.count)))
-    schedule = _schedule(len(mine), per_step, total, cfg.seed)
+    per_step = cfg.batch * cfg.accumulate  # several processes split each step's micro-batches (MaskTrainer)
+    total = cfg.steps or max(1, math.ceil(cfg.epochs * len(pairs) / per_step))
+    schedule = _schedule(len(pairs), per_step, total, cfg.seed)
 
     masks = MaskSet(groups, cfg.parametrization, noise_bound=cfg.noise_bound)
     masks.to(next(denoiser.parameters()).device)
@@ -139,7 +143,7 @@ def ecodiff_scores(
         "pairs": pairs,
         "groups": [g.name for g in groups],
     }
-    trainer = MaskTrainer(masks, cfg, total, checkpoint_dir, fingerprint, shard.all_reduce_grads)
+    trainer = MaskTrainer(masks, cfg, total, checkpoint_dir, fingerprint)
     backward = trajectory.checkpointed_backward if cfg.checkpointing else trajectory.full_backward
     requires = {id(p): p.requires_grad for p in denoiser.parameters()}
     for p in denoiser.parameters():
@@ -147,7 +151,7 @@ def ecodiff_scores(
     masks.attach(denoiser)
     try:
         t0 = time.perf_counter()
-        calib = _Calibration(pipe, denoiser, masks, mine, sampling, cfg.batch)
+        calib = _Calibration(pipe, denoiser, masks, pairs, sampling, cfg.batch)
         prepare_s = time.perf_counter() - t0
 
         def sample_loss(step: int, m: int) -> float:
@@ -172,10 +176,10 @@ def ecodiff_scores(
             p.requires_grad_(requires[id(p)])
     info.update(
         calibration_pairs=len(pairs),
-        samples_per_step=per_step * shard.count,
+        samples_per_step=per_step,
         prepare_s=prepare_s,
         checkpointing=cfg.checkpointing,
-        processes=shard.count,
+        processes=distributed.rank_world()[1],
         normalize_mse=cfg.normalize_mse,
     )
     return masks.named_logits(), info
@@ -202,29 +206,3 @@ def plan_summary(plan, logits: dict[str, torch.Tensor], info: dict) -> dict:
         "steps": info.get("steps"),
         "train_time_s": info.get("train_time_s"),
     }
-
-
-@dataclass
-class _Shard:
-    """This process's share of the calibration samples when launched with accelerate / torchrun."""
-
-    index: int = 0
-    count: int = 1
-
-    @classmethod
-    def current(cls) -> _Shard:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size())
-        return cls()
-
-    def all_reduce_grads(self, params) -> None:
-        if self.count == 1:
-            return
-        import torch.distributed as dist
-
-        for p in params:
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad /= self.count

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..masks import MaskSet
 from ..targets import HEADS
 from .sparsity import PENALTIES, LagrangianController, closed_share, expected_removed
@@ -58,7 +59,7 @@ class _Checkpoint:
         return state
 
     def save(self, masks: MaskSet, optimizer: torch.optim.Optimizer, progress: dict) -> None:
-        if self.dir is None:
+        if self.dir is None or distributed.rank_world()[0] != 0:  # one writer
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         opt = optimizer.state_dict()
@@ -87,7 +88,9 @@ class MaskTrainer:
     """AdamW on the logits of ``masks`` for ``steps`` optimizer steps with the sparsity term of ``cfg``.
 
     ``cfg`` is an :class:`~pruning.methods.ecodiff.EcoDiffConfig` (or anything with its fields).
-    ``all_reduce`` averages the logits' gradients over processes (identity when alone).
+    Several processes (torch.distributed) split each step's micro-batches (micro-batch ``m`` on rank
+    ``m % world``) and sum their gradients before the sparsity term, which every rank adds alike: the
+    logits follow the single-process run, on every rank. Rank 0 alone writes the checkpoint.
     """
 
     def __init__(
@@ -97,9 +100,8 @@ class MaskTrainer:
         steps: int,
         checkpoint_dir=None,
         fingerprint: dict | None = None,
-        all_reduce: Callable = lambda params: None,
     ):
-        self.masks, self.cfg, self.steps, self.all_reduce = masks, cfg, steps, all_reduce
+        self.masks, self.cfg, self.steps = masks, cfg, steps
         heads = [masks.logit(n) for n, g in masks.groups.items() if g.kind == HEADS]
         ffn = [masks.logit(n) for n, g in masks.groups.items() if g.kind != HEADS]
         param_groups = [{"params": heads, "lr": cfg.lr_heads or cfg.lr}, {"params": ffn, "lr": cfg.lr}]
@@ -123,12 +125,20 @@ class MaskTrainer:
     def run(self, sample_loss: SampleLoss) -> dict:
         """Train from where a checkpoint left off; returns the training log (see :meth:`summary`)."""
         cfg, masks, ctl = self.cfg, self.masks, self.controller
+        rank, world = distributed.rank_world()
         t0 = time.perf_counter()
         bar = tqdm(
-            total=self.steps, initial=self.start, desc="ecodiff masks", disable=not cfg.progress, leave=False
+            total=self.steps,
+            initial=self.start,
+            desc="ecodiff masks",
+            disable=not cfg.progress or rank != 0,
+            leave=False,
         )
         for step in range(self.start, self.steps):
-            nmse = sum(sample_loss(step, m) for m in range(cfg.accumulate))
+            with distributed.together("mask training"):
+                mine = sum(sample_loss(step, m) for m in range(cfg.accumulate) if m % world == rank)
+            nmse = distributed.sum_floats([mine])[0]
+            distributed.sum_grads_(masks.parameters())
             s = expected_removed(masks, cfg.penalty)
             (ctl.penalty(s, step) if ctl else cfg.beta_reg * (1.0 - s)).backward()
             if not math.isfinite(nmse) or nmse > cfg.max_normalized_mse or not _finite(masks):
@@ -141,7 +151,6 @@ class MaskTrainer:
                     f"mask training diverged at optimizer step {step}: normalized MSE {nmse:.4g} "
                     f"(limit {cfg.max_normalized_mse}); {where}. Try a lower learning rate."
                 )
-            self.all_reduce(masks.parameters())
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             # the shape reports/artifact_plots reads: nmse (normalized by the references' variance when

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .. import trajectory
+from .. import distributed, trajectory
 from ..architectures import architecture_of_pipe, denoiser_of
 from ..config import TaylorConfig
 from ..targets import UnitGroup
@@ -24,7 +24,9 @@ def _noisy_sample(pipe, x0, noise, t: int):
     """(model input, timestep argument, regression target) at training timestep ``t`` (0 = least noise)."""
     sched = pipe.scheduler
     n_train = sched.config.num_train_timesteps
-    if architecture_of_pipe(pipe).flow_matching:  # rectified flow: x_s = (1 - s) x0 + s * noise, target noise - x0
+    if architecture_of_pipe(
+        pipe
+    ).flow_matching:  # rectified flow: x_s = (1 - s) x0 + s * noise, target noise - x0
         s = (t + 1) / n_train
         return (1 - s) * x0 + s * noise, torch.tensor(s * 1000.0), noise - x0
     ab = sched.alphas_cumprod[t].to(x0.dtype)
@@ -55,18 +57,47 @@ def taylor_scores(
     geometry = {k: sampling.get(k) for k in ("height", "width")}
     msl = sampling.get("max_sequence_length", 512)
 
+    # Several processes split the calibration batch (prompt k on rank k % world) and sum the gradients.
+    rank, world = distributed.rank_world()
+    mine = [k for k in range(len(prompts)) if k % world == rank]
+
     # Calibration "images": the unpruned model's own final latents, one per prompt.
-    with torch.no_grad():
-        x0 = torch.cat([
-            trajectory.run(trajectory.prepare(pipe, p, seed, steps=steps, guidance=guidance,
-                                              max_sequence_length=msl, **geometry), denoiser)
-            for p, seed in zip(prompts, seeds, strict=True)
-        ])
-    # One conditioned model evaluation per timestep: the trajectory's model closure at a chosen input.
-    cond = trajectory.prepare(pipe, prompts, cfg.seed, steps=1, guidance=guidance, max_sequence_length=msl,
-                              **geometry).model
-    gen = torch.Generator().manual_seed(cfg.seed)
-    noise = torch.randn(x0.shape, generator=gen).to(x0)
+    with distributed.together("taylor calibration"), torch.no_grad():
+        x0 = [
+            trajectory.run(
+                trajectory.prepare(
+                    pipe,
+                    prompts[k],
+                    seeds[k],
+                    steps=steps,
+                    guidance=guidance,
+                    max_sequence_length=msl,
+                    **geometry,
+                ),
+                denoiser,
+            )
+            for k in mine
+        ]
+        # One conditioned model evaluation per timestep: the trajectory's model closure at a chosen input.
+        cond = (
+            trajectory.prepare(
+                pipe,
+                [prompts[k] for k in mine],
+                cfg.seed,
+                steps=1,
+                guidance=guidance,
+                max_sequence_length=msl,
+                **geometry,
+            ).model
+            if mine
+            else None
+        )
+    x0 = torch.cat(x0) if mine else None
+    elements = 0  # of the whole batch: the loss is the mean squared error over every rank's samples
+    if mine:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        noise = torch.randn((len(prompts), *x0.shape[1:]), generator=gen)[mine].to(x0)
+        elements = x0[0].numel() * len(prompts)
 
     params = owned_parameters(denoiser, groups)
     previous = {id(p): p.requires_grad for p in denoiser.parameters()}
@@ -79,17 +110,21 @@ def taylor_scores(
     try:
         n_train = pipe.scheduler.config.num_train_timesteps
         ts = list(range(0, min(n_train, cfg.max_timesteps), max(1, cfg.timestep_stride)))
-        for t in tqdm(ts, desc="taylor", disable=not cfg.progress, leave=False):
-            x_t, t_arg, target = _noisy_sample(pipe, x0, noise, t)
-            with torch.enable_grad():
-                pred = cond.raw(denoiser, x_t, t_arg)
-                loss = torch.nn.functional.mse_loss(pred.float(), target.float())
-                value = loss.item()
-                if kept > 0 and value < cfg.threshold * max_loss:
-                    break
+        for t in tqdm(ts, desc="taylor", disable=not cfg.progress or rank != 0, leave=False):
+            loss = None
+            with distributed.together("taylor scoring"), torch.enable_grad():
+                if mine:
+                    x_t, t_arg, target = _noisy_sample(pipe, x0, noise, t)
+                    pred = cond.raw(denoiser, x_t, t_arg)
+                    loss = (pred.float() - target.float()).pow(2).sum() / elements
+            value = distributed.sum_floats([loss.item() if loss is not None else 0.0])[0]
+            if kept > 0 and value < cfg.threshold * max_loss:
+                break
+            if loss is not None:
                 loss.backward()
             max_loss, kept = max(max_loss, value), kept + 1
             losses.append({"t": t, "loss": value})
+        distributed.sum_grads_(params)
         scores = {
             g.name: (per_unit(denoiser, g, lambda p: (p * p.grad).abs()) / g.params_per_unit).float()
             for g in groups
