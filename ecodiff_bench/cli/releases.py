@@ -11,7 +11,7 @@ import json
 
 import click
 
-from ecodiff_bench.cli.results import open_store, store_option
+from ecodiff_bench.cli.results import check_metric_options, open_store, store_option
 from ecodiff_bench.core.tables import text_table
 
 
@@ -49,14 +49,9 @@ def releases_cmd(store_path, suite, metrics, as_json):
     """List the tagged releases in order (date, suite, models, methods, ratios, git commit), each checked
     by the regression gate against the release before it, and per gated metric the value of every
     model/method/ratio in each release with its change and the gate's verdict."""
-    from ecodiff_bench.core.thresholds import check_metric_name
     from reports.releases import LEGEND, load_releases, store_history
 
-    for m in metrics:
-        try:
-            check_metric_name(m)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--metric") from None
+    check_metric_options(metrics)
     store = open_store(store_path)
     if suite is not None and suite not in {s for r in load_releases(store) for s in r.suite.split("+")}:
         known = sorted({s for r in load_releases(store) for s in r.suite.split("+")})

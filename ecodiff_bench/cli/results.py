@@ -59,6 +59,17 @@ def writable_file(path: Path, param: str) -> Path:
         raise click.BadParameter(str(exc), param_hint=param) from None
 
 
+def check_metric_options(metrics) -> None:
+    """``--metric`` values: each a name the metric catalog knows."""
+    from ecodiff_bench.core.thresholds import check_metric_name
+
+    for m in metrics:
+        try:
+            check_metric_name(m)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--metric") from None
+
+
 def _resolve(store: Store, ref: str, param: str, include_smoke: bool = True) -> tuple[str, list[dict]]:
     """A release tag, a run id, or a record id (or unique prefix of one) -> (description, records)."""
     if ref in store.tag_names():
@@ -173,14 +184,9 @@ def compare_cmd(a, b, store_path, metrics, as_json):
 
     Shows B - A per metric (seeds averaged); 'better'/'worse' follows each metric's direction.
     """
-    from ecodiff_bench.core.thresholds import check_metric_name
     from reports.gate import diff
 
-    for m in metrics:
-        try:
-            check_metric_name(m)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--metric") from None
+    check_metric_options(metrics)
     store = open_store(store_path)
     desc_a, recs_a = _resolve(store, a, "A")
     desc_b, recs_b = _resolve(store, b, "B")

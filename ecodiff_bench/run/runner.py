@@ -140,6 +140,15 @@ def _context(suite: Suite, smoke: bool, out: Path, store: Store | None) -> Conte
     return Context(suite, smoke, out, store, run_id, provenance, monitor, world)
 
 
+def _preflight(suite: Suite, out: Path, out_field: str, writer: bool) -> Path:
+    """Check devices and the output folder before any work; rank 0 alone creates and probes the folder."""
+    with distributed.together("preflight"):
+        if writer:
+            return preflight(suite, out, out_field)
+        check_devices(suite)
+    return out
+
+
 def run_suite(
     suite: Suite,
     *,
@@ -157,12 +166,7 @@ def run_suite(
     ``summary``, when given, is filled with what the run did (``run --json``).
     """
     writer = distributed.world().writer
-    out = Path(out or suite.outputs.dir_path)
-    with distributed.together("preflight"):
-        if writer:
-            out = preflight(suite, out, out_field)
-        else:
-            check_devices(suite)  # rank 0 alone creates and probes the output folder
+    out = _preflight(suite, Path(out or suite.outputs.dir_path), out_field, writer)
     specs = expand(suite, smoke=smoke)
     failed = 0
     with ExitStack() as stack:
@@ -204,12 +208,7 @@ def prune_suite(
 ) -> int:
     """Compute plans and write pruned models for every (model, method, ratio) without measuring them."""
     writer = distributed.world().writer
-    out = Path(out or suite.outputs.dir_path)
-    with distributed.together("preflight"):
-        if writer:
-            out = preflight(suite, out, out_field)
-        else:
-            check_devices(suite)  # rank 0 alone creates and probes the output folder
+    out = _preflight(suite, Path(out or suite.outputs.dir_path), out_field, writer)
     _quiet_libraries()
     monitor = distributed.energy_monitor()
     try:
