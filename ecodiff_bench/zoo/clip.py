@@ -110,9 +110,10 @@ def register_with_open_clip(model_dir: str) -> str:
 
     cfg = json.loads((Path(model_dir) / CONFIG_FILE).read_text())["model_cfg"]
     cfg["text_cfg"]["hf_tokenizer_name"] = str(Path(model_dir).resolve())
-    tmp = Path(tempfile.mkdtemp(prefix="ecodiff_digits_clip_"))
-    (tmp / f"{OPEN_CLIP_NAME}.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp / f"{OPEN_CLIP_NAME}.json")
+    # open_clip reads the file when it is added and keeps the config in memory: the file can go.
+    with tempfile.TemporaryDirectory(prefix="ecodiff_digits_clip_") as tmp:
+        (Path(tmp) / f"{OPEN_CLIP_NAME}.json").write_text(json.dumps(cfg))
+        open_clip.add_model_config(Path(tmp) / f"{OPEN_CLIP_NAME}.json")
     return OPEN_CLIP_NAME
 
 
