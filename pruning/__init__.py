@@ -11,7 +11,9 @@ Typical use::
     pruning.save(pipe, plan, "out/sdxl-eco20", base="stabilityai/stable-diffusion-xl-base-1.0")
     pipe = pruning.load("out/sdxl-eco20")
 
-``pruning.prune(pipe, method, ratio, prompts, ...)`` does score + plan in one call. This package depends on
+``pruning.prune(pipe, method, ratio, prompts, ...)`` does score + plan in one call;
+``pruning.recover(pruned_pipe, base_denoiser, calibration, sampling)`` distils a pruned model toward the
+unpruned one (LoRA merged afterwards, or full fine-tuning). This package depends on
 torch and diffusers only, and importing it imports neither: the torch-bound names load on
 first use, so that the method registry (:mod:`pruning.registry`) and the settings (:mod:`pruning.config`)
 can be read cheaply.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 
-from .config import RANKINGS, TARGETS, EcoDiffConfig, TaylorConfig
+from .config import RANKINGS, TARGETS, EcoDiffConfig, RecoveryConfig, TaylorConfig
 from .registry import DATA_FREE, METHODS, Method, ratio_specific
 
 # public name -> the submodule defining it, imported on first access
@@ -45,6 +47,7 @@ _LAZY = {
     "apply_plan": "surgery",
     "prunable_params": "targets",
     "TrainingDiverged": "methods.mask_training",
+    **dict.fromkeys(("recover", "RecoveryDiverged"), "recovery"),
 }
 
 
@@ -77,6 +80,7 @@ __all__ = [
     "RANKINGS",
     "TARGETS",
     "EcoDiffConfig",
+    "RecoveryConfig",
     "TaylorConfig",
     "DATA_FREE",
     "METHODS",

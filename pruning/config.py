@@ -111,3 +111,51 @@ class RandomConfig:
 @dataclass
 class MagnitudeConfig:
     """Weight magnitude has no settings."""
+
+
+# Recovery after pruning (pruning.recovery)
+RECOVERY_MODES = ("lora", "full")
+RECOVERY_OBJECTIVES = ("timesteps", "final-latent", "both")
+# Where LoRA adapters go, by the name of a linear inside the denoiser (regular expressions).
+LORA_MODULES = {
+    "blocks": r"transformer_blocks\.\d+\.",  # every linear of every transformer block (AdaLN included)
+    "attention": r"transformer_blocks\.\d+\.attn\d?\.(to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)$",
+    "ffn": r"transformer_blocks\.\d+\.(ff(_context)?\.net\.(0\.proj|2)|proj_mlp|proj_out)$",
+}
+RECOVERY_DEFAULT_LR = {"lora": 1e-3, "full": 1e-4}
+
+
+@dataclass
+class RecoveryConfig:
+    """Distillation settings (see :mod:`pruning.recovery` for the objectives)."""
+
+    mode: Literal["lora", "full"] = "lora"
+    steps: int = 200  # optimizer steps
+    lr: float | None = None  # AdamW learning rate; defaults to RECOVERY_DEFAULT_LR[mode]
+    batch: int = 8  # (sample, step) points per optimizer step (timesteps objective)
+    final_samples: int = 1  # trajectories per optimizer step (final-latent objective)
+    rank: int = 8  # LoRA rank
+    alpha: float | None = None  # LoRA scale numerator; defaults to rank (scale 1)
+    modules: Literal["blocks", "attention", "ffn"] = "blocks"  # where LoRA adapters go
+    objective: Literal["timesteps", "final-latent", "both"] = "timesteps"
+    final_weight: float = 1.0  # weight of the final-latent term in "both"
+    checkpointing: bool = True  # time-step checkpointing for the final-latent objective
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0  # max gradient norm (None: no clipping)
+    seed: int = 0
+    checkpoint_every: int = 25
+    max_loss: float = 10.0  # normalized loss above this counts as divergence
+    progress: bool = True
+
+    def __post_init__(self):
+        _one_of("recovery", "mode", self.mode, RECOVERY_MODES)
+        _one_of("recovery", "objective", self.objective, RECOVERY_OBJECTIVES)
+        _one_of("recovery", "modules", self.modules, tuple(LORA_MODULES))
+        for name in ("steps", "batch", "final_samples", "rank", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"recovery {name} must be a positive integer; got {value!r}")
+        if self.lr is None:
+            self.lr = RECOVERY_DEFAULT_LR[self.mode]
+        if not self.lr > 0:
+            raise ValueError(f"recovery lr must be positive; got {self.lr!r}")
