@@ -359,6 +359,8 @@ def sustainability(groups: list[Group]) -> list[Sustain]:
             c_p = number(r, "gco2e_per_1000_images")
             c_b = number(base, "gco2e_per_1000_images") if base else None
             cost = number(r, "pruning_energy_j")
+            recovery = number(r, "recovery_energy_j")  # a recovered variant: its one-off cost is both
+            recovered = metric(r, "recovery_energy_j") is not None
 
             def why(rec, name):
                 vd = metric(rec, name) if rec else None
@@ -372,6 +374,10 @@ def sustainability(groups: list[Group]) -> list[Sustain]:
                 notes.append(f"base energy/image n/a: {why(base, 'energy_image_j')}")
             if cost is None:
                 notes.append(f"pruning energy n/a: {why(r, 'pruning_energy_j')}")
+            if recovered and recovery is None:
+                notes.append(f"recovery energy n/a: {why(r, 'recovery_energy_j')}")
+            parts = cost
+            cost = None if cost is None or (recovered and recovery is None) else cost + (recovery or 0.0)
             saving, how, none_why = _saving_per_image(r, base)
             if none_why:
                 notes.append(none_why)
@@ -407,9 +413,7 @@ def sustainability(groups: list[Group]) -> list[Sustain]:
                     saving_co2_1k="n/a"
                     if (saving is None or intensity is None)
                     else f"{sig(1000 * saving * intensity)} g",
-                    pruning_cost="n/a"
-                    if cost is None
-                    else f"{fmt_value(cost, 'J')} ({fmt_energy_kwh(cost)})",
+                    pruning_cost=_one_off_text(cost, parts, recovery if recovered else None),
                     pruning_co2="n/a"
                     if (cost is None or intensity is None)
                     else f"≈{sig(cost * intensity)} g (est.)",
@@ -419,6 +423,16 @@ def sustainability(groups: list[Group]) -> list[Sustain]:
                 )
             )
     return out
+
+
+def _one_off_text(total: float | None, pruning: float | None, recovery: float | None) -> str:
+    """The one-off energy: pruning's, plus a recovered variant's distillation (both named)."""
+    if total is None:
+        return "n/a"
+    text = f"{fmt_value(total, 'J')} ({fmt_energy_kwh(total)})"
+    if recovery is not None and pruning is not None:
+        text += f": pruning {fmt_value(pruning, 'J')} + recovery {fmt_value(recovery, 'J')}"
+    return text
 
 
 # -- provenance -----------------------------------------------------------------------------------------

@@ -160,8 +160,8 @@ SUSTAIN_HEADS = [
     "gCO2e per 1k base → pruned",
     "Saving per 1k images",
     "gCO2e saved per 1k",
-    "Pruning cost",
-    "Pruning gCO2e",
+    "One-off cost (pruning + recovery)",
+    "One-off gCO2e",
     "Pays back after",
 ]
 
@@ -184,7 +184,8 @@ def _sustainability(c: Content, notes: Notes) -> list[str]:
     h = ['<h2 id="sustainability">Sustainability</h2>']
     h.append(
         "<p><small>Energy and carbon per 1,000 images; the saving from the paired energy ratio (none "
-        "when its interval contains 1); the energy the pruning itself cost (<code>pruning_energy_j</code>); "
+        "when its interval contains 1); the one-off energy: the pruning's own (<code>pruning_energy_j</code>) plus, for a recovered "
+        "variant, its distillation (<code>recovery_energy_j</code>); "
         "and after how many generated images the pruned model has paid that cost back.</small></p>"
     )
     if not c.sustain:

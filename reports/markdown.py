@@ -150,7 +150,8 @@ def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
         "## Sustainability",
         "",
         "Energy and carbon per 1,000 images, the saving from the paired energy "
-        "ratio, the energy the pruning cost, and after how many images pruning has paid for itself.",
+        "ratio, the one-off energy (pruning, plus recovery for a recovered variant), and after how many images "
+        "it has paid for itself.",
         "",
     ]
     if c.sustain:

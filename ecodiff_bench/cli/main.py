@@ -136,7 +136,7 @@ def _prompt_desc(src) -> str:
 
 def _summary(suite, specs: list, smoke: bool) -> str:
     n_models = len(suite.models)
-    n_pruned = sum(len(m.ratios) * len(m.seeds) for m in suite.methods)
+    n_pruned = sum(len(m.ratios) * len(m.seeds) * (2 if m.recovery else 1) for m in suite.methods)
     lines = [f"Suite {suite.name!r} ({suite.source or 'in memory'}) is valid."]
     if suite.description:
         lines.append(f"  {suite.description}")
@@ -152,10 +152,11 @@ def _summary(suite, specs: list, smoke: bool) -> str:
         lines.append(
             f"    {meth.name}: ratios {', '.join(str(r) for r in meth.ratios)}; "
             f"seeds {', '.join(str(s) for s in meth.seeds)}" + (f"; {extra}" if extra else "")
+            + (f"; then recovered ({_recovery_text(meth.recovery)})" if meth.recovery else "")
         )
     from ecodiff_bench.suite import needs_calibration
 
-    if any(needs_calibration(m.name) for m in suite.methods):
+    if any(needs_calibration(m.name) or m.recovery for m in suite.methods):
         cal = next((s.calibration for s in specs if s.calibration is not None), suite.calibration)
         lines.append(f"  calibration: {cal.count} of the {_prompt_desc(cal)}")
     ev = specs[0].evaluation if specs else suite.evaluation
@@ -185,11 +186,19 @@ def _summary(suite, specs: list, smoke: bool) -> str:
     return "\n".join(lines)
 
 
+def _recovery_text(recovery) -> str:
+    from ecodiff_bench.suite.recovery import resolved
+
+    r = resolved(recovery)
+    what = f"LoRA rank {r['rank']}" if r["mode"] == "lora" else "full fine-tuning"
+    return f"{what}, {r['steps']} steps, lr {r['lr']:g}, objective {r['objective']}"
+
+
 def _runstext_table(specs: list, done: set[str] | None = None) -> str:
     headers = ["model", "method", "ratio", "seed", "record"] + (["status"] if done is not None else [])
     rows = []
     for s in specs:
-        row = [s.model, s.method, _fmt_ratio(s.ratio), s.seed, s.short()]
+        row = [s.model, s.record_method, _fmt_ratio(s.ratio), s.seed, s.short()]
         if done is not None:
             row.append("done" if s.record_id in done else "to do")
         rows.append(row)
@@ -383,7 +392,7 @@ def run_cmd(
                 {
                     "record_id": sp.record_id,
                     "model": sp.model,
-                    "method": sp.method,
+                    "method": sp.record_method,
                     "ratio": sp.ratio,
                     "seed": sp.seed,
                     "done": sp.record_id in done,

@@ -27,11 +27,13 @@ OWN_RATIO = "this ratio's own mask training"  # scores trained to one ratio (pru
 
 
 class Attempts:
-    """The ledger of one score folder (``cache/scores/<score key>``)."""
+    """The ledger of one score folder (``cache/scores/<score key>``), or of one recovery
+    (``cache/recovery/<recovery key>``, ``stage="recovery"``: its values are ``recovery_*``)."""
 
-    def __init__(self, folder: Path, checkpoint_dir: Path):
+    def __init__(self, folder: Path, checkpoint_dir: Path, stage: str = "pruning"):
         self.file = folder / FILE
         self.checkpoint_dir = checkpoint_dir
+        self.stage = stage
         self.parts: list[dict] = self._read()
 
     def _read(self) -> list[dict]:
@@ -67,15 +69,20 @@ class Attempts:
             self._write()
 
     def totals(self, resumed_from: int | None, shared: bool = True) -> tuple[Value, Value]:
-        """``pruning_time_s`` and ``pruning_energy_j`` over the parts that built the scores; ``shared``:
-        the scores serve every ratio of the method (False: trained to this ratio alone)."""
+        """``<stage>_time_s`` and ``<stage>_energy_j`` over the parts that built the scores (or recovery);
+        ``shared``: the scores serve every ratio of the method (False: trained to this ratio alone)."""
         parts = self.parts if resumed_from else self.parts[-1:]
         dropped = len(self.parts) - len(parts)
-        return _time_total(parts, dropped, shared), _energy_total(parts, dropped, shared)
+        args = (parts, dropped, self.stage, shared)
+        return _time_total(*args), _energy_total(*args)
 
 
-def _describe(parts: list[dict], dropped: int, shared: bool) -> str:
-    if len(parts) == 1:
+def _describe(parts: list[dict], dropped: int, stage: str, shared: bool) -> str:
+    if stage == "recovery":
+        text = "recovery time of this pruned model"
+        if len(parts) > 1:
+            text = f"sum of {len(parts)} parts of a resumed recovery"
+    elif len(parts) == 1:
         text = "scoring time, " + ("shared by every ratio of this method" if shared else OWN_RATIO)
     else:
         kinds = ", ".join(
@@ -92,33 +99,35 @@ def _describe(parts: list[dict], dropped: int, shared: bool) -> str:
     return text
 
 
-def _time_total(parts: list[dict], dropped: int, shared: bool) -> Value:
+def _time_total(parts: list[dict], dropped: int, stage: str, shared: bool) -> Value:
     known = [p for p in parts if p.get("time_s") is not None]
     total = sum(p["time_s"] for p in known)
     estimated = len(known) < len(parts) or any(p.get("time_estimated") for p in parts)
-    note = _describe(parts, dropped, shared)
+    note = _describe(parts, dropped, stage, shared)
     if len(known) < len(parts):
         note += "; a lower bound: a killed part without a checkpoint is not counted"
     details = {"parts": [{k: p.get(k) for k in ("status", "time_s", "time_estimated")} for p in parts]}
-    return Value("pruning_time_s", total, "s", "estimated" if estimated else "measured", False, note, details)
+    status = "estimated" if estimated else "measured"
+    return Value(f"{stage}_time_s", total, "s", status, False, note, details)
 
 
-def _energy_of(part: dict) -> Value | None:
-    return Value.from_dict({**part["energy"], "name": "pruning_energy_j"}) if part.get("energy") else None
+def _energy_of(part: dict, name: str) -> Value | None:
+    return Value.from_dict({**part["energy"], "name": name}) if part.get("energy") else None
 
 
-def _energy_total(parts: list[dict], dropped: int, shared: bool) -> Value:
-    energies = [_energy_of(p) for p in parts]
+def _energy_total(parts: list[dict], dropped: int, stage: str, shared: bool) -> Value:
+    name = f"{stage}_energy_j"
+    energies = [_energy_of(p, name) for p in parts]
     if len(parts) == 1 and energies[0] is not None:  # the common case: one attempt, its own window
         return energies[0]
     metered = [(e, p) for e, p in zip(energies, parts, strict=True) if e is not None and e.available]
     if not metered:
         why = next((e.note for e in energies if e is not None), "no part of the computation was metered")
-        return Value.unavailable("pruning_energy_j", "J", why, False)
+        return Value.unavailable(name, "J", why, False)
     total = sum(e.value for e, _ in metered)
     metered_s = sum(p["time_s"] for _, p in metered)
     unmetered = [p for e, p in zip(energies, parts, strict=True) if e is None or not e.available]
-    note = _describe(parts, dropped, shared)
+    note = _describe(parts, dropped, stage, shared)
     extra_s = sum(p["time_s"] for p in unmetered if p.get("time_s") is not None)
     if extra_s > 0 and metered_s > 0:
         total += total / metered_s * extra_s
@@ -127,4 +136,4 @@ def _energy_total(parts: list[dict], dropped: int, shared: bool) -> Value:
         note += "; a lower bound: a killed part of unknown length is not counted"
     estimated = bool(unmetered) or any(e.status == "estimated" for e, _ in metered)
     status = "estimated" if estimated else "measured"
-    return Value("pruning_energy_j", total, "J", status, False, note, {"parts": len(parts)})
+    return Value(name, total, "J", status, False, note, {"parts": len(parts)})

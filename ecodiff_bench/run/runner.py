@@ -41,6 +41,7 @@ from ecodiff_bench.run.model_card import write_measured_card
 from ecodiff_bench.run.preflight import check_devices, preflight
 from ecodiff_bench.run.provenance import collect_provenance
 from ecodiff_bench.run.records import base_values, cost_values, make_record, plan_values
+from ecodiff_bench.run.recovery import Recoverer
 from ecodiff_bench.run.scorer import Scorer
 from ecodiff_bench.suite import RunSpec, Suite, expand
 
@@ -216,16 +217,15 @@ def prune_suite(
             group = list(group)
             with distributed.together("loading the model"):
                 pipe, settings = _load(group[0])
-            scorer = Scorer(out / "cache", monitor)
+            scorer, recoverer = Scorer(out / "cache", monitor), Recoverer(out / "cache", monitor)
             for spec in group[1:]:
-                plan = scorer.plan(spec, pipe, settings)  # sharded across the ranks
+                pruned, plan, _, _ = _pruned_model(spec, pipe, settings, scorer, recoverer)
                 target = _model_dir(out, spec)
                 with distributed.together("saving the pruned model"):
                     if writer:
-                        pruned = pruning.apply(copy.deepcopy(pipe), plan)
                         pruning.save(pruned, plan, target, copy_components=True)
                 removed = plan.achieved()["params_removed"]
-                _say(f"[{model_key}] {spec.method} {spec.ratio:.0%}: {removed:,} params removed -> {target}")
+                _say(f"[{model_key}] {_label(spec)}: {removed:,} params removed -> {target}")
     finally:
         monitor.close()
     return 0
@@ -263,15 +263,15 @@ def _run_model(ctx: Context, group: list[RunSpec], pending: list[RunSpec]) -> in
         for spec in pending:
             _put_failed(ctx, spec, failure)
         return len(pending)
-    scorer = Scorer(ctx.cache, ctx.monitor)
+    scorer, recoverer = Scorer(ctx.cache, ctx.monitor), Recoverer(ctx.cache, ctx.monitor)
     failed = 0
     for spec in pending:
-        label = "base" if spec.is_base else f"{spec.method} {spec.ratio:.0%}"
+        label = _label(spec)
         _say(f"[{spec.model}] {label}: measuring")
         t0 = time.perf_counter()
         record = err = None
         try:
-            record = _measure_spec(ctx, spec, pipe, settings, evaluator, base_images, scorer)
+            record = _measure_spec(ctx, spec, pipe, settings, evaluator, base_images, scorer, recoverer)
         except Exception as exc:  # one failed variant must not lose the others: record why, go on
             err = exc
         if (failure := _agreed_failure(err)) is not None:
@@ -341,9 +341,14 @@ def _store_relative(artifacts: dict[str, str], ctx: Context) -> dict[str, str]:
     return {k: os.path.relpath(Path(v).resolve(), root) for k, v in artifacts.items()}
 
 
+def _label(spec: RunSpec) -> str:
+    return "base" if spec.is_base else f"{spec.record_method} {spec.ratio:.0%}"
+
+
 def _model_dir(out: Path, spec: RunSpec) -> Path:
     """The pruned model's folder; the suite's label is a plain name, and checked again here."""
-    name = f"{spec.model}-{spec.method}-{round(spec.ratio * 100)}-{spec.record_id[:8]}"
+    method = f"{spec.method}-recovered" if spec.is_recovered else spec.method
+    name = f"{spec.model}-{method}-{round(spec.ratio * 100)}-{spec.record_id[:8]}"
     return within(out / "models", name, what="model folder")
 
 
@@ -357,8 +362,35 @@ def _run_settings(spec: RunSpec) -> dict:
     }
 
 
+def _pruned_model(spec: RunSpec, pipe, settings: dict, scorer: Scorer, recoverer: Recoverer):
+    """(pruned pipeline, its plan, the method's scores, the recovery or None) for a pruned spec."""
+    with distributed.together("scoring and pruning"):  # the scorer's own sections nest inside
+        plan = scorer.plan(spec, pipe, settings)
+        scores = scorer.scores(spec, pipe, settings)
+        pruned = pruning.apply(copy.deepcopy(pipe), plan)
+    if not spec.is_recovered:
+        return pruned, plan, scores, None
+    # Recovery is not sharded: rank 0 trains (and checkpoints) while the others wait, then they take its
+    # weights, so every rank evaluates the same recovered model.
+    writer = distributed.world().writer
+    with distributed.together("recovery"):
+        recovered = recoverer.recover(spec, pruned, pipe, plan, settings) if writer else None
+    denoiser = pruning.denoiser_of(pruned)
+    weights = distributed.broadcast_tensors(denoiser.state_dict() if writer else None)
+    if not writer:
+        denoiser.load_state_dict(weights)
+    return pruned, recovered.plan if writer else plan, scores, recovered
+
+
 def _measure_spec(
-    ctx: Context, spec: RunSpec, pipe, settings: dict, evaluator: Evaluator, base_images, scorer: Scorer
+    ctx: Context,
+    spec: RunSpec,
+    pipe,
+    settings: dict,
+    evaluator: Evaluator,
+    base_images,
+    scorer: Scorer,
+    recoverer: Recoverer,
 ):
     folder = ctx.out / "artifacts" / spec.record_id[:16]
     common = {"settings": settings, "run_settings": _run_settings(spec)}
@@ -371,11 +403,9 @@ def _measure_spec(
         return make_record(
             ctx.suite, ctx.run_id, ctx.provenance, spec, metrics=metrics, artifacts=artifacts, **common
         )
+    pruned, plan, scores, recovered = _pruned_model(spec, pipe, settings, scorer, recoverer)
     target = _model_dir(ctx.out, spec)
-    with distributed.together("scoring and pruning"):  # the scorer's own sections nest inside
-        plan = scorer.plan(spec, pipe, settings)
-        scores = scorer.scores(spec, pipe, settings)
-        pruned = pruning.apply(copy.deepcopy(pipe), plan)
+    with distributed.together("saving the pruned model"):
         if ctx.world.writer:
             pruning.save(pruned, plan, target, copy_components=True)
     m = evaluator.measure(pruned, folder, base_pipe=pipe, base_images=base_images)
@@ -388,6 +418,10 @@ def _measure_spec(
             write_json_atomic(folder / "training_curve.json", scores.info["curve"])
         )
     metrics = {**m.metrics, **plan_values(plan), **cost_values(scores)}
+    if recovered is not None:
+        metrics.update(recovered.values)
+        curve = write_json_atomic(folder / "recovery_curve.json", recovered.curve)
+        m.artifacts["recovery_curve"] = str(curve)
     metrics["disk_bytes"] = disk_size(target / _denoiser_attr(spec))
     record = make_record(
         ctx.suite,
@@ -410,7 +444,7 @@ def _measure_spec(
 def _put_failed(ctx: Context, spec: RunSpec, err: BaseException) -> None:
     if ctx.store is None:  # rank 0 records it
         return
-    _say(f"[{spec.model}] {spec.method} {spec.ratio:.0%} FAILED: {type(err).__name__}: {err}")
+    _say(f"[{spec.model}] {_label(spec)} FAILED: {type(err).__name__}: {err}")
     record = make_record(
         ctx.suite,
         ctx.run_id,
@@ -434,7 +468,7 @@ def _summary(ctx: Context, specs, done_before: set[str], failed: int, paths: dic
         {
             "record_id": s.record_id,
             "model": s.model,
-            "method": s.method,
+            "method": s.record_method,
             "ratio": s.ratio,
             "seed": s.seed,
             "measured_now": s.record_id not in done_before,

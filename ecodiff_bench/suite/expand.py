@@ -1,6 +1,7 @@
 """Expansion of a suite into run specs, and the content hashes that make reruns skip finished work.
 
-Per model one ``base`` spec, then one spec per (method, seed, ratio). A spec's ``record_id`` is the sha256
+Per model one ``base`` spec, then one spec per (method, seed, ratio), each followed by its recovered
+variant when the method has a ``recovery`` section (same plan, then distilled; ``recovery`` set). A spec's ``record_id`` is the sha256
 of its canonical JSON, which covers everything that can change a measurement (model and call settings,
 method, options, ratio, seed, calibration and evaluation prompts by content, performance and energy
 settings, smoke) and the suite's name, so that suites sharing one store never share a record; nothing
@@ -25,6 +26,9 @@ from ecodiff_bench.suite.methods import (
 )
 from ecodiff_bench.suite.methods import shrink_for_smoke as _shrink_method
 from ecodiff_bench.suite.problems import StrictModel
+from ecodiff_bench.suite.recovery import recovered_method
+from ecodiff_bench.suite.recovery import resolved as resolved_recovery
+from ecodiff_bench.suite.recovery import shrink_for_smoke as _shrink_recovery
 from ecodiff_bench.suite.schema import Calibration, Energy, Evaluation, Performance, Suite
 from ecodiff_bench.suite.sources import ModelSpec
 
@@ -66,10 +70,22 @@ class RunSpec(StrictModel):
     plan_key: str | None = Field(
         None, description="same pruned model (plan) regardless of evaluation settings"
     )
+    recovery: dict[str, Any] | None = Field(None, description="recovery options of a recovered variant")
+    unrecovered_id: str | None = Field(None, description="record_id of the same plan without recovery")
+    recovery_key: str | None = Field(None, description="same recovered model regardless of evaluation")
 
     @property
     def is_base(self) -> bool:
         return self.method == "base"
+
+    @property
+    def is_recovered(self) -> bool:
+        return self.recovery is not None
+
+    @property
+    def record_method(self) -> str:
+        """The record's method: ``base``, the pruning method, or ``<method>+recovery``."""
+        return recovered_method(self.method) if self.is_recovered else self.method
 
     def hash_payload(self) -> dict[str, Any]:
         return _spec_payload(
@@ -85,6 +101,7 @@ class RunSpec(StrictModel):
             self.energy,
             self.smoke,
             self.model,
+            self.recovery,
         )
 
     def short(self) -> str:
@@ -113,9 +130,23 @@ def _evaluation_payload(ev: Evaluation) -> dict[str, Any]:
 
 
 def _spec_payload(
-    suite, model_spec, method, ratio, seed, options, calibration, evaluation, performance, energy, smoke, key
+    suite,
+    model_spec,
+    method,
+    ratio,
+    seed,
+    options,
+    calibration,
+    evaluation,
+    performance,
+    energy,
+    smoke,
+    key,
+    recovery=None,
 ) -> dict[str, Any]:
+    extra = {} if recovery is None else {"recovery": recovery}  # unrecovered ids stay as they were
     return {
+        **extra,
         "schema": SCHEMA_VERSION,
         "suite": suite,
         "model": _model_payload(model_spec, key),
@@ -149,6 +180,8 @@ def apply_smoke(suite: Suite) -> Suite:
         _shrink_method(
             meth["name"], meth["options"], epochs=sm.epochs, steps=sm.steps, calibration=cal["count"]
         )
+        if meth.get("recovery"):
+            _shrink_recovery(meth["recovery"], sm.recovery_steps)
     return validate_suite(d, source=suite.source)
 
 
@@ -196,23 +229,39 @@ def expand(suite: Suite, smoke: bool = False) -> list[RunSpec]:
                     # an option left unset (align: None) leaves the plan key as it was before the option
                     plan_opts = {k: opts[k] for k in PLAN_OPTIONS if opts[k] is not None}
                     plan_key = sha256_of({"score_key": score_key, "ratio": ratio, **plan_opts})
-                    specs.append(
-                        RunSpec(
-                            suite=s.name,
-                            model=m.key,
-                            family=family,
-                            model_spec=m,
-                            method=meth.name,
-                            ratio=ratio,
-                            seed=seed,
-                            options=opts,
-                            calibration=cal,
-                            allow_hub=s.allow_hub,
-                            record_id=sha256_of(payload),
-                            base_id=base_id,
-                            score_key=score_key,
-                            plan_key=plan_key,
-                            **common,
-                        )
+                    pruned = RunSpec(
+                        suite=s.name,
+                        model=m.key,
+                        family=family,
+                        model_spec=m,
+                        method=meth.name,
+                        ratio=ratio,
+                        seed=seed,
+                        options=opts,
+                        calibration=cal,
+                        allow_hub=s.allow_hub,
+                        record_id=sha256_of(payload),
+                        base_id=base_id,
+                        score_key=score_key,
+                        plan_key=plan_key,
+                        **common,
                     )
+                    specs.append(pruned)
+                    if meth.recovery is not None:
+                        specs.append(_recovered(pruned, resolved_recovery(meth.recovery), s.calibration))
     return specs
+
+
+def _recovered(pruned: RunSpec, recovery: dict[str, Any], calibration: Calibration) -> RunSpec:
+    """The recovered variant of ``pruned``: same plan, then distilled on the calibration prompts."""
+    spec = pruned.model_copy(
+        update={
+            "recovery": recovery,
+            "calibration": calibration,  # recovery calibrates even a data-free method's model
+            "unrecovered_id": pruned.record_id,
+            "recovery_key": sha256_of(
+                {"plan_key": pruned.plan_key, "recovery": recovery, "calibration": _calibration_payload(calibration)}
+            ),
+        }
+    )
+    return spec.model_copy(update={"record_id": sha256_of(spec.hash_payload())})

@@ -29,6 +29,7 @@ from pydantic.fields import FieldInfo
 
 from ecodiff_bench.core.registry import Registry
 from ecodiff_bench.suite.problems import StrictModel, check_unique, fail
+from ecodiff_bench.suite.recovery import RecoveryOptions
 from pruning.config import PARAMETRIZATIONS, RANKINGS, TARGETS
 from pruning.registry import METHODS as PRUNING_METHODS
 
@@ -119,10 +120,13 @@ Ratio = Annotated[float, AfterValidator(_check_ratio)]
 
 
 class MethodEntry(StrictModel):
-    """One entry of a suite's ``methods``: ratios and seeds (the options field is per method)."""
+    """One entry of a suite's ``methods``: ratios, seeds, recovery (the options field is per method)."""
 
     ratios: list[Ratio]
     seeds: list[int] = Field(default_factory=lambda: [0], description="one pruning run per seed and ratio")
+    recovery: RecoveryOptions | None = Field(
+        None, description="also measure each pruned model after a short distillation toward its base"
+    )
 
     @field_validator("ratios")
     @classmethod

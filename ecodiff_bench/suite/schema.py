@@ -336,6 +336,7 @@ class Smoke(StrictModel):
     steps: int = Field(4, gt=0, description="at most this many EcoDiff optimizer steps")
     calibration_count: int = Field(4, gt=0)
     idle_baseline_s: float = Field(1.0, ge=0)
+    recovery_steps: int = Field(2, gt=0)
 
 
 # -- the suite ---------------------------------------------------------------------------------------------
@@ -422,6 +423,7 @@ class Suite(StrictModel):
 
     def _check_calibration(self, p: Problems) -> None:
         calibrated = [m.name for m in self.methods if needs_calibration(m.name)]
+        calibrated += [f"{m.name} (recovery)" for m in self.methods if m.recovery and m.name not in calibrated]
         if calibrated and not self.calibration.has_prompts:
             p.add(
                 ("calibration", "prompts"),

@@ -1,0 +1,80 @@
+"""Recovered variants: a pruned model distilled toward its unpruned model, metered like the pruning.
+
+Per ``recovery_key`` (same plan, recovery options and calibration) the training checkpoints under
+``cache/recovery/<key>/checkpoint`` let an interrupted recovery resume; its time and energy are summed over
+the attempts (:class:`~ecodiff_bench.run.attempts.Attempts`, stage ``recovery``), so the record states
+the whole cost. The plan that is saved with the recovered model records how it was recovered
+(``plan.info["recovery"]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import pruning
+from ecodiff_bench.core.files import write_json_atomic
+from ecodiff_bench.core.values import Value
+from ecodiff_bench.measure import energy
+from ecodiff_bench.run.attempts import Attempts
+from ecodiff_bench.suite import RunSpec
+from ecodiff_bench.suite.recovery import config_kwargs
+
+
+@dataclass
+class Recovered:
+    plan: pruning.PruningPlan  # the plan, with info["recovery"] (options and summary)
+    values: dict[str, Value]  # recovery_time_s, recovery_energy_j
+    curve: list[dict]
+
+
+def calibration_samples(spec: RunSpec) -> list:
+    """What recovery trains on: the suite's calibration prompts, with their seeds when the suite has them."""
+    cal = spec.calibration
+    pairs = getattr(cal, "pairs", None)
+    return pairs(cal.count) if pairs else cal.load_prompts()[: cal.count]
+
+
+class Recoverer:
+    def __init__(self, cache: Path, monitor: energy.EnergyMonitor):
+        self.cache, self.monitor = cache, monitor
+
+    def folder(self, spec: RunSpec) -> Path:
+        return self.cache / "recovery" / spec.recovery_key[:24]
+
+    def recover(self, spec: RunSpec, pruned, base_pipe, plan: pruning.PruningPlan, settings: dict) -> Recovered:
+        """Distil ``pruned`` (in place) toward ``base_pipe``'s denoiser as ``spec.recovery`` says."""
+        folder = self.folder(spec)
+        config = pruning.RecoveryConfig(**config_kwargs(spec.recovery, spec.seed))
+        attempts = Attempts(folder, folder / "checkpoint", stage="recovery")
+        attempts.begin()
+        t0 = time.perf_counter()
+        self.monitor.begin_window("recovery")
+        try:
+            info = pruning.recover(
+                pruned,
+                pruning.denoiser_of(base_pipe),
+                calibration_samples(spec),
+                settings,
+                config,
+                checkpoint_dir=folder / "checkpoint",
+            )
+        except BaseException:  # interrupted or diverged: what this part cost still counts on resume
+            spent = None
+            with suppress(Exception):
+                spent = self.monitor.end_window("recovery", sync=False).total_value("recovery_energy_j")
+            self.monitor.cancel_window("recovery")
+            attempts.end("interrupted", time.perf_counter() - t0, spent)
+            raise
+        window = self.monitor.end_window("recovery")
+        attempts.end("finished", time.perf_counter() - t0, window.total_value("recovery_energy_j"))
+        time_value, energy_value = attempts.totals(info["resumed_from"])
+        summary = {k: v for k, v in info.items() if k != "curve"}
+        write_json_atomic(folder / "info.json", {**summary, "curve": info["curve"]})
+        recovered_plan = copy.deepcopy(plan)
+        recovered_plan.info["recovery"] = {"options": spec.recovery, **summary}
+        values = {"recovery_time_s": time_value, "recovery_energy_j": energy_value}
+        return Recovered(recovered_plan, values, info["curve"])
