@@ -129,3 +129,43 @@ def test_sustainability_counts_pruning_and_recovery_energy():
     plain, both = rows["magnitude"], rows["magnitude+recovery"]
     assert "+ recovery" in both.pruning_cost and "+ recovery" not in plain.pruning_cost
     assert plain.breakeven_images and both.breakeven_images == pytest.approx(2 * plain.breakeven_images)
+
+
+def test_the_suites_recovery_options_are_recovery_config_fields():
+    import dataclasses
+
+    import pruning
+    from ecodiff_bench.suite import recovery as suite_recovery
+
+    fields = {f.name: f.default for f in dataclasses.fields(pruning.RecoveryConfig)}
+    options = suite_recovery.RecoveryOptions.model_fields
+    assert set(suite_recovery.NOT_OPTIONS) <= set(fields)
+    assert set(options) == set(fields) - set(suite_recovery.NOT_OPTIONS)
+    assert {k: f.default for k, f in options.items()} == {k: fields[k] for k in options}
+    resolved = suite_recovery.resolved(suite_recovery.RecoveryOptions(mode="lora", rank=4))
+    config = pruning.RecoveryConfig(**suite_recovery.config_kwargs(resolved, seed=3))
+    assert (config.rank, config.lr, config.seed) == (4, 1e-3, 3)
+
+
+def test_a_recovery_option_outside_recovery_config_values_is_refused():
+    from pydantic import ValidationError
+
+    from ecodiff_bench.suite import recovery as suite_recovery
+
+    with pytest.raises(ValidationError, match="mode"):
+        suite_recovery.RecoveryOptions(mode="qlora")
+    with pytest.raises(ValidationError, match="steps"):
+        suite_recovery.RecoveryOptions(steps=0)
+
+
+def test_recovery_trains_on_the_calibration_pairs_never_on_evaluation_seeds():
+    from ecodiff_bench.run.recovery import calibration_samples
+    from ecodiff_bench.suite import expand
+
+    cal = {"prompts": "digits", "count": 3, "seeds_per_prompt": 2}
+    suite = validate_suite(_suite_dict([{"name": "magnitude", "ratios": [0.4], "recovery": RECOVERY}], calibration=cal))
+    recovered = next(s for s in expand(suite) if s.is_recovered)
+    samples = calibration_samples(recovered)
+    assert len(samples) == 6 and len(set(samples)) == 6  # every prompt with each of its seeds
+    evaluation_seeds = range(suite.evaluation.seed, suite.evaluation.seed + suite.evaluation.samples)
+    assert not {seed for _, seed in samples} & set(evaluation_seeds)

@@ -9,7 +9,9 @@ This docstring is the contract between the runner (which writes records), the st
     created_at   ISO-8601 UTC time the record was made
     model        the suite's model key (label or name), e.g. "digits-sdxl"
     family       "sdxl" | "sdxl-turbo" | "flux-dev" | "flux-schnell"
-    method       "base" for the unpruned model, else a pruning method ("ecodiff", "taylor", ...)
+    method       "base" for the unpruned model, else a pruning method ("ecodiff", "taylor", ...), with
+                 "+recovery" when the pruned model was then distilled toward its base (suite section
+                 methods[].recovery; a separate record beside the unrecovered one, same ratio and seed)
     ratio        target fraction of prunable parameters (or units) removed; 0.0 for the base
     seed         the method's seed (the evaluation seeds are in provenance.seeds)
     smoke        a run shrunk by --smoke; never compared with full runs
@@ -18,14 +20,16 @@ This docstring is the contract between the runner (which writes records), the st
     provenance   git commit, package versions, CPU/GPU, driver, power limit, seeds, suite file, ...
     settings     the model's call settings (steps, guidance, height, width[, max_sequence_length]),
                  samples, batch_size, device, dtype, method options, plan_achieved, mask_training
-                 (EcoDiff: target, final expected sparsity, agreement, steps, time; else None)
+                 (EcoDiff: target, final expected sparsity, agreement, steps, time; else None); a
+                 recovered variant: "recovery" (its resolved options)
     artifacts    {kind: path}: "samples" (PNG grid), "power_timeline" (JSON [[t_s, watts], ...]),
                  "plan" (plan.json), "training_curve" (JSON list of per-step objects: "step" and some
                  of "loss", "mse"/"nmse", "expected_sparsity" (expected removed share), "target",
                  "lambda1", "lambda2" (the controller's multipliers), "sparsity" (older runs: expected
-                 share of open gates)), "model_dir" (the saved pruned pipeline). Relative paths are
-                 relative to the store's folder (:func:`artifact_path`), so a report renders from any
-                 working directory
+                 share of open gates)), "recovery_curve" (JSON list of per-step objects: "step", "loss",
+                 "timesteps" and/or "final_latent", "grad_norm"), "model_dir" (the saved pruned
+                 pipeline). Relative paths are relative to the store's folder (:func:`artifact_path`),
+                 so a report renders from any working directory
 
 Records travel as the JSON form of :class:`RunRecord` (``to_dict``); NaN and infinities are refused
 anywhere in a record (JSON has none: a value that could not be measured is ``unavailable``, with a note).

@@ -31,11 +31,9 @@ class Recovered:
     curve: list[dict]
 
 
-def calibration_samples(spec: RunSpec) -> list:
-    """What recovery trains on: the suite's calibration prompts, with their seeds when the suite has them."""
-    cal = spec.calibration
-    pairs = getattr(cal, "pairs", None)
-    return pairs(cal.count) if pairs else cal.load_prompts()[: cal.count]
+def calibration_samples(spec: RunSpec) -> list[tuple[str, int]]:
+    """What recovery trains on: the suite's calibration prompt x seed pairs (seeds no evaluation uses)."""
+    return spec.calibration.pairs()
 
 
 class Recoverer:
