@@ -151,7 +151,8 @@ def _summary(suite, specs: list, smoke: bool) -> str:
         extra = _non_default_options(meth)
         lines.append(
             f"    {meth.name}: ratios {', '.join(str(r) for r in meth.ratios)}; "
-            f"seeds {', '.join(str(s) for s in meth.seeds)}" + (f"; {extra}" if extra else "")
+            f"seeds {', '.join(str(s) for s in meth.seeds)}"
+            + (f"; {extra}" if extra else "")
             + (f"; then recovered ({_recovery_text(meth.recovery)})" if meth.recovery else "")
         )
     from ecodiff_bench.suite import needs_calibration

@@ -136,7 +136,13 @@ _add("recognisability", "fraction", True, "accuracy of a digits classifier on ge
 _add("pruning_energy_j", "J", False, "energy spent computing the pruning plan", stage="pruned")
 _add("pruning_time_s", "s", False, "time spent computing the pruning plan", stage="pruned")
 # the cost of recovery (a recovered variant's distillation toward its base; pruning's cost is counted apart)
-_add("recovery_energy_j", "J", False, "energy spent distilling the pruned model toward its base", stage="pruned")
+_add(
+    "recovery_energy_j",
+    "J",
+    False,
+    "energy spent distilling the pruned model toward its base",
+    stage="pruned",
+)
 _add("recovery_time_s", "s", False, "time spent distilling the pruned model toward its base", stage="pruned")
 
 

@@ -43,7 +43,9 @@ class Recoverer:
     def folder(self, spec: RunSpec) -> Path:
         return self.cache / "recovery" / spec.recovery_key[:24]
 
-    def recover(self, spec: RunSpec, pruned, base_pipe, plan: pruning.PruningPlan, settings: dict) -> Recovered:
+    def recover(
+        self, spec: RunSpec, pruned, base_pipe, plan: pruning.PruningPlan, settings: dict
+    ) -> Recovered:
         """Distil ``pruned`` (in place) toward ``base_pipe``'s denoiser as ``spec.recovery`` says."""
         folder = self.folder(spec)
         config = pruning.RecoveryConfig(**config_kwargs(spec.recovery, spec.seed))

@@ -260,7 +260,11 @@ def _recovered(pruned: RunSpec, recovery: dict[str, Any], calibration: Calibrati
             "calibration": calibration,  # recovery calibrates even a data-free method's model
             "unrecovered_id": pruned.record_id,
             "recovery_key": sha256_of(
-                {"plan_key": pruned.plan_key, "recovery": recovery, "calibration": _calibration_payload(calibration)}
+                {
+                    "plan_key": pruned.plan_key,
+                    "recovery": recovery,
+                    "calibration": _calibration_payload(calibration),
+                }
             ),
         }
     )

@@ -38,9 +38,7 @@ _RULES: dict[str, dict[str, Any]] = {
     "rank": {"gt": 0, "description": "LoRA rank"},
     "alpha": {"gt": 0, "description": "LoRA alpha (default: rank)"},
     "modules": {"description": "where LoRA adapters go"},
-    "objective": {
-        "description": "teacher predictions at sampled timesteps, EcoDiff's final latent, or both"
-    },
+    "objective": {"description": "teacher predictions at sampled timesteps, EcoDiff's final latent, or both"},
     "final_weight": {"ge": 0},
     "weight_decay": {"ge": 0},
     "grad_clip": {"gt": 0},

@@ -423,7 +423,9 @@ class Suite(StrictModel):
 
     def _check_calibration(self, p: Problems) -> None:
         calibrated = [m.name for m in self.methods if needs_calibration(m.name)]
-        calibrated += [f"{m.name} (recovery)" for m in self.methods if m.recovery and m.name not in calibrated]
+        calibrated += [
+            f"{m.name} (recovery)" for m in self.methods if m.recovery and m.name not in calibrated
+        ]
         if calibrated and not self.calibration.has_prompts:
             p.add(
                 ("calibration", "prompts"),
