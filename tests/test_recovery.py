@@ -94,6 +94,20 @@ def test_teacher_trajectories_record_each_steps_input_and_prediction():
     assert torch.equal(sample.latents[-1], final.cpu())
 
 
+@pytest.mark.parametrize("make", [flux_pipeline, sdxl_pipeline])
+def test_batched_teacher_trajectories_are_each_samples_own(make):
+    base = make()
+    den = pruning.denoiser_of(base)
+    sampling = FLUX_SAMPLING if make is flux_pipeline else SDXL_SAMPLING
+    samples = pruning.pairs(PROMPTS[:2], seeds=[5, 6])  # one prompt with two seeds: encoded once
+    batched = recovery.teacher_trajectories(base, den, samples, sampling, batch=3)
+    alone = recovery.teacher_trajectories(base, den, samples, sampling, batch=1)
+    assert len(batched) == len(alone) == 4
+    for b, a in zip(batched, alone, strict=True):
+        for xb, xa in zip(b.latents + b.targets, a.latents + a.targets, strict=True):
+            assert xb.shape == xa.shape and torch.allclose(xb, xa, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_an_interrupted_recovery_resumes_to_the_same_weights(mode, tmp_path, monkeypatch):
     base, first, _ = _pruned()

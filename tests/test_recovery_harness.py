@@ -163,7 +163,9 @@ def test_recovery_trains_on_the_calibration_pairs_never_on_evaluation_seeds():
     from ecodiff_bench.suite import expand
 
     cal = {"prompts": "digits", "count": 3, "seeds_per_prompt": 2}
-    suite = validate_suite(_suite_dict([{"name": "magnitude", "ratios": [0.4], "recovery": RECOVERY}], calibration=cal))
+    suite = validate_suite(
+        _suite_dict([{"name": "magnitude", "ratios": [0.4], "recovery": RECOVERY}], calibration=cal)
+    )
     recovered = next(s for s in expand(suite) if s.is_recovered)
     samples = calibration_samples(recovered)
     assert len(samples) == 6 and len(set(samples)) == 6  # every prompt with each of its seeds
