@@ -1,6 +1,7 @@
 """One suite run by `torchrun --nproc_per_node=2` over gloo on the CPU equals the same suite run by one
 process: identical EcoDiff logits (to float tolerance), identical plans, equal quality metrics, one store
 written once (rank 1 writes nothing: an audit hook records every file it opens for writing), one report.
+A recovered variant (trained on rank 0, its weights handed to rank 1) measures the same too.
 A failure planted on rank 1 fails that spec on both ranks with rank 1's reason, and the job exits 1."""
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ SUITE = {
     "models": [{"name": "digits-sdxl", "device": "cpu", "dtype": "float32"}],
     "methods": [
         {"name": "ecodiff", "ratios": [0.3], "options": {"epochs": 1, "accumulate": 2, "lr": 0.5}},
-        {"name": "magnitude", "ratios": [0.3]},
+        # recovered on rank 0 alone; rank 1 takes its weights
+        {"name": "magnitude", "ratios": [0.3], "recovery": {"mode": "lora", "steps": 2, "batch": 2}},
     ],
     "calibration": {"prompts": "digits", "count": 4},
     "evaluation": {
@@ -181,7 +183,7 @@ def runs(tmp_path_factory):
 def _records(out: Path) -> dict[str, dict]:
     with Store(out / "store.sqlite", readonly=True) as store:
         records = store.records()
-    assert len({r["record_id"] for r in records}) == len(records) == 3  # base, ecodiff, magnitude: once each
+    assert len({r["record_id"] for r in records}) == len(records) == 4  # base, ecodiff, magnitude(+recovery)
     return {r["method"]: r for r in records}
 
 
@@ -215,7 +217,7 @@ def test_two_processes_learn_the_same_logits_and_plans(runs):
 @pytest.mark.slow
 def test_two_processes_measure_the_same_quality(runs):
     one, two = _records(runs / "one"), _records(runs / "two")
-    for method in ("base", "ecodiff", "magnitude"):
+    for method in ("base", "ecodiff", "magnitude", "magnitude+recovery"):
         a, b = one[method]["metrics"], two[method]["metrics"]
         assert one[method]["status"] == two[method]["status"] == "ok"
         for name in ("frechet_distance", "clip_score", "recognisability", "ssim_vs_base", "psnr_vs_base"):
