@@ -30,7 +30,7 @@ import os
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -147,7 +147,9 @@ class ModelBench:
 
         # the suite's options that the method's config takes (not the plan's ranking, target, align); an
         # option left unset (None: an architecture default in a suite) takes pruning's default
-        opts = {k: v for k, v in config_kwargs(method, options.get(method, {}), seed).items() if v is not None}
+        opts = {
+            k: v for k, v in config_kwargs(method, options.get(method, {}), seed).items() if v is not None
+        }
         if pruning.ratio_specific(method, opts):
             opts["target_sparsity"] = ratio
         pairs = self.suite.calibration.pairs() if method in ("ecodiff", "taylor") else None
@@ -323,7 +325,7 @@ def _header(args, suite, options) -> dict:
     ev = suite.evaluation
     return {
         "benchmark": "ecodiff_quality",
-        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         "suite": str(Path(args.suite).name),
         "split": args.split,
         "evaluation": {

@@ -26,7 +26,7 @@ import os
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -57,9 +57,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--pairs", type=int, default=40, help="bare/harness call pairs")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default on the CPU: 1, as thread contention on a shared machine "
-                         "dominates the noise otherwise; on CUDA: torch's choice)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default on the CPU: 1, as thread contention on a shared machine "
+        "dominates the noise otherwise; on CUDA: torch's choice)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.threads or args.device == "cpu":
@@ -76,8 +80,15 @@ def main() -> None:
     def call():
         gen.manual_seed(0)
         with torch.no_grad():
-            pipe(prompt=prompts, num_inference_steps=args.steps, height=size, width=size, guidance_scale=5.0,
-                 output_type="pt", generator=gen)
+            pipe(
+                prompt=prompts,
+                num_inference_steps=args.steps,
+                height=size,
+                width=size,
+                guidance_scale=5.0,
+                output_type="pt",
+                generator=gen,
+            )
 
     device = torch.device(args.device)
     for _ in range(3):  # warm-up (allocator, kernels, caches)
@@ -100,7 +111,7 @@ def main() -> None:
     monitor.begin_window("harness")
     edges_begin = time.perf_counter() - e0
     for i in range(args.pairs):
-        for kind in (("bare", "harness") if i % 2 == 0 else ("harness", "bare")):
+        for kind in ("bare", "harness") if i % 2 == 0 else ("harness", "bare"):
             if kind == "bare":
                 synchronize(device)
                 s = time.perf_counter()
@@ -137,13 +148,15 @@ def main() -> None:
     fixed_per_call = timer_cost + edges_cost / args.pairs
     bare_med = statistics.median(bare)
     result = {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "pipeline": source,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "steps": args.steps, "batch": args.batch, "pairs": args.pairs,
+        "steps": args.steps,
+        "batch": args.batch,
+        "pairs": args.pairs,
         "bare_call_s": bare,
         "harness_call_s": harness,
         "bare_median_call_s": bare_med,
@@ -157,20 +170,32 @@ def main() -> None:
         "energy_monitor_setup_s": setup_s,
         "power_timeline_samples": len(power),
         "latency_image_s": latency["latency_image_s"].to_dict(),
-        "gpu_energy_status": window.gpu_status, "gpu_energy_note": window.gpu_note,
-        "cpu_energy_status": window.cpu_status, "cpu_energy_note": window.cpu_note,
+        "gpu_energy_status": window.gpu_status,
+        "gpu_energy_note": window.gpu_note,
+        "cpu_energy_status": window.cpu_status,
+        "cpu_energy_note": window.cpu_note,
     }
     print(f"pipeline: {source}")
-    print(f"device: {result['device_name']}  steps={args.steps} batch={args.batch} pairs={args.pairs} "
-          f"load average {result['load_average']}")
+    print(
+        f"device: {result['device_name']}  steps={args.steps} batch={args.batch} pairs={args.pairs} "
+        f"load average {result['load_average']}"
+    )
     print(f"bare    call: median {bare_med * 1e3:9.3f} ms  best {min(bare) * 1e3:9.3f} ms")
-    print(f"harness call: median {statistics.median(harness) * 1e3:9.3f} ms  best {min(harness) * 1e3:9.3f} ms")
-    print(f"overhead: paired median {100 * paired:+.2f} %, best-of {100 * best:+.2f} %  "
-          f"(A/A noise, bare vs bare: {100 * aa:+.2f} %)")
-    print(f"fixed costs: Timer {timer_cost * 1e6:.1f} us/call, window edges {edges_cost * 1e3:.2f} ms per window "
-          f"-> {100 * result['fixed_overhead_per_call_frac']:.4f} % of a call")
-    print(f"EnergyMonitor setup (once): {setup_s:.2f} s; GPU energy: {window.gpu_status} ({window.gpu_note}); "
-          f"CPU energy: {window.cpu_status}")
+    print(
+        f"harness call: median {statistics.median(harness) * 1e3:9.3f} ms  best {min(harness) * 1e3:9.3f} ms"
+    )
+    print(
+        f"overhead: paired median {100 * paired:+.2f} %, best-of {100 * best:+.2f} %  "
+        f"(A/A noise, bare vs bare: {100 * aa:+.2f} %)"
+    )
+    print(
+        f"fixed costs: Timer {timer_cost * 1e6:.1f} us/call, window edges {edges_cost * 1e3:.2f} ms per window "
+        f"-> {100 * result['fixed_overhead_per_call_frac']:.4f} % of a call"
+    )
+    print(
+        f"EnergyMonitor setup (once): {setup_s:.2f} s; GPU energy: {window.gpu_status} ({window.gpu_note}); "
+        f"CPU energy: {window.cpu_status}"
+    )
     out = args.out or ROOT / "benchmarks" / "results" / f"harness_overhead_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": "hostile_inputs",
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "machine": platform.processor() or platform.machine(),
         "repeats": args.repeats,

@@ -50,7 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -91,8 +91,13 @@ def _large_sdxl(seed: int):
     torch.manual_seed(seed + 10)
     unet = tiny.sdxl_unet(sample_size=32, block_out_channels=(32, 64), norm_num_groups=16)
     pipe = StableDiffusionXLPipeline(
-        vae=small.vae, text_encoder=small.text_encoder, text_encoder_2=small.text_encoder_2,
-        tokenizer=small.tokenizer, tokenizer_2=small.tokenizer_2, unet=unet, scheduler=small.scheduler,
+        vae=small.vae,
+        text_encoder=small.text_encoder,
+        text_encoder_2=small.text_encoder_2,
+        tokenizer=small.tokenizer,
+        tokenizer_2=small.tokenizer_2,
+        unet=unet,
+        scheduler=small.scheduler,
     )
     return pipe
 
@@ -110,8 +115,10 @@ def load_pipeline(model: str):
     elif model == "large":
         pipe = _large_sdxl(SEED)
         sampling.update(height=32, width=32)
-        source = ("SDXL-architecture pipeline from constructor arguments: tests/tiny.py's text encoders and VAE, "
-                  "U-Net block_out_channels (32, 64), 2/4 heads, transformer layers (1, 2), 32x32 latents")
+        source = (
+            "SDXL-architecture pipeline from constructor arguments: tests/tiny.py's text encoders and VAE, "
+            "U-Net block_out_channels (32, 64), 2/4 heads, transformer layers (1, 2), 32x32 latents"
+        )
     elif model in ("digits-sdxl", "digits-flux"):
         path = ZOO / model
         flux = model == "digits-flux"
@@ -126,7 +133,9 @@ def load_pipeline(model: str):
             from ecodiff_bench.zoo import sdxl as zoo_sdxl
 
             pipe = (zoo_flux if flux else zoo_sdxl).build_random_pipeline(seed=SEED)
-            source = f"untrained {model} architecture (ecodiff_bench.zoo build_random_pipeline; {path} absent)"
+            source = (
+                f"untrained {model} architecture (ecodiff_bench.zoo build_random_pipeline; {path} absent)"
+            )
         if flux:
             from ecodiff_bench.zoo.tokenization import T5_MAX_LENGTH
 
@@ -163,7 +172,9 @@ class MaskTraining:
         from pruning.methods.ecodiff import EcoDiffConfig
 
         self.pipe, self.sampling = pipe, sampling
-        self.config = EcoDiffConfig(controller="none")  # one iteration with the fixed penalty: no target needed
+        self.config = EcoDiffConfig(
+            controller="none"
+        )  # one iteration with the fixed penalty: no target needed
         self.denoiser = denoiser_of(pipe)
         for p in self.denoiser.parameters():
             p.requires_grad_(False)  # as ecodiff: only the logits learn
@@ -179,9 +190,16 @@ class MaskTraining:
 
         if steps not in self._cache:
             s = self.sampling
-            traj = trajectory.prepare(self.pipe, PROMPT, SEED, steps=steps, guidance=s["guidance"],
-                                      height=s["height"], width=s["width"],
-                                      max_sequence_length=s["max_sequence_length"])
+            traj = trajectory.prepare(
+                self.pipe,
+                PROMPT,
+                SEED,
+                steps=steps,
+                guidance=s["guidance"],
+                height=s["height"],
+                width=s["width"],
+                max_sequence_length=s["max_sequence_length"],
+            )
             with self.masks.using("off"), torch.no_grad():
                 ref = trajectory.run(traj, self.denoiser)
             self._cache[steps] = (traj, ref)
@@ -320,11 +338,21 @@ def child_memory(model: str, steps: int, checkpointing: bool) -> dict:
 
 def run_child(model: str, steps: int, checkpointing: bool, threads: int) -> dict:
     env = {**os.environ, **CHILD_MALLOC_ENV, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--model", model, "--threads", str(threads),
-           "--child", f"{steps}:{int(checkpointing)}"]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--model",
+        model,
+        "--threads",
+        str(threads),
+        "--child",
+        f"{steps}:{int(checkpointing)}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
     if proc.returncode != 0:
-        raise RuntimeError(f"memory child T={steps} checkpointing={checkpointing} failed:\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"memory child T={steps} checkpointing={checkpointing} failed:\n{proc.stderr[-4000:]}"
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -346,19 +374,28 @@ def time_configs(run: MaskTraining, steps_list: list[int], reps: int) -> dict[in
             saved[name] = {"peak_bytes": counter.peak, "packed": counter.saved, "left_after": counter.bytes}
         times: dict[str, list[float]] = {name: [] for name, _ in WAYS}
         for r in range(reps):
-            for name, ckpt in (WAYS if r % 2 == 0 else WAYS[::-1]):
+            for name, ckpt in WAYS if r % 2 == 0 else WAYS[::-1]:
                 run.zero_grad()
                 t0 = time.perf_counter()
                 run.iteration(steps, ckpt)
                 times[name].append(time.perf_counter() - t0)
         ratios = [c / f for c, f in zip(times["checkpointed"], times["full"], strict=True)]
         diff = (grads["checkpointed"] - grads["full"]).abs().max().item()
-        out[steps] = {"times": times, "ratios": ratios, "ratio_median": statistics.median(ratios), "saved": saved,
-                      "grad_max_abs_diff": diff, "grad_max_abs": grads["full"].abs().max().item()}
-        print(f"  T={steps:>2}: full {statistics.median(times['full']):7.3f} s  checkpointed "
-              f"{statistics.median(times['checkpointed']):7.3f} s  ratio {out[steps]['ratio_median']:.3f}  "
-              f"saved activations full {_mib(saved['full']['peak_bytes'])} MiB, checkpointed "
-              f"{_mib(saved['checkpointed']['peak_bytes'])} MiB", flush=True)
+        out[steps] = {
+            "times": times,
+            "ratios": ratios,
+            "ratio_median": statistics.median(ratios),
+            "saved": saved,
+            "grad_max_abs_diff": diff,
+            "grad_max_abs": grads["full"].abs().max().item(),
+        }
+        print(
+            f"  T={steps:>2}: full {statistics.median(times['full']):7.3f} s  checkpointed "
+            f"{statistics.median(times['checkpointed']):7.3f} s  ratio {out[steps]['ratio_median']:.3f}  "
+            f"saved activations full {_mib(saved['full']['peak_bytes'])} MiB, checkpointed "
+            f"{_mib(saved['checkpointed']['peak_bytes'])} MiB",
+            flush=True,
+        )
     return out
 
 
@@ -379,11 +416,17 @@ def _mib(n) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="auto", choices=["auto", "tiny", "large", "digits-sdxl", "digits-flux"])
+    ap.add_argument(
+        "--model", default="auto", choices=["auto", "tiny", "large", "digits-sdxl", "digits-flux"]
+    )
     ap.add_argument("--steps", default="1,2,4,8,16", help="comma-separated sampling step counts T")
     ap.add_argument("--reps", type=int, default=5, help="timed iteration pairs per T (after one warm-up)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (default 1: on a shared machine contention dominates the noise otherwise)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared machine contention dominates the noise otherwise)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # "T:checkpointing", internal
     args = ap.parse_args()
@@ -404,20 +447,29 @@ def main() -> None:
     latent_shape = list(traj.latents.shape)
     n_params = sum(p.numel() for p in run.denoiser.parameters())
     print(f"pipeline: {source}")
-    print(f"device: CPU {cpu_name()}, {os.cpu_count()} cores, torch threads {args.threads}, "
-          f"load average {[round(x, 2) for x in os.getloadavg()]}")
-    print(f"denoiser {type(run.denoiser).__name__}: {n_params / 1e6:.2f} M parameters, {run.n_groups} mask groups, "
-          f"{run.n_units} units; latent {latent_shape}, guidance {sampling['guidance']}, steps {steps_list}")
+    print(
+        f"device: CPU {cpu_name()}, {os.cpu_count()} cores, torch threads {args.threads}, "
+        f"load average {[round(x, 2) for x in os.getloadavg()]}"
+    )
+    print(
+        f"denoiser {type(run.denoiser).__name__}: {n_params / 1e6:.2f} M parameters, {run.n_groups} mask groups, "
+        f"{run.n_units} units; latent {latent_shape}, guidance {sampling['guidance']}, steps {steps_list}"
+    )
 
     print("memory (one fresh interpreter per configuration):", flush=True)
     memory: dict[tuple[int, bool], dict] = {}
     for steps in steps_list:
         for name, ckpt in WAYS:
             memory[steps, ckpt] = m = run_child(model, steps, ckpt, args.threads)
-            print(f"  T={steps:>2} {name:>12}: peak RSS growth {_mib(m['peak_rss_growth_bytes'])} MiB "
-                  f"(RSS before {_mib(m['rss_before_bytes'])} MiB)", flush=True)
+            print(
+                f"  T={steps:>2} {name:>12}: peak RSS growth {_mib(m['peak_rss_growth_bytes'])} MiB "
+                f"(RSS before {_mib(m['rss_before_bytes'])} MiB)",
+                flush=True,
+            )
 
-    print(f"time (median of {args.reps} interleaved pairs after a warm-up) and saved activations:", flush=True)
+    print(
+        f"time (median of {args.reps} interleaved pairs after a warm-up) and saved activations:", flush=True
+    )
     timing = time_configs(run, steps_list, args.reps)
     for (steps, ckpt), m in memory.items():
         m["saved_activation_bytes"] = timing[steps]["saved"]["checkpointed" if ckpt else "full"]["peak_bytes"]
@@ -427,16 +479,20 @@ def main() -> None:
     for steps in steps_list:
         for name, ckpt in WAYS:
             m, t = memory[steps, ckpt], timing[steps]
-            rows.append({
-                "T": steps, "checkpointing": ckpt,
-                "peak_rss_growth_bytes": m["peak_rss_growth_bytes"],
-                "saved_activation_bytes": m["saved_activation_bytes"],
-                "time_s_median": statistics.median(t["times"][name]),
-                "reps": args.reps,
-                "time_s": t["times"][name],
-                "rss_before_bytes": m["rss_before_bytes"], "peak_rss_bytes": m["peak_rss_bytes"],
-                "saved_tensors_packed": m["saved_tensors_packed"],
-            })
+            rows.append(
+                {
+                    "T": steps,
+                    "checkpointing": ckpt,
+                    "peak_rss_growth_bytes": m["peak_rss_growth_bytes"],
+                    "saved_activation_bytes": m["saved_activation_bytes"],
+                    "time_s_median": statistics.median(t["times"][name]),
+                    "reps": args.reps,
+                    "time_s": t["times"][name],
+                    "rss_before_bytes": m["rss_before_bytes"],
+                    "peak_rss_bytes": m["peak_rss_bytes"],
+                    "saved_tensors_packed": m["saved_tensors_packed"],
+                }
+            )
 
     lo, hi = steps_list[0], steps_list[-1]
     rss_lo, rss_hi = memory[lo, True]["peak_rss_growth_bytes"], memory[hi, True]["peak_rss_growth_bytes"]
@@ -445,18 +501,24 @@ def main() -> None:
     act_ratio = act_hi / act_lo if act_lo else None
     memory_check = {
         "target": f"checkpointed peak memory at T={hi} within {MEMORY_RATIO_TARGET}x of T={lo}",
-        "limit": MEMORY_RATIO_TARGET, "T_low": lo, "T_high": hi,
+        "limit": MEMORY_RATIO_TARGET,
+        "T_low": lo,
+        "T_high": hi,
         "peak_rss_growth_ratio": rss_ratio,
         "saved_activation_ratio": act_ratio,
         "pass_peak_rss": rss_ratio is not None and rss_ratio <= MEMORY_RATIO_TARGET,
         "pass_saved_activations": act_ratio is not None and act_ratio <= MEMORY_RATIO_TARGET,
-        "full_backward_peak_rss_growth_ratio": (memory[hi, False]["peak_rss_growth_bytes"]
-                                                / memory[lo, False]["peak_rss_growth_bytes"]),
-        "full_backward_saved_activation_ratio": (memory[hi, False]["saved_activation_bytes"]
-                                                 / memory[lo, False]["saved_activation_bytes"]),
+        "full_backward_peak_rss_growth_ratio": (
+            memory[hi, False]["peak_rss_growth_bytes"] / memory[lo, False]["peak_rss_growth_bytes"]
+        ),
+        "full_backward_saved_activation_ratio": (
+            memory[hi, False]["saved_activation_bytes"] / memory[lo, False]["saved_activation_bytes"]
+        ),
     }
     memory_check["pass"] = memory_check["pass_peak_rss"] and memory_check["pass_saved_activations"]
-    memory_check["peak_rss_growth_diff_bytes"] = (rss_hi - rss_lo) if rss_lo is not None and rss_hi is not None else None
+    memory_check["peak_rss_growth_diff_bytes"] = (
+        (rss_hi - rss_lo) if rss_lo is not None and rss_hi is not None else None
+    )
     # Step 0 needs no gradient for its input latent; every later step does, so T=1 saves slightly less than
     # any T >= 2. The ratio against the second-smallest T shows whether memory is flat beyond that.
     if len(steps_list) > 2:
@@ -466,45 +528,69 @@ def main() -> None:
             "peak_rss_growth_ratio": rss_hi / memory[lo2, True]["peak_rss_growth_bytes"],
             "saved_activation_ratio": act_hi / memory[lo2, True]["saved_activation_bytes"],
         }
-    per_t = {str(s): {"ratio_median": timing[s]["ratio_median"], "ratios": timing[s]["ratios"],
-                      "pass": timing[s]["ratio_median"] <= TIME_RATIO_TARGET} for s in steps_list}
-    time_check = {"target": f"checkpointed / full-backprop time at most {TIME_RATIO_TARGET}x, per T",
-                  "limit": TIME_RATIO_TARGET, "per_T": per_t, "max_ratio": max(v["ratio_median"] for v in per_t.values()),
-                  "pass": all(v["pass"] for v in per_t.values())}
-    grad_check = {str(s): {"max_abs_diff": timing[s]["grad_max_abs_diff"], "max_abs": timing[s]["grad_max_abs"]}
-                  for s in steps_list}
+    per_t = {
+        str(s): {
+            "ratio_median": timing[s]["ratio_median"],
+            "ratios": timing[s]["ratios"],
+            "pass": timing[s]["ratio_median"] <= TIME_RATIO_TARGET,
+        }
+        for s in steps_list
+    }
+    time_check = {
+        "target": f"checkpointed / full-backprop time at most {TIME_RATIO_TARGET}x, per T",
+        "limit": TIME_RATIO_TARGET,
+        "per_T": per_t,
+        "max_ratio": max(v["ratio_median"] for v in per_t.values()),
+        "pass": all(v["pass"] for v in per_t.values()),
+    }
+    grad_check = {
+        str(s): {"max_abs_diff": timing[s]["grad_max_abs_diff"], "max_abs": timing[s]["grad_max_abs"]}
+        for s in steps_list
+    }
 
     print()
-    print(f"{'T':>3} {'way':>12} {'RSS growth MiB':>15} {'saved act. MiB':>15} {'time s (med)':>13} {'ckpt/full':>10}")
+    print(
+        f"{'T':>3} {'way':>12} {'RSS growth MiB':>15} {'saved act. MiB':>15} {'time s (med)':>13} {'ckpt/full':>10}"
+    )
     for row in rows:
         ratio = f"{timing[row['T']]['ratio_median']:10.3f}" if row["checkpointing"] else " " * 10
-        print(f"{row['T']:>3} {'checkpointed' if row['checkpointing'] else 'full':>12} "
-              f"{_mib(row['peak_rss_growth_bytes']):>15} {_mib(row['saved_activation_bytes']):>15} "
-              f"{row['time_s_median']:13.3f} {ratio}")
+        print(
+            f"{row['T']:>3} {'checkpointed' if row['checkpointing'] else 'full':>12} "
+            f"{_mib(row['peak_rss_growth_bytes']):>15} {_mib(row['saved_activation_bytes']):>15} "
+            f"{row['time_s_median']:13.3f} {ratio}"
+        )
     print()
     fmt = "n/a" if rss_ratio is None else f"{rss_ratio:.3f}x"
-    print(f"{'PASS' if memory_check['pass_peak_rss'] else 'FAIL'}  memory (peak RSS growth): checkpointed "
-          f"T={hi} / T={lo} = {fmt} (target <= {MEMORY_RATIO_TARGET}x; full backprop: "
-          f"{memory_check['full_backward_peak_rss_growth_ratio']:.2f}x)")
-    print(f"{'PASS' if memory_check['pass_saved_activations'] else 'FAIL'}  memory (saved activations): "
-          f"checkpointed T={hi} / T={lo} = {act_ratio:.3f}x (target <= {MEMORY_RATIO_TARGET}x; full backprop: "
-          f"{memory_check['full_backward_saved_activation_ratio']:.2f}x)")
+    print(
+        f"{'PASS' if memory_check['pass_peak_rss'] else 'FAIL'}  memory (peak RSS growth): checkpointed "
+        f"T={hi} / T={lo} = {fmt} (target <= {MEMORY_RATIO_TARGET}x; full backprop: "
+        f"{memory_check['full_backward_peak_rss_growth_ratio']:.2f}x)"
+    )
+    print(
+        f"{'PASS' if memory_check['pass_saved_activations'] else 'FAIL'}  memory (saved activations): "
+        f"checkpointed T={hi} / T={lo} = {act_ratio:.3f}x (target <= {MEMORY_RATIO_TARGET}x; full backprop: "
+        f"{memory_check['full_backward_saved_activation_ratio']:.2f}x)"
+    )
     if "vs_second_smallest_T" in memory_check:
         v2 = memory_check["vs_second_smallest_T"]
-        print(f"info  checkpointed T={hi} / T={v2['T_low']}: peak RSS growth {v2['peak_rss_growth_ratio']:.3f}x, "
-              f"saved activations {v2['saved_activation_ratio']:.3f}x; T={hi} - T={lo} peak RSS growth "
-              f"{(rss_hi - rss_lo) / 2**20:+.2f} MiB")
+        print(
+            f"info  checkpointed T={hi} / T={v2['T_low']}: peak RSS growth {v2['peak_rss_growth_ratio']:.3f}x, "
+            f"saved activations {v2['saved_activation_ratio']:.3f}x; T={hi} - T={lo} peak RSS growth "
+            f"{(rss_hi - rss_lo) / 2**20:+.2f} MiB"
+        )
     for s in steps_list:
         v = per_t[str(s)]
-        print(f"{'PASS' if v['pass'] else 'FAIL'}  time overhead T={s:>2}: checkpointed / full = "
-              f"{v['ratio_median']:.3f}x (median of {len(v['ratios'])} pairs; target <= {TIME_RATIO_TARGET}x)")
+        print(
+            f"{'PASS' if v['pass'] else 'FAIL'}  time overhead T={s:>2}: checkpointed / full = "
+            f"{v['ratio_median']:.3f}x (median of {len(v['ratios'])} pairs; target <= {TIME_RATIO_TARGET}x)"
+        )
     worst = max(v["max_abs_diff"] / max(v["max_abs"], 1e-30) for v in grad_check.values())
     print(f"gradient check: checkpointed vs full logit gradients, max relative difference {worst:.2e}")
 
     import diffusers
 
     result = {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "benchmark": "mask_training_memory",
         "device": "cpu",
         "cpu_name": cpu_name(),
@@ -515,26 +601,41 @@ def main() -> None:
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "settings": {
-            "model": model, "model_requested": args.model, "pipeline": source,
-            "denoiser": type(run.denoiser).__name__, "denoiser_params": n_params,
-            "mask_groups": run.n_groups, "mask_units": run.n_units,
-            "parametrization": run.config.parametrization, "accumulate": run.config.accumulate,
-            "beta_reg": run.config.beta_reg, "prompt": PROMPT, "seed": SEED,
-            "guidance": sampling["guidance"], "height": sampling["height"], "width": sampling["width"],
-            "latent_shape": latent_shape, "steps": steps_list, "reps": args.reps, "dtype": "float32",
+            "model": model,
+            "model_requested": args.model,
+            "pipeline": source,
+            "denoiser": type(run.denoiser).__name__,
+            "denoiser_params": n_params,
+            "mask_groups": run.n_groups,
+            "mask_units": run.n_units,
+            "parametrization": run.config.parametrization,
+            "accumulate": run.config.accumulate,
+            "beta_reg": run.config.beta_reg,
+            "prompt": PROMPT,
+            "seed": SEED,
+            "guidance": sampling["guidance"],
+            "height": sampling["height"],
+            "width": sampling["width"],
+            "latent_shape": latent_shape,
+            "steps": steps_list,
+            "reps": args.reps,
+            "dtype": "float32",
             "memory_child_env": CHILD_MALLOC_ENV,
             "memory_method": "fresh interpreter per configuration; warm-up one-step iteration of the same way; "
-                             "peak_rss_growth = VmHWM over the iteration (reset via /proc/self/clear_refs) minus "
-                             "VmRSS before it",
+            "peak_rss_growth = VmHWM over the iteration (reset via /proc/self/clear_refs) minus "
+            "VmRSS before it",
             "saved_activation_method": "peak live bytes of distinct storages packed by "
-                                       "torch.autograd.graph.saved_tensors_hooks, excluding parameters, buffers, "
-                                       "mask logits and the trajectory's fixed inputs (counted during the timing "
-                                       "warm-up iteration; deterministic)",
+            "torch.autograd.graph.saved_tensors_hooks, excluding parameters, buffers, "
+            "mask logits and the trajectory's fixed inputs (counted during the timing "
+            "warm-up iteration; deterministic)",
             "time_method": "per T: one warm-up of each way, then reps pairs, order flipped every pair; "
-                           "trajectory and reference prepared once outside the timed region",
+            "trajectory and reference prepared once outside the timed region",
         },
         "rows": rows,
-        "targets": {"memory_flat_with_checkpointing": memory_check, "time_overhead_of_checkpointing": time_check},
+        "targets": {
+            "memory_flat_with_checkpointing": memory_check,
+            "time_overhead_of_checkpointing": time_check,
+        },
         "gradient_check": grad_check,
         "wall_s": time.perf_counter() - t_start,
     }

@@ -22,7 +22,7 @@ not slower than unaligned ones (the interval of aligned / unaligned does not lie
 
 ``--scale cpu`` (default) is sized to be compute-bound on 2 CPU cores (see ``_common.SCALES``; stated in the
 JSON); ``tiny`` is a smoke run; ``full`` is the published architecture (a GPU's job: use --device cuda).
-Timing-sensitive: on a shared machine run it under ``flock -x /work/notes/cpu.lock``.
+Timing-sensitive: run it with no other heavy job on the machine.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def main() -> None:
                 flush=True,
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    when = datetime.now(UTC).isoformat(timespec="seconds")
     args.out.write_text(json.dumps({"suite": suite.name, "created": when, "rows": rows}, indent=1) + "\n")
     print(f"written {args.out}")
 

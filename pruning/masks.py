@@ -57,7 +57,9 @@ class MaskSet(nn.Module):
         super().__init__()
         self.parametrization = _check("parametrization", parametrization, PARAMETRIZATIONS)
         if noise_bound is not None and not noise_bound > 0:
-            raise ValueError(f"noise_bound must be > 0 (logit units) or None (unbounded); got {noise_bound!r}")
+            raise ValueError(
+                f"noise_bound must be > 0 (logit units) or None (unbounded); got {noise_bound!r}"
+            )
         self.noise_bound = noise_bound
         self.groups = {g.name: g for g in groups}
         self._keys = {g.name: f"g{i}" for i, g in enumerate(groups)}
@@ -103,7 +105,9 @@ class MaskSet(nn.Module):
             return torch.sigmoid(logit)
         if mode == "train":
             if group not in self._noise:
-                raise RuntimeError("hard-concrete masks need noise: call MaskSet.resample(seed) before forward")
+                raise RuntimeError(
+                    "hard-concrete masks need noise: call MaskSet.resample(seed) before forward"
+                )
             u = self._noise[group].to(logit.device)
             s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + logit) / BETA)
         else:  # deterministic
@@ -155,7 +159,9 @@ class MaskSet(nn.Module):
                 segments.setdefault(c.path, []).append((c.offset, g))
         for path, segs in segments.items():
             linear = denoiser.get_submodule(path)
-            self._handles.append(linear.register_forward_pre_hook(self._make_hook(linear, sorted(segs, key=_first))))
+            self._handles.append(
+                linear.register_forward_pre_hook(self._make_hook(linear, sorted(segs, key=_first)))
+            )
         return self
 
     def _make_hook(self, linear: nn.Linear, segments: list[tuple[int, UnitGroup]]):

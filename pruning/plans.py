@@ -178,7 +178,9 @@ def _parse_module(name: str, m, source: str) -> ModulePlan:
     kept = _field(m, "kept", where, lambda v: isinstance(v, list), "a list of unit indices")
     for i, u in enumerate(kept):
         if not _is_int(u) or not 0 <= u < total:
-            raise PlanError(f"{where}.kept[{i}] = {u!r} is not a unit index (expected an integer in 0..{total - 1})")
+            raise PlanError(
+                f"{where}.kept[{i}] = {u!r} is not a unit index (expected an integer in 0..{total - 1})"
+            )
     if len(set(kept)) != len(kept) or kept != sorted(kept):
         raise PlanError(f"{where}.kept must list distinct unit indices in increasing order")
     per_unit = _field(m, "params_per_unit", where, lambda v: _is_int(v) and v >= 0, count)
@@ -190,20 +192,38 @@ def _parse_plan(d, source: str) -> PruningPlan:
     if not isinstance(d, dict):
         raise PlanError(f"{source}: a plan is a JSON object, got {type(d).__name__}")
     if d.get("version") != PLAN_VERSION:
-        raise PlanError(f"{source}: plan version {d.get('version')!r} is not supported (expected {PLAN_VERSION})")
-    modules = _field(d, "modules", source, lambda v: isinstance(v, dict) and v, "a non-empty object of unit groups")
+        raise PlanError(
+            f"{source}: plan version {d.get('version')!r} is not supported (expected {PLAN_VERSION})"
+        )
+    modules = _field(
+        d, "modules", source, lambda v: isinstance(v, dict) and v, "a non-empty object of unit groups"
+    )
     plan = PruningPlan(
         modules={name: _parse_module(name, m, source) for name, m in modules.items()},
         method=_field(d, "method", source, lambda v: isinstance(v, str) and v, "a method name"),
-        ratio=_field(d, "ratio", source, lambda v: isinstance(v, int | float) and not isinstance(v, bool)
-                     and 0.0 <= v < 1.0, "a number in [0, 1)"),
+        ratio=_field(
+            d,
+            "ratio",
+            source,
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v < 1.0,
+            "a number in [0, 1)",
+        ),
         target=_field(d, "target", source, lambda v: v in TARGETS, " or ".join(TARGETS)),
         ranking=_field(d, "ranking", source, lambda v: v in RANKINGS, ", ".join(RANKINGS)),
-        architecture=_field(d, "architecture", source, lambda v: isinstance(v, str), "a string",
-                            required=False, default=""),
-        total_params=_field(d, "total_params", source, lambda v: v is None or (_is_int(v) and v > 0),
-                            "a positive integer or null", required=False),
-        info=_field(d, "info", source, lambda v: isinstance(v, dict), "an object", required=False, default={}),
+        architecture=_field(
+            d, "architecture", source, lambda v: isinstance(v, str), "a string", required=False, default=""
+        ),
+        total_params=_field(
+            d,
+            "total_params",
+            source,
+            lambda v: v is None or (_is_int(v) and v > 0),
+            "a positive integer or null",
+            required=False,
+        ),
+        info=_field(
+            d, "info", source, lambda v: isinstance(v, dict), "an object", required=False, default={}
+        ),
     )
     if plan.prunable_params <= 0 or plan.units_total <= 0:
         raise PlanError(f"{source}: the plan's modules hold no prunable units or parameters")
@@ -217,7 +237,9 @@ def _cost(group: UnitGroup, n_removed_before: int, target: str) -> int:
     return group.params_removed(n_removed_before + 1) - group.params_removed(n_removed_before)
 
 
-def _select(groups: list[UnitGroup], scores: dict[str, torch.Tensor], ratio: float, target: str) -> dict[str, set]:
+def _select(
+    groups: list[UnitGroup], scores: dict[str, torch.Tensor], ratio: float, target: str
+) -> dict[str, set]:
     """Remove lowest-scoring units across ``groups`` until ``ratio`` of their params/units is removed."""
     total = sum(g.params_total if target == "params" else g.n_units for g in groups)
     budget = ratio * total
@@ -295,8 +317,10 @@ def make_plan(
     if align is not None:
         plan.info["align"] = {
             "multiple": align,
-            "removed_frac_before": sum(a["removed_before"] for a in alignment) / sum(a["total"] for a in alignment),
-            "removed_frac_after": sum(a["removed_after"] for a in alignment) / sum(a["total"] for a in alignment),
+            "removed_frac_before": sum(a["removed_before"] for a in alignment)
+            / sum(a["total"] for a in alignment),
+            "removed_frac_after": sum(a["removed_after"] for a in alignment)
+            / sum(a["total"] for a in alignment),
             "of": target,
             **{k: sum(a[k] for a in alignment) for k in ("rounded_up", "rounded_down", "unchanged")},
         }
@@ -366,7 +390,13 @@ def align_ffn_widths(
             break
         width[g.name], done = down, done + step
     for _, g, ranking, _, _ in choices:
-        removed[g.name] = set(ranking[width[g.name]:])
+        removed[g.name] = set(ranking[width[g.name] :])
     rounded_down = sum(width[g.name] == down for _, g, _, down, _ in choices)
-    return {"total": total, "removed_before": before, "removed_after": done, "rounded_up": len(choices) - rounded_down,
-            "rounded_down": rounded_down, "unchanged": unchanged}
+    return {
+        "total": total,
+        "removed_before": before,
+        "removed_after": done,
+        "rounded_up": len(choices) - rounded_down,
+        "rounded_down": rounded_down,
+        "unchanged": unchanged,
+    }

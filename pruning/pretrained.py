@@ -80,8 +80,11 @@ def _plan_for(model: torch.nn.Module, units: dict[str, str]) -> PruningPlan:
         )
     modules = {
         name: ModulePlan(
-            g.kind, g.n_units, _checked(decode_units(units[name], group=name), g.n_units, name),
-            g.params_per_unit, g.params_shared,
+            g.kind,
+            g.n_units,
+            _checked(decode_units(units[name], group=name), g.n_units, name),
+            g.params_per_unit,
+            g.params_shared,
         )
         for name, g in groups.items()
         if name in units

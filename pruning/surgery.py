@@ -52,14 +52,18 @@ def _set(root: nn.Module, path: str, module: nn.Module) -> None:
 def _check_plan(groups: dict[str, UnitGroup], plan: PruningPlan) -> None:
     unknown = sorted(set(plan.modules) - set(groups))
     if unknown:
-        raise ValueError(f"plan names {len(unknown)} unit groups this model does not have, e.g. {unknown[0]!r}")
+        raise ValueError(
+            f"plan names {len(unknown)} unit groups this model does not have, e.g. {unknown[0]!r}"
+        )
     for name, mp in plan.modules.items():
         g = groups[name]
         if mp.total != g.n_units:
             raise ValueError(f"{name}: plan expects {mp.total} units, the model has {g.n_units}")
         bad = [u for u in mp.kept if not 0 <= u < g.n_units]
         if bad or len(set(mp.kept)) != len(mp.kept):
-            raise ValueError(f"{name}: invalid kept indices {bad or 'duplicates'} (valid: 0..{g.n_units - 1})")
+            raise ValueError(
+                f"{name}: invalid kept indices {bad or 'duplicates'} (valid: 0..{g.n_units - 1})"
+            )
 
 
 def _kept(plan: PruningPlan, group: UnitGroup) -> list[int]:
@@ -73,7 +77,11 @@ def _constant_for(denoiser: nn.Module, group: UnitGroup) -> ConstantModule:
 
     def bias_of(path: str) -> torch.Tensor:
         lin = denoiser.get_submodule(path)
-        return lin.bias.detach() if lin.bias is not None else torch.zeros(lin.out_features, device=lin.weight.device)
+        return (
+            lin.bias.detach()
+            if lin.bias is not None
+            else torch.zeros(lin.out_features, device=lin.weight.device)
+        )
 
     container = denoiser.get_submodule(group.container)
     if group.kind == "ffn":
@@ -86,7 +94,9 @@ def _constant_for(denoiser: nn.Module, group: UnitGroup) -> ConstantModule:
         empty = torch.zeros(0, device=container.to_q.weight.device)
         return ConstantModule([empty], ["hidden_states"], tuple_output=False)
     if getattr(container, "residual_connection", False):
-        raise NotImplementedError(f"{group.container}: attention with a residual connection cannot be removed")
+        raise NotImplementedError(
+            f"{group.container}: attention with a residual connection cannot be removed"
+        )
     const = bias_of(consumer.path) / getattr(container, "rescale_output_factor", 1.0)
     return ConstantModule([const], ["hidden_states"], tuple_output=False)
 

@@ -175,7 +175,9 @@ def flux_double_block_units(block: nn.Module, path: str) -> list[UnitGroup]:
         producers = [Producer(f"{a}.{x}") for x in ("to_q", "to_k", "to_v")]
         producers += [Producer(f"{a}.add_{x}_proj") for x in "qkv"]
         consumers = [Consumer(f"{a}.to_out.0"), Consumer(f"{a}.to_add_out")]
-        groups.append(_attention_heads(a, attn.inner_dim // attn.head_dim, attn.head_dim, producers, consumers))
+        groups.append(
+            _attention_heads(a, attn.inner_dim // attn.head_dim, attn.head_dim, producers, consumers)
+        )
     for ff_name in ("ff", "ff_context"):
         ff = getattr(block, ff_name)
         if isinstance(ff, FeedForward):
@@ -191,7 +193,11 @@ def flux_single_block_units(block: nn.Module, path: str) -> list[UnitGroup]:
         a = f"{path}.attn"
         head_dim = block.attn.head_dim
         producers = [Producer(f"{a}.{x}") for x in ("to_q", "to_k", "to_v")]
-        groups.append(_attention_heads(a, attn_width // head_dim, head_dim, producers, [Consumer(f"{path}.proj_out", 0)]))
+        groups.append(
+            _attention_heads(
+                a, attn_width // head_dim, head_dim, producers, [Consumer(f"{path}.proj_out", 0)]
+            )
+        )
     if block.proj_mlp.out_features > 0:
         groups.append(
             UnitGroup(

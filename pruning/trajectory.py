@@ -132,8 +132,16 @@ class _SDXLModel:
         def cat_dict(name):
             return {key: torch.cat([getattr(k, name)[key] for k in models]) for key in getattr(m, name)}
 
-        return cls(cat("pe"), cat("npe") if m.cfg else None, cat_dict("cond"), cat_dict("ncond") if m.cfg else None,
-                   m.timesteps, m.sigmas, m.guidance, m.prediction)
+        return cls(
+            cat("pe"),
+            cat("npe") if m.cfg else None,
+            cat_dict("cond"),
+            cat_dict("ncond") if m.cfg else None,
+            m.timesteps,
+            m.sigmas,
+            m.guidance,
+            m.prediction,
+        )
 
     def __call__(self, unet, x, i):
         sigma = self.sigmas[i]
@@ -184,18 +192,25 @@ def sdxl_trajectory(
     latents = pipe.prepare_latents(
         pe.shape[0], pipe.unet.config.in_channels, height, width, pe.dtype, device, generator
     )
-    proj_dim = pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 is not None else pooled.shape[-1]
+    proj_dim = (
+        pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 is not None else pooled.shape[-1]
+    )
     time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), pe.dtype, proj_dim)
     time_ids = time_ids.to(device).repeat(latents.shape[0], 1)
     cond = {"text_embeds": pooled.to(device), "time_ids": time_ids}
     ncond = {"text_embeds": npooled.to(device), "time_ids": time_ids} if cfg else None
-    model = _SDXLModel(pe, npe if cfg else None, cond, ncond, timesteps, sigmas, guidance,
-                       scheduler.config.prediction_type)
+    model = _SDXLModel(
+        pe, npe if cfg else None, cond, ncond, timesteps, sigmas, guidance, scheduler.config.prediction_type
+    )
     ancestral = isinstance(scheduler, EulerAncestralDiscreteScheduler)
-    noise = [
-        torch.randn(latents.shape, generator=generator, device=generator.device, dtype=latents.dtype)
-        for _ in range(steps)
-    ] if ancestral else []
+    noise = (
+        [
+            torch.randn(latents.shape, generator=generator, device=generator.device, dtype=latents.dtype)
+            for _ in range(steps)
+        ]
+        if ancestral
+        else []
+    )
     return Trajectory(latents, sigmas, model, noise, ancestral)
 
 
@@ -213,15 +228,27 @@ class _FluxModel:
             guide = torch.full((x.shape[0],), float(self.guidance), device=x.device, dtype=torch.float32)
         t = torch.as_tensor(t, device=x.device).expand(x.shape[0]).to(x.dtype)
         return transformer(
-            hidden_states=x, timestep=t / 1000, guidance=guide, pooled_projections=self.pooled,
-            encoder_hidden_states=self.pe, txt_ids=self.text_ids, img_ids=self.image_ids, return_dict=False,
+            hidden_states=x,
+            timestep=t / 1000,
+            guidance=guide,
+            pooled_projections=self.pooled,
+            encoder_hidden_states=self.pe,
+            txt_ids=self.text_ids,
+            img_ids=self.image_ids,
+            return_dict=False,
         )[0]
 
     @classmethod
     def stack(cls, models: list[_FluxModel]) -> _FluxModel:
         m = models[0]  # position ids are per token, shared by the batch
-        return cls(torch.cat([k.pe for k in models]), torch.cat([k.pooled for k in models]), m.text_ids,
-                   m.image_ids, m.timesteps, m.guidance)
+        return cls(
+            torch.cat([k.pe for k in models]),
+            torch.cat([k.pooled for k in models]),
+            m.text_ids,
+            m.image_ids,
+            m.timesteps,
+            m.guidance,
+        )
 
     def __call__(self, transformer, x, i):
         return self.raw(transformer, x, self.timesteps[i]).to(x.dtype)
@@ -234,8 +261,12 @@ def flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, max
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
     scheduler = pipe.scheduler
-    if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler) or scheduler.config.get("stochastic_sampling"):
-        raise TypeError(f"mask training supports FlowMatchEulerDiscreteScheduler; got {type(scheduler).__name__}")
+    if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler) or scheduler.config.get(
+        "stochastic_sampling"
+    ):
+        raise TypeError(
+            f"mask training supports FlowMatchEulerDiscreteScheduler; got {type(scheduler).__name__}"
+        )
     device = pipe._execution_device
     height = height or pipe.default_sample_size * pipe.vae_scale_factor
     width = width or pipe.default_sample_size * pipe.vae_scale_factor
@@ -299,5 +330,10 @@ def stack(trajs: list[Trajectory]) -> Trajectory:
         if type(t.model) is not type(first.model) or not torch.equal(t.sigmas, first.sigmas):
             raise ValueError("only trajectories with the same model type and sigma schedule can be stacked")
     noise = [torch.cat([t.ancestral_noise[i] for t in trajs]) for i in range(len(first.ancestral_noise))]
-    return Trajectory(torch.cat([t.latents for t in trajs]), first.sigmas, first.model.stack([t.model for t in trajs]),
-                      noise, first.ancestral)
+    return Trajectory(
+        torch.cat([t.latents for t in trajs]),
+        first.sigmas,
+        first.model.stack([t.model for t in trajs]),
+        noise,
+        first.ancestral,
+    )

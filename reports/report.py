@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ecodiff_bench.core.files import write_text_atomic
@@ -85,7 +85,7 @@ def build(sel: A.Selection, roots: list[Path], title: str, history: History | No
         ]
     return Content(
         title=title,
-        generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        generated=datetime.now(UTC).isoformat(timespec="seconds"),
         sel=sel,
         groups=groups,
         summaries=summaries(groups),

@@ -58,14 +58,36 @@ def test_saved_activation_counter_counts_a_storage_once_and_skips_excluded():
 def test_mask_training_memory_script_writes_json(tmp_path):
     out = tmp_path / "result.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "mask_training_memory.py"), "--model", "tiny",
-         "--steps", "1,2", "--reps", "1", "--out", str(out)],
-        capture_output=True, text=True, cwd=str(ROOT), timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "mask_training_memory.py"),
+            "--model",
+            "tiny",
+            "--steps",
+            "1,2",
+            "--reps",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert {(r["T"], r["checkpointing"]) for r in result["rows"]} == {(1, False), (1, True), (2, False), (2, True)}
+    assert {(r["T"], r["checkpointing"]) for r in result["rows"]} == {
+        (1, False),
+        (1, True),
+        (2, False),
+        (2, True),
+    }
     for row in result["rows"]:
-        assert row["peak_rss_growth_bytes"] > 0 and row["saved_activation_bytes"] > 0 and row["time_s_median"] > 0
+        assert (
+            row["peak_rss_growth_bytes"] > 0
+            and row["saved_activation_bytes"] > 0
+            and row["time_s_median"] > 0
+        )
     assert set(result["targets"]) == {"memory_flat_with_checkpointing", "time_overhead_of_checkpointing"}
     assert "PASS" in proc.stdout or "FAIL" in proc.stdout

@@ -42,7 +42,9 @@ def test_unchanged_release_passes():
     # 5 configurations x 4 metrics; the bases' own timings are not paired across runs
     assert len(result.comparisons) == 20
     assert {(c.config, c.metric) for c in result.not_compared} == {
-        ("digits-sdxl/base", "latency_image_s"), ("digits-sdxl/base", "energy_image_j")}
+        ("digits-sdxl/base", "latency_image_s"),
+        ("digits-sdxl/base", "energy_image_j"),
+    }
     assert "not paired" in result.not_compared[0].reason
     assert "PASS" in result.table()
 
@@ -72,7 +74,9 @@ def test_planted_regressions_fail():
     result = check(cand, release("base"), DEFAULT_THRESHOLDS)
     assert not result.passed
     assert {(c.config, c.metric) for c in result.failures} == {
-        ("digits-sdxl/ecodiff@0.4", "fid"), ("digits-sdxl/ecodiff@0.4", "latency_image_s")}
+        ("digits-sdxl/ecodiff@0.4", "fid"),
+        ("digits-sdxl/ecodiff@0.4", "latency_image_s"),
+    }
     assert find(result, "digits-sdxl/ecodiff@0.4", "clip_score").outcome == "pass"
     lat = find(result, "digits-sdxl/ecodiff@0.4", "latency_image_s")
     assert lat.change_frac == pytest.approx(0.30) and "increase 30.00% > 5% (whole interval)" in lat.reason

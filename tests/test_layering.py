@@ -33,7 +33,9 @@ def test_pruning_loads_no_harness_module():
 
 
 def test_importing_pruning_and_its_registry_loads_no_torch():
-    loaded = _modules_after("import pruning, pruning.registry, pruning.config; pruning.METHODS['ecodiff'].help")
+    loaded = _modules_after(
+        "import pruning, pruning.registry, pruning.config; pruning.METHODS['ecodiff'].help"
+    )
     assert "pruning.registry" in loaded
     assert not [m for m in loaded if m == "torch" or m.startswith(("torch.", "diffusers"))]
 

@@ -81,8 +81,13 @@ def test_sampler_context_manager():
 
 def test_interleaved_alternates_order_and_times_each():
     log = []
-    out = interleaved({"base": lambda: log.append("b"), "pruned": lambda: log.append("p")}, rounds=4, warmup=1,
-                      images_per_call={"base": 1, "pruned": 2}, steps_per_call=10)
+    out = interleaved(
+        {"base": lambda: log.append("b"), "pruned": lambda: log.append("p")},
+        rounds=4,
+        warmup=1,
+        images_per_call={"base": 1, "pruned": 2},
+        steps_per_call=10,
+    )
     assert log == ["b", "p"] + ["b", "p", "p", "b", "b", "p", "p", "b"]
     assert set(out) == {"base", "pruned"}
     assert out["base"]["latency_image_s"].details["n"] == 4
@@ -91,8 +96,9 @@ def test_interleaved_alternates_order_and_times_each():
 
 
 def test_interleaved_runs_until_min_seconds():
-    out = interleaved({"a": lambda: time.sleep(0.01), "b": lambda: time.sleep(0.005)}, rounds=1, min_seconds=0.05,
-                      warmup=0)
+    out = interleaved(
+        {"a": lambda: time.sleep(0.01), "b": lambda: time.sleep(0.005)}, rounds=1, min_seconds=0.05, warmup=0
+    )
     assert out["b"]["latency_image_s"].details["total_s"] >= 0.05  # every function reaches min_seconds
     assert out["a"]["latency_image_s"].details["n"] == out["b"]["latency_image_s"].details["n"]
     with pytest.raises(ValueError, match="images_per_call: no entry"):

@@ -13,7 +13,10 @@ def test_provenance_fields(nvml):
     for pkg in ("torch", "diffusers", "transformers", "torchmetrics", "open-clip-torch", "codecarbon"):
         assert pkg in p["packages"]
     assert p["packages"]["torch"]
-    assert p["gpu"] == {"status": "unavailable", "reason": "NVML library not found (no NVIDIA driver on this machine)"}
+    assert p["gpu"] == {
+        "status": "unavailable",
+        "reason": "NVML library not found (no NVIDIA driver on this machine)",
+    }
     assert p["seeds"] == [0, 1]
     assert "commit" in p["git"]
 

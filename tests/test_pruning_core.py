@@ -14,9 +14,13 @@ PROMPT = "a handwritten digit seven"
 
 
 def _sampling(call):
-    return {"steps": call["num_inference_steps"], "guidance": call["guidance_scale"], "height": call["height"],
-            "width": call["width"], **({"max_sequence_length": call["max_sequence_length"]}
-                                       if "max_sequence_length" in call else {})}
+    return {
+        "steps": call["num_inference_steps"],
+        "guidance": call["guidance_scale"],
+        "height": call["height"],
+        "width": call["width"],
+        **({"max_sequence_length": call["max_sequence_length"]} if "max_sequence_length" in call else {}),
+    }
 
 
 CASES = {
@@ -128,8 +132,10 @@ def test_checkpointed_gradients_equal_full_backprop(case, parametrization):
 
 
 def _hard_logits(groups, plan):
-    return {g.name: torch.tensor([1.0 if u in set(plan.modules[g.name].kept) else -1.0 for u in range(g.n_units)])
-            for g in groups}
+    return {
+        g.name: torch.tensor([1.0 if u in set(plan.modules[g.name].kept) else -1.0 for u in range(g.n_units)])
+        for g in groups
+    }
 
 
 def test_surgery_equals_hard_masked_model(case):

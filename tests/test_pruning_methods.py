@@ -37,7 +37,8 @@ def test_taylor_importance_matches_hand_calculation():
     got = per_unit(toy, group, lambda p: (p * p.grad).abs())
     wg = {n: (p * p.grad).abs() for n, p in toy.named_parameters()}
     expected = [
-        wg["up.weight"][2 * u : 2 * u + 2].sum() + wg["up.bias"][2 * u : 2 * u + 2].sum()
+        wg["up.weight"][2 * u : 2 * u + 2].sum()
+        + wg["up.bias"][2 * u : 2 * u + 2].sum()
         + wg["down.weight"][:, 2 * u : 2 * u + 2].sum()
         for u in range(2)
     ]
@@ -49,7 +50,9 @@ def test_geglu_units_own_rows_in_both_halves():
     ff = next(g for g in pruning.find_groups(den) if g.kind == "ffn")
     lin = den.get_submodule(ff.producers[0].path)
     assert ff.producers[0].offsets == (0, ff.n_units) and lin.out_features == 2 * ff.n_units
-    assert ff.params_per_unit == 2 * (lin.in_features + 1) + den.get_submodule(ff.consumers[0].path).out_features
+    assert (
+        ff.params_per_unit == 2 * (lin.in_features + 1) + den.get_submodule(ff.consumers[0].path).out_features
+    )
 
 
 @pytest.mark.parametrize("ranking", pruning.RANKINGS)
@@ -93,23 +96,31 @@ def test_bad_plan_arguments_are_named():
 def test_taylor_threshold_stops_at_the_first_low_loss_step():
     pipe = sdxl_pipeline()
     opts = {"timestep_stride": 100, "progress": False}
-    every = pruning.score(pipe, "taylor", PROMPTS[:2], sampling=SDXL_SAMPLING, options={**opts, "threshold": 0})
+    every = pruning.score(
+        pipe, "taylor", PROMPTS[:2], sampling=SDXL_SAMPLING, options={**opts, "threshold": 0}
+    )
     losses = [row["loss"] for row in every.info["losses"]]
     assert len(losses) == 10  # threshold 0 keeps every visited timestep
     # Pick a threshold that the loss sequence crosses, and predict the stop by hand.
     ratios = [losses[t] / max(losses[:t]) for t in range(1, len(losses))]
     threshold = min(ratios) + 1e-6
     expected = 1 + next(i for i, r in enumerate(ratios) if r < threshold)
-    early = pruning.score(pipe, "taylor", PROMPTS[:2], sampling=SDXL_SAMPLING,
-                          options={**opts, "threshold": threshold})
+    early = pruning.score(
+        pipe, "taylor", PROMPTS[:2], sampling=SDXL_SAMPLING, options={**opts, "threshold": threshold}
+    )
     assert early.info["timesteps_used"] == expected
     assert all(torch.isfinite(v).all() and (v >= 0).all() for v in early.values.values())
     assert all(p.grad is None for p in pipe.unet.parameters())  # no gradient left behind
 
 
 def test_taylor_on_flux():
-    scores = pruning.score(flux_pipeline(), "taylor", PROMPTS[:2], sampling=FLUX_SAMPLING,
-                           options={"timestep_stride": 250, "progress": False})
+    scores = pruning.score(
+        flux_pipeline(),
+        "taylor",
+        PROMPTS[:2],
+        sampling=FLUX_SAMPLING,
+        options={"timestep_stride": 250, "progress": False},
+    )
     assert scores.info["timesteps_used"] >= 1 and any(v.sum() > 0 for v in scores.values.values())
 
 
@@ -175,7 +186,9 @@ def test_ecodiff_stops_on_nan_and_keeps_last_good_checkpoint(tmp_path, monkeypat
         return (loss * float("nan") if calls["n"] == 4 else loss), z
 
     monkeypatch.setattr(pruning.trajectory, "checkpointed_backward", nan_on_fourth)
-    with pytest.raises(pruning.TrainingDiverged, match="diverged at optimizer step 1.*last good checkpoint kept"):
+    with pytest.raises(
+        pruning.TrainingDiverged, match="diverged at optimizer step 1.*last good checkpoint kept"
+    ):
         _train(pipe, tmp_path / "ck")
     state = json.loads((tmp_path / "ck" / "state.json").read_text())
     assert state["position"] == 1 and all(json.dumps(c) for c in state["curve"])
@@ -187,7 +200,9 @@ def test_prune_save_and_load_in_a_fresh_process(tmp_path):
     pipe = sdxl_pipeline()
     plan = pruning.prune(pipe, "magnitude", 0.3)
     pruning.apply(pipe, plan)
-    expected = pipe(PROMPTS[0], generator=torch.Generator().manual_seed(0), output_type="pt", **SDXL_CALL).images
+    expected = pipe(
+        PROMPTS[0], generator=torch.Generator().manual_seed(0), output_type="pt", **SDXL_CALL
+    ).images
     out = pruning.save(pipe, plan, tmp_path / "pruned", copy_components=True)
     torch.save(expected, tmp_path / "expected.pt")
     script = textwrap.dedent(f"""
@@ -200,7 +215,11 @@ def test_prune_save_and_load_in_a_fresh_process(tmp_path):
         print("maxdiff", (img - ref).abs().max().item())
         assert (img - ref).abs().max().item() < 1e-5
     """)
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pkl"))
@@ -216,8 +235,9 @@ def test_pruned_digits_model_loads_in_a_fresh_process(tmp_path):
     pipe = FluxPipeline.from_pretrained(base)
     plan = pruning.prune(pipe, "magnitude", 0.3)
     pruning.apply(pipe, plan)
-    expected = pipe("a handwritten digit four", generator=torch.Generator().manual_seed(1), output_type="pt",
-                    **call).images
+    expected = pipe(
+        "a handwritten digit four", generator=torch.Generator().manual_seed(1), output_type="pt", **call
+    ).images
     out = pruning.save(pipe, plan, tmp_path / "pruned", base=str(base))  # weights + plan, base by reference
     torch.save(expected, tmp_path / "expected.pt")
     script = textwrap.dedent(f"""
@@ -228,8 +248,14 @@ def test_pruned_digits_model_loads_in_a_fresh_process(tmp_path):
         ref = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
         assert (img - ref).abs().max().item() < 1e-5, (img - ref).abs().max().item()
     """)
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert sum(f.stat().st_size for f in out.rglob("*.safetensors")) < sum(
-        f.stat().st_size for f in (base / "transformer").rglob("*.safetensors"))
+        f.stat().st_size for f in (base / "transformer").rglob("*.safetensors")
+    )

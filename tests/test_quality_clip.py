@@ -85,7 +85,10 @@ def test_load_from_local_dir(tiny_clip, tmp_path):
 
     model, preprocess, tokenizer = tiny_clip
     (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": MODEL_CFG}))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "open_clip_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(tmp_path / "open_clip_model.safetensors"),
+    )
     loaded = ClipScore(f"local-dir:{tmp_path}")
     ref = ClipScore(model=model, preprocess=preprocess, tokenizer=tokenizer)
     x = images()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import json, sys
     import torch
     from safetensors.torch import load_file
@@ -57,7 +57,7 @@ WORKER = textwrap.dedent('''
         run(sys.argv[1], sys.argv[2])
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-''')
+""")
 
 MODEL_CFG = {
     "embed_dim": 16,
@@ -83,7 +83,10 @@ def shared(tmp_path_factory):
     (d / "clip").mkdir()
     (d / "clip" / "open_clip_config.json").write_text(json.dumps({"model_cfg": MODEL_CFG}))
     model = open_clip.CLIP(**MODEL_CFG)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "clip" / "open_clip_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(d / "clip" / "open_clip_model.safetensors"),
+    )
     (d / "worker.py").write_text(WORKER)
 
     # reference statistics of a separate real set, shared by every process through a file
@@ -104,10 +107,23 @@ def _run(args, env_extra):
 def test_two_processes_match_one(shared):
     one = shared / "one.json"
     two = shared / "two.json"
-    r1 = _run([sys.executable, str(shared / "worker.py"), str(shared), str(one), "single"], {"WORLD_SIZE": "1"})
+    r1 = _run(
+        [sys.executable, str(shared / "worker.py"), str(shared), str(one), "single"], {"WORLD_SIZE": "1"}
+    )
     assert r1.returncode == 0, r1.stderr[-3000:]
-    r2 = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(shared / "worker.py"), str(shared), str(two)], {})
+    r2 = _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(shared / "worker.py"),
+            str(shared),
+            str(two),
+        ],
+        {},
+    )
     assert r2.returncode == 0, r2.stderr[-3000:]
     a, b = json.loads(one.read_text()), json.loads(two.read_text())
     assert a["world"] == 1 and b["world"] == 2 and b["local"] == 6

@@ -198,7 +198,9 @@ def test_encoder_features_wraps_an_image_encoder():
     fd.update(u8, real=True)  # uint8 reaches the extractor as float in [0, 1]
     fd.update(u8.float() / 255, real=False)
     assert abs(float(fd.compute())) < 1e-6
-    custom = FrechetDistance(EncoderFeatures(Encoder(), lambda m, t: m.encode_image(t) * 2), input_img_size=(3, 4, 4))
+    custom = FrechetDistance(
+        EncoderFeatures(Encoder(), lambda m, t: m.encode_image(t) * 2), input_img_size=(3, 4, 4)
+    )
     assert custom.feature_dim == 6  # probed with a dummy image
 
 

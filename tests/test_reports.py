@@ -112,7 +112,9 @@ def test_deltas_carry_direction_and_verdict():
 def test_a_change_inside_its_interval_is_no_measurable_change():
     base, pruned = make_record("m", "base", 0.0), make_record("m", "ecodiff", 0.2)
     pruned["metrics"]["latency_ratio_vs_base"] = value(
-        "latency_ratio_vs_base", 0.93, details={"ci_low": 0.85, "ci_high": 1.02, "confidence": 0.95, "ci_n": 9}
+        "latency_ratio_vs_base",
+        0.93,
+        details={"ci_low": 0.85, "ci_high": 1.02, "confidence": 0.95, "ci_n": 9},
     )
     del pruned["metrics"]["energy_ratio_vs_base"]  # an older record: no paired energy ratio
     row = cells.build_groups([base, pruned])[0].rows[1]
@@ -152,8 +154,12 @@ def test_notes_differing_only_in_figures_collapse():
 def test_training_curves_read_both_logged_shapes():
     from reports.artifact_plots import read_curve
 
-    new = read_curve([{"step": 0, "nmse": 0.5, "expected_sparsity": 0.05, "target": 0.04},
-                      {"step": 1, "nmse": 0.3, "expected_sparsity": 0.1, "target": 0.08}])
+    new = read_curve(
+        [
+            {"step": 0, "nmse": 0.5, "expected_sparsity": 0.05, "target": 0.04},
+            {"step": 1, "nmse": 0.3, "expected_sparsity": 0.1, "target": 0.08},
+        ]
+    )
     assert new.mse == [0.5, 0.3] and new.mse_name == "normalized MSE" and new.target == [0.04, 0.08]
     assert new.removed == [0.05, 0.1] and new.loss is None
     old = read_curve([{"step": 0, "loss": 1.0, "mse": 0.5, "sparsity": 0.99}])
@@ -208,7 +214,10 @@ def test_sustainability_breakeven_and_never():
     assert rows["magnitude @20%"].breakeven == "n/a"
     assert "pruned on CPU, no meter" in rows["magnitude @20%"].notes[0]
     assert rows["taylor @20%"].saving_kwh_1k == "no measurable saving"
-    assert rows["taylor @20%"].breakeven == "n/a" and "no measurable energy saving" in rows["taylor @20%"].notes[0]
+    assert (
+        rows["taylor @20%"].breakeven == "n/a"
+        and "no measurable energy saving" in rows["taylor @20%"].notes[0]
+    )
 
 
 def test_missing_and_broken_artifacts_are_reported_not_fatal(tmp_path):

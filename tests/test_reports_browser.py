@@ -17,8 +17,15 @@ from reports.synthetic import demo_records
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
 
 # Appended to a copy of the report: after load, writes the image check into the DOM for --dump-dom.
 CHECK_SCRIPT = """
@@ -46,8 +53,12 @@ window.addEventListener('load', function () {
 
 
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                          text=True, timeout=180)
+    return subprocess.run(
+        [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_html_report_renders_in_chromium_without_broken_images(tmp_path):
@@ -68,14 +79,23 @@ def test_html_report_renders_in_chromium_without_broken_images(tmp_path):
     assert "Latency pruned/base" in result["summary_text"] and "[" in result["summary_text"]
     # the plots: ratio forest, Pareto panels, kept units, power, training
     assert len(result["plots"]) == 5
-    assert all(p["visible"] and p["w"] >= 400 and p["natural"] >= 400 for p in result["plots"]), result["plots"]
+    assert all(p["visible"] and p["w"] >= 400 and p["natural"] >= 400 for p in result["plots"]), result[
+        "plots"
+    ]
     # the sample grids, upscaled to a readable size
     assert len(result["grids"]) == 5
     assert all(g["visible"] and g["w"] >= 600 and g["h"] >= 100 for g in result["grids"]), result["grids"]
 
     shot = tmp_path / "shot.png"
-    res = _chromium(["--window-size=1280,3000", "--virtual-time-budget=10000", f"--screenshot={shot}",
-                     out["html"].as_uri()], tmp_path / "profile2")
+    res = _chromium(
+        [
+            "--window-size=1280,3000",
+            "--virtual-time-budget=10000",
+            f"--screenshot={shot}",
+            out["html"].as_uri(),
+        ],
+        tmp_path / "profile2",
+    )
     assert shot.exists(), res.stderr[-2000:]
     from PIL import Image
 
@@ -112,11 +132,16 @@ def test_release_history_of_the_digits_suite_renders_in_chromium(tmp_path):
     from ecodiff_bench.suite import load_suite
     from reports.synthetic import release_records
 
-    th = {k: v.model_dump(mode="json", exclude_none=True) for k, v in load_suite("digits").regression.thresholds.items()}
+    th = {
+        k: v.model_dump(mode="json", exclude_none=True)
+        for k, v in load_suite("digits").regression.thresholds.items()
+    }
     planted = {("digits-sdxl", "ecodiff", 0.4): {"latency_ratio_vs_base": 1.25}}  # 25 % slower, allowed 10 %
     with Store(tmp_path / "store.sqlite") as store:
         for i in range(3):
-            store.put_many(release_records(f"run-{i}", index=i, thresholds=th, changes=planted if i == 1 else None))
+            store.put_many(
+                release_records(f"run-{i}", index=i, thresholds=th, changes=planted if i == 1 else None)
+            )
             store.tag(f"r{i + 1}", run_id=f"run-{i}")
     out = reports.render(tmp_path / "store.sqlite", tmp_path / "report", formats=("html",))
     page = out["html"].read_text()
@@ -129,18 +154,25 @@ def test_release_history_of_the_digits_suite_renders_in_chromium(tmp_path):
     # one plot per gated metric of the digits suite, loaded, shown at a readable size
     assert sorted(p["alt"] for p in result["plots"]) == [
         f"Release history: {m} (digits)"
-        for m in ("energy_image_j", "frechet_distance", "latency_image_s", "recognisability")]
-    assert all(p["ok"] and p["visible"] and p["w"] >= 600 and p["natural"] >= 600 for p in result["plots"]), result
+        for m in ("energy_image_j", "frechet_distance", "latency_image_s", "recognisability")
+    ]
+    assert all(p["ok"] and p["visible"] and p["w"] >= 600 and p["natural"] >= 600 for p in result["plots"]), (
+        result
+    )
     # exactly the planted regression: the release row, the configuration's row, one failing cell
     assert result["regress"] == ["r2", "digits-sdxl/ecodiff@0.4"] and result["fails"] == 1
-    assert len(result["items"]) == 1 and result["items"][0].startswith("r2 vs r1: digits-sdxl/ecodiff@0.4 latency_image_s")
+    assert len(result["items"]) == 1 and result["items"][0].startswith(
+        "r2 vs r1: digits-sdxl/ecodiff@0.4 latency_image_s"
+    )
 
     # the section alone, screenshotted: the plots are drawn (not blank)
     alone = tmp_path / "alone.html"
     alone.write_text(page.replace("</style>", "body > *:not(#release-history){display:none}</style>"))
     shot = tmp_path / "history.png"
-    res = _chromium(["--window-size=1280,1600", "--virtual-time-budget=10000", f"--screenshot={shot}",
-                     alone.as_uri()], tmp_path / "profile2")
+    res = _chromium(
+        ["--window-size=1280,1600", "--virtual-time-budget=10000", f"--screenshot={shot}", alone.as_uri()],
+        tmp_path / "profile2",
+    )
     assert shot.exists(), res.stderr[-2000:]
     from PIL import Image
 

@@ -153,17 +153,31 @@ def test_export_wide_and_long_carry_percentiles_intervals_and_wh_per_1000(db, tm
 
     assert run(["export", str(tmp_path / "wide.csv"), "--run-id", "run-base"], db).exit_code == 0
     wide = pd.read_csv(tmp_path / "wide.csv")
-    for col in ("latency_image_s__p50", "latency_image_s__p99", "latency_image_s__ci_low",
-                "latency_ratio_vs_base__ci_high", "energy_wh_per_1000_images"):
+    for col in (
+        "latency_image_s__p50",
+        "latency_image_s__p99",
+        "latency_image_s__ci_low",
+        "latency_ratio_vs_base__ci_high",
+        "energy_wh_per_1000_images",
+    ):
         assert col in wide.columns, col
     base = wide[wide["method"] == "base"].iloc[0]
     assert base["energy_wh_per_1000_images"] == pytest.approx(base["energy_image_j"] * 1000 / 3600)
     res = run(["export", str(tmp_path / "long.parquet"), "--run-id", "run-base", "--layout", "long"], db)
     assert res.exit_code == 0, res.output
     long = pd.read_parquet(tmp_path / "long.parquet")
-    assert {"record_id", "metric", "value", "unit", "value_status", "p50", "p90", "p99", "ci_low", "ci_high"} <= set(
-        long.columns
-    )
+    assert {
+        "record_id",
+        "metric",
+        "value",
+        "unit",
+        "value_status",
+        "p50",
+        "p90",
+        "p99",
+        "ci_low",
+        "ci_high",
+    } <= set(long.columns)
     wh = long[(long["metric"] == "energy_wh_per_1000_images") & (long["method"] == "base")]
     assert len(wh) == 1 and wh["unit"].iloc[0] == "Wh/1000 images" and wh["ci_low"].iloc[0] > 0
 

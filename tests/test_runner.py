@@ -85,7 +85,9 @@ def test_run_measures_every_variant_then_skips_them(tmp_path, tiny_dirs):
         assert 0.3 <= m["params_removed_frac"]["value"] < 0.6
         assert 0 < m["ssim_vs_base"]["value"] <= 1
         assert not Path(r["artifacts"]["plan"]).is_absolute()  # relative to the store's folder
-        assert artifact_path(r, "plan", store.path).exists() and artifact_path(r, "samples", store.path).exists()
+        assert (
+            artifact_path(r, "plan", store.path).exists() and artifact_path(r, "samples", store.path).exists()
+        )
         for name in ("latency_image_s", "energy_image_j", "flops_per_step", "pruning_time_s"):
             assert name in m
     eco = next(r for r in pruned if r["method"] == "ecodiff")
@@ -166,14 +168,24 @@ def test_pruned_model_written_by_run_loads_with_pruning_load(tmp_path, tiny_dirs
 
     card = ModelCard.load(artifact_path(record, "model_dir", store) / "README.md")
     assert card.data.library_name == "diffusers" and card.data.pruning["method"] == "magnitude"
-    m, base = record["metrics"], next(r for r in Store(tmp_path / "out" / "store.sqlite").records()
-                                      if r["method"] == "base")["metrics"]
+    m, base = (
+        record["metrics"],
+        next(r for r in Store(tmp_path / "out" / "store.sqlite").records() if r["method"] == "base")[
+            "metrics"
+        ],
+    )
     ratio = m["params"]["value"] / base["params"]["value"]
-    assert f"| params | {m['params']['value']:,.0f} | {base['params']['value']:,.0f} | {ratio:.3f} |" in card.text
+    assert (
+        f"| params | {m['params']['value']:,.0f} | {base['params']['value']:,.0f} | {ratio:.3f} |"
+        in card.text
+    )
     assert f"| {m['latency_ratio_vs_base']['value']:.3f} |" in card.text.split("| latency_image_s |")[1]
     assert str(tmp_path) not in card.content
     s = record["settings"]  # the call settings as the record spells them (steps, guidance)
-    assert f"- sampling: {s['steps']} steps, guidance {s['guidance']}, {s['width']}x{s['height']} px" in card.text
+    assert (
+        f"- sampling: {s['steps']} steps, guidance {s['guidance']}, {s['width']}x{s['height']} px"
+        in card.text
+    )
 
 
 @pytest.mark.slow
@@ -238,8 +250,14 @@ def test_gate_passes_an_unchanged_rerun_twice_and_fails_a_planted_slowdown(tmp_p
     data = yaml.safe_load(suite.read_text())
     data["regression"] = {"thresholds": {"latency_image_s": {"max_increase_frac": 0.10}}}
     # enough rounds for intervals of a few per cent even on a busy shared machine
-    data["performance"]["latency"] = {"warmup": 2, "min_reps": 10, "min_seconds": 1, "max_reps": 400,
-                                      "max_seconds": 20, "precision": 0.03}
+    data["performance"]["latency"] = {
+        "warmup": 2,
+        "min_reps": 10,
+        "min_seconds": 1,
+        "max_reps": 400,
+        "max_seconds": 20,
+        "precision": 0.03,
+    }
     suite.write_text(yaml.safe_dump(data))
     store = tmp_path / "out" / "store.sqlite"
     assert CliRunner().invoke(main, ["run", str(suite)]).exit_code == 0
@@ -283,7 +301,9 @@ def test_gate_passes_an_unchanged_rerun_twice_and_fails_a_planted_slowdown(tmp_p
 def test_ecodiff_trains_one_mask_set_per_ratio_and_records_it(tmp_path, tiny_dirs):
     import pruning
 
-    methods = [{"name": "ecodiff", "ratios": [0.2, 0.4], "options": {"steps": 3, "batch": 2, "accumulate": 1}}]
+    methods = [
+        {"name": "ecodiff", "ratios": [0.2, 0.4], "options": {"steps": 3, "batch": 2, "accumulate": 1}}
+    ]
     result = CliRunner().invoke(main, ["prune", str(_suite(tmp_path, tiny_dirs, methods=methods))])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "out" / "cache" / "scores").iterdir())) == 2  # keyed by ratio

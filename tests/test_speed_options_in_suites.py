@@ -118,7 +118,9 @@ def test_run_applies_inference_options_and_aligned_plans(tmp_path):
     import pruning
     from ecodiff_bench.core.record import artifact_path
 
-    plan = pruning.PruningPlan.load(artifact_path(records["magnitude"], "plan", tmp_path / "out" / "store.sqlite"))
+    plan = pruning.PruningPlan.load(
+        artifact_path(records["magnitude"], "plan", tmp_path / "out" / "store.sqlite")
+    )
     assert plan.info["align"]["multiple"] == 8
     assert all(
         len(m.kept) in (0, m.total) or len(m.kept) % 8 == 0 for m in plan.modules.values() if m.kind == "ffn"

@@ -15,8 +15,14 @@ from ecodiff_bench import zoo
 from ecodiff_bench.zoo import data
 
 GENERATORS = list(zoo.GENERATORS)
-OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "DIFFUSERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+OFFLINE_ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "DIFFUSERS_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+}
 # sha256 of the comma-joined held-out indices of the fixed split (seed 0): guards against silent changes
 HELDOUT_SHA256 = "03c06296422010ed0409047bf64c5751b47a23d216683896226f072c115262d7"
 
@@ -77,7 +83,9 @@ def test_prompts_and_captions():
 
 def test_import_is_light():
     code = "import sys, ecodiff_bench.zoo as z; z.ZOO_NAMES; z.list_models(); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=OFFLINE_ENV, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=OFFLINE_ENV, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 
@@ -105,8 +113,11 @@ def test_card_fields(name):
         assert c["heldout_zero_shot_accuracy"]["value"] >= 0.9
         assert c["heldout_zero_shot_accuracy"]["n_samples"] == len(data.split_indices()[1])
         return
-    parts = {k: v for k, v in c["params"].items() if k not in ("total", "unet_transformer_blocks",
-                                                                "transformer_blocks")}
+    parts = {
+        k: v
+        for k, v in c["params"].items()
+        if k not in ("total", "unet_transformer_blocks", "transformer_blocks")
+    }
     assert sum(parts.values()) == c["params"]["total"]
     kw = c["call_kwargs"]
     for key in ("num_inference_steps", "guidance_scale", "height", "width"):
@@ -188,8 +199,14 @@ STOCK_SCRIPT = textwrap.dedent(
 def test_stock_diffusers_loads_and_generates(name, tmp_path):
     path = zoo.zoo_path(name)
     env = {**OFFLINE_ENV, "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": ""}
-    out = subprocess.run([sys.executable, "-c", STOCK_SCRIPT, str(path)], capture_output=True, text=True,
-                         env=env, timeout=120, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", STOCK_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     expected = {"sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline"}[zoo.FAMILIES[name].split("-")[0]]
@@ -206,14 +223,21 @@ def test_sdxl_sampler_matches_pipeline():
     pipe = StableDiffusionXLPipeline.from_pretrained(str(zoo.zoo_path("digits-sdxl")), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     prompts = [data.prompt_for(3), data.prompt_for(8)]
-    out = pipe(prompt=prompts, generator=torch.Generator().manual_seed(1), output_type="latent",
-               num_inference_steps=3, guidance_scale=5.0).images
+    out = pipe(
+        prompt=prompts,
+        generator=torch.Generator().manual_seed(1),
+        output_type="latent",
+        num_inference_steps=3,
+        guidance_scale=5.0,
+    ).images
     z = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(1))
     ids = pipe.tokenizer(prompts, padding="max_length", max_length=16, return_tensors="pt").input_ids
     with torch.no_grad():
         e, p = sdxl.encode_text(pipe.text_encoder, pipe.text_encoder_2, ids)
     sig, ts, init = sdxl.schedule(dict(pipe.scheduler.config), 3)
-    mine = sdxl.euler_sample(pipe.unet, z, e, p, sig, ts, init, 5.0, (torch.zeros_like(e), torch.zeros_like(p)))
+    mine = sdxl.euler_sample(
+        pipe.unet, z, e, p, sig, ts, init, 5.0, (torch.zeros_like(e), torch.zeros_like(p))
+    )
     torch.testing.assert_close(mine, out, atol=1e-4, rtol=1e-4)
 
 
@@ -226,8 +250,16 @@ def test_flux_sampler_matches_pipeline():
     pipe = FluxPipeline.from_pretrained(str(zoo.zoo_path("digits-flux")), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     prompts = [data.prompt_for(2), data.prompt_for(5)]
-    out = pipe(prompt=prompts, generator=torch.Generator().manual_seed(1), output_type="latent",
-               num_inference_steps=3, guidance_scale=3.5, height=16, width=16, max_sequence_length=16).images
+    out = pipe(
+        prompt=prompts,
+        generator=torch.Generator().manual_seed(1),
+        output_type="latent",
+        num_inference_steps=3,
+        guidance_scale=3.5,
+        height=16,
+        width=16,
+        max_sequence_length=16,
+    ).images
     z = flux.pack(torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(1)))
     ci = pipe.tokenizer(prompts, padding="max_length", max_length=16, return_tensors="pt").input_ids
     ti = pipe.tokenizer_2(prompts, padding="max_length", max_length=16, return_tensors="pt").input_ids
@@ -268,8 +300,9 @@ def test_digits_clip_registered_with_open_clip():
 
     zoo.load_digits_clip()
     assert "digits-clip" in open_clip.list_models()
-    model = open_clip.create_model("digits-clip", pretrained=str(zoo.zoo_path("digits-clip") /
-                                                                  "open_clip_model.safetensors"))
+    model = open_clip.create_model(
+        "digits-clip", pretrained=str(zoo.zoo_path("digits-clip") / "open_clip_model.safetensors")
+    )
     assert sum(p.numel() for p in model.parameters()) == zoo.card("digits-clip")["params"]["total"]
 
 
@@ -287,8 +320,9 @@ def test_train_clip_smoke(tmp_path):
 
 @pytest.mark.parametrize("name", ["digits-sdxl-turbo", "digits-flux-schnell"])
 def test_train_student_smoke(name, tmp_path):
-    out = zoo.train(name, tmp_path / name, iters=2, n_pairs=8, teacher_steps=2, batch=4, evaluate=False,
-                    progress=False)
+    out = zoo.train(
+        name, tmp_path / name, iters=2, n_pairs=8, teacher_steps=2, batch=4, evaluate=False, progress=False
+    )
     c = json.loads((out / "zoo_card.json").read_text())
     assert c["teacher"] == zoo.TEACHERS[name] and c["recipe"]["iters"] == 2
     assert c["family"] == zoo.FAMILIES[name] and c["call_kwargs"]["guidance_scale"] == 0.0
@@ -302,8 +336,16 @@ def test_train_rejects_unknown_settings(tmp_path):
 
 @pytest.mark.parametrize("name", ["digits-sdxl", "digits-flux"])
 def test_train_teacher_smoke(name, tmp_path):
-    out = zoo.train(name, tmp_path / name, iters=2, vae_iters=2, batch=8, evaluate=False, progress=False,
-                    **({"distill_iters": 2} if name == "digits-flux" else {}))
+    out = zoo.train(
+        name,
+        tmp_path / name,
+        iters=2,
+        vae_iters=2,
+        batch=8,
+        evaluate=False,
+        progress=False,
+        **({"distill_iters": 2} if name == "digits-flux" else {}),
+    )
     c = json.loads((out / "zoo_card.json").read_text())
     assert c["recipe"]["iters"] == 2 and c["recognisability"] is None and c["training_time_s"] > 0
     assert (out / "model_index.json").is_file()

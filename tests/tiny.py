@@ -40,7 +40,9 @@ def clip_tokenizer():
 def t5_tokenizer():
     from transformers import T5TokenizerFast
 
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("\u2581" + w, -float(i)) for i, w in enumerate(WORDS)]
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [
+        ("\u2581" + w, -float(i)) for i, w in enumerate(WORDS)
+    ]
     return T5TokenizerFast(vocab=pieces, extra_ids=0)
 
 
@@ -50,9 +52,16 @@ def _clip_text(projection: bool, seed: int):
     torch.manual_seed(seed)
     vocab_size = len(clip_tokenizer())
     cfg = CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_attention_heads=4,
-        num_hidden_layers=2, max_position_embeddings=16, projection_dim=32,
-        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=16,
+        projection_dim=32,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
     )
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg).eval()
 
@@ -62,9 +71,15 @@ def _vae(seed: int):
 
     torch.manual_seed(seed)
     return AutoencoderKL(
-        block_out_channels=(8,), in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",), norm_num_groups=4,
-        scaling_factor=1.0, shift_factor=0.0,
+        block_out_channels=(8,),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        norm_num_groups=4,
+        scaling_factor=1.0,
+        shift_factor=0.0,
     ).eval()
 
 
@@ -73,12 +88,21 @@ def sdxl_unet(sample_size: int = 8, block_out_channels: tuple[int, int] = (16, 3
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=block_out_channels, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=(2, 4),
-        transformer_layers_per_block=(1, 2), use_linear_projection=True, cross_attention_dim=64,
-        addition_embed_type="text_time", addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=6 * 8 + 32, norm_num_groups=norm_num_groups,
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=block_out_channels,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=(2, 4),
+        transformer_layers_per_block=(1, 2),
+        use_linear_projection=True,
+        cross_attention_dim=64,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32,
+        norm_num_groups=norm_num_groups,
     ).eval()
 
 
@@ -88,11 +112,21 @@ def sdxl_pipeline(seed: int = 0, scheduler: str = "euler"):
     torch.manual_seed(seed)
     unet = sdxl_unet()
     sched_cls = EulerAncestralDiscreteScheduler if scheduler == "euler-ancestral" else EulerDiscreteScheduler
-    sched = sched_cls(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="leading",
-                      steps_offset=1)
+    sched = sched_cls(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
     pipe = StableDiffusionXLPipeline(
-        vae=_vae(seed + 1), text_encoder=_clip_text(False, seed + 2), text_encoder_2=_clip_text(True, seed + 3),
-        tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(), unet=unet, scheduler=sched,
+        vae=_vae(seed + 1),
+        text_encoder=_clip_text(False, seed + 2),
+        text_encoder_2=_clip_text(True, seed + 3),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(),
+        unet=unet,
+        scheduler=sched,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -104,20 +138,39 @@ def flux_pipeline(seed: int = 0, guidance_embeds: bool = True):
 
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=8,
-        num_attention_heads=3, joint_attention_dim=32, pooled_projection_dim=32,
-        guidance_embeds=guidance_embeds, axes_dims_rope=(2, 2, 4),
+        patch_size=1,
+        in_channels=16,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=3,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(2, 2, 4),
     ).eval()
     torch.manual_seed(seed + 4)
-    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer()) + 4, d_model=32, d_kv=8, d_ff=37,
-                                 num_layers=2, num_heads=4)).eval()
+    t5 = T5EncoderModel(
+        T5Config(vocab_size=len(t5_tokenizer()) + 4, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4)
+    ).eval()
     pipe = FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_vae(seed + 1), text_encoder=_clip_text(False, seed + 2),
-        tokenizer=clip_tokenizer(), text_encoder_2=t5, tokenizer_2=t5_tokenizer(), transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_vae(seed + 1),
+        text_encoder=_clip_text(False, seed + 2),
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=t5,
+        tokenizer_2=t5_tokenizer(),
+        transformer=transformer,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 SDXL_CALL = {"num_inference_steps": 4, "guidance_scale": 5.0, "height": 16, "width": 16}
-FLUX_CALL = {"num_inference_steps": 4, "guidance_scale": 3.5, "height": 16, "width": 16, "max_sequence_length": 8}
+FLUX_CALL = {
+    "num_inference_steps": 4,
+    "guidance_scale": 3.5,
+    "height": 16,
+    "width": 16,
+    "max_sequence_length": 8,
+}

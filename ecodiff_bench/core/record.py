@@ -38,7 +38,7 @@ anywhere in a record (JSON has none: a value that could not be measured is ``una
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,7 +70,7 @@ RECORD_COLUMNS: tuple[str, ...] = (
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class RunRecord(BaseModel):

@@ -18,7 +18,7 @@ import functools
 import os
 import platform
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +244,7 @@ def emissions_csv_row(
     row: dict[str, Any] = {c: "" for c in emissions_csv_columns()}
     row.update(
         {
-            "timestamp": (timestamp or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+            "timestamp": (timestamp or datetime.now(UTC)).isoformat(timespec="seconds"),
             "project_name": project_name,
             "run_id": run_id,
             "experiment_id": experiment_id,

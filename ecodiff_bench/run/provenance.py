@@ -11,7 +11,7 @@ import platform
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -145,7 +145,7 @@ def _torch_info() -> dict[str, Any]:
 def collect_provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The provenance dict of a run record (``extra`` is merged in: seeds, metric settings, ...)."""
     prov: dict[str, Any] = {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "git": git_info(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

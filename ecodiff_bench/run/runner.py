@@ -18,7 +18,7 @@ import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 
@@ -129,7 +129,7 @@ def _open_store(suite: Suite, out: Path) -> Store:
 def _context(suite: Suite, smoke: bool, out: Path, store: Store | None) -> Context:
     _quiet_libraries()
     world = distributed.world()
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
     run_id = distributed.broadcast_json(run_id)  # rank 0's
     thresholds = {k: v.model_dump(exclude_none=True) for k, v in suite.regression.thresholds.items()}
     provenance = collect_provenance({"suite_file": suite.source, "smoke": smoke, "thresholds": thresholds})

@@ -39,7 +39,11 @@ TEACHERS: dict[str, str] = {"digits-sdxl-turbo": "digits-sdxl", "digits-flux-sch
 # Order in which `train_all` builds the zoo: the classifier first (it scores the generators),
 # teachers before their students.
 TRAIN_ORDER: tuple[str, ...] = (
-    "digits-clip", "digits-sdxl", "digits-flux", "digits-sdxl-turbo", "digits-flux-schnell",
+    "digits-clip",
+    "digits-sdxl",
+    "digits-flux",
+    "digits-sdxl-turbo",
+    "digits-flux-schnell",
 )
 GENERATORS: tuple[str, ...] = tuple(n for n in ZOO_NAMES if n != "digits-clip")
 
@@ -174,7 +178,20 @@ def encode_images(model, images, **kwargs):
 
 
 __all__ = [
-    "CARD_FILE", "FAMILIES", "GENERATORS", "MODELS_DIR", "TEACHERS", "TRAIN_ORDER", "ZOO_NAMES",
-    "ZooModelMissing", "card", "encode_images", "evaluate", "list_models", "load_digits_clip", "train", "train_all",
+    "CARD_FILE",
+    "FAMILIES",
+    "GENERATORS",
+    "MODELS_DIR",
+    "TEACHERS",
+    "TRAIN_ORDER",
+    "ZOO_NAMES",
+    "ZooModelMissing",
+    "card",
+    "encode_images",
+    "evaluate",
+    "list_models",
+    "load_digits_clip",
+    "train",
+    "train_all",
     "zoo_path",
 ]

@@ -39,8 +39,11 @@ class DigitsClassifier:
         return self.predict(x, value_range=(-1.0, 1.0))
 
 
-def zero_shot_classify(images: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0),
-                       classifier: DigitsClassifier | None = None) -> torch.Tensor:
+def zero_shot_classify(
+    images: torch.Tensor,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    classifier: DigitsClassifier | None = None,
+) -> torch.Tensor:
     """Digit predicted by digits-clip for each image."""
     return (classifier or DigitsClassifier()).predict(images, value_range)
 
@@ -59,8 +62,9 @@ def sample_seeds(seed: int, per_digit: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def generate_digits(pipe, call_kwargs: dict[str, Any], per_digit: int = 20, seed: int = 0,
-                    batch_digits: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_digits(
+    pipe, call_kwargs: dict[str, Any], per_digit: int = 20, seed: int = 0, batch_digits: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate per_digit images for each digit with the pipeline; returns ([N,3,H,W] in [0,1], labels)."""
     seeds = sample_seeds(seed, per_digit)
     images, labels = [], []
@@ -74,8 +78,13 @@ def generate_digits(pipe, call_kwargs: dict[str, Any], per_digit: int = 20, seed
     return torch.cat(images), torch.tensor(labels)
 
 
-def recognisability(pipe, call_kwargs: dict[str, Any], per_digit: int = 20, seed: int = 0,
-                    classifier: DigitsClassifier | None = None) -> dict[str, Any]:
+def recognisability(
+    pipe,
+    call_kwargs: dict[str, Any],
+    per_digit: int = 20,
+    seed: int = 0,
+    classifier: DigitsClassifier | None = None,
+) -> dict[str, Any]:
     """Fraction of generated samples classified as the prompted digit (plus per-digit values)."""
     clf = classifier or DigitsClassifier()
     images, labels = generate_digits(pipe, call_kwargs, per_digit=per_digit, seed=seed)

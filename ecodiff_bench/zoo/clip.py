@@ -141,8 +141,13 @@ def load_digits_clip(device: str | torch.device = "cpu", model_dir: str | Path |
     return model, preprocess, tokenizer
 
 
-def encode_images(model, images: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0),
-                  normalize: bool = True, batch: int = 512) -> torch.Tensor:
+def encode_images(
+    model,
+    images: torch.Tensor,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    normalize: bool = True,
+    batch: int = 512,
+) -> torch.Tensor:
     """Image features for a batch of RGB tensors (N, 3, H, W) with values in ``value_range``.
 
     Pipelines return [0, 1] with ``output_type="pt"``; the zoo's data is in [-1, 1]. Images of another
@@ -158,8 +163,13 @@ def encode_images(model, images: torch.Tensor, value_range: tuple[float, float] 
                 x = x.expand(-1, 3, -1, -1)
             x = (x - lo) / (hi - lo) * 2.0 - 1.0  # mean = std = 0.5 normalization
             if x.shape[-2:] != (data.IMAGE_SIZE, data.IMAGE_SIZE):
-                x = F.interpolate(x, size=(data.IMAGE_SIZE, data.IMAGE_SIZE), mode="bilinear",
-                                  antialias=True, align_corners=False)
+                x = F.interpolate(
+                    x,
+                    size=(data.IMAGE_SIZE, data.IMAGE_SIZE),
+                    mode="bilinear",
+                    antialias=True,
+                    align_corners=False,
+                )
             f = model.encode_image(x)
             feats.append(F.normalize(f, dim=-1) if normalize else f)
     return torch.cat(feats)
@@ -183,7 +193,9 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     scale = 1.0 + (torch.rand(n, generator=gen) - 0.5) * 0.25
     shift = (torch.rand(n, 2, generator=gen) - 0.5) * 2 * 0.2  # +-1.6 px of 16
     cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0
     # blur a third of the images
@@ -204,7 +216,9 @@ def _build_model(r: ClipRecipe):
     from open_clip.model import CLIP
 
     cfg = model_config(r)
-    model = CLIP(embed_dim=cfg["embed_dim"], vision_cfg=dict(cfg["vision_cfg"]), text_cfg=dict(cfg["text_cfg"]))
+    model = CLIP(
+        embed_dim=cfg["embed_dim"], vision_cfg=dict(cfg["vision_cfg"]), text_cfg=dict(cfg["text_cfg"])
+    )
     return model, cfg
 
 
@@ -225,7 +239,9 @@ def train_clip(out_dir: Path, *, seed: int = 0, progress: bool = True, **overrid
     captions = data.all_captions()
     tok = build_clip_tokenizer()  # saved below as it stands after this call (tokenizer.json keeps padding)
     cap_ids = torch.tensor(
-        tok([c for c, _ in captions], padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True).input_ids
+        tok(
+            [c for c, _ in captions], padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True
+        ).input_ids
     )
     model, cfg = _build_model(r)
     opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
@@ -261,8 +277,11 @@ def train_clip(out_dir: Path, *, seed: int = 0, progress: bool = True, **overrid
         "name": OPEN_CLIP_NAME,
         "family": "clip",
         "description": "open_clip ViT (16x16 input, patch 2) + text transformer, contrastive on digits (train split)",
-        "params": {"visual": count_params(m.visual), "text": count_params(m) - count_params(m.visual),
-                   "total": count_params(m)},
+        "params": {
+            "visual": count_params(m.visual),
+            "text": count_params(m) - count_params(m.visual),
+            "total": count_params(m),
+        },
         "training_time_s": round(train_s, 2),
         "training_cpu_time_s": round(train_cpu_s, 2),
         "training_threads": torch.get_num_threads(),
@@ -273,9 +292,12 @@ def train_clip(out_dir: Path, *, seed: int = 0, progress: bool = True, **overrid
         "teacher": None,
         "seed": seed,
         "recipe": dataclasses.asdict(r),
-        "open_clip": {"load": "open_clip.create_model_and_transforms('local-dir:<this folder>')",
-                      "registered_name": OPEN_CLIP_NAME, "context_length": CLIP_MAX_LENGTH,
-                      "image_value_range": [-1.0, 1.0]},
+        "open_clip": {
+            "load": "open_clip.create_model_and_transforms('local-dir:<this folder>')",
+            "registered_name": OPEN_CLIP_NAME,
+            "context_length": CLIP_MAX_LENGTH,
+            "image_value_range": [-1.0, 1.0],
+        },
         "weights_bytes": weight_bytes(final),
     }
     write_json(final / CARD_FILE, card)

@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from . import data
 
 CARD_FILE = "zoo_card.json"
-TIME_NOTE = ("training_time_s is wall-clock on the machine that trained it (shared 2-core CPU, other jobs "
-             "running); training_cpu_time_s is this process's CPU time")
+TIME_NOTE = (
+    "training_time_s is wall-clock on the machine that trained it (shared 2-core CPU, other jobs "
+    "running); training_cpu_time_s is this process's CPU time"
+)
 
 
 def train_threads() -> int:
@@ -124,8 +126,13 @@ def shift_images(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     return out
 
 
-def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, module: torch.nn.Module | None = None,
-                   ema: EMA | None = None, max_grad_norm: float = 1.0) -> None:
+def optimizer_step(
+    opt: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    module: torch.nn.Module | None = None,
+    ema: EMA | None = None,
+    max_grad_norm: float = 1.0,
+) -> None:
     """zero_grad, backward, step; with ``module``, its gradients are clipped to ``max_grad_norm`` before the
     step and ``ema`` (if given) is updated from it after."""
     opt.zero_grad(set_to_none=True)
@@ -218,7 +225,9 @@ def pick_captions(labels: torch.Tensor, canonical_prob: float, gen: torch.Genera
 
 def train_recipe_vae(x_train: torch.Tensor, r, gen: torch.Generator, progress: bool):
     """The teachers' VAE (``r.vae_channels``, ``r.vae_iters``) and the posterior means and stds of x_train."""
-    vae = train_vae(x_train, VAEConfig(block_out_channels=tuple(r.vae_channels), iters=r.vae_iters), gen, progress)
+    vae = train_vae(
+        x_train, VAEConfig(block_out_channels=tuple(r.vae_channels), iters=r.vae_iters), gen, progress
+    )
     lat_mean, lat_std = encode_posteriors(vae, x_train)
     return vae, lat_mean, lat_std
 
@@ -230,8 +239,13 @@ def heldout_recon_mse(vae) -> dict[str, float]:
 
 def call_settings(steps: int, guidance: float, **extra: Any) -> dict[str, Any]:
     """A generator's default pipeline call (the card's ``call_kwargs``) at the zoo's image size."""
-    return {"num_inference_steps": steps, "guidance_scale": guidance, "height": data.IMAGE_SIZE,
-            "width": data.IMAGE_SIZE, **extra}
+    return {
+        "num_inference_steps": steps,
+        "guidance_scale": guidance,
+        "height": data.IMAGE_SIZE,
+        "width": data.IMAGE_SIZE,
+        **extra,
+    }
 
 
 def pipeline_params(pipe, denoiser: str, blocks_key: str, in_blocks: Callable[[str], bool]) -> dict[str, int]:
@@ -287,9 +301,17 @@ class DistillPairs:
         return self.cap_emb[self.pair_cap[idx]], self.cap_pooled[self.pair_cap[idx]]
 
 
-def teacher_pairs(r: StudentRecipe, cap_emb: torch.Tensor, cap_pooled: torch.Tensor,
-                  noise_fn: Callable[[int], torch.Tensor], sample: Callable[..., torch.Tensor],
-                  gen: torch.Generator, desc: str, progress: bool, chunk: int = 200) -> DistillPairs:
+def teacher_pairs(
+    r: StudentRecipe,
+    cap_emb: torch.Tensor,
+    cap_pooled: torch.Tensor,
+    noise_fn: Callable[[int], torch.Tensor],
+    sample: Callable[..., torch.Tensor],
+    gen: torch.Generator,
+    desc: str,
+    progress: bool,
+    chunk: int = 200,
+) -> DistillPairs:
     """Teacher targets balanced over digits and caption variants: ``noise_fn(n)`` draws n noises (from
     ``gen``), ``sample(noise, emb, pooled)`` runs the teacher's sampler on them."""
     labels = torch.arange(r.n_pairs) % data.NUM_CLASSES
@@ -302,9 +324,18 @@ def teacher_pairs(r: StudentRecipe, cap_emb: torch.Tensor, cap_pooled: torch.Ten
     return DistillPairs(cap_emb, cap_pooled, pair_cap, noise, torch.cat(targets))
 
 
-def distill_student(student: torch.nn.Module, r: StudentRecipe, pairs: DistillPairs, gen: torch.Generator, *,
-                    sigmas: dict[int, torch.Tensor], predict: Callable[..., torch.Tensor], desc: str,
-                    progress: bool, init_sigma: dict[int, float] | None = None) -> EMA:
+def distill_student(
+    student: torch.nn.Module,
+    r: StudentRecipe,
+    pairs: DistillPairs,
+    gen: torch.Generator,
+    *,
+    sigmas: dict[int, torch.Tensor],
+    predict: Callable[..., torch.Tensor],
+    desc: str,
+    progress: bool,
+    init_sigma: dict[int, float] | None = None,
+) -> EMA:
     """Unroll the student's own n-step schedule (n from ``r.step_choices``) from a pair's noise, without
     gradients up to a random step k, and regress its denoised estimate there onto the teacher's latent.
 
@@ -377,5 +408,8 @@ def versions() -> dict[str, str]:
     import diffusers
     import transformers
 
-    return {"torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__}
+    return {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+    }

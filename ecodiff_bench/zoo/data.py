@@ -29,7 +29,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
 DIGIT_NAMES: tuple[str, ...] = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
 )
 PROMPT_TEMPLATE = "a handwritten digit {name}"
 PROMPTS: tuple[str, ...] = tuple(PROMPT_TEMPLATE.format(name=n) for n in DIGIT_NAMES)

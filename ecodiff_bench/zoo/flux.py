@@ -104,19 +104,41 @@ def build_text_encoders(clip_hidden: int, t5_dim: int, layers: int):
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     ids = clip_special_ids()
-    clip = CLIPTextModel(CLIPTextConfig(
-        vocab_size=ids["vocab_size"], hidden_size=clip_hidden, intermediate_size=2 * clip_hidden,
-        num_hidden_layers=layers, num_attention_heads=max(1, clip_hidden // 8),
-        max_position_embeddings=CLIP_MAX_LENGTH, bos_token_id=ids["bos_token_id"],
-        eos_token_id=ids["eos_token_id"], pad_token_id=ids["pad_token_id"], projection_dim=clip_hidden,
-        hidden_act="quick_gelu",
-    ))
-    t5 = T5EncoderModel(T5Config(
-        vocab_size=t5_vocab_size(), d_model=t5_dim, d_kv=16, d_ff=2 * t5_dim, num_layers=layers,
-        num_heads=t5_dim // 16, relative_attention_num_buckets=8, relative_attention_max_distance=16,
-        dropout_rate=0.0, feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=False,
-    ))
+    clip = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=ids["vocab_size"],
+            hidden_size=clip_hidden,
+            intermediate_size=2 * clip_hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=max(1, clip_hidden // 8),
+            max_position_embeddings=CLIP_MAX_LENGTH,
+            bos_token_id=ids["bos_token_id"],
+            eos_token_id=ids["eos_token_id"],
+            pad_token_id=ids["pad_token_id"],
+            projection_dim=clip_hidden,
+            hidden_act="quick_gelu",
+        )
+    )
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=t5_vocab_size(),
+            d_model=t5_dim,
+            d_kv=16,
+            d_ff=2 * t5_dim,
+            num_layers=layers,
+            num_heads=t5_dim // 16,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=16,
+            dropout_rate=0.0,
+            feed_forward_proj="gated-gelu",
+            is_encoder_decoder=False,
+            use_cache=False,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+            tie_word_embeddings=False,
+        )
+    )
     return clip, t5
 
 
@@ -127,9 +149,15 @@ def build_transformer(r: FluxRecipe, guidance_embeds: bool = True, latent_channe
     if sum(axes) != r.head_dim or any(a % 2 for a in axes):
         raise ValueError(f"rope_axes {axes} must be even and sum to head_dim {r.head_dim}")
     return FluxTransformer2DModel(
-        patch_size=1, in_channels=4 * latent_channels, num_layers=r.num_layers,
-        num_single_layers=r.num_single_layers, attention_head_dim=r.head_dim, num_attention_heads=r.heads,
-        joint_attention_dim=r.t5_dim, pooled_projection_dim=r.clip_hidden, guidance_embeds=guidance_embeds,
+        patch_size=1,
+        in_channels=4 * latent_channels,
+        num_layers=r.num_layers,
+        num_single_layers=r.num_single_layers,
+        attention_head_dim=r.head_dim,
+        num_attention_heads=r.heads,
+        joint_attention_dim=r.t5_dim,
+        pooled_projection_dim=r.clip_hidden,
+        guidance_embeds=guidance_embeds,
         axes_dims_rope=axes,
     )
 
@@ -139,8 +167,13 @@ def build_scheduler(dev: bool = True):
 
     if dev:  # FLUX-dev: resolution-dependent shift
         return FlowMatchEulerDiscreteScheduler(
-            num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-            base_image_seq_len=(LATENT // 2) ** 2, max_image_seq_len=256,
+            num_train_timesteps=1000,
+            shift=3.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=(LATENT // 2) ** 2,
+            max_image_seq_len=256,
         )
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False)
 
@@ -148,8 +181,15 @@ def build_scheduler(dev: bool = True):
 def make_pipeline(transformer, clip, t5, vae, scheduler):
     from diffusers import FluxPipeline
 
-    return FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=build_clip_tokenizer(),
-                        text_encoder_2=t5, tokenizer_2=build_t5_tokenizer(), transformer=transformer)
+    return FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=clip,
+        tokenizer=build_clip_tokenizer(),
+        text_encoder_2=t5,
+        tokenizer_2=build_t5_tokenizer(),
+        transformer=transformer,
+    )
 
 
 def build_random_pipeline(seed: int = 0, guidance_embeds: bool = True, **overrides):
@@ -160,7 +200,9 @@ def build_random_pipeline(seed: int = 0, guidance_embeds: bool = True, **overrid
 
     vae = build_vae(VAEConfig(block_out_channels=tuple(r.vae_channels)), data.IMAGE_SIZE)
     clip, t5 = build_text_encoders(r.clip_hidden, r.t5_dim, r.text_layers)
-    return make_pipeline(build_transformer(r, guidance_embeds), clip, t5, vae, build_scheduler(guidance_embeds))
+    return make_pipeline(
+        build_transformer(r, guidance_embeds), clip, t5, vae, build_scheduler(guidance_embeds)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -202,9 +244,13 @@ def schedule(scheduler_config: dict, n: int, image_seq_len: int = (LATENT // 2) 
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
     s = FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
-    mu = calculate_shift(image_seq_len, s.config.get("base_image_seq_len", 256),
-                         s.config.get("max_image_seq_len", 4096), s.config.get("base_shift", 0.5),
-                         s.config.get("max_shift", 1.15))
+    mu = calculate_shift(
+        image_seq_len,
+        s.config.get("base_image_seq_len", 256),
+        s.config.get("max_image_seq_len", 4096),
+        s.config.get("base_shift", 0.5),
+        s.config.get("max_shift", 1.15),
+    )
     s.set_timesteps(sigmas=np.linspace(1.0, 1 / n, n), mu=mu)
     return s.sigmas.float().clone()
 
@@ -224,8 +270,15 @@ def velocity(tr, x, sigma, emb, pooled, guidance: float | torch.Tensor | None):
     g = None
     if tr.config.guidance_embeds:
         g = guidance if torch.is_tensor(guidance) else torch.full((b,), float(guidance if guidance else 1.0))
-    return tr(hidden_states=x, timestep=t, guidance=g, pooled_projections=pooled, encoder_hidden_states=emb,
-              txt_ids=txt_ids[: emb.shape[1]], img_ids=img_ids).sample
+    return tr(
+        hidden_states=x,
+        timestep=t,
+        guidance=g,
+        pooled_projections=pooled,
+        encoder_hidden_states=emb,
+        txt_ids=txt_ids[: emb.shape[1]],
+        img_ids=img_ids,
+    ).sample
 
 
 @torch.no_grad()
@@ -240,8 +293,9 @@ def flow_sample(tr, z, emb, pooled, sigmas, guidance=None):
 # Teacher
 
 
-def train_flux(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate: bool = True,
-               **overrides) -> Path:
+def train_flux(
+    out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate: bool = True, **overrides
+) -> Path:
     r = apply_overrides(FluxRecipe(), overrides)
     gen = setup_torch(seed)
     times: dict[str, float] = {}
@@ -272,7 +326,9 @@ def train_flux(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
         return e_mu * u / (1 + (e_mu - 1) * u)
 
     def batch_latents(idx):
-        lat = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen) - shift) * scaling
+        lat = (
+            lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen) - shift
+        ) * scaling
         return pack(lat)
 
     model.train()
@@ -281,7 +337,9 @@ def train_flux(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
         idx = torch.randint(0, len(x_train), (r.batch,), generator=gen)
         x0 = batch_latents(idx)
         cap = pick_captions(y_train[idx], r.canonical_prob, gen)
-        cap = torch.where(torch.rand(r.batch, generator=gen) < r.cfg_dropout, torch.full_like(cap, empty), cap)
+        cap = torch.where(
+            torch.rand(r.batch, generator=gen) < r.cfg_dropout, torch.full_like(cap, empty), cap
+        )
         emb, pooled = encode_text(clip, t5, c_ids[cap], t_ids[cap])
         s = sample_sigmas(r.batch)
         noise = torch.randn(x0.shape, generator=gen)
@@ -313,9 +371,14 @@ def train_flux(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
         g = g_lo + (g_hi - g_lo) * torch.rand(r.batch, generator=gen)
         emb, pooled = cap_emb[cap], cap_pooled[cap]
         with torch.no_grad():
-            both = velocity(teacher, torch.cat([xt, xt]), torch.cat([s, s]),
-                            torch.cat([cap_emb[[empty] * r.batch], emb]),
-                            torch.cat([cap_pooled[[empty] * r.batch], pooled]), 1.0)
+            both = velocity(
+                teacher,
+                torch.cat([xt, xt]),
+                torch.cat([s, s]),
+                torch.cat([cap_emb[[empty] * r.batch], emb]),
+                torch.cat([cap_pooled[[empty] * r.batch], pooled]),
+                1.0,
+            )
             vu, vc = both.chunk(2)
             target = vu + g[:, None, None] * (vc - vu)
         loss = F.mse_loss(velocity(student, xt, s, emb, pooled, g), target)
@@ -323,15 +386,33 @@ def train_flux(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
     times["guidance_distill_s"] = time.perf_counter() - t0
     train_s, train_cpu_s = time.perf_counter() - t_all, time.process_time() - c_all
 
-    pipe = make_pipeline(ema2.shadow if r.distill_iters > 0 else teacher, clip_f, t5_f, vae, build_scheduler(True))
+    pipe = make_pipeline(
+        ema2.shadow if r.distill_iters > 0 else teacher, clip_f, t5_f, vae, build_scheduler(True)
+    )
     call_kwargs = call_settings(r.num_inference_steps, r.guidance_scale, max_sequence_length=T5_MAX_LENGTH)
-    extra = {**heldout_recon_mse(vae),
-             "guidance_embedding": "distilled CFG scale (trained on g in "
-                                   f"[{g_lo}, {g_hi}] against CFG of the phase-1 model)"
-                                   if r.distill_iters > 0 else "untrained (phase 2 skipped)"}
-    final = _save(pipe, out_dir, name="digits-flux", family="flux-dev", seed=seed, recipe=r,
-                  call_kwargs=call_kwargs, train_s=train_s, train_cpu_s=train_cpu_s, times=times, teacher=None,
-                  evaluate=evaluate, per_digit=r.eval_per_digit, extra=extra)
+    extra = {
+        **heldout_recon_mse(vae),
+        "guidance_embedding": "distilled CFG scale (trained on g in "
+        f"[{g_lo}, {g_hi}] against CFG of the phase-1 model)"
+        if r.distill_iters > 0
+        else "untrained (phase 2 skipped)",
+    }
+    final = _save(
+        pipe,
+        out_dir,
+        name="digits-flux",
+        family="flux-dev",
+        seed=seed,
+        recipe=r,
+        call_kwargs=call_kwargs,
+        train_s=train_s,
+        train_cpu_s=train_cpu_s,
+        times=times,
+        teacher=None,
+        evaluate=evaluate,
+        per_digit=r.eval_per_digit,
+        extra=extra,
+    )
     if evaluate and r.distill_iters > 0:
         record_guidance_check(final)
     return final
@@ -360,8 +441,15 @@ def record_guidance_check(model_dir: Path) -> dict | None:
 # Student (schnell)
 
 
-def train_flux_schnell(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progress: bool = True,
-                       evaluate: bool = True, **overrides) -> Path:
+def train_flux_schnell(
+    out_dir: Path,
+    teacher_dir: Path,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    evaluate: bool = True,
+    **overrides,
+) -> Path:
     r = apply_overrides(SchnellRecipe(), overrides)
     gen = setup_torch(seed)
     times: dict[str, float] = {}
@@ -374,18 +462,29 @@ def train_flux_schnell(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progr
         cap_emb, cap_pooled = encode_text(teacher.text_encoder, teacher.text_encoder_2, c_ids, t_ids)
     c = teacher.vae.config.latent_channels
     sig_t = schedule(dict(teacher.scheduler.config), r.teacher_steps)
-    pairs = teacher_pairs(r, cap_emb, cap_pooled,
-                          lambda n: pack(torch.randn((n, c, LATENT, LATENT), generator=gen)),
-                          lambda z, e, p: flow_sample(teacher.transformer, z, e, p, sig_t, r.teacher_guidance),
-                          gen, "schnell: teacher targets", progress)
+    pairs = teacher_pairs(
+        r,
+        cap_emb,
+        cap_pooled,
+        lambda n: pack(torch.randn((n, c, LATENT, LATENT), generator=gen)),
+        lambda z, e, p: flow_sample(teacher.transformer, z, e, p, sig_t, r.teacher_guidance),
+        gen,
+        "schnell: teacher targets",
+        progress,
+    )
     times["teacher_targets_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     cfg = dict(teacher.transformer.config)
-    student_recipe = FluxRecipe(num_layers=cfg["num_layers"], num_single_layers=cfg["num_single_layers"],
-                                heads=cfg["num_attention_heads"], head_dim=cfg["attention_head_dim"],
-                                rope_axes=tuple(cfg["axes_dims_rope"]),
-                                clip_hidden=cfg["pooled_projection_dim"], t5_dim=cfg["joint_attention_dim"])
+    student_recipe = FluxRecipe(
+        num_layers=cfg["num_layers"],
+        num_single_layers=cfg["num_single_layers"],
+        heads=cfg["num_attention_heads"],
+        head_dim=cfg["attention_head_dim"],
+        rope_axes=tuple(cfg["axes_dims_rope"]),
+        clip_hidden=cfg["pooled_projection_dim"],
+        t5_dim=cfg["joint_attention_dim"],
+    )
     student = build_transformer(student_recipe, guidance_embeds=False)
     missing, unexpected = student.load_state_dict(teacher.transformer.state_dict(), strict=False)
     if missing or any("guidance_embedder" not in k for k in unexpected):
@@ -393,23 +492,45 @@ def train_flux_schnell(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progr
     student.train()
     sched_cfg = dict(build_scheduler(dev=False).config)
     scheds = {n: schedule(sched_cfg, n) for n in r.step_choices}
-    ema = distill_student(student, r, pairs, gen, desc="digits-flux-schnell", progress=progress, sigmas=scheds,
-                          predict=lambda x, n, j, e, p: velocity(student, x, scheds[n][j], e, p, None))
+    ema = distill_student(
+        student,
+        r,
+        pairs,
+        gen,
+        desc="digits-flux-schnell",
+        progress=progress,
+        sigmas=scheds,
+        predict=lambda x, n, j, e, p: velocity(student, x, scheds[n][j], e, p, None),
+    )
     times["student_s"] = time.perf_counter() - t0
     train_s, train_cpu_s = time.perf_counter() - t_all, time.process_time() - c_all
 
-    pipe = make_pipeline(ema.shadow, teacher.text_encoder, teacher.text_encoder_2, teacher.vae,
-                         build_scheduler(dev=False))
+    pipe = make_pipeline(
+        ema.shadow, teacher.text_encoder, teacher.text_encoder_2, teacher.vae, build_scheduler(dev=False)
+    )
     call_kwargs = call_settings(r.num_inference_steps, 0.0, max_sequence_length=T5_MAX_LENGTH)
-    return _save(pipe, out_dir, name="digits-flux-schnell", family="flux-schnell", seed=seed, recipe=r,
-                 call_kwargs=call_kwargs, train_s=train_s, train_cpu_s=train_cpu_s, times=times,
-                 teacher="digits-flux", evaluate=evaluate, per_digit=r.eval_per_digit,
-                 steps_sweep=[n for n in (1, 2, 4) if n != r.num_inference_steps])
+    return _save(
+        pipe,
+        out_dir,
+        name="digits-flux-schnell",
+        family="flux-schnell",
+        seed=seed,
+        recipe=r,
+        call_kwargs=call_kwargs,
+        train_s=train_s,
+        train_cpu_s=train_cpu_s,
+        times=times,
+        teacher="digits-flux",
+        evaluate=evaluate,
+        per_digit=r.eval_per_digit,
+        steps_sweep=[n for n in (1, 2, 4) if n != r.num_inference_steps],
+    )
 
 
 @torch.no_grad()
-def guidance_check(model_dir: Path, per_digit: int = 10, seed: int = 5,
-                   scales: tuple[float, ...] = (1.0, 3.5, 6.0)) -> dict:
+def guidance_check(
+    model_dir: Path, per_digit: int = 10, seed: int = 5, scales: tuple[float, ...] = (1.0, 3.5, 6.0)
+) -> dict:
     """What the distilled guidance embedding does, measured: digits-clip accuracy and mean probability of
     the prompted digit per guidance value, and the distance of the guidance-3.5 samples to true CFG
     (``true_cfg_scale=3.5`` with the empty negative prompt, guidance input 1) versus that of plain
@@ -421,8 +542,12 @@ def guidance_check(model_dir: Path, per_digit: int = 10, seed: int = 5,
     pipe = FluxPipeline.from_pretrained(str(model_dir), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     clf = DigitsClassifier()
-    base = {"num_inference_steps": 20, "height": data.IMAGE_SIZE, "width": data.IMAGE_SIZE,
-            "max_sequence_length": T5_MAX_LENGTH}
+    base = {
+        "num_inference_steps": 20,
+        "height": data.IMAGE_SIZE,
+        "width": data.IMAGE_SIZE,
+        "max_sequence_length": T5_MAX_LENGTH,
+    }
     out: dict = {"per_guidance": {}}
     images = {}
     for g in scales:
@@ -434,11 +559,18 @@ def guidance_check(model_dir: Path, per_digit: int = 10, seed: int = 5,
             "mean_p_prompted": round(float(logits.softmax(1)[torch.arange(len(lab)), lab].mean()), 4),
         }
     n = per_digit * data.NUM_CLASSES
-    true_cfg, _ = generate_digits(pipe, dict(base, guidance_scale=1.0, true_cfg_scale=3.5, negative_prompt=[""] * n),
-                                  per_digit=per_digit, seed=seed, batch_digits=data.NUM_CLASSES)
+    true_cfg, _ = generate_digits(
+        pipe,
+        dict(base, guidance_scale=1.0, true_cfg_scale=3.5, negative_prompt=[""] * n),
+        per_digit=per_digit,
+        seed=seed,
+        batch_digits=data.NUM_CLASSES,
+    )
     if 1.0 in images and 3.5 in images:
-        out["mse_to_true_cfg_3.5"] = {"guidance_3.5": round(float((images[3.5] - true_cfg).pow(2).mean()), 5),
-                                      "guidance_1.0": round(float((images[1.0] - true_cfg).pow(2).mean()), 5)}
+        out["mse_to_true_cfg_3.5"] = {
+            "guidance_3.5": round(float((images[3.5] - true_cfg).pow(2).mean()), 5),
+            "guidance_1.0": round(float((images[1.0] - true_cfg).pow(2).mean()), 5),
+        }
     out["n_samples_per_setting"] = n
     return out
 
@@ -448,8 +580,12 @@ def guidance_check(model_dir: Path, per_digit: int = 10, seed: int = 5,
 
 
 def _params(pipe) -> dict[str, int]:
-    return pipeline_params(pipe, "transformer", "transformer_blocks",
-                           lambda n: n.startswith(("transformer_blocks.", "single_transformer_blocks.")))
+    return pipeline_params(
+        pipe,
+        "transformer",
+        "transformer_blocks",
+        lambda n: n.startswith(("transformer_blocks.", "single_transformer_blocks.")),
+    )
 
 
 def _save(pipe, out_dir: Path, **kw) -> Path:

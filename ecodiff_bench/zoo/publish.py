@@ -23,11 +23,26 @@ from .common import (
 )
 
 
-def save_pipeline(pipe, out_dir: Path, *, name: str, family: str, seed: int, recipe,
-                  call_kwargs: dict[str, Any], train_s: float, train_cpu_s: float, times: dict[str, float],
-                  teacher: str | None, evaluate: bool, per_digit: int, params: dict[str, int],
-                  clip_tokenizers: tuple[str, ...] = (), steps_sweep: list[int] | None = None,
-                  extra: dict[str, Any] | None = None) -> Path:
+def save_pipeline(
+    pipe,
+    out_dir: Path,
+    *,
+    name: str,
+    family: str,
+    seed: int,
+    recipe,
+    call_kwargs: dict[str, Any],
+    train_s: float,
+    train_cpu_s: float,
+    times: dict[str, float],
+    teacher: str | None,
+    evaluate: bool,
+    per_digit: int,
+    params: dict[str, int],
+    clip_tokenizers: tuple[str, ...] = (),
+    steps_sweep: list[int] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """save_pretrained (safetensors) into a temporary sibling folder, write the card, move into place,
     then (optionally) score recognisability by loading the written folder with diffusers."""
     out_dir = Path(out_dir)
@@ -51,8 +66,11 @@ def save_pipeline(pipe, out_dir: Path, *, name: str, family: str, seed: int, rec
         "teacher": teacher,
         "seed": seed,
         "image_size": data.IMAGE_SIZE,
-        "data": {"source": "sklearn.datasets.load_digits", "split": "train",
-                 "n_train": int(len(data.split_indices()[0]))},
+        "data": {
+            "source": "sklearn.datasets.load_digits",
+            "split": "train",
+            "n_train": int(len(data.split_indices()[0])),
+        },
         "recipe": dataclasses.asdict(recipe),
         "versions": versions(),
         "weights_bytes": weight_bytes(tmp),
@@ -65,8 +83,9 @@ def save_pipeline(pipe, out_dir: Path, *, name: str, family: str, seed: int, rec
     return final
 
 
-def evaluate_and_record(model_dir: Path, per_digit: int = 20, steps_sweep: list[int] | None = None,
-                        seed: int = 0) -> dict[str, Any] | None:
+def evaluate_and_record(
+    model_dir: Path, per_digit: int = 20, steps_sweep: list[int] | None = None, seed: int = 0
+) -> dict[str, Any] | None:
     """Score a saved generator with digits-clip (loaded with its stock diffusers class) and write the
     result into its card. Returns the recognisability dict (None when digits-clip is missing)."""
     from diffusers import DiffusionPipeline

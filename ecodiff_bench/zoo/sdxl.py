@@ -89,10 +89,16 @@ def build_text_encoders(hidden: int, layers: int):
 
     ids = clip_special_ids()
     common = dict(
-        vocab_size=ids["vocab_size"], hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=max(1, hidden // 8),
-        max_position_embeddings=CLIP_MAX_LENGTH, bos_token_id=ids["bos_token_id"],
-        eos_token_id=ids["eos_token_id"], pad_token_id=ids["pad_token_id"], projection_dim=hidden,
+        vocab_size=ids["vocab_size"],
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 8),
+        max_position_embeddings=CLIP_MAX_LENGTH,
+        bos_token_id=ids["bos_token_id"],
+        eos_token_id=ids["eos_token_id"],
+        pad_token_id=ids["pad_token_id"],
+        projection_dim=hidden,
     )
     te1 = CLIPTextModel(CLIPTextConfig(hidden_act="quick_gelu", **common))
     te2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_act="gelu", **common))
@@ -126,9 +132,15 @@ def build_scheduler(spacing: str = "leading"):
     from diffusers import EulerDiscreteScheduler
 
     return EulerDiscreteScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        prediction_type="epsilon", timestep_spacing=spacing, steps_offset=1 if spacing == "leading" else 0,
-        interpolation_type="linear", use_karras_sigmas=False,
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        timestep_spacing=spacing,
+        steps_offset=1 if spacing == "leading" else 0,
+        interpolation_type="linear",
+        use_karras_sigmas=False,
     )
 
 
@@ -137,8 +149,14 @@ def make_pipeline(unet, te1, te2, vae, scheduler):
 
     tok = build_clip_tokenizer()
     return StableDiffusionXLPipeline(
-        vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok, tokenizer_2=copy.deepcopy(tok),
-        unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True,
+        vae=vae,
+        text_encoder=te1,
+        text_encoder_2=te2,
+        tokenizer=tok,
+        tokenizer_2=copy.deepcopy(tok),
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
     )
 
 
@@ -168,7 +186,9 @@ def caption_ids() -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids of every caption variant (C, L) and their digits (C,)."""
     caps = data.all_captions()
     tok = build_clip_tokenizer()
-    ids = tok([c for c, _ in caps], padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True).input_ids
+    ids = tok(
+        [c for c, _ in caps], padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True
+    ).input_ids
     return torch.tensor(ids), torch.tensor([d for _, d in caps])
 
 
@@ -189,12 +209,22 @@ def eps_pred(unet, x, sigma, t, emb, pooled, uncond=None, guidance: float = 1.0)
     time_ids = torch.tensor(TIME_IDS, dtype=x.dtype).expand(b, -1)
     tt = torch.full((b,), float(t))
     if uncond is None or guidance == 1.0:
-        return unet(inp, tt, encoder_hidden_states=emb,
-                    added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+        return unet(
+            inp,
+            tt,
+            encoder_hidden_states=emb,
+            added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+        ).sample
     e0, p0 = uncond
-    out = unet(torch.cat([inp, inp]), torch.cat([tt, tt]), encoder_hidden_states=torch.cat([e0, emb]),
-               added_cond_kwargs={"text_embeds": torch.cat([p0, pooled]),
-                                  "time_ids": torch.cat([time_ids, time_ids])}).sample
+    out = unet(
+        torch.cat([inp, inp]),
+        torch.cat([tt, tt]),
+        encoder_hidden_states=torch.cat([e0, emb]),
+        added_cond_kwargs={
+            "text_embeds": torch.cat([p0, pooled]),
+            "time_ids": torch.cat([time_ids, time_ids]),
+        },
+    ).sample
     eu, ec = out.chunk(2)
     return eu + guidance * (ec - eu)
 
@@ -212,8 +242,9 @@ def euler_sample(unet, z, emb, pooled, sigmas, timesteps, init_sigma, guidance=1
 # Teacher
 
 
-def train_sdxl(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate: bool = True,
-               **overrides) -> Path:
+def train_sdxl(
+    out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate: bool = True, **overrides
+) -> Path:
     r = apply_overrides(SDXLRecipe(), overrides)
     gen = setup_torch(seed)
     times: dict[str, float] = {}
@@ -249,8 +280,9 @@ def train_sdxl(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
         ab = alphas_cumprod[t][:, None, None, None]
         noise = torch.randn(x0.shape, generator=gen)
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        pred = unet(xt, t, encoder_hidden_states=emb,
-                    added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+        pred = unet(
+            xt, t, encoder_hidden_states=emb, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}
+        ).sample
         snr = (ab / (1 - ab)).flatten()
         w = torch.clamp(snr, max=5.0) / snr
         loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
@@ -261,17 +293,37 @@ def train_sdxl(out_dir: Path, *, seed: int = 0, progress: bool = True, evaluate:
     final = ema.shadow
     pipe = make_pipeline(final["unet"], final["te1"], final["te2"], vae, build_scheduler())
     call_kwargs = call_settings(r.num_inference_steps, r.guidance_scale)
-    return _save(pipe, out_dir, name="digits-sdxl", family="sdxl", seed=seed, recipe=r, call_kwargs=call_kwargs,
-                 train_s=train_s, train_cpu_s=train_cpu_s, times=times, teacher=None, evaluate=evaluate, per_digit=r.eval_per_digit,
-                 extra=heldout_recon_mse(vae))
+    return _save(
+        pipe,
+        out_dir,
+        name="digits-sdxl",
+        family="sdxl",
+        seed=seed,
+        recipe=r,
+        call_kwargs=call_kwargs,
+        train_s=train_s,
+        train_cpu_s=train_cpu_s,
+        times=times,
+        teacher=None,
+        evaluate=evaluate,
+        per_digit=r.eval_per_digit,
+        extra=heldout_recon_mse(vae),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # Student (turbo)
 
 
-def train_sdxl_turbo(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progress: bool = True,
-                     evaluate: bool = True, **overrides) -> Path:
+def train_sdxl_turbo(
+    out_dir: Path,
+    teacher_dir: Path,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    evaluate: bool = True,
+    **overrides,
+) -> Path:
     r = apply_overrides(TurboRecipe(), overrides)
     gen = setup_torch(seed)
     times: dict[str, float] = {}
@@ -290,11 +342,28 @@ def train_sdxl_turbo(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progres
     sig_t, ts_t, init_t = schedule(trailing, r.teacher_steps)
 
     def teacher_sample(z, e, p):
-        return euler_sample(teacher.unet, z, e, p, sig_t, ts_t, init_t, r.teacher_guidance,
-                            (torch.zeros_like(e), torch.zeros_like(p)))
+        return euler_sample(
+            teacher.unet,
+            z,
+            e,
+            p,
+            sig_t,
+            ts_t,
+            init_t,
+            r.teacher_guidance,
+            (torch.zeros_like(e), torch.zeros_like(p)),
+        )
 
-    pairs = teacher_pairs(r, cap_emb, cap_pooled, lambda n: torch.randn((n, c, s, s), generator=gen),
-                          teacher_sample, gen, "turbo: teacher targets", progress)
+    pairs = teacher_pairs(
+        r,
+        cap_emb,
+        cap_pooled,
+        lambda n: torch.randn((n, c, s, s), generator=gen),
+        teacher_sample,
+        gen,
+        "turbo: teacher targets",
+        progress,
+    )
     times["teacher_targets_s"] = time.perf_counter() - t0
 
     # 2) student: unroll own few-step schedule, regress denoised estimate onto the teacher's result
@@ -302,7 +371,12 @@ def train_sdxl_turbo(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progres
     student = copy.deepcopy(teacher.unet).train().requires_grad_(True)
     scheds = {n: schedule(trailing, n) for n in r.step_choices}
     ema = distill_student(
-        student, r, pairs, gen, desc="digits-sdxl-turbo", progress=progress,
+        student,
+        r,
+        pairs,
+        gen,
+        desc="digits-sdxl-turbo",
+        progress=progress,
         sigmas={n: sig for n, (sig, _, _) in scheds.items()},
         init_sigma={n: init for n, (_, _, init) in scheds.items()},
         predict=lambda x, n, j, e, p: eps_pred(student, x, scheds[n][0][j], scheds[n][1][j], e, p),
@@ -312,13 +386,30 @@ def train_sdxl_turbo(out_dir: Path, teacher_dir: Path, *, seed: int = 0, progres
 
     from diffusers import EulerDiscreteScheduler
 
-    pipe = make_pipeline(ema.shadow, teacher.text_encoder, teacher.text_encoder_2, teacher.vae,
-                         EulerDiscreteScheduler.from_config(trailing))
+    pipe = make_pipeline(
+        ema.shadow,
+        teacher.text_encoder,
+        teacher.text_encoder_2,
+        teacher.vae,
+        EulerDiscreteScheduler.from_config(trailing),
+    )
     call_kwargs = call_settings(r.num_inference_steps, 0.0)
-    return _save(pipe, out_dir, name="digits-sdxl-turbo", family="sdxl-turbo", seed=seed, recipe=r,
-                 call_kwargs=call_kwargs, train_s=train_s, train_cpu_s=train_cpu_s, times=times, teacher="digits-sdxl",
-                 evaluate=evaluate, per_digit=r.eval_per_digit,
-                 steps_sweep=[n for n in (1, 2, 4) if n != r.num_inference_steps])
+    return _save(
+        pipe,
+        out_dir,
+        name="digits-sdxl-turbo",
+        family="sdxl-turbo",
+        seed=seed,
+        recipe=r,
+        call_kwargs=call_kwargs,
+        train_s=train_s,
+        train_cpu_s=train_cpu_s,
+        times=times,
+        teacher="digits-sdxl",
+        evaluate=evaluate,
+        per_digit=r.eval_per_digit,
+        steps_sweep=[n for n in (1, 2, 4) if n != r.num_inference_steps],
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -330,4 +421,6 @@ def _params(pipe) -> dict[str, int]:
 
 
 def _save(pipe, out_dir: Path, **kw) -> Path:
-    return save_pipeline(pipe, out_dir, params=_params(pipe), clip_tokenizers=("tokenizer", "tokenizer_2"), **kw)
+    return save_pipeline(
+        pipe, out_dir, params=_params(pipe), clip_tokenizers=("tokenizer", "tokenizer_2"), **kw
+    )

@@ -25,9 +25,38 @@ CLIP_MAX_LENGTH = 16
 T5_MAX_LENGTH = 16
 
 EXTRA_WORDS = (
-    "a", "an", "the", "of", "and", "on", "in", "with", "this", "is", "photo", "picture", "image", "drawing",
-    "number", "digit", "digits", "handwritten", "written", "hand", "black", "white", "background", "ink",
-    "paper", "small", "large", "simple", "clean", "blurry", "bold", "thin",
+    "a",
+    "an",
+    "the",
+    "of",
+    "and",
+    "on",
+    "in",
+    "with",
+    "this",
+    "is",
+    "photo",
+    "picture",
+    "image",
+    "drawing",
+    "number",
+    "digit",
+    "digits",
+    "handwritten",
+    "written",
+    "hand",
+    "black",
+    "white",
+    "background",
+    "ink",
+    "paper",
+    "small",
+    "large",
+    "simple",
+    "clean",
+    "blurry",
+    "bold",
+    "thin",
 )
 
 
@@ -104,8 +133,12 @@ def build_clip_tokenizer(max_length: int = CLIP_MAX_LENGTH):
 def clip_special_ids() -> dict[str, int]:
     vocab, _ = clip_vocab_and_merges()
     eot = vocab["<|endoftext|>"]
-    return {"bos_token_id": vocab["<|startoftext|>"], "eos_token_id": eot, "pad_token_id": eot,
-            "vocab_size": len(vocab)}
+    return {
+        "bos_token_id": vocab["<|startoftext|>"],
+        "eos_token_id": eot,
+        "pad_token_id": eot,
+        "vocab_size": len(vocab),
+    }
 
 
 @lru_cache(maxsize=1)

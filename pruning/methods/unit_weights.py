@@ -28,7 +28,12 @@ def per_unit(
                 total += rows.reshape(group.n_units, group.width, -1).sum(dim=(1, 2))
     for cons in group.consumers:
         lin = denoiser.get_submodule(cons.path)
-        cols = value(lin.weight).detach().double().cpu()[:, cons.offset : cons.offset + group.n_units * group.width]
+        cols = (
+            value(lin.weight)
+            .detach()
+            .double()
+            .cpu()[:, cons.offset : cons.offset + group.n_units * group.width]
+        )
         total += cols.reshape(cols.shape[0], group.n_units, group.width).sum(dim=(0, 2))
     return total
 

@@ -186,8 +186,9 @@ def nvmlDeviceGetPowerUsage(handle: FakeGpu) -> int:
 
 def nvmlDeviceGetMemoryInfo(handle: FakeGpu) -> _Memory:
     _check_init()
-    return _Memory(total=handle.memory_total, free=handle.memory_total - handle.memory_used,
-                   used=handle.memory_used)
+    return _Memory(
+        total=handle.memory_total, free=handle.memory_total - handle.memory_used, used=handle.memory_used
+    )
 
 
 def nvmlDeviceGetPowerManagementLimit(handle: FakeGpu) -> int:
