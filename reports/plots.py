@@ -90,12 +90,13 @@ def axis_label(name: str, hib: bool | None) -> str:
     return AXIS_NAMES.get(name, name) + way
 
 
-def _method_legend(ax, colors: dict[str, str], methods, **kw) -> None:
+def _method_legend(where, colors: dict[str, str], methods, **kw) -> None:
+    """A legend of the methods' colours on an axes or a whole figure."""
     handles = [
         Line2D([], [], marker="s" if m == "base" else "o", linestyle="", color=colors[m], label=m)
         for m in sorted(set(methods), key=lambda m: (m != "base", m))
     ]
-    ax.legend(handles=handles, title="method", fontsize=8, title_fontsize=8, **kw)
+    where.legend(handles=handles, title="method", fontsize=8, title_fontsize=8, **kw)
 
 
 def _label_points(ax, texts) -> None:
@@ -117,20 +118,20 @@ def quality_vs_energy(groups: list[Group]) -> Plot:
         return Plot("quality_vs_energy", title, None, [why + "clip_score or ssim_vs_base) available."])
     hib = direction(qname, None)
     colors = method_colors(r["method"] for r in records)
-    shown = [g for g in groups if sum(1 for row in g.rows if _xy(row.record, qname)) >= 1]
+    points = {id(g): _energy_points(g, qname) for g in groups}
+    shown = [g for g in groups if points[id(g)]]
     ncols = min(2, len(shown))
     nrows = -(-len(shown) // ncols)
     fig = Figure(layout="constrained", figsize=(6.2 * ncols, 4.6 * nrows))
     left_out = []
     for k, g in enumerate(shown):
         ax = fig.add_subplot(nrows, ncols, k + 1)
-        recs = [row.record for row in g.rows if _xy(row.record, qname)]
-        left_out += [full_label(row.record) for row in g.rows if not _xy(row.record, qname)]
-        xy = [_xy(r, qname) for r in recs]
+        pts = points[id(g)]
+        left_out += [full_label(row.record) for row in g.rows if all(p[0] is not row.record for p in pts)]
+        xy = [(x, y) for _, x, _, y in pts]
         texts = []
-        for r, (x, y) in zip(recs, xy, strict=True):
+        for r, x, iv, y in pts:
             c = colors[r["method"]]
-            iv = interval_of(metric(r, "energy_image_j")["details"])
             xerr = [[x - iv[0]], [iv[1] - x]] if iv else None
             est = metric(r, "energy_image_j")["status"] == "estimated"
             ax.errorbar(
@@ -167,17 +168,31 @@ def quality_vs_energy(groups: list[Group]) -> Plot:
             _method_legend(ax, colors, [r["method"] for r in records], loc="best")
     msgs = [f"Not plotted ({qname} or energy_image_j n/a): {', '.join(left_out)}"] if left_out else []
     cap = (
-        "One panel per model; colour = method, label = pruning ratio; squares: the unpruned base. "
-        "Horizontal bars: the confidence interval of the energy; hollow markers: estimated energy "
-        "(CPU: TDP x CPU time). Dashed: the Pareto front (no other variant of the model uses less energy "
-        "at better quality)."
+        "One panel per model; colour = method, label = pruning ratio; squares: the unpruned base. A pruned "
+        "model's energy is the base's times its paired ratio (timed in alternation with the base, so "
+        "noise between separate measurements does not move it); horizontal bars: its confidence interval. "
+        "Hollow markers: estimated energy (CPU: TDP x CPU time). Dashed: the Pareto front (no other "
+        "variant of the model uses less energy at better quality)."
     )
     return Plot("quality_vs_energy", title, _png(fig), msgs, cap)
 
 
-def _xy(record: dict, qname: str) -> tuple[float, float] | None:
-    x, y = number(record, "energy_image_j"), number(record, qname)
-    return None if x is None or y is None else (x, y)
+def _energy_points(group: Group, qname: str) -> list[tuple[dict, float, tuple[float, float] | None, float]]:
+    """(record, energy per image, its interval, quality) of a group's records that have both."""
+    base_j = next((number(row.record, "energy_image_j") for row in group.rows if is_base(row.record)), None)
+    out = []
+    for row in group.rows:
+        r, y = row.record, number(row.record, qname)
+        ratio = None if is_base(r) or base_j is None else number(r, "energy_ratio_vs_base")
+        if ratio is not None:  # the paired ratio, scaled by the base's energy
+            x, iv = base_j * ratio, interval_of(metric(r, "energy_ratio_vs_base")["details"])
+            iv = (base_j * iv[0], base_j * iv[1]) if iv else None
+        else:
+            x = number(r, "energy_image_j")
+            iv = interval_of(metric(r, "energy_image_j")["details"]) if x is not None else None
+        if x is not None and y is not None:
+            out.append((r, x, iv, y))
+    return out
 
 
 # -- paired ratios -----------------------------------------------------------------------------------
@@ -222,9 +237,10 @@ def paired_ratios(groups: list[Group]) -> Plot:
         if k == 0:
             ax.set_yticklabels(labels, fontsize=7)
             ax.invert_yaxis()
-            _method_legend(ax, colors, [r["method"] for _, r in rows], loc="lower left")
         else:
             ax.tick_params(labelleft=False)
+    methods = {r["method"] for _, r in rows}  # above the panels, where it hides no interval
+    _method_legend(fig, colors, methods, loc="outside upper center", ncols=len(methods))
     cap = (
         "Each pruned model timed in alternation with its base in the same run; the point is the ratio of "
         "medians over the pairs, the bar its bootstrap confidence interval. Hollow points: the interval "
