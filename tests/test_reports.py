@@ -302,6 +302,27 @@ def test_plan_heatmap_reads_kept_over_total(tmp_path):
     assert plots.plan_summary({"target": 0.3, "achieved": 0.25}) == "target 30% of params, achieved 25%"
 
 
+def test_pareto_plot_places_pruned_models_by_their_paired_energy_ratio():
+    """Separately measured energies differ by noise: a pruned point sits at base energy x paired ratio."""
+    from reports import plots
+
+    base = make_record("m", "base", 0.0)
+    pruned = make_record("m", "magnitude", 0.4)
+    pruned["metrics"]["energy_image_j"]["value"] = 5000.0  # a noisy separate measurement, not plotted
+    (group,) = cells.build_groups([base, pruned])
+    points = {r["method"]: (x, iv) for r, x, iv, _ in plots._energy_points(group, "frechet_distance")}
+    base_j, ratio = base["metrics"]["energy_image_j"]["value"], 1 - 0.55 * 0.4
+    assert points["base"][0] == base_j
+    assert points["magnitude"][0] == pytest.approx(base_j * ratio)
+    lo, hi = points["magnitude"][1]
+    assert lo < base_j * ratio < hi and hi < base_j  # the ratio's own interval, scaled
+    del pruned["metrics"]["energy_ratio_vs_base"]  # without a paired ratio: the energy as measured
+    (group,) = cells.build_groups([base, pruned])
+    assert {r["method"]: x for r, x, _, _ in plots._energy_points(group, "frechet_distance")}[
+        "magnitude"
+    ] == 5000.0
+
+
 def test_pareto_front():
     pts = [(1.0, 10.0), (2.0, 8.0), (3.0, 9.0), (4.0, 7.0), (2.0, 12.0)]
     assert analysis.pareto_front(pts, higher_is_better=False) == [0, 1, 3]
