@@ -73,7 +73,10 @@ def kept_units_heatmaps(groups: list[Group], roots) -> list[Plot]:
                     kinds[kind].append(mod)
         n_rows = max(len(v) for v in kinds.values())
         height = min(28.0, max(3.0, 0.16 * n_rows + 1.8))
-        fig = Figure(layout="constrained", figsize=(max(4.5, 3.2 * len(kinds) + 0.5 * len(cols)), height))
+        # each panel as wide as its module names (about 0.07 in per character) plus its columns
+        label_chars = [max(len(n) for n in _short_names(mods)) for mods in kinds.values()]
+        width = sum(0.07 * c + max(2.0, 0.45 * len(cols) + 0.6) for c in label_chars) + 1.2
+        fig = Figure(layout="constrained", figsize=(max(4.5, width), height))
         bad, axes = [], []
         for k, (kind, mods) in enumerate(sorted(kinds.items())):
             ax = fig.add_subplot(1, len(kinds), k + 1)
