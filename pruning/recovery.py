@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import re
 import time
@@ -35,13 +34,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import trajectory
 from .api import SAMPLING_KEYS
 from .architectures import denoiser_of
+from .checkpoints import TrainingCheckpoint
 from .config import LORA_MODULES, RecoveryConfig
 from .methods.mask_training import TrainingDiverged
 
@@ -70,21 +69,7 @@ def teacher_trajectories(pipe, teacher: nn.Module, samples, sampling: dict, batc
     Samples run ``batch`` at a time as one stacked trajectory (each row follows its own trajectory exactly);
     every prompt is encoded once however many seeds it has.
     """
-    memo: dict = {}
-    trajs = [
-        trajectory.prepare(
-            pipe,
-            prompt,
-            seed,
-            steps=sampling["steps"],
-            guidance=sampling["guidance"],
-            height=sampling.get("height"),
-            width=sampling.get("width"),
-            max_sequence_length=sampling.get("max_sequence_length", 512),
-            memo=memo,
-        )
-        for prompt, seed in samples
-    ]
+    trajs = trajectory.prepare_pairs(pipe, samples, sampling)
     out = []
     for start in range(0, len(trajs), batch):
         chunk = trajs[start : start + batch]
@@ -230,57 +215,6 @@ def _digest(denoiser: nn.Module) -> str:
     return h.hexdigest()
 
 
-class _Checkpoint:
-    """Trainable weights + AdamW state + progress in a directory; safetensors and JSON only."""
-
-    FILES = ("trainable.safetensors", "optimizer.safetensors", "state.json")
-
-    def __init__(self, directory, fingerprint: dict):
-        self.dir = Path(directory) if directory else None
-        self.fingerprint = json.loads(json.dumps(fingerprint))
-
-    def load(self, params: dict[str, nn.Parameter], optimizer: torch.optim.Optimizer) -> dict:
-        if self.dir is None or not (self.dir / "state.json").exists():
-            return {}
-        state = json.loads((self.dir / "state.json").read_text())
-        if state["fingerprint"] != self.fingerprint:
-            raise ValueError(
-                f"{self.dir} holds a checkpoint of a different recovery setup; "
-                "delete it or choose another checkpoint directory"
-            )
-        weights = load_file(self.dir / "trainable.safetensors")
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(weights[name])
-        opt_state = {"state": {}, "param_groups": state["param_groups"]}
-        for key, tensor in load_file(self.dir / "optimizer.safetensors").items():
-            idx, slot = key.split(".", 1)
-            opt_state["state"].setdefault(int(idx), {})[slot] = tensor
-        optimizer.load_state_dict(opt_state)
-        return state
-
-    def save(self, params: dict[str, nn.Parameter], optimizer: torch.optim.Optimizer, progress: dict) -> None:
-        if self.dir is None:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        opt = optimizer.state_dict()
-        tensors = {
-            f"{idx}.{slot}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-            for idx, slots in opt["state"].items()
-            for slot, v in slots.items()
-        }
-        tmp = {
-            n: self.dir / f".{n}.tmp" for n in self.FILES
-        }  # a kill mid-save never leaves a torn checkpoint
-        save_file({n: p.detach().cpu().contiguous() for n, p in params.items()}, tmp["trainable.safetensors"])
-        save_file(tensors, tmp["optimizer.safetensors"])
-        tmp["state.json"].write_text(
-            json.dumps({"fingerprint": self.fingerprint, "param_groups": opt["param_groups"], **progress})
-        )
-        for name, path in tmp.items():
-            path.replace(self.dir / name)
-
-
 # --- the loop ---------------------------------------------------------------------------------------------------
 
 
@@ -317,7 +251,7 @@ def recover(
     requires = {n: p.requires_grad for n, p in student.named_parameters()}
     params = _trainable(student, cfg)
     optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ckpt = _Checkpoint(checkpoint_dir, fingerprint)
+    ckpt = TrainingCheckpoint(checkpoint_dir, fingerprint, weights="trainable.safetensors", what="recovery")
     resumed = ckpt.load(params, optimizer)
     start, curve, elapsed = (
         resumed.get("position", 0),
@@ -356,7 +290,7 @@ def _train(
     student,
     params,
     optimizer,
-    ckpt: _Checkpoint,
+    ckpt: TrainingCheckpoint,
     cfg: RecoveryConfig,
     start: int,
     curve: list,
@@ -392,7 +326,7 @@ def _train(
     bar.close()
 
 
-def _diverged(ckpt: _Checkpoint, step: int, what: str):
+def _diverged(ckpt: TrainingCheckpoint, step: int, what: str):
     where = f"last good checkpoint kept in {ckpt.dir}" if ckpt.dir else "no checkpoint directory set"
     raise RecoveryDiverged(
         f"recovery diverged at optimizer step {step}: {what}; {where}. Try a lower learning rate."

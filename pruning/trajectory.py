@@ -317,6 +317,26 @@ def prepare(
         )
 
 
+def prepare_pairs(pipe, pairs, sampling: dict) -> list[Trajectory]:
+    """One trajectory per (prompt, seed) pair with the call settings ``sampling`` (steps, guidance and
+    optionally height, width, max_sequence_length); each prompt is encoded once whatever its seeds."""
+    memo: dict = {}
+    return [
+        prepare(
+            pipe,
+            prompt,
+            seed,
+            steps=sampling["steps"],
+            guidance=sampling["guidance"],
+            height=sampling.get("height"),
+            width=sampling.get("width"),
+            max_sequence_length=sampling.get("max_sequence_length", 512),
+            memo=memo,
+        )
+        for prompt, seed in pairs
+    ]
+
+
 def stack(trajs: list[Trajectory]) -> Trajectory:
     """One batched trajectory from several prepared with the same schedule (e.g. one per prompt x seed pair).
 

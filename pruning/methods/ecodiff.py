@@ -84,21 +84,7 @@ class _Calibration:
     def __init__(
         self, pipe, denoiser, masks: MaskSet, pairs: list[tuple[str, int]], sampling: dict, batch: int
     ):
-        memo: dict = {}  # each prompt is encoded once, whatever its number of seeds
-        self.trajs = [
-            trajectory.prepare(
-                pipe,
-                prompt,
-                seed,
-                steps=sampling["steps"],
-                guidance=sampling["guidance"],
-                height=sampling.get("height"),
-                width=sampling.get("width"),
-                max_sequence_length=sampling.get("max_sequence_length", 512),
-                memo=memo,
-            )
-            for prompt, seed in pairs
-        ]
+        self.trajs = trajectory.prepare_pairs(pipe, pairs, sampling)
         rank, world = distributed.rank_world()
         n, first = len(self.trajs), self.trajs[0].latents
         cuts = [n * r // world for r in range(world + 1)]  # rank r: pairs cuts[r] .. cuts[r + 1] - 1

@@ -10,17 +10,15 @@ logits. EcoDiff's trajectory objective is one such callback; the unit tests use 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .. import distributed
+from ..checkpoints import TrainingCheckpoint
 from ..masks import MaskSet
 from ..targets import HEADS
 from .sparsity import PENALTIES, LagrangianController, closed_share, expected_removed
@@ -28,56 +26,6 @@ from .sparsity import PENALTIES, LagrangianController, closed_share, expected_re
 
 class TrainingDiverged(RuntimeError):
     """Mask training produced a non-finite or exploding loss; the last good checkpoint is kept."""
-
-
-class _Checkpoint:
-    """Logits + AdamW state + controller + progress in a directory; safetensors and JSON only."""
-
-    def __init__(self, directory: Path | None, fingerprint: dict):
-        self.dir = Path(directory) if directory else None
-        self.fingerprint = fingerprint
-
-    def load(self, masks: MaskSet, optimizer: torch.optim.Optimizer) -> dict:
-        if self.dir is None or not (self.dir / "state.json").exists():
-            return {}
-        state = json.loads((self.dir / "state.json").read_text())
-        if state["fingerprint"] != json.loads(json.dumps(self.fingerprint)):
-            raise ValueError(
-                f"{self.dir} holds a checkpoint of a different mask-training setup; "
-                "delete it or choose another checkpoint directory"
-            )
-        logits = load_file(self.dir / "logits.safetensors")
-        with torch.no_grad():
-            for name in masks.groups:
-                masks.logit(name).copy_(logits[name])
-        opt_tensors = load_file(self.dir / "optimizer.safetensors")
-        opt_state = {"state": {}, "param_groups": state["param_groups"]}
-        for key, tensor in opt_tensors.items():
-            idx, slot = key.split(".", 1)
-            opt_state["state"].setdefault(int(idx), {})[slot] = tensor
-        optimizer.load_state_dict(opt_state)
-        return state
-
-    def save(self, masks: MaskSet, optimizer: torch.optim.Optimizer, progress: dict) -> None:
-        if self.dir is None or distributed.rank_world()[0] != 0:  # one writer
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        opt = optimizer.state_dict()
-        tensors = {
-            f"{idx}.{slot}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-            for idx, slots in opt["state"].items()
-            for slot, v in slots.items()
-        }
-        # Write to temporary names first so a kill mid-save never leaves a torn checkpoint.
-        tmp = {
-            n: self.dir / f".{n}.tmp" for n in ("logits.safetensors", "optimizer.safetensors", "state.json")
-        }
-        save_file({k: v.contiguous() for k, v in masks.named_logits().items()}, tmp["logits.safetensors"])
-        save_file(tensors, tmp["optimizer.safetensors"])
-        state = {"fingerprint": self.fingerprint, "param_groups": opt["param_groups"], **progress}
-        tmp["state.json"].write_text(json.dumps(state))
-        for name, path in tmp.items():
-            path.replace(self.dir / name)
 
 
 # (step, micro-batch) -> that micro-batch's share of the normalized MSE, its gradient already in the logits
@@ -113,14 +61,20 @@ class MaskTrainer:
             if cfg.controller == "lagrangian"
             else None
         )
-        self.ckpt = _Checkpoint(checkpoint_dir, fingerprint or {})
-        resumed = self.ckpt.load(masks, self.optimizer)
+        self.ckpt = TrainingCheckpoint(
+            checkpoint_dir, fingerprint or {}, weights="logits.safetensors", what="mask-training"
+        )
+        resumed = self.ckpt.load(self._logits(), self.optimizer)
         self.start = resumed.get("position", 0)
         self.curve: list[dict] = resumed.get("curve", [])
         self.elapsed = resumed.get("elapsed_s", 0.0)
         if self.controller is not None and resumed.get("controller"):
             self.controller.lambda1 = resumed["controller"]["lambda1"]
             self.controller.lambda2 = resumed["controller"]["lambda2"]
+
+    def _logits(self) -> dict[str, torch.Tensor]:
+        """The trained tensors by group name (the live logits: a checkpoint loads into them)."""
+        return {name: self.masks.logit(name) for name in self.masks.groups}
 
     def run(self, sample_loss: SampleLoss) -> dict:
         """Train from where a checkpoint left off; returns the training log (see :meth:`summary`)."""
@@ -162,16 +116,17 @@ class MaskTrainer:
             self.curve.append(row)
             bar.update(1)
             bar.set_postfix(nmse=f"{nmse:.3g}", s=f"{s.item():.3f}")
-            self.ckpt.save(
-                masks,
-                self.optimizer,
-                {
-                    "position": step + 1,
-                    "curve": self.curve,
-                    "elapsed_s": self.elapsed + time.perf_counter() - t0,
-                    "controller": ctl.state() if ctl else None,
-                },
-            )
+            if rank == 0:  # one writer
+                self.ckpt.save(
+                    self._logits(),
+                    self.optimizer,
+                    {
+                        "position": step + 1,
+                        "curve": self.curve,
+                        "elapsed_s": self.elapsed + time.perf_counter() - t0,
+                        "controller": ctl.state() if ctl else None,
+                    },
+                )
         bar.close()
         self.elapsed += time.perf_counter() - t0
         return self.summary()
