@@ -2,41 +2,17 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from tiny import SDXL_CALL, flux_pipeline, sdxl_pipeline
+from tiny import SDXL_CALL, flux_pipeline, fresh_python, sdxl_pipeline
 
 import pruning
 from pruning.pretrained import decode_units, encode_units
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a handwritten digit four"
-
-
-def _fresh_python(script: str, tmp_path: Path) -> str:
-    """Run ``script`` in a new interpreter that sees only this checkout (no harness state, no hub)."""
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_WAIT_POLICY": "PASSIVE",
-        "OMP_NUM_THREADS": "2",
-    }
-    res = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res.stdout
 
 
 def _with_empty_modules(pipe, plan):
@@ -80,7 +56,7 @@ def test_stock_diffusers_loads_a_pruned_zoo_model_and_save_pretrained_round_trip
         else ("transformer", "PrunedFluxTransformer2DModel", "FluxPipeline")
     )
     assert index[attr] == ["pruning", denoiser_class]
-    out = _fresh_python(
+    out = fresh_python(
         f"""
         import torch
         import pruning  # diffusers resolves ["pruning", ...] among imported modules

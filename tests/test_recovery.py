@@ -2,14 +2,11 @@
 
 import copy
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from tiny import flux_pipeline, sdxl_pipeline
+from tiny import flux_pipeline, fresh_python, sdxl_pipeline
 
 import pruning
 from pruning import recovery
@@ -187,20 +184,6 @@ def test_lora_module_choices_pick_the_blocks_linears():
     assert "transformer_blocks.0.norm1.linear" in blocks - attn - ffn
 
 
-def _fresh_python(script: str, cwd: Path) -> str:
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
-    res = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        cwd=cwd,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res.stdout
-
-
 def test_a_recovered_saved_model_loads_in_a_fresh_process_and_reproduces_its_images(tmp_path):
     base, pruned, plan = _pruned()
     call = {
@@ -220,7 +203,7 @@ def test_a_recovered_saved_model_loads_in_a_fresh_process_and_reproduces_its_ima
     assert (recovered - unrecovered).abs().max() > 1e-4  # recovery changed what the model draws
     torch.save(recovered, tmp_path / "expected.pt")
     pruning.save(pruned, plan, tmp_path / "recovered", copy_components=True)
-    out = _fresh_python(
+    out = fresh_python(
         f"""
         import torch, pruning
         from diffusers import DiffusionPipeline

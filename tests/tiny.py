@@ -174,3 +174,30 @@ FLUX_CALL = {
     "width": 16,
     "max_sequence_length": 8,
 }
+
+
+def fresh_python(script: str, cwd) -> str:
+    """Run ``script`` in a new interpreter that sees only this checkout (no harness state, no hub); its
+    stdout, after asserting it succeeded."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "OMP_NUM_THREADS": "2",
+    }
+    res = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=cwd,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
