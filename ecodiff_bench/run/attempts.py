@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ecodiff_bench.core.files import write_json_atomic
 from ecodiff_bench.core.values import Value
@@ -75,6 +78,38 @@ class Attempts:
         dropped = len(self.parts) - len(parts)
         args = (parts, dropped, self.stage, shared)
         return _time_total(*args), _energy_total(*args)
+
+
+@dataclass
+class Metered:
+    """What :func:`metered` measured of the work it wrapped (set when the work finished)."""
+
+    elapsed_s: float = 0.0
+    window: Any = None  # the monitor's EnergyWindow
+
+
+@contextmanager
+def metered(monitor, attempts: Attempts | None, window: str, energy_name: str) -> Iterator[Metered]:
+    """Time and meter the work inside as one attempt. When it raises (interrupted, failed) the part is
+    recorded as interrupted with what it cost, so a resumed run still counts it, and the error goes on;
+    when it finishes, the caller ends the attempt (it may first sum the energy over processes)."""
+    if attempts:
+        attempts.begin()
+    out = Metered()
+    t0 = time.perf_counter()
+    monitor.begin_window(window)
+    try:
+        yield out
+    except BaseException:
+        spent = None
+        with suppress(Exception):
+            spent = monitor.end_window(window, sync=False).total_value(energy_name)
+        monitor.cancel_window(window)
+        if attempts:
+            attempts.end("interrupted", time.perf_counter() - t0, spent)  # this process's devices
+        raise
+    out.window = monitor.end_window(window)
+    out.elapsed_s = time.perf_counter() - t0
 
 
 def _describe(parts: list[dict], dropped: int, stage: str, shared: bool) -> str:

@@ -10,8 +10,6 @@ the whole cost. The plan that is saved with the recovered model records how it w
 from __future__ import annotations
 
 import copy
-import time
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pruning
 from ecodiff_bench.core.files import write_json_atomic
 from ecodiff_bench.core.values import Value
 from ecodiff_bench.measure import energy
-from ecodiff_bench.run.attempts import Attempts
+from ecodiff_bench.run.attempts import Attempts, metered
 from ecodiff_bench.suite import RunSpec
 from ecodiff_bench.suite.recovery import config_kwargs
 
@@ -50,10 +48,7 @@ class Recoverer:
         folder = self.folder(spec)
         config = pruning.RecoveryConfig(**config_kwargs(spec.recovery, spec.seed))
         attempts = Attempts(folder, folder / "checkpoint", stage="recovery")
-        attempts.begin()
-        t0 = time.perf_counter()
-        self.monitor.begin_window("recovery")
-        try:
+        with metered(self.monitor, attempts, "recovery", "recovery_energy_j") as m:
             info = pruning.recover(
                 pruned,
                 pruning.denoiser_of(base_pipe),
@@ -62,15 +57,7 @@ class Recoverer:
                 config,
                 checkpoint_dir=folder / "checkpoint",
             )
-        except BaseException:  # interrupted or diverged: what this part cost still counts on resume
-            spent = None
-            with suppress(Exception):
-                spent = self.monitor.end_window("recovery", sync=False).total_value("recovery_energy_j")
-            self.monitor.cancel_window("recovery")
-            attempts.end("interrupted", time.perf_counter() - t0, spent)
-            raise
-        window = self.monitor.end_window("recovery")
-        attempts.end("finished", time.perf_counter() - t0, window.total_value("recovery_energy_j"))
+        attempts.end("finished", m.elapsed_s, m.window.total_value("recovery_energy_j"))
         time_value, energy_value = attempts.totals(info["resumed_from"])
         summary = {k: v for k, v in info.items() if k != "curve"}
         write_json_atomic(folder / "info.json", {**summary, "curve": info["curve"]})

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -21,7 +20,7 @@ import pruning
 from ecodiff_bench.core.files import atomic_path, write_json_atomic
 from ecodiff_bench.measure import energy
 from ecodiff_bench.run import distributed
-from ecodiff_bench.run.attempts import Attempts
+from ecodiff_bench.run.attempts import Attempts, metered
 from ecodiff_bench.suite import RunSpec
 from ecodiff_bench.suite.methods import PLAN_OPTIONS, config_kwargs
 
@@ -78,34 +77,17 @@ class Scorer:
         if own_ratio:
             options["target_sparsity"] = spec.ratio
         attempts = Attempts(folder, folder / "checkpoint") if writer else None
-        with distributed.together("scoring"):  # the methods agree on failures in their own sections too
-            if attempts:
-                attempts.begin()
-            t0 = time.perf_counter()
-            self.monitor.begin_window("scoring")
-            try:
-                result = pruning.score(
-                    pipe,
-                    spec.method,
-                    prompts,
-                    sampling=settings,
-                    options=options,
-                    checkpoint_dir=checkpoint,
-                )
-            except BaseException:  # interrupted or failed: what this part cost still counts on resume
-                energy = None
-                with suppress(Exception):
-                    energy = self.monitor.end_window("scoring", sync=False).total_value("pruning_energy_j")
-                self.monitor.cancel_window("scoring")
-                if attempts:
-                    attempts.end("interrupted", time.perf_counter() - t0, energy)  # this rank's devices
-                raise
-            window = self.monitor.end_window("scoring")
-            elapsed = time.perf_counter() - t0
-        energy_value = distributed.sum_value(window.total_value("pruning_energy_j"))  # every rank's devices
+        with (
+            distributed.together("scoring"),  # the methods agree on failures in their own sections too
+            metered(self.monitor, attempts, "scoring", "pruning_energy_j") as m,
+        ):
+            result = pruning.score(
+                pipe, spec.method, prompts, sampling=settings, options=options, checkpoint_dir=checkpoint
+            )
+        energy_value = distributed.sum_value(m.window.total_value("pruning_energy_j"))  # every rank's devices
         if not writer:
             return result
-        attempts.end("finished", elapsed, energy_value)
+        attempts.end("finished", m.elapsed_s, energy_value)
         time_value, energy_value = attempts.totals(result.info.get("resumed_from"), shared=not own_ratio)
         result.info["pruning_time_s"] = time_value.value
         result.info["pruning_time"] = time_value.to_dict()
