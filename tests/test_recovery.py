@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import flux_pipeline, fresh_python, sdxl_pipeline
+from tiny import FLUX_CALL, flux_pipeline, fresh_python, sdxl_pipeline
 
 import pruning
 from pruning import recovery
@@ -186,16 +186,11 @@ def test_lora_module_choices_pick_the_blocks_linears():
 
 def test_a_recovered_saved_model_loads_in_a_fresh_process_and_reproduces_its_images(tmp_path):
     base, pruned, plan = _pruned()
-    call = {
-        "num_inference_steps": 4,
-        "guidance_scale": 3.5,
-        "height": 16,
-        "width": 16,
-        "max_sequence_length": 8,
-    }
 
     def image(pipe):
-        return pipe(PROMPTS[1], generator=torch.Generator().manual_seed(11), output_type="pt", **call).images
+        return pipe(
+            PROMPTS[1], generator=torch.Generator().manual_seed(11), output_type="pt", **FLUX_CALL
+        ).images
 
     unrecovered = image(pruned)
     recover(pruned, pruning.denoiser_of(base), PROMPTS, FLUX_SAMPLING, _cfg(steps=8))
@@ -209,10 +204,10 @@ def test_a_recovered_saved_model_loads_in_a_fresh_process_and_reproduces_its_ima
         from diffusers import DiffusionPipeline
         pipe = pruning.load("recovered")
         pipe.set_progress_bar_config(disable=True)
-        image = pipe({PROMPTS[1]!r}, generator=torch.Generator().manual_seed(11), output_type="pt", **{call!r}).images
+        image = pipe({PROMPTS[1]!r}, generator=torch.Generator().manual_seed(11), output_type="pt", **{FLUX_CALL!r}).images
         stock = DiffusionPipeline.from_pretrained("recovered")
         stock.set_progress_bar_config(disable=True)
-        again = stock({PROMPTS[1]!r}, generator=torch.Generator().manual_seed(11), output_type="pt", **{call!r}).images
+        again = stock({PROMPTS[1]!r}, generator=torch.Generator().manual_seed(11), output_type="pt", **{FLUX_CALL!r}).images
         ref = torch.load("expected.pt", weights_only=True)
         print("maxdiff", (image - ref).abs().max().item(), (again - ref).abs().max().item())
         print("lora", any("lora" in k for k in pipe.transformer.state_dict()))

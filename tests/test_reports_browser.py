@@ -61,16 +61,20 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _page_check(page: str, script: str, pre_id: str, tmp_path: Path) -> dict:
+    """Load ``page`` with ``script`` appended in Chromium; the JSON the script wrote into <pre id=pre_id>."""
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace("</body>", script + "</body>"))
+    res = _chromium(["--virtual-time-budget=10000", "--dump-dom", checked.as_uri()], tmp_path / "profile1")
+    m = re.search(rf'<pre id="{pre_id}">(.*?)</pre>', res.stdout, re.S)
+    assert m, f"no {pre_id} in the DOM; chromium stderr:\n{res.stderr[-2000:]}"
+    return json.loads(html.unescape(m.group(1)))
+
+
 def test_html_report_renders_in_chromium_without_broken_images(tmp_path):
     out = reports.render(demo_records(tmp_path / "artifacts"), tmp_path / "report")
     page = out["html"].read_text()
-    checked = tmp_path / "checked.html"
-    checked.write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"))
-
-    res = _chromium(["--virtual-time-budget=10000", "--dump-dom", checked.as_uri()], tmp_path / "profile1")
-    m = re.search(r'<pre id="imgcheck">(.*?)</pre>', res.stdout, re.S)
-    assert m, f"no image check in the DOM; chromium stderr:\n{res.stderr[-2000:]}"
-    result = json.loads(html.unescape(m.group(1)))
+    result = _page_check(page, CHECK_SCRIPT, "imgcheck", tmp_path)
     assert result["n"] == 10
     assert result["broken"] == []
     # the summary leads: one table per model, visible near the top of the page
@@ -145,12 +149,7 @@ def test_release_history_of_the_digits_suite_renders_in_chromium(tmp_path):
             store.tag(f"r{i + 1}", run_id=f"run-{i}")
     out = reports.render(tmp_path / "store.sqlite", tmp_path / "report", formats=("html",))
     page = out["html"].read_text()
-    checked = tmp_path / "checked.html"
-    checked.write_text(page.replace("</body>", HISTORY_SCRIPT + "</body>"))
-    res = _chromium(["--virtual-time-budget=10000", "--dump-dom", checked.as_uri()], tmp_path / "profile1")
-    m = re.search(r'<pre id="histcheck">(.*?)</pre>', res.stdout, re.S)
-    assert m, f"no history check in the DOM; chromium stderr:\n{res.stderr[-2000:]}"
-    result = json.loads(html.unescape(m.group(1)))
+    result = _page_check(page, HISTORY_SCRIPT, "histcheck", tmp_path)
     # one plot per gated metric of the digits suite, loaded, shown at a readable size
     assert sorted(p["alt"] for p in result["plots"]) == [
         f"Release history: {m} (digits)"

@@ -37,21 +37,11 @@ def tiny_sdxl(tmp_path_factory) -> Path:
 def _suite(
     tmp: Path, source: Path, *, name: str = "tiny", methods=None, idle_s: float = 0, **outputs
 ) -> Path:
+    import tiny
+
     suite = {
         "name": name,
-        "models": [
-            {
-                "name": "sdxl",
-                "label": "tiny-sdxl",
-                "source": str(source),
-                "steps": 2,
-                "guidance": 5.0,
-                "height": 16,
-                "width": 16,
-                "device": "cpu",
-                "dtype": "float32",
-            }
-        ],
+        "models": [tiny.suite_model("sdxl", source, label="tiny-sdxl")],
         "methods": methods or [{"name": "random", "ratios": [0.2, 0.4]}],
         "evaluation": {"prompts": ["a photo of a cat"], "samples": 2, "metrics": ["ssim_vs_base"]},
         "performance": {"latency": {"warmup": 0, "min_reps": 1, "min_seconds": 0, "max_reps": 1}},

@@ -85,18 +85,7 @@ def test_run_applies_inference_options_and_aligned_plans(tmp_path):
     tiny.sdxl_pipeline().save_pretrained(tmp_path / "sdxl")
     suite = {
         "name": "speed",
-        "models": [
-            {
-                "name": "sdxl",
-                "source": str(tmp_path / "sdxl"),
-                "steps": 2,
-                "guidance": 5.0,
-                "height": 16,
-                "width": 16,
-                "device": "cpu",
-                "dtype": "float32",
-            }
-        ],
+        "models": [tiny.suite_model("sdxl", tmp_path / "sdxl")],
         "methods": [{"name": "magnitude", "ratios": [0.3], "options": {"align": 8}}],
         "evaluation": {"prompts": ["a photo of a cat"], "samples": 2, "metrics": []},
         "performance": {
@@ -135,19 +124,7 @@ def test_run_with_compile_reports_compile_time_apart(tmp_path):
     tiny.flux_pipeline().save_pretrained(tmp_path / "flux")
     suite = {
         "name": "compiled",
-        "models": [
-            {
-                "name": "flux-dev",
-                "source": str(tmp_path / "flux"),
-                "steps": 2,
-                "guidance": 3.5,
-                "height": 16,
-                "width": 16,
-                "max_sequence_length": 8,
-                "device": "cpu",
-                "dtype": "float32",
-            }
-        ],
+        "models": [tiny.suite_model("flux-dev", tmp_path / "flux")],
         "methods": [{"name": "magnitude", "ratios": [0.3], "options": {"align": 8}}],
         "evaluation": {"prompts": ["a photo of a cat"], "samples": 1, "metrics": []},
         "performance": {

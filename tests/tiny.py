@@ -201,3 +201,10 @@ def fresh_python(script: str, cwd) -> str:
     )
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout
+
+
+def suite_model(name: str, source, **entry) -> dict:
+    """A suite's ``models[]`` entry for a tiny pipeline saved at ``source``: 2 steps at 16x16, CPU, float32."""
+    family = {"sdxl": {"guidance": 5.0}, "flux-dev": {"guidance": 3.5, "max_sequence_length": 8}}[name]
+    base = {"name": name, "source": str(source), "steps": 2, **family, "height": 16, "width": 16}
+    return {**base, "device": "cpu", "dtype": "float32", **entry}
