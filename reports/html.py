@@ -206,12 +206,12 @@ def _history_table(series: R.Series, metric: str) -> str:
     rows = []
     for key in series.configs(metric):
         cells = []
-        for name in series.releases:
-            p = series.cell(metric, key, name)
+        points = [series.cell(metric, key, name) for name in series.releases]
+        for p in points:
             cls = {"fail": " class='fail'", "not_compared": " class='nc'"}.get(p.verdict if p else "", "")
             tip = f" title='{_e('; '.join(p.reasons))}'" if p and p.reasons else ""
             cells.append(f"<td{cls}{tip}>{_e(R.cell_text(p))}</td>")
-        regress = any((p := series.cell(metric, key, n)) and p.verdict == "fail" for n in series.releases)
+        regress = any(p and p.verdict == "fail" for p in points)
         rows.append(
             f"<tr{' class=regress' if regress else ''}><td class='l'>{_e(key_text(key))}</td>{''.join(cells)}</tr>"
         )
@@ -224,17 +224,17 @@ def _history(c: Content) -> list[str]:
     for series in c.history.series:
         h.append(f"<h3>Suite {_e(series.title)}</h3>")
         rows = [
-            ("<tr class='regress'>" if row[-1].startswith("FAIL") else "<tr>")
+            ("<tr class='regress'>" if step.verdict == "fail" else "<tr>")
             + "".join(f"<td class='l'>{_e(x)}</td>" for x in row)
             + "</tr>"
-            for row in R.release_rows(series)
+            for step, row in zip(series.steps, R.release_rows(series), strict=True)
         ]
         h.append(_table([f"<th class='l'>{_e(x)}</th>" for x in R.RELEASE_HEADER], rows))
         lines = R.regression_lines(series)
         if lines:
             h.append('<ul class="regressions">' + "".join(f"<li>{_e(x)}</li>" for x in lines) + "</ul>")
         else:
-            h.append("<p>No regressions: every release passed the gate against the one before it.</p>")
+            h.append(f"<p>{_e(R.NO_REGRESSIONS)}</p>")
         for metric, plot in zip(series.metrics, c.history_plots[series.title], strict=True):
             h.append(_plot(plot))
             h.append(f"<p><small>{_e(R.metric_heading(series, metric))}</small></p>")

@@ -8,7 +8,6 @@ from reports import analysis as A
 from reports import plots as P
 from reports import releases as R
 from reports.cells import Cell
-from reports.gate import key_text
 from reports.html import SUSTAIN_HEADS, sustain_cells
 from reports.report import (
     ASSETS_DIR,
@@ -113,16 +112,11 @@ def _history(c: Content, assets: Path, rel: str) -> list[str]:
     for series in c.history.series:
         m += [f"### Suite {series.title}", "", _table(R.RELEASE_HEADER, R.release_rows(series)), ""]
         lines = R.regression_lines(series)
-        m += [f"- ❌ {x}" for x in lines] or [
-            "No regressions: every release passed the gate against the one before it."
-        ]
+        m += [f"- ❌ {x}" for x in lines] or [R.NO_REGRESSIONS]
         m.append("")
         for metric, plot in zip(series.metrics, c.history_plots[series.title], strict=True):
             m += _plot(plot, assets, rel)
-            rows = [
-                [key_text(k)] + [R.cell_text(series.cell(metric, k, n)) for n in series.releases]
-                for k in series.configs(metric)
-            ]
+            rows = R.metric_rows(series, metric)
             m += [f"*{R.metric_heading(series, metric)}*", "", _table(["config", *series.releases], rows), ""]
     return m
 

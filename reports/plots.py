@@ -118,22 +118,21 @@ def quality_vs_energy(groups: list[Group]) -> Plot:
         return Plot("quality_vs_energy", title, None, [why + "clip_score or ssim_vs_base) available."])
     hib = direction(qname, None)
     colors = method_colors(r["method"] for r in records)
-    points = {id(g): _energy_points(g, qname) for g in groups}
-    shown = [g for g in groups if points[id(g)]]
+    shown = [(g, pts) for g in groups if (pts := _energy_points(g, qname))]
     ncols = min(2, len(shown))
     nrows = -(-len(shown) // ncols)
     fig = Figure(layout="constrained", figsize=(6.2 * ncols, 4.6 * nrows))
     left_out = []
-    for k, g in enumerate(shown):
+    for k, (g, pts) in enumerate(shown):
         ax = fig.add_subplot(nrows, ncols, k + 1)
-        pts = points[id(g)]
-        left_out += [full_label(row.record) for row in g.rows if all(p[0] is not row.record for p in pts)]
+        plotted = {id(p[0]) for p in pts}
+        left_out += [full_label(row.record) for row in g.rows if id(row.record) not in plotted]
         xy = [(x, y) for _, x, _, y in pts]
         texts = []
         for r, x, iv, y in pts:
             c = colors[r["method"]]
             xerr = [[x - iv[0]], [iv[1] - x]] if iv else None
-            est = metric(r, "energy_image_j")["status"] == "estimated"
+            est = (metric(r, "energy_image_j") or {}).get("status") == "estimated"
             ax.errorbar(
                 [x],
                 [y],
@@ -178,12 +177,13 @@ def quality_vs_energy(groups: list[Group]) -> Plot:
 
 
 def _energy_points(group: Group, qname: str) -> list[tuple[dict, float, tuple[float, float] | None, float]]:
-    """(record, energy per image, its interval, quality) of a group's records that have both."""
-    base_j = next((number(row.record, "energy_image_j") for row in group.rows if is_base(row.record)), None)
+    """(record, energy per image, its interval, quality) of a group's records that have both; a pruned
+    record's energy through its paired ratio to the base it is compared with (``Row.base``)."""
     out = []
     for row in group.rows:
         r, y = row.record, number(row.record, qname)
-        ratio = None if is_base(r) or base_j is None else number(r, "energy_ratio_vs_base")
+        base_j = number(row.base, "energy_image_j") if row.base and not is_base(r) else None
+        ratio = None if base_j is None else number(r, "energy_ratio_vs_base")
         if ratio is not None:  # the paired ratio, scaled by the base's energy
             x, iv = base_j * ratio, interval_of(metric(r, "energy_ratio_vs_base")["details"])
             iv = (base_j * iv[0], base_j * iv[1]) if iv else None

@@ -19,7 +19,9 @@ it; the report draws it (:mod:`reports.release_plots`).
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ecodiff_bench.core.metrics import METRICS
 from reports.analysis import commit_of
@@ -126,6 +128,18 @@ class Step:
     @property
     def comparisons(self) -> list[Comparison]:
         return self.gate.comparisons if self.gate is not None else self.first_windows
+
+    @cached_property
+    def configurations(self) -> dict[Key, list[dict]]:
+        """The release's ok records by configuration (grouped once, read for every metric)."""
+        return configurations(self.release.records)
+
+    @cached_property
+    def comparisons_by_key(self) -> dict[Key, list[Comparison]]:
+        by_key: dict[Key, list[Comparison]] = defaultdict(list)
+        for c in self.comparisons:
+            by_key[(c.model, c.method, c.ratio)].append(c)
+        return by_key
 
     @property
     def failures(self) -> list[Comparison]:
@@ -234,12 +248,11 @@ class Series:
         return sorted({p.key for p in self.points.get(metric, [])}, key=lambda k: (k[0], k[1] != "base", k))
 
     def cell(self, metric: str, key: Key, release: str) -> Point | None:
-        return next((p for p in self.points[metric] if p.key == key and p.release == release), None)
+        return self._cells.get((metric, key, release))
 
-    def regressions(self, metric: str | None = None) -> list[Point]:
-        return [
-            p for m in ([metric] if metric else self.metrics) for p in self.points[m] if p.verdict == "fail"
-        ]
+    @cached_property
+    def _cells(self) -> dict[tuple[str, Key, str], Point]:
+        return {(m, p.key, p.release): p for m, points in self.points.items() for p in points}
 
     def to_dict(self) -> dict:
         return {
@@ -274,15 +287,11 @@ def _points(metric: str, steps: list[Step]) -> list[Point]:
     before: dict[Key, Point] = {}  # the previous release's points: the one each release is gated against
     for step in steps:
         th = step.thresholds.root.get(metric) if step.thresholds is not None else None
-        ok = configurations(step.release.records)
-        keys = set(ok) | {(c.model, c.method, c.ratio) for c in step.comparisons if c.metric == "run"}
+        ok, by_key = step.configurations, step.comparisons_by_key
+        keys = set(ok) | {k for k, cs in by_key.items() if any(c.metric == "run" for c in cs)}
         now: dict[Key, Point] = {}
         for key in sorted(keys):
-            comps = [
-                c
-                for c in step.comparisons
-                if (c.model, c.method, c.ratio) == key and c.metric in (metric, "run")
-            ]
+            comps = [c for c in by_key.get(key, []) if c.metric in (metric, "run")]
             gated = gated_value(metric, key, ok[key]) if key in ok else None
             if gated is None and not any(c.outcome == "fail" for c in comps):
                 continue  # the gate compares nothing here (a base's own timings) and nothing failed
@@ -324,9 +333,6 @@ def build_series(releases: list[Release]) -> Series:
 @dataclass
 class History:
     series: list[Series]
-
-    def regressions(self) -> list[Point]:
-        return [p for s in self.series for p in s.regressions()]
 
     def to_dict(self) -> dict:
         return {"series": [s.to_dict() for s in self.series]}
@@ -396,6 +402,17 @@ def metric_heading(series: Series, metric: str) -> str:
                 limits += (", " if limits else "") + f"window=[{th.window[0]:g}, {th.window[1]:g}]"
             break
     return f"{metric} ({way}{via}; thresholds: {limits or 'none'})"
+
+
+NO_REGRESSIONS = "No regressions: every release passed the gate against the one before it."
+
+
+def metric_rows(series: Series, metric: str) -> list[list[str]]:
+    """Per configuration: its value in every release, as text (header ``["config", *series.releases]``)."""
+    return [
+        [key_text(k)] + [cell_text(series.cell(metric, k, r)) for r in series.releases]
+        for k in series.configs(metric)
+    ]
 
 
 def release_rows(series: Series) -> list[list[str]]:

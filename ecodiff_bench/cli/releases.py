@@ -16,8 +16,7 @@ from ecodiff_bench.core.tables import text_table
 
 
 def print_series(series, metrics: list[str], echo=click.echo) -> None:
-    from reports.gate import key_text
-    from reports.releases import RELEASE_HEADER, cell_text, metric_heading, regression_lines, release_rows
+    from reports.releases import RELEASE_HEADER, metric_heading, metric_rows, regression_lines, release_rows
 
     echo(f"Releases of suite {series.title}, oldest first:")
     echo(text_table(RELEASE_HEADER, release_rows(series)))
@@ -28,10 +27,7 @@ def print_series(series, metrics: list[str], echo=click.echo) -> None:
             continue
         echo("")
         echo(metric_heading(series, metric))
-        rows = [
-            [key_text(k)] + [cell_text(series.cell(metric, k, r)) for r in series.releases]
-            for k in series.configs(metric)
-        ]
+        rows = metric_rows(series, metric)
         echo(text_table(["config", *series.releases], rows) if rows else "  (no values)")
 
 
