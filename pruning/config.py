@@ -7,7 +7,7 @@ here. Defaults and their reasons are documented beside each method's algorithm (
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Literal
 
 # Plans (pruning.plans)
@@ -80,15 +80,6 @@ class EcoDiffConfig:
             raise ValueError(f"ecodiff steps must be >= 1 or None; got {self.steps!r}")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"ecodiff warmup must lie in [0, 1); got {self.warmup!r}")
-
-    @property
-    def ratio_specific(self) -> bool:
-        """Whether the learned logits belong to one pruning ratio (the target) rather than to every ratio."""
-        return self.controller != "none"
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 @dataclass

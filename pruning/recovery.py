@@ -42,7 +42,7 @@ from .api import SAMPLING_KEYS
 from .architectures import denoiser_of
 from .checkpoints import TrainingCheckpoint
 from .config import LORA_MODULES, RecoveryConfig
-from .methods.mask_training import TrainingDiverged
+from .methods.mask_training import TrainingDiverged, all_finite
 
 
 class RecoveryDiverged(TrainingDiverged):
@@ -56,11 +56,6 @@ class _Sample:
     traj: trajectory.Trajectory
     latents: list[torch.Tensor]  # steps + 1, on the CPU
     targets: list[torch.Tensor]  # steps, on the CPU
-
-
-def _samples(prompts, seed: int) -> list[tuple[str, int]]:
-    """(prompt, seed) pairs; a plain prompt string ``k`` gets the seed ``seed + k``."""
-    return [(p, seed + k) if isinstance(p, str) else (p[0], int(p[1])) for k, p in enumerate(prompts)]
 
 
 def teacher_trajectories(pipe, teacher: nn.Module, samples, sampling: dict, batch: int = 16) -> list[_Sample]:
@@ -97,7 +92,7 @@ def _relative_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def _predict(samples: list[_Sample], student: nn.Module, x: torch.Tensor, i: int) -> torch.Tensor:
     """The student's step-``i`` predictions at ``x`` (one row per sample), in one batched call."""
-    return trajectory.stack([s.traj for s in samples]).model(student, x, i)
+    return trajectory.stack_models([s.traj for s in samples])(student, x, i)
 
 
 def distillation_error(pipe, teacher: nn.Module, prompts, sampling: dict, seed: int = 0) -> float:
@@ -108,7 +103,9 @@ def distillation_error(pipe, teacher: nn.Module, prompts, sampling: dict, seed: 
     device = next(student.parameters()).device
     errors = []
     with torch.no_grad():
-        for s in teacher_trajectories(pipe, teacher, _samples(prompts, seed), sampling):
+        for s in teacher_trajectories(
+            pipe, teacher, trajectory.calibration_pairs(prompts, seed, "recovery"), sampling
+        ):
             for i, target in enumerate(s.targets):
                 pred = s.traj.model(student, s.latents[i].to(device), i)
                 errors.append(_relative_error(pred, target.to(device)))
@@ -241,7 +238,7 @@ def recover(
     student = denoiser_of(pipe)
     if student is teacher:
         raise ValueError("the teacher must be the unpruned denoiser, not the pipeline's own (pruned) one")
-    samples = _samples(prompts, cfg.seed)
+    samples = trajectory.calibration_pairs(prompts, cfg.seed, "recovery")
     fingerprint = {
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "checkpoint_every")},
         "sampling": sampling,
@@ -312,7 +309,7 @@ def _train(
             row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if not all(torch.isfinite(p).all() for p in params.values()):
+        if not all_finite(params.values()):
             _diverged(ckpt, step, "weights became non-finite after the optimizer step")
         curve.append(row)
         bar.update(1)

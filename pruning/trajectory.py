@@ -337,6 +337,27 @@ def prepare_pairs(pipe, pairs, sampling: dict) -> list[Trajectory]:
     ]
 
 
+def calibration_pairs(prompts, seed: int = 0, what: str = "ecodiff") -> list[tuple[str, int]]:
+    """(prompt, seed) pairs from strings (seeded ``seed + index``) and/or explicit (prompt, seed) pairs."""
+    pairs = []
+    for k, item in enumerate(prompts):
+        if isinstance(item, str):
+            pairs.append((item, seed + k))
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str):
+            pairs.append((item[0], int(item[1])))
+        else:
+            raise TypeError(f"calibration item {k} must be a prompt or a (prompt, seed) pair; got {item!r}")
+    if not pairs:
+        raise ValueError(f"{what} needs at least one calibration prompt")
+    return pairs
+
+
+def stack_models(trajs: list[Trajectory]):
+    """The batched model closure of several trajectories (conditioning concatenated), without stacking
+    their latents and noise: what a caller that supplies its own inputs needs."""
+    return trajs[0].model if len(trajs) == 1 else trajs[0].model.stack([t.model for t in trajs])
+
+
 def stack(trajs: list[Trajectory]) -> Trajectory:
     """One batched trajectory from several prepared with the same schedule (e.g. one per prompt x seed pair).
 
@@ -353,7 +374,7 @@ def stack(trajs: list[Trajectory]) -> Trajectory:
     return Trajectory(
         torch.cat([t.latents for t in trajs]),
         first.sigmas,
-        first.model.stack([t.model for t in trajs]),
+        stack_models(trajs),
         noise,
         first.ancestral,
     )

@@ -181,8 +181,8 @@ def test_controller_closes_exactly_the_unimportant_units_and_lands_on_the_target
 
 
 def test_fixed_penalty_mode_has_no_target_and_is_not_ratio_specific():
-    cfg = EcoDiffConfig(controller="none", beta_reg=0.5)
-    assert not cfg.ratio_specific and EcoDiffConfig(target_sparsity=0.2).ratio_specific
+    assert not pruning.ratio_specific("ecodiff", {"controller": "none", "beta_reg": 0.5})
+    assert pruning.ratio_specific("ecodiff", {"target_sparsity": 0.2})
     assert pruning.ratio_specific("ecodiff", {}) and not pruning.ratio_specific(
         "ecodiff", {"controller": "none"}
     )

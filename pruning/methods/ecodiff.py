@@ -52,21 +52,6 @@ def _sampling_key(sampling: dict) -> dict:
     return {k: sampling.get(k) for k in ("steps", "guidance", "height", "width", "max_sequence_length")}
 
 
-def calibration_pairs(prompts, seed: int = 0) -> list[tuple[str, int]]:
-    """(prompt, seed) pairs from strings (seeded ``seed + index``) and/or explicit (prompt, seed) pairs."""
-    pairs = []
-    for k, item in enumerate(prompts):
-        if isinstance(item, str):
-            pairs.append((item, seed + k))
-        elif isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str):
-            pairs.append((item[0], int(item[1])))
-        else:
-            raise TypeError(f"calibration item {k} must be a prompt or a (prompt, seed) pair; got {item!r}")
-    if not pairs:
-        raise ValueError("ecodiff needs at least one calibration prompt")
-    return pairs
-
-
 def _schedule(n: int, per_step: int, steps: int, seed: int) -> list[list[int]]:
     """Sample indices of every optimizer step: consecutive slices of per-epoch permutations of range(n)."""
     stream: list[int] = []
@@ -111,11 +96,11 @@ def ecodiff_scores(
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Train mask logits on the calibration ``prompts``; return them as unit scores (higher = keep) and a log.
 
-    ``prompts`` holds prompt strings and/or (prompt, seed) pairs (see :func:`calibration_pairs`);
+    ``prompts`` holds prompt strings and/or (prompt, seed) pairs (see :func:`~pruning.trajectory.calibration_pairs`);
     ``sampling`` holds steps, guidance, height, width and max_sequence_length for the trajectory.
     """
     cfg = config or EcoDiffConfig(controller="none")
-    pairs = calibration_pairs(prompts, cfg.seed)
+    pairs = trajectory.calibration_pairs(prompts, cfg.seed)
     denoiser = denoiser_of(pipe)
     per_step = cfg.batch * cfg.accumulate  # several processes split each step's micro-batches (MaskTrainer)
     total = cfg.steps or max(1, math.ceil(cfg.epochs * len(pairs) / per_step))

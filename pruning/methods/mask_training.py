@@ -95,7 +95,7 @@ class MaskTrainer:
             distributed.sum_grads_(masks.parameters())
             s = expected_removed(masks, cfg.penalty)
             (ctl.penalty(s, step) if ctl else cfg.beta_reg * (1.0 - s)).backward()
-            if not math.isfinite(nmse) or nmse > cfg.max_normalized_mse or not _finite(masks):
+            if not math.isfinite(nmse) or nmse > cfg.max_normalized_mse or not all_finite(masks.parameters()):
                 where = (
                     f"last good checkpoint kept in {self.ckpt.dir}"
                     if self.ckpt.dir
@@ -154,5 +154,7 @@ class MaskTrainer:
         }
 
 
-def _finite(masks: MaskSet) -> bool:
-    return all(torch.isfinite(p).all() for p in masks.parameters())
+def all_finite(tensors) -> bool:
+    """Whether every tensor is finite, with one device sync for all of them (not one per tensor)."""
+    tensors = list(tensors)
+    return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())

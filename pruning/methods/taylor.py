@@ -49,9 +49,8 @@ def taylor_scores(
     ``prompts`` are strings (sample k seeded ``seed + k``) or (prompt, seed) pairs; the first ``batch`` are used.
     """
     cfg = config or TaylorConfig()
-    items = list(prompts)[: cfg.batch]
-    seeds = [it[1] if isinstance(it, (tuple, list)) else cfg.seed + k for k, it in enumerate(items)]
-    prompts = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
+    pairs = trajectory.calibration_pairs(list(prompts)[: cfg.batch], cfg.seed, "taylor")
+    prompts, seeds = [p for p, _ in pairs], [s for _, s in pairs]
     denoiser = denoiser_of(pipe)
     steps, guidance = sampling["steps"], sampling["guidance"]
     geometry = {k: sampling.get(k) for k in ("height", "width")}
