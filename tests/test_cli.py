@@ -95,10 +95,21 @@ def test_run_dry_run_lists_runs_without_the_runner(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def _fake_run_module(**functions) -> types.ModuleType:
+    """A stand-in for ecodiff_bench.run with ``functions``, and the real process-group helpers (without a
+    launcher, a world of one), which the CLI imports from it."""
+    from ecodiff_bench.run import distributed
+
+    module = types.ModuleType("ecodiff_bench.run")
+    module.distributed = distributed
+    for name, fn in functions.items():
+        setattr(module, name, fn)
+    return module
+
+
 @pytest.fixture
 def fake_runner(monkeypatch):
     calls: list = []
-    module = types.ModuleType("ecodiff_bench.run")
 
     def run_suite(suite, *, smoke=False, out=None, wait=False, out_field="outputs.dir", summary=None):
         calls.append(("run", suite, smoke, out))
@@ -108,8 +119,9 @@ def fake_runner(monkeypatch):
         calls.append(("prune", suite, smoke, out))
         return 3
 
-    module.run_suite, module.prune_suite = run_suite, prune_suite
-    monkeypatch.setitem(sys.modules, "ecodiff_bench.run", module)
+    monkeypatch.setitem(
+        sys.modules, "ecodiff_bench.run", _fake_run_module(run_suite=run_suite, prune_suite=prune_suite)
+    )
     return calls
 
 
@@ -134,13 +146,10 @@ def test_prune_calls_the_runner_and_passes_its_exit_code(fake_runner):
 
 
 def test_user_errors_from_the_runner_exit_2(monkeypatch, tmp_path):
-    module = types.ModuleType("ecodiff_bench.run")
-
     def run_suite(suite, **kwargs):
         raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "weights.pth"))
 
-    module.run_suite = run_suite
-    monkeypatch.setitem(sys.modules, "ecodiff_bench.run", module)
+    monkeypatch.setitem(sys.modules, "ecodiff_bench.run", _fake_run_module(run_suite=run_suite))
     result = _invoke("run", "digits")
     assert result.exit_code == 2 and "weights.pth" in result.stderr and "Traceback" not in result.output
 
