@@ -15,20 +15,20 @@ from ecodiff_bench.cli.results import check_metric_options, open_store, store_op
 from ecodiff_bench.core.tables import text_table
 
 
-def print_series(series, metrics: list[str], echo=click.echo) -> None:
+def print_series(series, metrics: list[str]) -> None:
     from reports.releases import RELEASE_HEADER, metric_heading, metric_rows, regression_lines, release_rows
 
-    echo(f"Releases of suite {series.title}, oldest first:")
-    echo(text_table(RELEASE_HEADER, release_rows(series)))
+    click.echo(f"Releases of suite {series.title}, oldest first:")
+    click.echo(text_table(RELEASE_HEADER, release_rows(series)))
     for line in regression_lines(series):
-        echo(f"  {line}")
+        click.echo(f"  {line}")
     for metric in metrics:
         if metric not in series.points:
             continue
-        echo("")
-        echo(metric_heading(series, metric))
+        click.echo("")
+        click.echo(metric_heading(series, metric))
         rows = metric_rows(series, metric)
-        echo(text_table(["config", *series.releases], rows) if rows else "  (no values)")
+        click.echo(text_table(["config", *series.releases], rows) if rows else "  (no values)")
 
 
 @click.command("releases", short_help="Tagged releases in order, each gated against the previous one.")
@@ -45,17 +45,18 @@ def releases_cmd(store_path, suite, metrics, as_json):
     """List the tagged releases in order (date, suite, models, methods, ratios, git commit), each checked
     by the regression gate against the release before it, and per gated metric the value of every
     model/method/ratio in each release with its change and the gate's verdict."""
-    from reports.releases import LEGEND, load_releases, store_history
+    from reports.releases import LEGEND, history, load_releases
 
     check_metric_options(metrics)
     store = open_store(store_path)
-    if suite is not None and suite not in {s for r in load_releases(store) for s in r.suite.split("+")}:
-        known = sorted({s for r in load_releases(store) for s in r.suite.split("+")})
+    rels = load_releases(store)
+    known = sorted({s for r in rels for s in r.suite.split("+")})
+    if suite is not None and suite not in known:
         raise click.BadParameter(
             f"no release of suite {suite!r}; suites with releases: {', '.join(known) or 'none'}",
             param_hint="--suite",
         )
-    hist = store_history(store, [suite] if suite else None)
+    hist = history(rels, [suite] if suite else None)
     gated = sorted({m for s in hist.series for m in s.metrics})
     for m in metrics:
         if gated and m not in gated:

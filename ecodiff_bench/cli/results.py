@@ -59,6 +59,26 @@ def writable_file(path: Path, param: str) -> Path:
         raise click.BadParameter(str(exc), param_hint=param) from None
 
 
+def writable_dir(path: Path, param: str) -> Path:
+    """Check that the folder ``path`` can be written (made if needed) before any work is done."""
+    from ecodiff_bench.core.paths import check_writable_dir
+
+    try:
+        return check_writable_dir(path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=param) from None
+
+
+def _check_tag(store: Store, tag: str | None) -> None:
+    """``--tag``: None, or a release tag the store holds."""
+    if tag is not None:
+        names = store.tag_names()
+        if tag not in names:
+            raise click.BadParameter(
+                f"unknown release tag {tag!r}; known: {', '.join(names) or 'none'}", param_hint="--tag"
+            )
+
+
 def check_metric_options(metrics) -> None:
     """``--metric`` values: each a name the metric catalog knows."""
     from ecodiff_bench.core.thresholds import check_metric_name
@@ -265,11 +285,7 @@ def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_
     writable_file(out, "OUT")
     store = open_store(store_path)
     filters = {"suite": suite, "run_id": run_id, "model": model, "tag": tag, "status": status}
-    if tag is not None and tag not in store.tag_names():
-        raise click.BadParameter(
-            f"unknown release tag {tag!r}; known: {', '.join(store.tag_names()) or 'none'}",
-            param_hint="--tag",
-        )
+    _check_tag(store, tag)
     damaged: list[tuple[str, str]] = []
     if skip_damaged:
         recs, damaged = store.readable_records(**filters, include_smoke=include_smoke)
@@ -287,9 +303,7 @@ def export_cmd(out, store_path, fmt, suite, run_id, model, tag, status, include_
     if damaged:
         click.echo(f"({len(damaged)} damaged record(s) could not be read and were left out)", err=True)
     if not include_smoke and not skip_damaged:
-        n = len(
-            store.records(suite=suite, run_id=run_id, model=model, tag=tag, status=status, smoke_only=True)
-        )
+        n = store.count_smoke(**filters)
         if n:
             click.echo(f"({n} matching smoke record(s) left out; --include-smoke adds them)")
 
@@ -331,7 +345,6 @@ def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title, fo
     """Render the HTML and Markdown reports from the store (from any working directory: artifact paths
     are relative to the store's folder)."""
     import reports
-    from ecodiff_bench.core.paths import check_writable_dir
 
     store = open_store(store_path)
     if run_id is not None and run_id not in store.run_ids():
@@ -339,15 +352,8 @@ def report_cmd(store_path, out_dir, suite, run_id, tag, include_smoke, title, fo
             f"unknown run id {run_id!r}; recent runs: {', '.join(store.run_ids()[:8]) or 'none'}",
             param_hint="--run-id",
         )
-    if tag is not None and tag not in store.tag_names():
-        raise click.BadParameter(
-            f"unknown release tag {tag!r}; known: {', '.join(store.tag_names()) or 'none'}",
-            param_hint="--tag",
-        )
-    try:
-        check_writable_dir(out_dir)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--out") from None
+    _check_tag(store, tag)
+    writable_dir(out_dir, "--out")
     try:
         paths = reports.render(
             store,
