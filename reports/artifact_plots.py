@@ -116,7 +116,8 @@ def kept_units_heatmaps(groups: list[Group], roots) -> list[Plot]:
 
 # -- power timeline ---------------------------------------------------------------------------------
 def power_timelines(groups: list[Group], roots) -> tuple[list[Plot], list[str]]:
-    """One plot per model with a recorded power timeline, and what is missing (said once per model)."""
+    """One plot per model with a recorded power timeline, and what is missing: said once per model, or once
+    in all when no record has one."""
     plots, missing = [], []
     for g in groups:
         fig = Figure(layout="constrained", figsize=(7, 3.5))
@@ -157,6 +158,12 @@ def power_timelines(groups: list[Group], roots) -> tuple[list[Plot], list[str]]:
         plots.append(
             Plot(f"power_{_slug(g.model)}", f"{g.model}: GPU power during generation", _png(fig), msgs, cap)
         )
+    if missing and not plots:  # every record lacks one, for the same reason: said once
+        n = sum(len(g.rows) for g in groups)
+        missing = [
+            f"No power timeline in any of the {n} records: it is sampled from NVML, and these runs saw no "
+            "NVIDIA GPU."
+        ]
     return plots, missing
 
 

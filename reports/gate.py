@@ -458,20 +458,15 @@ def _release_warnings(
         warnings.append(msg)
     elif smoke_c == {True}:
         warnings.append("both releases are smoke runs: the comparison checks the pipeline, not the benchmark")
-    dev_c = {device_of(r) for r in cand if r["status"] == "ok"}
-    dev_b = {device_of(r) for r in base if r["status"] == "ok"}
-    if dev_c != dev_b:
-        warnings.append(
-            f"devices differ ({cand_name}: {', '.join(sorted(dev_c))}; {base_name}: "
-            f"{', '.join(sorted(dev_b))}); latency, energy and memory changes may reflect hardware"
-        )
-    sizes_c = {world_size_of(r) for r in cand if r["status"] == "ok"}
-    sizes_b = {world_size_of(r) for r in base if r["status"] == "ok"}
-    if sizes_c != sizes_b:
-        warnings.append(
-            f"numbers of processes differ ({cand_name}: {', '.join(map(str, sorted(sizes_c)))}; {base_name}: "
-            f"{', '.join(map(str, sorted(sizes_b)))}); {', '.join(WORLD_SENSITIVE)} is not compared"
-        )
+    differ = (
+        (device_of, "devices", "latency, energy and memory changes may reflect hardware"),
+        (world_size_of, "numbers of processes", f"{', '.join(WORLD_SENSITIVE)} is not compared"),
+    )
+    for of, what, consequence in differ:
+        c, b = ({of(r) for r in side if r["status"] == "ok"} for side in (cand, base))
+        if c != b:
+            shown_c, shown_b = (", ".join(map(str, sorted(x))) for x in (c, b))
+            warnings.append(f"{what} differ ({cand_name}: {shown_c}; {base_name}: {shown_b}); {consequence}")
     return warnings
 
 
@@ -538,10 +533,10 @@ def check(
             outcome = "fail" if strict else "not_compared"
             comps.append(Comparison(model, method, ratio, "*", outcome, why))
             continue
+        sizes = [sorted({world_size_of(r) for r in side[key]}) for side in (cand_ok, base_ok)]
         for name, t in th.items():
             if not t.bounds():
                 continue  # a window only, checked above
-            sizes = [sorted({world_size_of(r) for r in side[key]}) for side in (cand_ok, base_ok)]
             if name in WORLD_SENSITIVE and sizes[0] != sizes[1]:
                 why = f"measured by {sizes[0]} vs {sizes[1]} processes: throughput adds up over processes"
                 comps.append(Comparison(model, method, ratio, name, "not_compared", why))

@@ -77,12 +77,6 @@ def build(sel: A.Selection, roots: list[Path], title: str, history: History | No
         if not g.pruned:
             sel.notices.append(f"{g.model}: no pruned record selected.")
     power, power_missing = AP.power_timelines(groups, roots)
-    n_records = sum(len(g.rows) for g in groups)
-    if power_missing and not power and all("have no power timeline" in m for m in power_missing):
-        power_missing = [  # the same reason for every model: said once
-            f"No power timeline in any of the {n_records} records: it is sampled from NVML, and these "
-            "runs saw no NVIDIA GPU."
-        ]
     return Content(
         title=title,
         generated=datetime.now(UTC).isoformat(timespec="seconds"),
