@@ -141,10 +141,10 @@ def _energy(joules: float) -> Value:
 
 def test_an_interrupted_then_resumed_scoring_costs_the_sum_of_its_parts(tmp_path):
     folder = tmp_path / "scores"
-    parts = Attempts(folder, folder / "checkpoint")
+    parts = Attempts(folder)
     parts.begin()
     parts.end("interrupted", 10.0, _energy(100.0))
-    resumed = Attempts(folder, folder / "checkpoint")  # the next process
+    resumed = Attempts(folder)  # the next process
     resumed.begin()
     resumed.end("finished", 5.0, _energy(50.0))
     time_s, energy = resumed.totals(resumed_from=7)
@@ -163,14 +163,14 @@ def test_an_interrupted_then_resumed_scoring_costs_the_sum_of_its_parts(tmp_path
 
 def test_a_killed_part_is_estimated_from_its_last_checkpoint(tmp_path):
     folder = tmp_path / "scores"
-    killed = Attempts(folder, folder / "checkpoint")
+    killed = Attempts(folder)
     killed.begin()  # ... and the process dies without recording its end
     (folder / "checkpoint").mkdir(parents=True)
     ckpt = folder / "checkpoint" / "state.json"
     ckpt.write_text("{}")
     started = json.loads((folder / "attempts.json").read_text())[0]["started_unix"]
     os.utime(ckpt, (started + 20.0, started + 20.0))
-    resumed = Attempts(folder, folder / "checkpoint")
+    resumed = Attempts(folder)
     resumed.begin()
     resumed.end("finished", 10.0, _energy(100.0))
     time_s, energy = resumed.totals(resumed_from=3)
@@ -181,8 +181,8 @@ def test_a_killed_part_is_estimated_from_its_last_checkpoint(tmp_path):
 
 def test_a_killed_part_without_a_checkpoint_makes_the_total_a_lower_bound(tmp_path):
     folder = tmp_path / "scores"
-    Attempts(folder, folder / "checkpoint").begin()
-    resumed = Attempts(folder, folder / "checkpoint")
+    Attempts(folder).begin()
+    resumed = Attempts(folder)
     resumed.begin()
     resumed.end("finished", 4.0, _energy(8.0))
     time_s, energy = resumed.totals(resumed_from=2)

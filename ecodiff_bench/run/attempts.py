@@ -26,6 +26,7 @@ from ecodiff_bench.core.files import write_json_atomic
 from ecodiff_bench.core.values import Value
 
 FILE = "attempts.json"
+CHECKPOINT = "checkpoint"  # the computation's checkpoints, a subfolder of the ledger's folder
 OWN_RATIO = "this ratio's own mask training"  # scores trained to one ratio (pruning.ratio_specific)
 
 
@@ -33,9 +34,9 @@ class Attempts:
     """The ledger of one score folder (``cache/scores/<score key>``), or of one recovery
     (``cache/recovery/<recovery key>``, ``stage="recovery"``: its values are ``recovery_*``)."""
 
-    def __init__(self, folder: Path, checkpoint_dir: Path, stage: str = "pruning"):
+    def __init__(self, folder: Path, stage: str = "pruning"):
         self.file = folder / FILE
-        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_dir = folder / CHECKPOINT
         self.stage = stage
         self.parts: list[dict] = self._read()
 

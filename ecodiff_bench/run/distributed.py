@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ecodiff_bench.core.values import Value
-from pruning.distributed import OutOfStep, PeerFailed, sum_floats, together
+from pruning.distributed import OutOfStep, PeerFailed, _device, active, sum_floats, together
 
 if TYPE_CHECKING:
     from ecodiff_bench.measure.energy import EnergyMonitor
@@ -74,7 +74,7 @@ class World:
 
 
 def world() -> World:
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not active():
         return World()
     return World(
         torch.distributed.get_rank(),
@@ -102,14 +102,8 @@ def init_from_env() -> World:
 
 
 def shutdown() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if active():
         torch.distributed.destroy_process_group()
-
-
-def _device() -> torch.device:
-    if torch.distributed.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def _bytes_tensor(data: bytes, size: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ import pruning
 from ecodiff_bench.core.files import write_json_atomic
 from ecodiff_bench.core.values import Value
 from ecodiff_bench.measure import energy
-from ecodiff_bench.run.attempts import Attempts, metered
+from ecodiff_bench.run.attempts import CHECKPOINT, Attempts, metered
 from ecodiff_bench.suite import RunSpec
 from ecodiff_bench.suite.recovery import config_kwargs
 
@@ -47,7 +47,7 @@ class Recoverer:
         """Distil ``pruned`` (in place) toward ``base_pipe``'s denoiser as ``spec.recovery`` says."""
         folder = self.folder(spec)
         config = pruning.RecoveryConfig(**config_kwargs(spec.recovery, spec.seed))
-        attempts = Attempts(folder, folder / "checkpoint", stage="recovery")
+        attempts = Attempts(folder, stage="recovery")
         with metered(self.monitor, attempts, "recovery", "recovery_energy_j") as m:
             info = pruning.recover(
                 pruned,
@@ -55,7 +55,7 @@ class Recoverer:
                 calibration_samples(spec),
                 settings,
                 config,
-                checkpoint_dir=folder / "checkpoint",
+                checkpoint_dir=folder / CHECKPOINT,
             )
         attempts.end("finished", m.elapsed_s, m.window.total_value("recovery_energy_j"))
         time_value, energy_value = attempts.totals(info["resumed_from"])

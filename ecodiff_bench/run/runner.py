@@ -142,7 +142,9 @@ def _context(suite: Suite, smoke: bool, out: Path, store: Store | None) -> Conte
 
 
 def _preflight(suite: Suite, out: Path, out_field: str, writer: bool) -> Path:
-    """Check devices and the output folder before any work; rank 0 alone creates and probes the folder."""
+    """Check devices and the output folder before any work; rank 0 alone creates and probes the folder.
+    Every rank returns the same path: ``out`` with ``~`` expanded, as rank 0's check returns it."""
+    out = out.expanduser()
     with distributed.together("preflight"):
         if writer:
             return preflight(suite, out, out_field)
@@ -371,14 +373,14 @@ def _pruned_model(spec: RunSpec, pipe, settings: dict, scorer: Scorer, recoverer
     if not spec.is_recovered:
         return pruned, plan, scores, None
     # Recovery is not sharded: rank 0 trains (and checkpoints) while the others wait, then they take its
-    # weights, so every rank evaluates the same recovered model.
+    # weights, so every rank evaluates the same recovered model. Every rank built the same pruned model,
+    # so its tensors are overwritten in place with rank 0's (a no-op on one process).
     writer = distributed.world().writer
     with distributed.together("recovery"):
         recovered = recoverer.recover(spec, pruned, pipe, plan, settings) if writer else None
-    denoiser = pruning.denoiser_of(pruned)
-    weights = distributed.broadcast_tensors(denoiser.state_dict() if writer else None)
-    if not writer:
-        denoiser.load_state_dict(weights)
+    with torch.no_grad():
+        for t in pruning.denoiser_of(pruned).state_dict().values():
+            pruning.distributed.broadcast_(t, 0)
     return pruned, recovered.plan if writer else plan, scores, recovered
 
 

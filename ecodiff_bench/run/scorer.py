@@ -20,7 +20,7 @@ import pruning
 from ecodiff_bench.core.files import atomic_path, write_json_atomic
 from ecodiff_bench.measure import energy
 from ecodiff_bench.run import distributed
-from ecodiff_bench.run.attempts import Attempts, metered
+from ecodiff_bench.run.attempts import CHECKPOINT, Attempts, metered
 from ecodiff_bench.suite import RunSpec
 from ecodiff_bench.suite.methods import PLAN_OPTIONS, config_kwargs
 
@@ -53,17 +53,10 @@ class Scorer:
         return self.memo[spec.score_key]
 
     def _compute(self, spec: RunSpec, pipe, settings: dict, folder: Path) -> pruning.Scores:
-        with ExitStack() as stack:
-            checkpoint = folder / "checkpoint"
-            if (
-                distributed.world().active
-            ):  # the others resume from rank 0's checkpoint, in a folder of their own
-                mine = (
-                    None
-                    if distributed.world().writer
-                    else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-                )
-                checkpoint = distributed.share_folder(checkpoint, mine)
+        with ExitStack() as stack:  # the others resume from rank 0's checkpoint, in a folder of their own
+            writer = distributed.world().writer
+            mine = None if writer else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            checkpoint = distributed.share_folder(folder / CHECKPOINT, mine)  # as is on one process
             return self._metered(spec, pipe, settings, folder, checkpoint)
 
     def _metered(self, spec: RunSpec, pipe, settings: dict, folder: Path, checkpoint: Path) -> pruning.Scores:
@@ -76,7 +69,7 @@ class Scorer:
         own_ratio = pruning.ratio_specific(spec.method, options)
         if own_ratio:
             options["target_sparsity"] = spec.ratio
-        attempts = Attempts(folder, folder / "checkpoint") if writer else None
+        attempts = Attempts(folder) if writer else None
         with (
             distributed.together("scoring"),  # the methods agree on failures in their own sections too
             metered(self.monitor, attempts, "scoring", "pruning_energy_j") as m,
