@@ -136,6 +136,10 @@ class MaskSet(nn.Module):
         with torch.no_grad():
             return self.p_open(group) < 0.5
 
+    def sparsity_loss(self) -> torch.Tensor:
+        """Mean over groups of the expected share of open gates (the paper's L0 penalty for hard-concrete)."""
+        return torch.stack([self.p_open(name).mean() for name in self.groups]).mean()
+
     @contextmanager
     def using(self, mode: str):
         previous, self.mode = self.mode, _check("mode", mode, MODES)
