@@ -251,7 +251,10 @@ def test_stacked_trajectories_follow_each_pair(make, sampling):
     with torch.no_grad():
         alone = torch.cat([trajectory.run(t, den) for t in trajs])
         together = trajectory.run(trajectory.stack(memoised), den)
-    assert torch.allclose(alone, together, atol=1e-5)
+    # Batched and per-sample kernels reduce in another order (AVX2 vs AVX-512 differ too): a few float32 ulps
+    # per operation, compounded over the steps. A wrong pairing of noise and prompt differs by O(the values).
+    tolerance = 1e3 * torch.finfo(alone.dtype).eps * float(alone.abs().max())
+    torch.testing.assert_close(together, alone, rtol=0, atol=tolerance)
 
 
 def test_ecodiff_plan_records_target_sparsity_agreement_steps_and_time():
