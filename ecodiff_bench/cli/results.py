@@ -13,60 +13,18 @@ from pathlib import Path
 
 import click
 
+from ecodiff_bench.cli.options import (
+    check_metric_options,
+    open_store,
+    store_option,
+    writable_dir,
+    writable_file,
+)
 from ecodiff_bench.core.errors import StoreDamagedError, StoreError
 from ecodiff_bench.core.export import EXPORT_FORMATS, LAYOUTS, export_records
 from ecodiff_bench.core.record import RECORD_STATUSES
-from ecodiff_bench.core.store import DEFAULT_STORE_ENV, Store, default_store_path
+from ecodiff_bench.core.store import Store
 from ecodiff_bench.core.tables import text_table
-
-_STORE_HELP = f"Results store (SQLite). Default: ${DEFAULT_STORE_ENV} or results/store.sqlite."
-
-
-def store_option(f):
-    return click.option(
-        "--store",
-        "store_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        envvar=DEFAULT_STORE_ENV,
-        show_envvar=True,
-        help=_STORE_HELP,
-    )(f)
-
-
-class StoreProblem(click.ClickException):
-    """A store that cannot be used: exit code 2 and the message (which names the file), no usage text."""
-
-    exit_code = 2
-
-
-def open_store(store_path: Path | None, *, write: bool = False) -> Store:
-    """The store, read-only unless ``write`` (only ``tag`` writes)."""
-    path = store_path or default_store_path()
-    try:
-        return Store(path, create=False, readonly=not write)
-    except StoreError as exc:
-        raise StoreProblem(f"--store: {exc}") from None
-
-
-def writable_file(path: Path, param: str) -> Path:
-    """Check that ``path`` can be written (its folder exists or can be made) before any work is done."""
-    from ecodiff_bench.core.paths import check_writable_file
-
-    try:
-        return check_writable_file(path)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=param) from None
-
-
-def writable_dir(path: Path, param: str) -> Path:
-    """Check that the folder ``path`` can be written (made if needed) before any work is done."""
-    from ecodiff_bench.core.paths import check_writable_dir
-
-    try:
-        return check_writable_dir(path)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=param) from None
 
 
 def _check_tag(store: Store, tag: str | None) -> None:
@@ -77,17 +35,6 @@ def _check_tag(store: Store, tag: str | None) -> None:
             raise click.BadParameter(
                 f"unknown release tag {tag!r}; known: {', '.join(names) or 'none'}", param_hint="--tag"
             )
-
-
-def check_metric_options(metrics) -> None:
-    """``--metric`` values: each a name the metric catalog knows."""
-    from ecodiff_bench.core.thresholds import check_metric_name
-
-    for m in metrics:
-        try:
-            check_metric_name(m)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--metric") from None
 
 
 def _resolve(store: Store, ref: str, param: str, include_smoke: bool = True) -> tuple[str, list[dict]]:
