@@ -157,28 +157,12 @@ def test_source_refs(tmp_path):
         source_ref("digits-sdxl", ZooRef(name="digits-flux"))
 
 
-class _FakePipeline:
-    """Stands in for a diffusers pipeline class: records what ``from_pretrained`` was asked."""
+def test_hub_revision_and_variant_reach_from_pretrained(fake_from_pretrained, monkeypatch, tmp_path):
+    from ecodiff_bench.models import loading
 
-    calls: list = []
-
-    @classmethod
-    def from_pretrained(cls, location, **kwargs):
-        cls.calls.append((location, kwargs))
-        return cls()
-
-    def to(self, device):
-        return self
-
-
-def test_hub_revision_and_variant_reach_from_pretrained(monkeypatch, tmp_path):
-    from ecodiff_bench.models import families, loading
-
-    monkeypatch.setattr(families.Family, "pipeline_cls", lambda self: _FakePipeline)
     monkeypatch.setattr(loading, "is_cached", lambda repo, cache_dir=None, revision=None: revision == "abc")
-    _FakePipeline.calls = []
     load_pipeline("sdxl", HubRef(repo="org/sdxl", revision="abc", variant="fp16"), cache_dir=tmp_path)
-    ((location, kwargs),) = _FakePipeline.calls
+    ((location, kwargs),) = fake_from_pretrained
     assert location == "org/sdxl" and kwargs["revision"] == "abc" and kwargs["variant"] == "fp16"
     assert kwargs["local_files_only"] is True and kwargs["use_safetensors"] is True
     with pytest.raises(ModelNotFoundError, match="at revision 'other'"):  # offline: the revision's files
@@ -186,7 +170,7 @@ def test_hub_revision_and_variant_reach_from_pretrained(monkeypatch, tmp_path):
     (tmp_path / "pipe").mkdir()
     (tmp_path / "pipe" / "model_index.json").write_text("{}")
     load_pipeline("sdxl", LocalRef(path=str(tmp_path / "pipe"), variant="bf16"))
-    assert _FakePipeline.calls[-1][1]["variant"] == "bf16" and "revision" not in _FakePipeline.calls[-1][1]
+    assert fake_from_pretrained[-1][1]["variant"] == "bf16" and "revision" not in fake_from_pretrained[-1][1]
 
 
 def test_missing_local_dir_is_a_clear_error(no_network, tmp_path):

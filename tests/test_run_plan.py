@@ -161,32 +161,15 @@ def test_a_variant_is_a_plain_name_and_belongs_to_hub_or_local_sources():
         validate_suite(_suite(models=[{"name": "digits-sdxl", "variant": "fp16"}], methods=[]))
 
 
-class _FakePipeline:
-    calls: list = []
-
-    @classmethod
-    def from_pretrained(cls, location, **kwargs):
-        cls.calls.append((location, kwargs))
-        return cls()
-
-    def to(self, device):
-        return self
-
-    def set_progress_bar_config(self, **kwargs):
-        pass
-
-
-def test_a_suite_revision_and_variant_reach_from_pretrained(monkeypatch):
-    from ecodiff_bench.models import families, loading
+def test_a_suite_revision_and_variant_reach_from_pretrained(fake_from_pretrained, monkeypatch):
+    from ecodiff_bench.models import loading
     from ecodiff_bench.run import runner
 
-    monkeypatch.setattr(families.Family, "pipeline_cls", lambda self: _FakePipeline)
     monkeypatch.setattr(loading, "is_cached", lambda repo, cache_dir=None, revision=None: True)
-    _FakePipeline.calls = []
     model = {"name": "sdxl", "hub_id": "org/sdxl", "revision": "v1", "variant": "fp16", "device": "cpu"}
     (spec,) = expand(validate_suite(_suite(models=[model], methods=[]))).specs
     runner._load(spec)
-    ((location, kwargs),) = _FakePipeline.calls
+    ((location, kwargs),) = fake_from_pretrained
     assert (location, kwargs["revision"], kwargs["variant"]) == ("org/sdxl", "v1", "fp16")
 
 
