@@ -64,14 +64,11 @@ def _say(msg: str) -> None:
         click.echo(msg, err=True)
 
 
-def _model_device(wanted: str) -> torch.device:
+def _device(spec: RunSpec) -> torch.device:
+    wanted = spec.model_spec.device
     if wanted == "auto":
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
     return distributed.world().device(torch.device(wanted))  # each rank its own GPU
-
-
-def _device(spec: RunSpec) -> torch.device:
-    return _model_device(spec.model_spec.device)
 
 
 def _dtype(spec: RunSpec, device: torch.device) -> torch.dtype:
