@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 
-from reports.analysis import label, load_json_artifact, resolve_artifact
-from reports.cells import Group
-from reports.plots import _COLORS, Plot, _png, _slug
+from reports.cells import Group, Row
+from reports.plots import COLORS, Plot, png_bytes, slug
+from reports.records import label, load_json_artifact, resolve_artifact
 
 SAMPLE_MIN_WIDTH = 640  # px: sample grids are upscaled (nearest neighbour) to at least this width
 
@@ -60,7 +60,7 @@ def kept_units_heatmaps(groups: list[Group], roots) -> list[Plot]:
                 msgs.append(f"{label(r, True)}: {problem}")
                 continue
             cols.append((label(r, True), plan))
-        key = f"kept_units_{_slug(g.model)}"
+        key = f"kept_units_{slug(g.model)}"
         title = f"{g.model}: kept units per module"
         if not cols:
             plots.append(Plot(key, title, None, msgs or ["no plan artifacts"]))
@@ -110,7 +110,7 @@ def kept_units_heatmaps(groups: list[Group], roots) -> list[Plot]:
             "blank cells: module absent from that plan. "
             + "; ".join(f"{lab}: {plan_summary(plan)}" for lab, plan in cols)
         )
-        plots.append(Plot(key, title, _png(fig), msgs, cap))
+        plots.append(Plot(key, title, png_bytes(fig), msgs, cap))
     return plots
 
 
@@ -139,7 +139,7 @@ def power_timelines(groups: list[Group], roots) -> tuple[list[Plot], list[str]]:
             if problem:
                 msgs.append(f"{row.label}: {problem}")
                 continue
-            ax.plot(t, w, ".", ms=3, color=_COLORS[i % len(_COLORS)], label=row.label)
+            ax.plot(t, w, ".", ms=3, color=COLORS[i % len(COLORS)], label=row.label)
             drawn += 1
         if absent:
             missing.append(
@@ -148,7 +148,7 @@ def power_timelines(groups: list[Group], roots) -> tuple[list[Plot], list[str]]:
             )
         if not drawn:
             if msgs:
-                plots.append(Plot(f"power_{_slug(g.model)}", f"{g.model}: GPU power", None, msgs))
+                plots.append(Plot(f"power_{slug(g.model)}", f"{g.model}: GPU power", None, msgs))
             continue
         ax.set_xlabel("time since the first timed call [s]")
         ax.set_ylabel("GPU power, all GPUs [W]")
@@ -156,7 +156,9 @@ def power_timelines(groups: list[Group], roots) -> tuple[list[Plot], list[str]]:
         ax.legend(fontsize=7)
         cap = "Samples taken while each model's own timed blocks ran (gaps: its base was running)."
         plots.append(
-            Plot(f"power_{_slug(g.model)}", f"{g.model}: GPU power during generation", _png(fig), msgs, cap)
+            Plot(
+                f"power_{slug(g.model)}", f"{g.model}: GPU power during generation", png_bytes(fig), msgs, cap
+            )
         )
     if missing and not plots:  # every record lacks one, for the same reason: said once
         n = sum(len(g.rows) for g in groups)
@@ -227,7 +229,7 @@ def training_curves(groups: list[Group], roots) -> list[Plot]:
                 curves[key][0].append(lab)
             else:
                 curves[key] = ([lab], curve, float(r["ratio"]))
-        key, title = f"training_{_slug(g.model)}", f"{g.model}: mask training"
+        key, title = f"training_{slug(g.model)}", f"{g.model}: mask training"
         if not curves:
             if msgs:
                 plots.append(Plot(key, title, None, msgs))
@@ -249,7 +251,7 @@ def _training_figure(curves: list[tuple[list[str], Curve, float]]) -> bytes:
     ax_l, ax_s = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     log_ok = True
     for i, (labels, c, ratio) in enumerate(curves):
-        color, name = _COLORS[i % len(_COLORS)], ", ".join(labels)
+        color, name = COLORS[i % len(COLORS)], ", ".join(labels)
         if c.loss is not None:
             ax_l.plot(c.steps, c.loss, "-", color=color, lw=1.3, label=f"{name}: loss")
             log_ok &= min(c.loss) > 0
@@ -272,65 +274,63 @@ def _training_figure(curves: list[tuple[list[str], Curve, float]]) -> bytes:
     for ax in (ax_l, ax_s):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 # -- sample grids -----------------------------------------------------------------------------------
 @dataclass
 class Sample:
+    """One record's sample grid, upscaled to a PNG (``png`` None: ``message`` says why there is none)."""
+
     model: str
     label: str
     seed: object
     png: bytes | None
-    mime: str
-    suffix: str
     message: str = ""
     width: int = 0
     height: int = 0
 
 
-_MIME = {
-    b"\x89PNG": ("image/png", ".png"),
-    b"\xff\xd8\xff": ("image/jpeg", ".jpg"),
-    b"RIFF": ("image/webp", ".webp"),
-}
+#: The first bytes of the image formats a sample grid may be stored in: PNG, JPEG, WebP.
+IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"RIFF")
 
 
 def upscale(data: bytes, min_width: int = SAMPLE_MIN_WIDTH) -> tuple[bytes, int, int]:
     """A small image enlarged by a whole factor, nearest neighbour (pixels stay sharp), as PNG."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        factor = max(1, math.ceil(min_width / max(1, im.width)))
-        big = im.convert("RGB").resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    big.save(buf, format="PNG", optimize=True)
-    return buf.getvalue(), big.width, big.height
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        factor = max(1, math.ceil(min_width / max(1, image.width)))
+        size = (image.width * factor, image.height * factor)
+        big = image.convert("RGB").resize(size, Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    big.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue(), big.width, big.height
+
+
+def _sample_grid(model: str, row: Row, roots) -> Sample:
+    record = row.record
+
+    def missing(why: str) -> Sample:
+        return Sample(model, row.label, record["seed"], None, why)
+
+    artifact = resolve_artifact(record, "samples", roots)
+    if not artifact.ok:
+        return missing(artifact.problem)
+    try:
+        data = artifact.path.read_bytes()
+    except OSError as exc:
+        return missing(f"could not read: {exc}")
+    if not data.startswith(IMAGE_SIGNATURES):
+        return missing(f"{artifact.path} is not a PNG/JPEG/WebP image")
+    try:
+        png, width, height = upscale(data)
+    except OSError as exc:
+        return missing(f"could not decode: {exc}")
+    return Sample(model, row.label, record["seed"], png, "", width, height)
 
 
 def sample_grids(groups: list[Group], roots) -> list[Sample]:
-    out = []
-    for g in groups:
-        for row in g.rows:
-            r = row.record
-            art = resolve_artifact(r, "samples", roots)
-            if not art.ok:
-                out.append(Sample(g.model, row.label, r["seed"], None, "", "", art.problem))
-                continue
-            try:
-                data = art.path.read_bytes()
-            except OSError as exc:
-                out.append(Sample(g.model, row.label, r["seed"], None, "", "", f"could not read: {exc}"))
-                continue
-            if not any(data.startswith(sig) for sig in _MIME):
-                why = f"{art.path} is not a PNG/JPEG/WebP image"
-                out.append(Sample(g.model, row.label, r["seed"], None, "", "", why))
-                continue
-            try:
-                png, w, h = upscale(data)
-            except OSError as exc:
-                out.append(Sample(g.model, row.label, r["seed"], None, "", "", f"could not decode: {exc}"))
-                continue
-            out.append(Sample(g.model, row.label, r["seed"], png, "image/png", ".png", "", w, h))
-    return out
+    """Every record's sample grid, model by model, in the tables' row order."""
+    return [_sample_grid(group.model, row, roots) for group in groups for row in group.rows]

@@ -52,8 +52,8 @@ from ecodiff_bench.core.thresholds import (
     default_thresholds,
     validate_thresholds,
 )
-from reports.analysis import WORLD_SENSITIVE, device_of, sample_count, world_size_of
 from reports.gate_result import Comparison, GateResult, Outcome, key_text
+from reports.records import WORLD_SENSITIVE, device_of, sample_count, world_size_of
 
 __all__ = [
     "BOUNDS",

@@ -21,19 +21,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from ecodiff_bench.core.stats import interval_of  # noqa: E402
-from reports.analysis import (  # noqa: E402
-    direction,
-    full_label,
-    is_base,
-    metric,
-    number,
-    pareto_front,
-    quality_metric,
-)
+from reports.analysis import pareto_front, quality_metric  # noqa: E402
 from reports.cells import Group  # noqa: E402
+from reports.records import direction, full_label, is_base, metric, number  # noqa: E402
 
 DPI = 100
-_COLORS = (
+COLORS = (
     "#1f77b4",
     "#ff7f0e",
     "#2ca02c",
@@ -66,7 +59,7 @@ class Plot:
     caption: str = ""
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
@@ -76,12 +69,12 @@ def _png(fig: Figure) -> bytes:
 def method_colors(methods) -> dict[str, str]:
     """One colour per method (the base in black), the same in every plot of a report."""
     names = sorted({m for m in methods if m != "base"})
-    out = {n: _COLORS[i % len(_COLORS)] for i, n in enumerate(names)}
+    out = {n: COLORS[i % len(COLORS)] for i, n in enumerate(names)}
     out["base"] = BASE_COLOR
     return out
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
@@ -173,7 +166,7 @@ def quality_vs_energy(groups: list[Group]) -> Plot:
         "Hollow markers: estimated energy (CPU: TDP x CPU time). Dashed: the Pareto front (no other "
         "variant of the model uses less energy at better quality)."
     )
-    return Plot("quality_vs_energy", title, _png(fig), msgs, cap)
+    return Plot("quality_vs_energy", title, png_bytes(fig), msgs, cap)
 
 
 def _energy_points(group: Group, qname: str) -> list[tuple[dict, float, tuple[float, float] | None, float]]:
@@ -246,4 +239,4 @@ def paired_ratios(groups: list[Group]) -> Plot:
         "medians over the pairs, the bar its bootstrap confidence interval. Hollow points: the interval "
         "contains 1, no measurable change."
     )
-    return Plot("paired_ratios", title, _png(fig), [], cap)
+    return Plot("paired_ratios", title, png_bytes(fig), [], cap)

@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ecodiff_bench.core.metrics import METRICS
-from reports.plots import BASE_COLOR, Plot, _png, _slug, axis_label, method_colors
+from reports.plots import BASE_COLOR, Plot, axis_label, method_colors, png_bytes, slug
 from reports.releases import Point, Series
 
 REGRESSION_COLOR = "#d62728"
@@ -92,7 +92,7 @@ def _legend(fig, colors: dict[str, str], styles: dict[float, tuple], has_base: b
 
 def metric_history(series: Series, metric: str) -> Plot:
     """The history plot of one gated metric (see the module doc)."""
-    key = f"history_{_slug(series.title)}_{_slug(metric)}"
+    key = f"history_{slug(series.title)}_{slug(metric)}"
     title = f"Release history: {metric} ({series.title})"
     points = series.points.get(metric, [])
     if not any(p.value is not None for p in points):
@@ -146,7 +146,7 @@ def metric_history(series: Series, metric: str) -> Plot:
         "window). Pruned models' latency and energy are the paired ratios to their base; the bases' own "
         "timings are not compared between runs and are not drawn."
     )
-    return Plot(key, title, _png(fig), msgs, cap)
+    return Plot(key, title, png_bytes(fig), msgs, cap)
 
 
 def history_plots(series: Series) -> list[Plot]:

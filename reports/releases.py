@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from ecodiff_bench.core.metrics import METRICS
-from reports.analysis import commit_of
 from reports.formatting import fmt_value, sig
 from reports.gate import (
     Comparison,
@@ -39,6 +38,7 @@ from reports.gate import (
     validate_thresholds,
     windows,
 )
+from reports.records import commit_of
 
 Key = tuple[str, str, float]
 

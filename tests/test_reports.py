@@ -12,7 +12,8 @@ import pytest
 
 import reports
 from ecodiff_bench.core.store import Store
-from reports import analysis, cells
+from reports import analysis, cells, records
+from reports.sustainability import sustainability
 from reports.synthetic import demo_records, make_record, value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +143,7 @@ def test_columns_only_for_metrics_the_records_hold(tmp_path):
 
 
 def test_notes_differing_only_in_figures_collapse():
-    from reports.report import VARIES, Notes
+    from reports.content import VARIES, Notes
 
     notes = Notes()
     a = notes.ref("estimate: TDP 8 W x 0.52 s of CPU time")
@@ -204,7 +205,7 @@ def test_sustainability_breakeven_and_never():
     nocost = make_record("m", "magnitude", 0.2)
     nocost["metrics"]["pruning_energy_j"] = value("pruning_energy_j", None, note="pruned on CPU, no meter")
     groups = cells.build_groups([base, good, worse, nocost, noise])
-    rows = {s.label: s for s in analysis.sustainability(groups)}
+    rows = {s.label: s for s in sustainability(groups)}
     e_b = base["metrics"]["energy_image_j"]["value"]
     e_p = good["metrics"]["energy_image_j"]["value"]
     cost = good["metrics"]["pruning_energy_j"]["value"]
@@ -351,7 +352,7 @@ def test_reports_and_store_do_not_import_torch():
 def test_device_of_reads_the_provenance_shape(prov, settings, expected):
     rec = make_record("m", "base", 0.0)
     rec["provenance"], rec["settings"] = prov, settings
-    assert analysis.device_of(rec) == expected
+    assert records.device_of(rec) == expected
 
 
 def test_pruned_rows_compare_with_the_base_of_the_same_kind_of_run():
