@@ -85,7 +85,7 @@ class Group:
     columns: tuple[Column, ...] = COLUMNS  # the columns this group's records hold
 
 
-def verdict(sign: int, higher_is_better: bool | None) -> str:
+def verdict_of(sign: int, higher_is_better: bool | None) -> str:
     """What a change going ``sign`` (+1 up, -1 down, 0 none) means by the metric's direction: "good" or
     "bad"; "neutral" for no change or a metric without a better direction."""
     if sign == 0 or higher_is_better is None:
@@ -126,7 +126,7 @@ def _paired_change(
     if sign == 0:
         return NO_CHANGE, ARROWS[0], "neutral", title
     delta = f"{pct(ratio)} [{pct(low).rstrip(' %')}, {pct(high).rstrip(' %')}]"
-    return delta, ARROWS[sign], verdict(sign, higher_is_better), title
+    return delta, ARROWS[sign], verdict_of(sign, higher_is_better), title
 
 
 def _difference_change(
@@ -141,7 +141,7 @@ def _difference_change(
     else:
         cell.delta = "±0 %" if difference == 0 else "n/a (base is 0)"
     sign = (difference > 0) - (difference < 0)
-    cell.arrow, cell.verdict = ARROWS[sign], verdict(sign, higher_is_better)
+    cell.arrow, cell.verdict = ARROWS[sign], verdict_of(sign, higher_is_better)
 
 
 def make_cell(record: dict, name: str, base: dict | None, column: Column | None = None) -> Cell:

@@ -61,10 +61,11 @@ class Plot:
 
 
 def png_bytes(fig: Figure) -> bytes:
+    """The figure rendered to PNG (on its own Agg canvas: no pyplot state)."""
     FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    return buf.getvalue()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
 
 
 def method_colors(methods) -> dict[str, str]:
@@ -76,11 +77,13 @@ def method_colors(methods) -> dict[str, str]:
 
 
 def slug(text: str) -> str:
+    """``text`` made safe for a file name or an HTML id (letters, digits, - and _)."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
-def axis_label(name: str, hib: bool | None) -> str:
-    way = "" if hib is None else (" (higher is better ↑)" if hib else " (lower is better ↓)")
+def axis_label(name: str, higher_is_better: bool | None) -> str:
+    """The axis title of a metric, with which way is better."""
+    way = {None: "", True: " (higher is better ↑)", False: " (lower is better ↓)"}[higher_is_better]
     return AXIS_NAMES.get(name, name) + way
 
 

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from ecodiff_bench.core.metrics import QUALITY_METRICS
 from ecodiff_bench.core.stats import NO_CHANGE, change_sign, interval_of
-from reports.cells import ARROWS, COLUMN, Cell, Group, make_cell, no_interval_reason, verdict
+from reports.cells import ARROWS, COLUMN, Cell, Group, make_cell, no_interval_reason, verdict_of
 from reports.formatting import fmt_value
 from reports.records import direction, metric, number
 
@@ -60,7 +60,7 @@ def ratio_cell(record: dict, column: RatioColumn) -> Cell:
     title = f"{100 * confidence:g}% bootstrap interval over {pairs} interleaved pairs"
     sign = change_sign(interval, no_change=1.0)
     meaning = {0: NO_CHANGE, -1: column.below_one, 1: column.above_one}[sign]
-    judged = verdict(sign, direction(column.name, stored))
+    judged = verdict_of(sign, direction(column.name, stored))
     return Cell(text, stored["status"], note, meaning, ARROWS[sign], judged, ratio, title)
 
 
