@@ -74,29 +74,27 @@ def _smoke_warnings(records: list[dict]) -> list[str]:
     ]
 
 
-def _device_warnings(ok: list[dict]) -> list[str]:
-    devices = _by(ok, device_of)
-    if len(devices) < 2:
+def _split_warnings(ok: list[dict], of, name, sentence: str) -> list[str]:
+    """``sentence`` (with ``{parts}``: how many records each value has) when the records differ in ``of``."""
+    groups = _by(ok, of)
+    if len(groups) < 2:
         return []
-    parts = "; ".join(f"{device}: {len(labels)} record(s)" for device, labels in sorted(devices.items()))
-    return [
-        f"Records were measured on different devices ({parts}). Latency, energy and memory "
-        "differences between them reflect the hardware, not only the pruning."
-    ]
+    parts = "; ".join(f"{name(value)}: {len(labels)} record(s)" for value, labels in sorted(groups.items()))
+    return [sentence.format(parts=parts)]
 
 
-def _process_warnings(ok: list[dict]) -> list[str]:
-    sizes = _by(ok, world_size_of)
-    if len(sizes) < 2:
-        return []
-    parts = "; ".join(
-        f"{n} process{'es' if n > 1 else ''}: {len(labels)} record(s)" for n, labels in sorted(sizes.items())
-    )
-    return [
-        f"Records were measured by different numbers of processes ({parts}). Throughput adds up "
-        "over the processes, so it is not comparable between them; quality metrics at equal sample "
-        "counts are."
-    ]
+DEVICES_DIFFER = (
+    "Records were measured on different devices ({parts}). Latency, energy and memory differences between "
+    "them reflect the hardware, not only the pruning."
+)
+PROCESSES_DIFFER = (
+    "Records were measured by different numbers of processes ({parts}). Throughput adds up over the "
+    "processes, so it is not comparable between them; quality metrics at equal sample counts are."
+)
+
+
+def _processes(n: int) -> str:
+    return f"{n} process{'es' if n > 1 else ''}"
 
 
 def _sample_count_warnings(ok: list[dict]) -> list[str]:
@@ -138,8 +136,8 @@ def comparability_warnings(records: list[dict]) -> list[str]:
     ok = [r for r in records if r["status"] == "ok"]
     return (
         _smoke_warnings(records)
-        + _device_warnings(ok)
-        + _process_warnings(ok)
+        + _split_warnings(ok, device_of, str, DEVICES_DIFFER)
+        + _split_warnings(ok, world_size_of, _processes, PROCESSES_DIFFER)
         + _sample_count_warnings(ok)
         + _setting_warnings(ok)
     )
