@@ -29,6 +29,7 @@ from reports.gate import (
     Comparison,
     GateResult,
     IncomparableError,
+    Key,
     MetricThreshold,
     Thresholds,
     check,
@@ -40,8 +41,6 @@ from reports.gate import (
     windows,
 )
 from reports.records import commit_of
-
-Key = tuple[str, str, float]
 
 
 def _natural(name: str) -> list:
