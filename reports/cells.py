@@ -98,7 +98,8 @@ def no_interval_reason(details: dict) -> str:
     return "too few pairs" if "ci_n" in details else "no interval recorded"
 
 
-def pct(ratio: float) -> str:
+def percent_change(ratio: float) -> str:
+    """A ratio as the change it stands for: 0.82 -> "-18.0 %"."""
     return f"{100 * (ratio - 1):+.1f} %"
 
 
@@ -115,7 +116,7 @@ def _paired_change(
     if interval is None:
         why = no_interval_reason(stored["details"])
         return (
-            f"{pct(ratio)} ({why})",
+            f"{percent_change(ratio)} ({why})",
             "",
             "neutral",
             f"{ratio_name} = {ratio:.3g} without an interval: no claim",
@@ -125,7 +126,9 @@ def _paired_change(
     sign = change_sign(interval, no_change=1.0)
     if sign == 0:
         return NO_CHANGE, ARROWS[0], "neutral", title
-    delta = f"{pct(ratio)} [{pct(low).rstrip(' %')}, {pct(high).rstrip(' %')}]"
+    delta = (
+        f"{percent_change(ratio)} [{percent_change(low).rstrip(' %')}, {percent_change(high).rstrip(' %')}]"
+    )
     return delta, ARROWS[sign], verdict_of(sign, higher_is_better), title
 
 

@@ -37,13 +37,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any
 
-from ecodiff_bench.core.metrics import METRICS, SAMPLE_SENSITIVE, direction
+from ecodiff_bench.core.metrics import METRICS, SAMPLE_SENSITIVE
 from ecodiff_bench.core.record import normalize_record
-from ecodiff_bench.core.stats import interval_of
 from ecodiff_bench.core.thresholds import (
     BOUNDS,
     DEFAULT_THRESHOLDS,
@@ -52,8 +49,20 @@ from ecodiff_bench.core.thresholds import (
     default_thresholds,
     validate_thresholds,
 )
+from reports.compare import (
+    ByConfig,
+    Change,
+    Key,
+    Side,
+    by_config,
+    changes,
+    configurations,
+    diff,
+    side_of,
+    verdict,
+)
 from reports.gate_result import Comparison, GateResult, Outcome, key_text
-from reports.records import WORLD_SENSITIVE, device_of, sample_count, world_size_of
+from reports.records import WORLD_SENSITIVE, device_of, world_size_of
 
 __all__ = [
     "BOUNDS",
@@ -98,173 +107,8 @@ class IncomparableError(ValueError):
     """The two releases cannot be compared at all (e.g. smoke against full)."""
 
 
-# -- pairing records ---------------------------------------------------------------------------------
-Key = tuple[str, str, float]
-
-
-def _key(record: dict) -> Key:
-    return (record["model"], record["method"], round(float(record["ratio"]), 6))
-
-
-ByConfig = tuple[dict[Key, list[dict]], dict[Key, list[dict]]]  # (ok, failed) records per configuration
-
-
-def _by_config(records: list[dict], key=_key) -> ByConfig:
-    """(ok records, failed records) per configuration."""
-    ok, failed = defaultdict(list), defaultdict(list)
-    for record in records:
-        (ok if record["status"] == "ok" else failed)[key(record)].append(record)
-    return ok, failed
-
-
 def _key_of(row: Comparison) -> Key:
     return row.model, row.method, round(float(row.ratio), 6)
-
-
-def configurations(records: list[dict]) -> dict[Key, list[dict]]:
-    """The successful records of each configuration (model, method, ratio)."""
-    return dict(_by_config([normalize_record(r) for r in records])[0])
-
-
-@dataclass
-class Side:
-    """One configuration's value of one metric on one side (mean over seeds)."""
-
-    value: float | None
-    unit: str = ""
-    status: str = "unavailable"
-    note: str = ""
-    n: int = 0
-    samples: set = field(default_factory=set)
-    recorded: bool = False  # some record holds the metric (perhaps as unavailable)
-    higher_is_better: bool | None = None  # as stored (used only for metrics outside the catalog)
-    interval: tuple[float, float] | None = None  # confidence interval of value (mean over seeds)
-
-    def text(self) -> str:
-        if not self.recorded:
-            return "not recorded"
-        if self.value is None:
-            return "n/a"
-        return f"{self.value:.6g}{' (est.)' if self.status == 'estimated' else ''}"
-
-
-def _side(records: list[dict], name: str) -> Side:
-    """Metric ``name`` over one configuration's records (its seeds): their mean, and why there is none."""
-    values, intervals, notes, statuses, samples = [], [], [], set(), set()
-    unit, higher_is_better, recorded = "", None, False
-    for record in records:
-        stored = record["metrics"].get(name)
-        if stored is None:
-            notes.append(f"{name} not recorded")
-            continue
-        recorded, unit, higher_is_better = True, stored["unit"], stored["higher_is_better"]
-        if stored["status"] == "unavailable":
-            notes.append(stored["note"] or "unavailable")
-            continue
-        values.append(float(stored["value"]))
-        intervals.append(interval_of(stored["details"]))
-        statuses.add(stored["status"])
-        if name in SAMPLE_SENSITIVE:
-            samples.add(sample_count(record, name))
-    if not values:
-        note = "; ".join(dict.fromkeys(notes)) or "no records"
-        return Side(None, unit, "unavailable", note, 0, samples, recorded, higher_is_better)
-    status = "estimated" if "estimated" in statuses else "measured"
-    n = len(values)
-    interval = None
-    if all(iv is not None for iv in intervals):  # the mean of the seeds' bounds (an approximation)
-        interval = (sum(iv[0] for iv in intervals) / n, sum(iv[1] for iv in intervals) / n)
-    return Side(sum(values) / n, unit, status, "", n, samples, recorded, higher_is_better, interval)
-
-
-def _changes(baseline: Side, candidate: Side) -> tuple[float, float]:
-    """candidate - baseline, absolute and relative to |baseline|."""
-    before, after = baseline.value, candidate.value
-    if before != 0:
-        relative = (after - before) / abs(before)
-    else:
-        relative = 0.0 if after == before else math.copysign(math.inf, after - before)
-    return after - before, relative
-
-
-def verdict(name: str, change: float, stored_direction: bool | None = None) -> str:
-    """``"better"`` / ``"worse"`` for a change of metric ``name`` (by its direction), ``""`` for none."""
-    higher_is_better = direction(name, stored_direction)
-    if not change or higher_is_better is None:
-        return ""
-    return "better" if (change > 0) == higher_is_better else "worse"
-
-
-# -- compare: every metric, no thresholds -------------------------------------------------------------
-@dataclass
-class Change:
-    """One metric of one configuration from A to B; ``a``/``b`` is None when the configuration is missing."""
-
-    config: str
-    metric: str
-    a: Side | None
-    b: Side | None
-    change: float | None = None
-    change_frac: float | None = None
-    verdict: str = ""
-
-    @property
-    def unit(self) -> str:
-        return (self.b.unit if self.b and self.b.unit else "") or (self.a.unit if self.a else "")
-
-    def to_dict(self) -> dict:
-        def side(values: Side | None):
-            if values is None:
-                return None
-            return {
-                "value": values.value,
-                "status": values.status,
-                "note": values.note,
-                "n": values.n,
-                "interval": values.interval,
-            }
-
-        return {
-            "config": self.config,
-            "metric": self.metric,
-            "unit": self.unit,
-            "a": side(self.a),
-            "b": side(self.b),
-            "change": self.change,
-            "change_frac": self.change_frac,
-            "verdict": self.verdict,
-        }
-
-
-def diff(a_records: list[dict], b_records: list[dict], metrics: list[str] | None = None) -> list[Change]:
-    """B against A, configuration by configuration (seeds averaged), for ``metrics`` (default: all recorded).
-
-    Two single records are compared with each other whatever their configurations.
-    """
-    a_records, b_records = [normalize_record(r) for r in a_records], [normalize_record(r) for r in b_records]
-    single = len(a_records) == 1 and len(b_records) == 1
-    key = (lambda r: ("", "", 0.0)) if single else _key
-    a_ok, _ = _by_config(a_records, key)
-    b_ok, _ = _by_config(b_records, key)
-    out: list[Change] = []
-    for key in sorted(set(a_ok) | set(b_ok)):
-        in_a, in_b = a_ok.get(key), b_ok.get(key)
-        config = key_text(_key((in_a or in_b)[0]))
-        if in_a is None or in_b is None:
-            missing = Change(
-                config, "*", None if in_a is None else Side(None), None if in_b is None else Side(None)
-            )
-            out.append(missing)
-            continue
-        names = metrics or sorted({name for record in in_a + in_b for name in record["metrics"]})
-        for name in names:
-            side_a, side_b = _side(in_a, name), _side(in_b, name)
-            change = Change(config, name, side_a, side_b)
-            if side_a.value is not None and side_b.value is not None:
-                change.change, change.change_frac = _changes(side_a, side_b)
-                change.verdict = verdict(name, change.change, side_b.higher_is_better)
-            out.append(change)
-    return out
 
 
 # -- check: thresholds ---------------------------------------------------------------------------------
@@ -344,7 +188,7 @@ def _compare(
         missing.append(f"sample counts differ ({counts})")
     if missing:
         return _missing(row, threshold, strict, "; ".join(missing))
-    row.change, row.change_frac = _changes(baseline, candidate)
+    row.change, row.change_frac = changes(baseline, candidate)
     broken = _broken_bounds(threshold, row, baseline, candidate)
     estimated = " (estimated values)" if "estimated" in (baseline.status, candidate.status) else ""
     paired = f"; paired ratio to each run's base ({compared})" if compared else ""
@@ -369,9 +213,9 @@ def _check_metric(
     model, method, ratio = key
     if method != "base" and name in PAIRED_RATIOS and _recorded(baseline + candidate, PAIRED_RATIOS[name]):
         ratio_name = PAIRED_RATIOS[name]
-        sides = _side(baseline, ratio_name), _side(candidate, ratio_name)
+        sides = side_of(baseline, ratio_name), side_of(candidate, ratio_name)
         return _compare(name, threshold, key, *sides, strict, ratio_name)
-    sides = _side(baseline, name), _side(candidate, name)
+    sides = side_of(baseline, name), side_of(candidate, name)
     if not _recorded(baseline, name) and not _recorded(candidate, name):
         return _compare(name, threshold, key, *sides, strict) if threshold.required else None
     if name in _TIMINGS:
@@ -389,10 +233,10 @@ def gated_value(name: str, key: Key, records: list[dict]) -> tuple[str, Side] | 
     compared, its side), e.g. a pruned model's paired latency ratio for ``latency_image_s``; None when the
     gate compares nothing across releases (a base's own timings, or a metric not recorded)."""
     if key[1] != "base" and name in PAIRED_RATIOS and _recorded(records, PAIRED_RATIOS[name]):
-        return PAIRED_RATIOS[name], _side(records, PAIRED_RATIOS[name])
+        return PAIRED_RATIOS[name], side_of(records, PAIRED_RATIOS[name])
     if name in _TIMINGS or not _recorded(records, name):
         return None
-    return name, _side(records, name)
+    return name, side_of(records, name)
 
 
 # -- windows: absolute ranges of a metric -----------------------------------------------------------
@@ -404,7 +248,7 @@ def _check_window(name: str, threshold: MetricThreshold, key: Key, candidate: li
     if not _recorded(candidate, name) and not threshold.required:
         return None
     low, high = threshold.window
-    side = _side(candidate, name)
+    side = side_of(candidate, name)
     row = Comparison(
         model, method, ratio, name, "not_compared", "", None, side.value, side.unit,
         limits=f"window=[{low:g}, {high:g}]", kind="window",
@@ -581,7 +425,7 @@ def check(
     warnings = _release_warnings(
         candidate_records, baseline_records, candidate_name, baseline_name, allow_smoke_mismatch
     )
-    candidate, baseline = _by_config(candidate_records), _by_config(baseline_records)
+    candidate, baseline = by_config(candidate_records), by_config(baseline_records)
     rows: list[Comparison] = []
     window_rows: list[Comparison] = []
     skipped: set[str] = set()

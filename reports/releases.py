@@ -24,16 +24,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from ecodiff_bench.core.metrics import direction
+from reports.compare import Key, configurations
 from reports.formatting import fmt_value, sig
 from reports.gate import (
     Comparison,
     GateResult,
     IncomparableError,
-    Key,
     MetricThreshold,
     Thresholds,
     check,
-    configurations,
     gated_value,
     key_text,
     recorded_thresholds,

@@ -135,7 +135,8 @@ NO_CHANGE = "no measurable change"
 def change_sign(interval: tuple[float, float] | None, no_change: float) -> int | None:
     """Which way a change measurably went, from its confidence interval: +1 when the whole interval lies
     above ``no_change`` (1 for a ratio, 0 for a difference), -1 when it lies wholly below, 0 when it
-    contains ``no_change`` (no measurable change); None without an interval (no claim either way)."""
+    contains ``no_change`` (no measurable change; so does an interval with a NaN end); None without an
+    interval (no claim either way)."""
     if interval is None:
         return None
     low, high = interval
