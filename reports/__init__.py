@@ -8,6 +8,7 @@ the history of a store's tagged releases, each gated against the one before it.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["render", "select_records"]
@@ -25,31 +26,25 @@ def select_records(
     a :class:`reports.analysis.Selection` plus the folders used to resolve relative artifact paths."""
     from ecodiff_bench.core.errors import StoreError
     from ecodiff_bench.core.record import normalize_record
-    from ecodiff_bench.core.store import Store
     from reports import analysis
 
     roots: list[Path] = []
-    tag_ids = None
-    if isinstance(source, (str, os.PathLike, Store)):
-        store = source if isinstance(source, Store) else Store(source, readonly=True)
-        try:
+    if _is_store(source):
+        with _opened(source) as store:
             records = store.records(suite=suite, run_id=run_id, tag=tag, include_smoke=True)
             roots.append(store.path.resolve().parent)
-        finally:
-            if store is not source:
-                store.close()
     else:
         records = [normalize_record(r) for r in source]
         if tag is not None:
             raise StoreError("tag= needs a store, not a list of records")
     explicit = run_id is not None or tag is not None
-    sel = analysis.select(
-        records, suite=suite, run_id=run_id, tag_ids=tag_ids, include_smoke=include_smoke, explicit=explicit
+    selection = analysis.select(
+        records, suite=suite, run_id=run_id, include_smoke=include_smoke, explicit=explicit
     )
     if tag is not None:
-        sel.filters["tag"] = tag
+        selection.filters["tag"] = tag
     roots.append(Path.cwd())
-    return sel, roots
+    return selection, roots
 
 
 def render(
@@ -76,34 +71,36 @@ def render(
     such releases, True requires them, False leaves it out. Raises ``ValueError`` when no record matches
     (or, with ``releases=True``, no release).
     """
-    from reports import report
+    from reports.content import build
+    from reports.report import FORMATS, write
 
-    sel, roots = select_records(source, suite=suite, run_id=run_id, tag=tag, include_smoke=include_smoke)
+    selection, roots = select_records(
+        source, suite=suite, run_id=run_id, tag=tag, include_smoke=include_smoke
+    )
     if artifact_root is not None:
         roots.insert(0, Path(artifact_root))
-    if not sel.records:
-        what = ", ".join(f"{k}={v}" for k, v in sel.filters.items()) or "any filter"
+    if not selection.records:
+        what = ", ".join(f"{k}={v}" for k, v in selection.filters.items()) or "any filter"
         raise ValueError(
             f"no records match {what}" + ("" if include_smoke is not False else " (smoke excluded)")
         )
+    suites = sorted({r["suite"] for r in selection.records})
     if title is None:
-        suites = sorted({r["suite"] for r in sel.records})
         title = f"ecodiff-bench report: {', '.join(suites)}"
         if run_id:
             title += f" (run {run_id})"
         if tag:
             title += f" (release {tag})"
-    unknown = [f for f in formats if f not in report.FORMATS]
+    unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise ValueError(f"formats: expected some of {', '.join(report.FORMATS)}, got {list(formats)}")
-    history = _history(source, sorted({r["suite"] for r in sel.records})) if releases is not False else None
+        raise ValueError(f"formats: expected some of {', '.join(FORMATS)}, got {list(formats)}")
+    history = _history(source, suites) if releases is not False else None
     if releases and history is None:
         where = "a list of records has none" if not _is_store(source) else "the store holds none"
         raise ValueError(
-            f"releases: no tagged release of suite(s) {', '.join(sorted({r['suite'] for r in sel.records}))} ({where}; name one with `ecodiff-bench tag NAME --run-id RUN`)"
+            f"releases: no tagged release of suite(s) {', '.join(suites)} ({where}; name one with `ecodiff-bench tag NAME --run-id RUN`)"
         )
-    content = report.build(sel, roots, title, history)
-    return report.write(content, Path(out_dir), formats)
+    return write(build(selection, roots, title, history), Path(out_dir), formats)
 
 
 def _is_store(source) -> bool:
@@ -112,17 +109,27 @@ def _is_store(source) -> bool:
     return isinstance(source, (str, os.PathLike, Store))
 
 
+@contextmanager
+def _opened(source):
+    """The store ``source`` names, opened read-only (and closed after) unless it is an open one already."""
+    from ecodiff_bench.core.store import Store
+
+    if isinstance(source, Store):
+        yield source
+        return
+    store = Store(source, readonly=True)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def _history(source, suites: list[str]):
     """The release history of ``suites`` in a store (None for a list of records or without releases)."""
-    from ecodiff_bench.core.store import Store
     from reports.releases import store_history
 
     if not _is_store(source):
         return None
-    store = source if isinstance(source, Store) else Store(source, readonly=True)
-    try:
+    with _opened(source) as store:
         history = store_history(store, suites)
-    finally:
-        if store is not source:
-            store.close()
     return history if history.series else None

@@ -17,9 +17,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from ecodiff_bench.core import metrics as catalog
-from ecodiff_bench.core.stats import interval_of
-from reports.analysis import direction, is_base, label, metric, number
+from ecodiff_bench.core.stats import NO_CHANGE, change_sign, interval_of
 from reports.formatting import fmt_value
+from reports.records import direction, is_base, label, metric, number
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ COLUMNS: tuple[Column, ...] = (
 COLUMN = {c.key: c for c in COLUMNS}
 #: Metrics measured against the base model: the base row is their reference, not a missing value.
 VS_BASE = ("ssim_vs_base", "psnr_vs_base")
-NO_CHANGE = "no measurable change"
+#: How a cell shows which way a change went (+1 up, -1 down, 0 no change).
+ARROWS = {1: "↑", -1: "↓", 0: "="}
 
 
 @dataclass
@@ -84,89 +85,113 @@ class Group:
     columns: tuple[Column, ...] = COLUMNS  # the columns this group's records hold
 
 
-def pct(ratio: float) -> str:
+def verdict_of(sign: int, higher_is_better: bool | None) -> str:
+    """What a change going ``sign`` (+1 up, -1 down, 0 none) means by the metric's direction: "good" or
+    "bad"; "neutral" for no change or a metric without a better direction."""
+    if sign == 0 or higher_is_better is None:
+        return "neutral"
+    return "good" if (sign > 0) == higher_is_better else "bad"
+
+
+def no_interval_reason(details: dict) -> str:
+    """Why a paired ratio has no interval: too few pairs were timed, or none was recorded (older record)."""
+    return "too few pairs" if "ci_n" in details else "no interval recorded"
+
+
+def percent_change(ratio: float) -> str:
+    """A ratio as the change it stands for: 0.82 -> "-18.0 %"."""
     return f"{100 * (ratio - 1):+.1f} %"
 
 
-def ratio_change(record: dict, ratio_name: str, hib: bool | None) -> tuple[str, str, str, str] | None:
+def _paired_change(
+    record: dict, ratio_name: str, higher_is_better: bool | None
+) -> tuple[str, str, str, str] | None:
     """(delta, arrow, verdict, title) of a pruned record from its paired ratio, or None without one."""
-    vd = metric(record, ratio_name)
-    if not vd or vd["status"] == "unavailable":
+    stored = metric(record, ratio_name)
+    if not stored or stored["status"] == "unavailable":
         return None
-    r = float(vd["value"])
-    iv = interval_of(vd["details"])
-    conf = vd["details"].get("confidence", 0.95)
-    if iv is None:
-        why = "too few pairs" if "ci_n" in vd["details"] else "no interval recorded"
-        return f"{pct(r)} ({why})", "", "neutral", f"{ratio_name} = {r:.3g} without an interval: no claim"
-    lo, hi = iv
-    title = f"{ratio_name} = {r:.3g}, {100 * conf:g}% interval [{lo:.3g}, {hi:.3g}] over interleaved pairs"
-    if lo <= 1.0 <= hi:
-        return NO_CHANGE, "=", "neutral", title
-    arrow = "↑" if lo > 1 else "↓"
-    good = (lo > 1) == bool(hib) if hib is not None else None
-    verdict = "neutral" if good is None else ("good" if good else "bad")
-    return f"{pct(r)} [{pct(lo).rstrip(' %')}, {pct(hi).rstrip(' %')}]", arrow, verdict, title
+    ratio = float(stored["value"])
+    interval = interval_of(stored["details"])
+    confidence = stored["details"].get("confidence", 0.95)
+    if interval is None:
+        why = no_interval_reason(stored["details"])
+        return (
+            f"{percent_change(ratio)} ({why})",
+            "",
+            "neutral",
+            f"{ratio_name} = {ratio:.3g} without an interval: no claim",
+        )
+    low, high = interval
+    title = f"{ratio_name} = {ratio:.3g}, {100 * confidence:g}% interval [{low:.3g}, {high:.3g}] over interleaved pairs"
+    sign = change_sign(interval, no_change=1.0)
+    if sign == 0:
+        return NO_CHANGE, ARROWS[0], "neutral", title
+    delta = (
+        f"{percent_change(ratio)} [{percent_change(low).rstrip(' %')}, {percent_change(high).rstrip(' %')}]"
+    )
+    return delta, ARROWS[sign], verdict_of(sign, higher_is_better), title
 
 
-def _plain_change(cell: Cell, name: str, val: float, b: float, hib: bool | None) -> None:
-    diff = val - b
+def _difference_change(
+    cell: Cell, name: str, value: float, base_value: float, higher_is_better: bool | None
+) -> None:
+    """The cell's change from the base's value: absolute for quality scores, else in per cent."""
+    difference = value - base_value
     if catalog.is_absolute_delta(name):
-        cell.delta = f"{diff:+.3g}" if diff else "±0"
-    elif b != 0:
-        cell.delta = f"{100 * diff / abs(b):+.1f} %" if diff else "±0 %"
+        cell.delta = f"{difference:+.3g}" if difference else "±0"
+    elif base_value != 0:
+        cell.delta = f"{100 * difference / abs(base_value):+.1f} %" if difference else "±0 %"
     else:
-        cell.delta = "±0 %" if diff == 0 else "n/a (base is 0)"
-    cell.arrow = "↑" if diff > 0 else ("↓" if diff < 0 else "=")
-    if diff == 0 or hib is None:
-        cell.verdict = "neutral"
-    else:
-        cell.verdict = "good" if (diff > 0) == hib else "bad"
+        cell.delta = "±0 %" if difference == 0 else "n/a (base is 0)"
+    sign = (difference > 0) - (difference < 0)
+    cell.arrow, cell.verdict = ARROWS[sign], verdict_of(sign, higher_is_better)
 
 
 def make_cell(record: dict, name: str, base: dict | None, column: Column | None = None) -> Cell:
-    vd = metric(record, name)
-    if vd is None:
+    """The cell of metric ``name`` in ``record``'s row, with its change from ``base`` as ``column`` says."""
+    stored = metric(record, name)
+    if stored is None:
         if name in VS_BASE and is_base(record):
             return Cell("ref.", "reference", "the base model is the reference of this metric")
         return Cell("n/a", "missing", f"{name} was not recorded for this run")
-    status = vd["status"]
+    status = stored["status"]
     if status == "unavailable":
-        return Cell("n/a", "unavailable", vd["note"] or "unavailable (no reason given)")
-    val = float(vd["value"])
-    cell = Cell(fmt_value(val, vd["unit"]), status, value=val)
+        return Cell("n/a", "unavailable", stored["note"] or "unavailable (no reason given)")
+    value = float(stored["value"])
+    cell = Cell(fmt_value(value, stored["unit"]), status, value=value)
     if status == "estimated":
-        cell.note = vd["note"] or "estimated, not measured"
-    iv = interval_of(vd["details"])
-    if iv is not None and val:
-        cell.title = f"{100 * vd['details'].get('confidence', 0.95):g}% interval {fmt_value(iv[0], vd['unit'])} .. {fmt_value(iv[1], vd['unit'])}"
+        cell.note = stored["note"] or "estimated, not measured"
+    interval = interval_of(stored["details"])
+    if interval is not None and value:
+        low, high = (fmt_value(bound, stored["unit"]) for bound in interval)
+        cell.title = f"{100 * stored['details'].get('confidence', 0.95):g}% interval {low} .. {high}"
     if base is None or base is record or (column is not None and not column.delta):
         return cell
-    b = number(base, name)
-    if b is None:
+    base_value = number(base, name)
+    if base_value is None:
         return cell
-    hib = direction(name, vd)
-    if column is not None and column.ratio:
-        paired = ratio_change(record, column.ratio, hib)
-        if paired is not None:
-            cell.delta, cell.arrow, cell.verdict, cell.title = paired
-            return cell
-        _plain_change(cell, name, val, b, hib)
-        cell.delta += " (unpaired)"
-        cell.verdict = "neutral"
-        cell.title = "timed separately from the base, no paired ratio recorded: no claim of a change"
+    higher_is_better = direction(name, stored)
+    if column is None or not column.ratio:
+        _difference_change(cell, name, value, base_value, higher_is_better)
         return cell
-    _plain_change(cell, name, val, b, hib)
+    paired = _paired_change(record, column.ratio, higher_is_better)
+    if paired is not None:
+        cell.delta, cell.arrow, cell.verdict, cell.title = paired
+        return cell
+    _difference_change(cell, name, value, base_value, higher_is_better)
+    cell.delta += " (unpaired)"
+    cell.verdict = "neutral"
+    cell.title = "timed separately from the base, no paired ratio recorded: no claim of a change"
     return cell
 
 
 def _pick_metric(records: list[dict], names: tuple[str, ...]) -> str | None:
     """The first of ``names`` some record holds with a value, else one recorded at all, else None."""
     for name in names:
-        if any(number(r, name) is not None for r in records):
+        if any(number(record, name) is not None for record in records):
             return name
     for name in names:
-        if any(metric(r, name) for r in records):
+        if any(metric(record, name) for record in records):
             return name
     return None
 
@@ -176,38 +201,40 @@ def _base_for(record: dict, bases: list[dict]) -> dict | None:
     if not bases:
         return None
 
-    def rank(b: dict) -> tuple:
+    def likeness(base: dict) -> tuple:
         return (
-            b["smoke"] == record["smoke"],
-            b["run_id"] == record["run_id"],
-            b["seed"] == record["seed"],
-            b["created_at"],
+            base["smoke"] == record["smoke"],
+            base["run_id"] == record["run_id"],
+            base["seed"] == record["seed"],
+            base["created_at"],
         )
 
-    return max(bases, key=rank)
+    return max(bases, key=likeness)
+
+
+def _group(model: str, records: list[dict]) -> Group:
+    """One model's table: its bases first (by seed), then the pruned records by method, ratio and seed."""
+    bases = sorted([r for r in records if is_base(r)], key=lambda r: (r["seed"] is None, r["seed"] or 0))
+    pruned = sorted(
+        [r for r in records if not is_base(r)],
+        key=lambda r: (r["method"], float(r["ratio"]), r["seed"] or 0),
+    )
+    several_seeds = len({r["seed"] for r in records}) > 1
+    chosen = {column.key: _pick_metric(records, column.metrics) for column in COLUMNS}
+    columns = tuple(column for column in COLUMNS if chosen[column.key] is not None)
+    rows = []
+    for record in bases + pruned:
+        base = None if is_base(record) else _base_for(record, bases)
+        cells = {column.key: make_cell(record, chosen[column.key], base, column) for column in columns}
+        rows.append(Row(record, label(record, with_seed=several_seeds), cells, base))
+    metric_for = {key: name for key, name in chosen.items() if name is not None}
+    return Group(model, rows, metric_for, bases, pruned, columns)
 
 
 def build_groups(records: list[dict]) -> list[Group]:
-    ok = [r for r in records if r["status"] == "ok"]
+    """The successful records, one :class:`Group` per model (sorted by model name)."""
     by_model: dict[str, list[dict]] = defaultdict(list)
-    for r in ok:
-        by_model[r["model"]].append(r)
-    groups = []
-    for model in sorted(by_model):
-        recs = by_model[model]
-        bases = sorted([r for r in recs if is_base(r)], key=lambda r: (r["seed"] is None, r["seed"] or 0))
-        pruned = sorted(
-            [r for r in recs if not is_base(r)],
-            key=lambda r: (r["method"], float(r["ratio"]), r["seed"] or 0),
-        )
-        seeds = {r["seed"] for r in recs}
-        chosen = {c.key: _pick_metric(recs, c.metrics) for c in COLUMNS}
-        columns = tuple(c for c in COLUMNS if chosen[c.key] is not None)
-        rows = []
-        for r in bases + pruned:
-            base = None if is_base(r) else _base_for(r, bases)
-            cells = {c.key: make_cell(r, chosen[c.key], base, c) for c in columns}
-            rows.append(Row(r, label(r, with_seed=len(seeds) > 1), cells, base))
-        metric_for = {k: v for k, v in chosen.items() if v is not None}
-        groups.append(Group(model, rows, metric_for, bases, pruned, columns))
-    return groups
+    for record in records:
+        if record["status"] == "ok":
+            by_model[record["model"]].append(record)
+    return [_group(model, by_model[model]) for model in sorted(by_model)]

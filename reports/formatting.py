@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-_SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
-_COUNT = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"))
-_BIN = ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB"))
+_SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+_COUNT_SUFFIXES = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"))
+_BINARY_UNITS = ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB"))
 
 
 def sig(x: float, digits: int = 3) -> str:
@@ -34,31 +34,31 @@ def fmt_value(x: float | None, unit: str, digits: int = 3) -> str:
     if x is None:
         return "n/a"
     x = float(x)
-    u = (unit or "").strip()
-    if u in ("B", "bytes", "byte"):
-        for factor, name in _BIN:
+    unit = (unit or "").strip()
+    if unit in ("B", "bytes", "byte"):
+        for factor, name in _BINARY_UNITS:
             if abs(x) >= factor:
                 return f"{sig(x / factor, digits)} {name}"
         return f"{sig(x, digits)} B"
-    if u in ("count", "params", ""):
-        if u == "" and abs(x) < 1e4:
+    if unit in ("count", "params", ""):
+        if unit == "" and abs(x) < 1e4:
             return sig(x, max(digits, 4))
-        return _scaled(x, _COUNT, "", digits)
-    if u in ("FLOP", "FLOPs", "flop"):
-        return _scaled(x, _SI, "FLOP", digits)
-    if u == "s":
+        return _scaled(x, _COUNT_SUFFIXES, "", digits)
+    if unit in ("FLOP", "FLOPs", "flop"):
+        return _scaled(x, _SI_PREFIXES, "FLOP", digits)
+    if unit == "s":
         if abs(x) < 1:
             return f"{sig(x * 1e3, digits)} ms"
         return f"{sig(x, digits)} s"
-    if u == "J":
+    if unit == "J":
         if abs(x) >= 1e6:
             return f"{sig(x / 1e6, digits)} MJ"
         if abs(x) >= 1e3:
             return f"{sig(x / 1e3, digits)} kJ"
         return f"{sig(x, digits)} J"
-    if u == "fraction":
+    if unit == "fraction":
         return f"{sig(x * 100, digits)} %"
-    return f"{sig(x, digits)} {u}"
+    return f"{sig(x, digits)} {unit}"
 
 
 def fmt_count(n: float) -> str:

@@ -37,13 +37,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any
 
-from ecodiff_bench.core.metrics import METRICS, SAMPLE_SENSITIVE, direction
+from ecodiff_bench.core.metrics import METRICS, SAMPLE_SENSITIVE
 from ecodiff_bench.core.record import normalize_record
-from ecodiff_bench.core.stats import interval_of
 from ecodiff_bench.core.thresholds import (
     BOUNDS,
     DEFAULT_THRESHOLDS,
@@ -52,8 +49,20 @@ from ecodiff_bench.core.thresholds import (
     default_thresholds,
     validate_thresholds,
 )
-from reports.analysis import WORLD_SENSITIVE, device_of, sample_count, world_size_of
+from reports.compare import (
+    ByConfig,
+    Change,
+    Key,
+    Side,
+    by_config,
+    changes,
+    configurations,
+    diff,
+    side_of,
+    verdict,
+)
 from reports.gate_result import Comparison, GateResult, Outcome, key_text
+from reports.records import WORLD_SENSITIVE, device_of, world_size_of
 
 __all__ = [
     "BOUNDS",
@@ -98,274 +107,125 @@ class IncomparableError(ValueError):
     """The two releases cannot be compared at all (e.g. smoke against full)."""
 
 
-# -- pairing records ---------------------------------------------------------------------------------
-Key = tuple[str, str, float]
-
-
-def _key(record: dict) -> Key:
-    return (record["model"], record["method"], round(float(record["ratio"]), 6))
-
-
-def _by_config(records: list[dict], key=_key) -> tuple[dict[Key, list[dict]], dict[Key, list[dict]]]:
-    """(ok records, failed records) per configuration."""
-    ok, failed = defaultdict(list), defaultdict(list)
-    for r in records:
-        (ok if r["status"] == "ok" else failed)[key(r)].append(r)
-    return ok, failed
-
-
-def _key_of(c: Comparison) -> Key:
-    return c.model, c.method, round(float(c.ratio), 6)
-
-
-def configurations(records: list[dict]) -> dict[Key, list[dict]]:
-    """The successful records of each configuration (model, method, ratio)."""
-    return dict(_by_config([normalize_record(r) for r in records])[0])
-
-
-@dataclass
-class Side:
-    """One configuration's value of one metric on one side (mean over seeds)."""
-
-    value: float | None
-    unit: str = ""
-    status: str = "unavailable"
-    note: str = ""
-    n: int = 0
-    samples: set = field(default_factory=set)
-    recorded: bool = False  # some record holds the metric (perhaps as unavailable)
-    higher_is_better: bool | None = None  # as stored (used only for metrics outside the catalog)
-    interval: tuple[float, float] | None = None  # confidence interval of value (mean over seeds)
-
-    def text(self) -> str:
-        if not self.recorded:
-            return "not recorded"
-        if self.value is None:
-            return "n/a"
-        return f"{self.value:.6g}{' (est.)' if self.status == 'estimated' else ''}"
-
-
-def _side(records: list[dict], name: str) -> Side:
-    vals, notes, statuses, unit, samples, hib, recorded = [], [], set(), "", set(), None, False
-    intervals = []
-    for r in records:
-        vd = r["metrics"].get(name)
-        if vd is None:
-            notes.append(f"{name} not recorded")
-            continue
-        recorded, unit, hib = True, vd["unit"], vd["higher_is_better"]
-        if vd["status"] == "unavailable":
-            notes.append(vd["note"] or "unavailable")
-            continue
-        vals.append(float(vd["value"]))
-        intervals.append(interval_of(vd["details"]))
-        statuses.add(vd["status"])
-        if name in SAMPLE_SENSITIVE:
-            samples.add(sample_count(r, name))
-    if not vals:
-        note = "; ".join(dict.fromkeys(notes)) or "no records"
-        return Side(None, unit, "unavailable", note, 0, samples, recorded, hib)
-    status = "estimated" if "estimated" in statuses else "measured"
-    interval = None
-    if all(iv is not None for iv in intervals):  # the mean of the seeds' bounds (an approximation)
-        interval = (sum(iv[0] for iv in intervals) / len(vals), sum(iv[1] for iv in intervals) / len(vals))
-    return Side(sum(vals) / len(vals), unit, status, "", len(vals), samples, recorded, hib, interval)
-
-
-def _changes(base: Side, cand: Side) -> tuple[float, float]:
-    """candidate - baseline, absolute and relative to |baseline|."""
-    b, c = base.value, cand.value
-    frac = (c - b) / abs(b) if b != 0 else (0.0 if c == b else math.copysign(math.inf, c - b))
-    return c - b, frac
-
-
-def verdict(name: str, change: float, stored_direction: bool | None = None) -> str:
-    """``"better"`` / ``"worse"`` for a change of metric ``name`` (by its direction), ``""`` for none."""
-    hib = direction(name, stored_direction)
-    if not change or hib is None:
-        return ""
-    return "better" if (change > 0) == hib else "worse"
-
-
-# -- compare: every metric, no thresholds -------------------------------------------------------------
-@dataclass
-class Change:
-    """One metric of one configuration from A to B; ``a``/``b`` is None when the configuration is missing."""
-
-    config: str
-    metric: str
-    a: Side | None
-    b: Side | None
-    change: float | None = None
-    change_frac: float | None = None
-    verdict: str = ""
-
-    @property
-    def unit(self) -> str:
-        return (self.b.unit if self.b and self.b.unit else "") or (self.a.unit if self.a else "")
-
-    def to_dict(self) -> dict:
-        def side(x: Side | None):
-            if x is None:
-                return None
-            return {"value": x.value, "status": x.status, "note": x.note, "n": x.n, "interval": x.interval}
-
-        return {
-            "config": self.config,
-            "metric": self.metric,
-            "unit": self.unit,
-            "a": side(self.a),
-            "b": side(self.b),
-            "change": self.change,
-            "change_frac": self.change_frac,
-            "verdict": self.verdict,
-        }
-
-
-def diff(a_records: list[dict], b_records: list[dict], metrics: list[str] | None = None) -> list[Change]:
-    """B against A, configuration by configuration (seeds averaged), for ``metrics`` (default: all recorded).
-
-    Two single records are compared with each other whatever their configurations.
-    """
-    a_records, b_records = [normalize_record(r) for r in a_records], [normalize_record(r) for r in b_records]
-    single = len(a_records) == 1 and len(b_records) == 1
-    key = (lambda r: ("", "", 0.0)) if single else _key
-    a_ok, _ = _by_config(a_records, key)
-    b_ok, _ = _by_config(b_records, key)
-    out: list[Change] = []
-    for k in sorted(set(a_ok) | set(b_ok)):
-        ra, rb = a_ok.get(k), b_ok.get(k)
-        config = key_text(_key((ra or rb)[0]))
-        if ra is None or rb is None:
-            out.append(
-                Change(config, "*", None if ra is None else Side(None), None if rb is None else Side(None))
-            )
-            continue
-        names = metrics or sorted({n for r in ra + rb for n in r["metrics"]})
-        for name in names:
-            sa, sb = _side(ra, name), _side(rb, name)
-            c = Change(config, name, sa, sb)
-            if sa.value is not None and sb.value is not None:
-                c.change, c.change_frac = _changes(sa, sb)
-                c.verdict = verdict(name, c.change, sb.higher_is_better)
-            out.append(c)
-    return out
+def _key_of(row: Comparison) -> Key:
+    return row.model, row.method, round(float(row.ratio), 6)
 
 
 # -- check: thresholds ---------------------------------------------------------------------------------
-def _change_interval(base: Side, cand: Side, relative: bool) -> tuple[float, float] | None:
+def _change_interval(baseline: Side, candidate: Side, relative: bool) -> tuple[float, float] | None:
     """The interval of the change (relative or absolute), the sides' half-widths added in quadrature."""
-    if base.interval is None or cand.interval is None:
+    if baseline.interval is None or candidate.interval is None:
         return None
-    (b_lo, b_hi), (c_lo, c_hi) = base.interval, cand.interval
+    (base_low, base_high), (cand_low, cand_high) = baseline.interval, candidate.interval
     if relative:
-        if min(b_lo, c_lo, base.value, cand.value) <= 0:
+        if min(base_low, cand_low, baseline.value, candidate.value) <= 0:
             return None
-        half = math.hypot(math.log(b_hi / b_lo) / 2, math.log(c_hi / c_lo) / 2)
-        centre = math.log(cand.value / base.value)
+        half = math.hypot(math.log(base_high / base_low) / 2, math.log(cand_high / cand_low) / 2)
+        centre = math.log(candidate.value / baseline.value)
         return math.exp(centre - half) - 1, math.exp(centre + half) - 1
-    half = math.hypot((b_hi - b_lo) / 2, (c_hi - c_lo) / 2)
-    change = cand.value - base.value
+    half = math.hypot((base_high - base_low) / 2, (cand_high - cand_low) / 2)
+    change = candidate.value - baseline.value
     return change - half, change + half
 
 
-def _broken_bounds(th: MetricThreshold, comp: Comparison, base: Side, cand: Side) -> list[str]:
+def _broken_bounds(threshold: MetricThreshold, row: Comparison, baseline: Side, candidate: Side) -> list[str]:
     """The bounds the change breaks; with intervals, only when the whole interval lies beyond a bound."""
     broken = []
-    rel, ab = _change_interval(base, cand, True), _change_interval(base, cand, False)
-    comp.change_interval = (
-        rel if (th.max_increase_frac is not None or th.max_decrease_frac is not None) else ab
-    )
-    lo, hi = ab if ab else (comp.change, comp.change)
-    rlo, rhi = rel if rel else (comp.change_frac, comp.change_frac)
-    sure = " (whole interval)" if (ab or rel) else ""
-    if th.max_increase is not None and lo > th.max_increase:
-        broken.append(f"increase {comp.change:.4g} > {th.max_increase:g}{sure}")
-    if th.max_decrease is not None and -hi > th.max_decrease:
-        broken.append(f"decrease {-comp.change:.4g} > {th.max_decrease:g}{sure}")
-    if th.max_increase_frac is not None and rlo > th.max_increase_frac:
-        broken.append(f"increase {100 * comp.change_frac:.2f}% > {100 * th.max_increase_frac:g}%{sure}")
-    if th.max_decrease_frac is not None and -rhi > th.max_decrease_frac:
-        broken.append(f"decrease {100 * -comp.change_frac:.2f}% > {100 * th.max_decrease_frac:g}%{sure}")
+    relative = _change_interval(baseline, candidate, True)
+    absolute = _change_interval(baseline, candidate, False)
+    bounds_relative = threshold.max_increase_frac is not None or threshold.max_decrease_frac is not None
+    row.change_interval = relative if bounds_relative else absolute
+    low, high = absolute if absolute else (row.change, row.change)
+    rel_low, rel_high = relative if relative else (row.change_frac, row.change_frac)
+    sure = " (whole interval)" if (absolute or relative) else ""
+    if threshold.max_increase is not None and low > threshold.max_increase:
+        broken.append(f"increase {row.change:.4g} > {threshold.max_increase:g}{sure}")
+    if threshold.max_decrease is not None and -high > threshold.max_decrease:
+        broken.append(f"decrease {-row.change:.4g} > {threshold.max_decrease:g}{sure}")
+    if threshold.max_increase_frac is not None and rel_low > threshold.max_increase_frac:
+        broken.append(f"increase {100 * row.change_frac:.2f}% > {100 * threshold.max_increase_frac:g}%{sure}")
+    if threshold.max_decrease_frac is not None and -rel_high > threshold.max_decrease_frac:
+        broken.append(
+            f"decrease {100 * -row.change_frac:.2f}% > {100 * threshold.max_decrease_frac:g}%{sure}"
+        )
     return broken
 
 
+def _missing(row: Comparison, threshold: MetricThreshold, strict: bool, why: str) -> Comparison:
+    """``row`` not compared for ``why``; a failure when the metric is required or the check strict."""
+    row.reason = f"unavailable: {why}"
+    if threshold.required or strict:
+        row.outcome = "fail"
+        row.reason += " (required metric)" if threshold.required else " (strict)"
+    return row
+
+
+def _sample_counts(counts: set) -> str:
+    return "/".join("unknown" if n is None else str(n) for n in sorted(counts, key=str))
+
+
 def _compare(
-    name: str, th: MetricThreshold, key: Key, base: Side, cand: Side, strict: bool, compared: str = ""
+    name: str,
+    threshold: MetricThreshold,
+    key: Key,
+    baseline: Side,
+    candidate: Side,
+    strict: bool,
+    compared: str = "",
 ) -> Comparison:
+    """The change of one metric in one configuration against the threshold's bounds."""
     model, method, ratio = key
-    limits = ", ".join(f"{b}={v:g}" for b, v in th.bounds().items())
-    comp = Comparison(
-        model,
-        method,
-        ratio,
-        name,
-        "not_compared",
-        "",
-        base.value,
-        cand.value,
-        cand.unit or base.unit,
-        limits=limits,
-        compared=compared,
-    )
+    limits = ", ".join(f"{bound}={limit:g}" for bound, limit in threshold.bounds().items())
+    row = Comparison(model, method, ratio, name, "not_compared", "", baseline.value, candidate.value,
+                     candidate.unit or baseline.unit, limits=limits, compared=compared)  # fmt: skip
     missing = []
-    if base.value is None:
-        missing.append(f"baseline: {base.note}")
-    if cand.value is None:
-        missing.append(f"candidate: {cand.note}")
-    if not missing and name in SAMPLE_SENSITIVE and base.samples != cand.samples:
-
-        def s(x):
-            return "/".join("unknown" if v is None else str(v) for v in sorted(x, key=str))
-
-        missing.append(f"sample counts differ (baseline {s(base.samples)}, candidate {s(cand.samples)})")
+    if baseline.value is None:
+        missing.append(f"baseline: {baseline.note}")
+    if candidate.value is None:
+        missing.append(f"candidate: {candidate.note}")
+    if not missing and name in SAMPLE_SENSITIVE and baseline.samples != candidate.samples:
+        counts = f"baseline {_sample_counts(baseline.samples)}, candidate {_sample_counts(candidate.samples)}"
+        missing.append(f"sample counts differ ({counts})")
     if missing:
-        comp.reason = "unavailable: " + "; ".join(missing)
-        if th.required or strict:
-            comp.outcome = "fail"
-            comp.reason += " (required metric)" if th.required else " (strict)"
-        return comp
-    comp.change, comp.change_frac = _changes(base, cand)
-    broken = _broken_bounds(th, comp, base, cand)
-    est = " (estimated values)" if "estimated" in (base.status, cand.status) else ""
+        return _missing(row, threshold, strict, "; ".join(missing))
+    row.change, row.change_frac = changes(baseline, candidate)
+    broken = _broken_bounds(threshold, row, baseline, candidate)
+    estimated = " (estimated values)" if "estimated" in (baseline.status, candidate.status) else ""
     paired = f"; paired ratio to each run's base ({compared})" if compared else ""
     if broken:
-        comp.outcome, comp.reason = "fail", "regression: " + "; ".join(broken) + est + paired
-    elif comp.change_interval is not None:
-        comp.outcome, comp.reason = (
-            "pass",
-            "within limits, or the change's interval reaches them" + est + paired,
-        )
+        row.outcome, row.reason = "fail", "regression: " + "; ".join(broken) + estimated + paired
+    elif row.change_interval is not None:
+        row.outcome = "pass"
+        row.reason = "within limits, or the change's interval reaches them" + estimated + paired
     else:
-        comp.outcome, comp.reason = "pass", "within limits" + est + paired
-    return comp
+        row.outcome, row.reason = "pass", "within limits" + estimated + paired
+    return row
 
 
 def _recorded(records: list[dict], name: str) -> bool:
     return any(name in r["metrics"] for r in records)
 
 
-def _check_metric(name: str, th: MetricThreshold, key: Key, base: list[dict], cand: list[dict], strict: bool):
+def _check_metric(
+    name: str, threshold: MetricThreshold, key: Key, baseline: list[dict], candidate: list[dict], strict: bool
+):
     """The comparison of one threshold's metric in one configuration, or None when neither has it."""
     model, method, ratio = key
-    if method != "base" and name in PAIRED_RATIOS and _recorded(base + cand, PAIRED_RATIOS[name]):
+    if method != "base" and name in PAIRED_RATIOS and _recorded(baseline + candidate, PAIRED_RATIOS[name]):
         ratio_name = PAIRED_RATIOS[name]
-        return _compare(name, th, key, _side(base, ratio_name), _side(cand, ratio_name), strict, ratio_name)
-    in_base, in_cand = _recorded(base, name), _recorded(cand, name)
-    if not in_base and not in_cand:
-        return (
-            None if not th.required else _compare(name, th, key, _side(base, name), _side(cand, name), strict)
-        )
+        sides = side_of(baseline, ratio_name), side_of(candidate, ratio_name)
+        return _compare(name, threshold, key, *sides, strict, ratio_name)
+    sides = side_of(baseline, name), side_of(candidate, name)
+    if not _recorded(baseline, name) and not _recorded(candidate, name):
+        return _compare(name, threshold, key, *sides, strict) if threshold.required else None
     if name in _TIMINGS:
-        outcome: Outcome = "fail" if th.required and strict else "not_compared"
+        outcome: Outcome = "fail" if threshold.required and strict else "not_compared"
         why = (
             "timed in two separate runs, not paired (machine load differs between runs); "
             "pruned configurations are gated on their paired ratio to the base"
         )
-        return Comparison(
-            model, method, ratio, name, outcome, why, _side(base, name).value, _side(cand, name).value
-        )
-    return _compare(name, th, key, _side(base, name), _side(cand, name), strict)
+        return Comparison(model, method, ratio, name, outcome, why, sides[0].value, sides[1].value)
+    return _compare(name, threshold, key, *sides, strict)
 
 
 def gated_value(name: str, key: Key, records: list[dict]) -> tuple[str, Side] | None:
@@ -373,101 +233,173 @@ def gated_value(name: str, key: Key, records: list[dict]) -> tuple[str, Side] | 
     compared, its side), e.g. a pruned model's paired latency ratio for ``latency_image_s``; None when the
     gate compares nothing across releases (a base's own timings, or a metric not recorded)."""
     if key[1] != "base" and name in PAIRED_RATIOS and _recorded(records, PAIRED_RATIOS[name]):
-        return PAIRED_RATIOS[name], _side(records, PAIRED_RATIOS[name])
+        return PAIRED_RATIOS[name], side_of(records, PAIRED_RATIOS[name])
     if name in _TIMINGS or not _recorded(records, name):
         return None
-    return name, _side(records, name)
+    return name, side_of(records, name)
 
 
 # -- windows: absolute ranges of a metric -----------------------------------------------------------
-def _check_window(name: str, th: MetricThreshold, key: Key, cand: list[dict], strict: bool):
+def _check_window(name: str, threshold: MetricThreshold, key: Key, candidate: list[dict], strict: bool):
     """The window row of one metric in one candidate configuration, or None when it is not looked for."""
     model, method, ratio = key
     if method == "base" and name in METRICS and METRICS.get(name).stage == "pruned":
         return None
-    if not _recorded(cand, name) and not th.required:
+    if not _recorded(candidate, name) and not threshold.required:
         return None
-    low, high = th.window
-    side = _side(cand, name)
-    comp = Comparison(
+    low, high = threshold.window
+    side = side_of(candidate, name)
+    row = Comparison(
         model, method, ratio, name, "not_compared", "", None, side.value, side.unit,
         limits=f"window=[{low:g}, {high:g}]", kind="window",
     )  # fmt: skip
     if side.value is None:
-        comp.reason = f"unavailable: {side.note}"
-        if th.required or strict:
-            comp.outcome = "fail"
-            comp.reason += " (required metric)" if th.required else " (strict)"
-        return comp
-    lo, hi = side.interval or (side.value, side.value)
+        return _missing(row, threshold, strict, side.note)
+    value_low, value_high = side.interval or (side.value, side.value)
     sure = " (whole interval)" if side.interval else ""
-    est = " (estimated value)" if side.status == "estimated" else ""
-    if hi < low or lo > high:
-        where = "below" if hi < low else "above"
-        comp.outcome = "fail"
-        comp.reason = f"outside the window: {side.value:.4g} {where} [{low:g}, {high:g}]{sure}{est}"
+    estimated = " (estimated value)" if side.status == "estimated" else ""
+    if value_high < low or value_low > high:
+        where = "below" if value_high < low else "above"
+        row.outcome = "fail"
+        row.reason = f"outside the window: {side.value:.4g} {where} [{low:g}, {high:g}]{sure}{estimated}"
     elif low <= side.value <= high:
-        comp.outcome, comp.reason = "pass", f"inside the window [{low:g}, {high:g}]{est}"
+        row.outcome, row.reason = "pass", f"inside the window [{low:g}, {high:g}]{estimated}"
     else:
-        comp.outcome = "pass"
-        comp.reason = (
-            f"{side.value:.4g} outside [{low:g}, {high:g}], but its interval reaches the window{est}"
+        row.outcome = "pass"
+        row.reason = (
+            f"{side.value:.4g} outside [{low:g}, {high:g}], but its interval reaches the window{estimated}"
         )
-    return comp
+    return row
+
+
+def _window_rows(key: Key, thresholds: Thresholds, records: list[dict], strict: bool) -> list[Comparison]:
+    """The window rows of one candidate configuration, one per threshold that sets a window."""
+    rows = []
+    for name, threshold in thresholds.items():
+        if threshold.window is not None and (row := _check_window(name, threshold, key, records, strict)):
+            rows.append(row)
+    return rows
 
 
 def windows(candidate_records: list[dict], thresholds: Any, *, strict: bool = False) -> list[Comparison]:
     """The window rows of a candidate alone (a first release, which has no baseline to compare with)."""
-    th = validate_thresholds(thresholds)
-    out = []
-    for key, recs in sorted(configurations(candidate_records).items()):
-        for name, t in th.items():
-            if t.window is not None and (comp := _check_window(name, t, key, recs, strict)) is not None:
-                out.append(comp)
-    return out
+    validated = validate_thresholds(thresholds)
+    return [
+        row
+        for key, records in sorted(configurations(candidate_records).items())
+        for row in _window_rows(key, validated, records, strict)
+    ]
 
 
 def recorded_thresholds(records: list[dict]) -> tuple[Thresholds | None, str]:
     """The regression thresholds the records' suite was run with (kept in provenance.thresholds)."""
     found = {}
-    for r in records:
-        th = r["provenance"].get("thresholds")
-        if isinstance(th, dict):
-            found[json.dumps(th, sort_keys=True)] = (th, r["suite"])
+    for record in records:
+        recorded = record["provenance"].get("thresholds")
+        if isinstance(recorded, dict):
+            found[json.dumps(recorded, sort_keys=True)] = (recorded, record["suite"])
     if not found:
         return None, ""
-    (th, suite), *others = sorted(found.values(), key=lambda x: x[1])
+    (first, suite), *others = sorted(found.values(), key=lambda pair: pair[1])
     source = f"the baseline's suite '{suite}'"
     if others:
         source += f" (the baseline's records hold {len(found)} different sets; using the first)"
-    return validate_thresholds(th) if th else None, source
+    return validate_thresholds(first) if first else None, source
 
 
 def _release_warnings(
-    cand: list[dict], base: list[dict], cand_name: str, base_name: str, allow_smoke_mismatch: bool
+    candidate: list[dict],
+    baseline: list[dict],
+    candidate_name: str,
+    baseline_name: str,
+    allow_smoke_mismatch: bool,
 ) -> list[str]:
-    smoke_c, smoke_b = {r["smoke"] for r in cand}, {r["smoke"] for r in base}
+    """What makes the two releases less comparable (raises for smoke against full, unless allowed)."""
+    smoke = [sorted({r["smoke"] for r in side}) for side in (candidate, baseline)]
     warnings: list[str] = []
-    if smoke_c != smoke_b or len(smoke_c) > 1:
-        msg = (
-            f"smoke flags differ: {cand_name} smoke={sorted(smoke_c)}, {base_name} smoke={sorted(smoke_b)}; "
+    if smoke[0] != smoke[1] or len(smoke[0]) > 1:
+        message = (
+            f"smoke flags differ: {candidate_name} smoke={smoke[0]}, {baseline_name} smoke={smoke[1]}; "
             "smoke and full records are not comparable"
         )
         if not allow_smoke_mismatch:
-            raise IncomparableError(msg)
-        warnings.append(msg)
-    elif smoke_c == {True}:
+            raise IncomparableError(message)
+        warnings.append(message)
+    elif smoke[0] == [True]:
         warnings.append("both releases are smoke runs: the comparison checks the pipeline, not the benchmark")
     differ = (
         (device_of, "devices", "latency, energy and memory changes may reflect hardware"),
         (world_size_of, "numbers of processes", f"{', '.join(WORLD_SENSITIVE)} is not compared"),
     )
     for of, what, consequence in differ:
-        c, b = ({of(r) for r in side if r["status"] == "ok"} for side in (cand, base))
-        if c != b:
-            shown_c, shown_b = (", ".join(map(str, sorted(x))) for x in (c, b))
-            warnings.append(f"{what} differ ({cand_name}: {shown_c}; {base_name}: {shown_b}); {consequence}")
+        in_candidate, in_baseline = (
+            {of(r) for r in side if r["status"] == "ok"} for side in (candidate, baseline)
+        )
+        if in_candidate != in_baseline:
+            shown = [", ".join(map(str, sorted(values))) for values in (in_candidate, in_baseline)]
+            warnings.append(
+                f"{what} differ ({candidate_name}: {shown[0]}; {baseline_name}: {shown[1]}); {consequence}"
+            )
     return warnings
+
+
+def _thresholds_for(thresholds: Any, baseline_records: list[dict]) -> tuple[Thresholds, str]:
+    """The thresholds a check uses and where they come from: given, the baseline's, or the defaults."""
+    if thresholds is not None:
+        return validate_thresholds(thresholds), "given"
+    recorded, source = recorded_thresholds(baseline_records)
+    if recorded is None:
+        return default_thresholds(), "built-in defaults (the baseline recorded none)"
+    return recorded, source
+
+
+def _unmatched(key: Key, candidate: ByConfig, baseline: ByConfig, names: tuple[str, str], strict: bool):
+    """The one row of a configuration that a side lacks (its run failed, or it is missing), else None."""
+    (candidate_ok, candidate_failed), (baseline_ok, baseline_failed) = candidate, baseline
+    candidate_name, baseline_name = names
+    model, method, ratio = key
+    outcome: Outcome = "fail" if strict else "not_compared"
+    if key in candidate_failed and key not in candidate_ok:
+        error = candidate_failed[key][0]["error"] or "no error recorded"
+        return Comparison(model, method, ratio, "run", "fail", f"candidate run failed: {error}")
+    if key not in candidate_ok:
+        why = (
+            "baseline run failed"
+            if key in baseline_failed and key not in baseline_ok
+            else "configuration missing"
+        )
+        return Comparison(model, method, ratio, "*", outcome, f"{why} in {candidate_name}")
+    if key not in baseline_ok:
+        why = (
+            "baseline run failed"
+            if key in baseline_failed
+            else f"no {baseline_name} record for this configuration"
+        )
+        return Comparison(model, method, ratio, "*", outcome, why)
+    return None
+
+
+def _compare_configuration(
+    key: Key, thresholds: Thresholds, baseline: list[dict], candidate: list[dict], strict: bool
+) -> tuple[list[Comparison], set[str]]:
+    """The rows of each bounded threshold in one configuration both releases hold, and the thresholds'
+    metrics that neither side recorded (skipped)."""
+    model, method, ratio = key
+    sizes = [sorted({world_size_of(r) for r in side}) for side in (candidate, baseline)]
+    rows, skipped = [], set()
+    for name, threshold in thresholds.items():
+        if not threshold.bounds():
+            continue  # a window only: a row of its own
+        if name in WORLD_SENSITIVE and sizes[0] != sizes[1]:
+            why = f"measured by {sizes[0]} vs {sizes[1]} processes: throughput adds up over processes"
+            rows.append(Comparison(model, method, ratio, name, "not_compared", why))
+            continue
+        row = _check_metric(name, threshold, key, baseline, candidate, strict)
+        if row is None:
+            skipped.add(name)
+        else:
+            rows.append(row)
+    return rows, skipped
 
 
 def check(
@@ -489,66 +421,29 @@ def check(
         raise IncomparableError(f"{baseline_name} has no records")
     candidate_records = [normalize_record(r) for r in candidate_records]
     baseline_records = [normalize_record(r) for r in baseline_records]
-    if thresholds is not None:
-        th, source = validate_thresholds(thresholds), "given"
-    else:
-        th, source = recorded_thresholds(baseline_records)
-        if th is None:
-            th, source = default_thresholds(), "built-in defaults (the baseline recorded none)"
+    validated, source = _thresholds_for(thresholds, baseline_records)
     warnings = _release_warnings(
         candidate_records, baseline_records, candidate_name, baseline_name, allow_smoke_mismatch
     )
-    cand_ok, cand_failed = _by_config(candidate_records)
-    base_ok, base_failed = _by_config(baseline_records)
-    comps: list[Comparison] = []
+    candidate, baseline = by_config(candidate_records), by_config(baseline_records)
+    rows: list[Comparison] = []
     window_rows: list[Comparison] = []
     skipped: set[str] = set()
-    for key in sorted(set(cand_ok) | set(cand_failed) | set(base_ok) | set(base_failed)):
-        model, method, ratio = key
-        if key in cand_ok:
-            window_rows += [
-                comp
-                for name, t in th.items()
-                if t.window is not None and (comp := _check_window(name, t, key, cand_ok[key], strict))
-            ]
-        if key in cand_failed and key not in cand_ok:
-            err = cand_failed[key][0]["error"] or "no error recorded"
-            comps.append(Comparison(model, method, ratio, "run", "fail", f"candidate run failed: {err}"))
+    for key in sorted(set(candidate[0]) | set(candidate[1]) | set(baseline[0]) | set(baseline[1])):
+        if key in candidate[0]:
+            window_rows += _window_rows(key, validated, candidate[0][key], strict)
+        unmatched = _unmatched(key, candidate, baseline, (candidate_name, baseline_name), strict)
+        if unmatched is not None:
+            rows.append(unmatched)
             continue
-        if key not in cand_ok:
-            why = (
-                "baseline run failed"
-                if key in base_failed and key not in base_ok
-                else "configuration missing"
-            )
-            outcome: Outcome = "fail" if strict else "not_compared"
-            comps.append(Comparison(model, method, ratio, "*", outcome, f"{why} in {candidate_name}"))
-            continue
-        if key not in base_ok:
-            why = (
-                "baseline run failed"
-                if key in base_failed
-                else f"no {baseline_name} record for this configuration"
-            )
-            outcome = "fail" if strict else "not_compared"
-            comps.append(Comparison(model, method, ratio, "*", outcome, why))
-            continue
-        sizes = [sorted({world_size_of(r) for r in side[key]}) for side in (cand_ok, base_ok)]
-        for name, t in th.items():
-            if not t.bounds():
-                continue  # a window only, checked above
-            if name in WORLD_SENSITIVE and sizes[0] != sizes[1]:
-                why = f"measured by {sizes[0]} vs {sizes[1]} processes: throughput adds up over processes"
-                comps.append(Comparison(model, method, ratio, name, "not_compared", why))
-                continue
-            comp = _check_metric(name, t, key, base_ok[key], cand_ok[key], strict)
-            if comp is None:
-                skipped.add(name)
-            else:
-                comps.append(comp)
-    never = sorted(skipped - {c.metric for c in comps})
-    comps = sorted(comps + window_rows, key=lambda c: (_key_of(c), c.kind == "window"))  # stable
+        compared, not_recorded = _compare_configuration(
+            key, validated, baseline[0][key], candidate[0][key], strict
+        )
+        rows += compared
+        skipped |= not_recorded
+    never = sorted(skipped - {row.metric for row in rows})
+    rows = sorted(rows + window_rows, key=lambda row: (_key_of(row), row.kind == "window"))  # stable
     if never:
         warnings.append(f"thresholds on metrics neither release recorded were skipped: {', '.join(never)}")
-    dump = {k: v.model_dump(mode="json", exclude_none=True) for k, v in th.items()}
-    return GateResult(comps, warnings, strict, baseline_name, candidate_name, source, dump)
+    dump = {name: t.model_dump(mode="json", exclude_none=True) for name, t in validated.items()}
+    return GateResult(rows, warnings, strict, baseline_name, candidate_name, source, dump)

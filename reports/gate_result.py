@@ -72,11 +72,11 @@ class GateResult:
 
     @property
     def failures(self) -> list[Comparison]:
-        return [c for c in self.comparisons if c.outcome == "fail"]
+        return [row for row in self.comparisons if row.outcome == "fail"]
 
     @property
     def not_compared(self) -> list[Comparison]:
-        return [c for c in self.comparisons if c.outcome == "not_compared"]
+        return [row for row in self.comparisons if row.outcome == "not_compared"]
 
     @property
     def passed(self) -> bool:
@@ -99,22 +99,22 @@ class GateResult:
     def table(self) -> str:
         """A text table of every comparison, then warnings and the summary line."""
 
-        def num(v):
-            return "n/a" if v is None else f"{v:.6g}"
+        def number(value):
+            return "n/a" if value is None else f"{value:.6g}"
 
         rows = []
-        for c in self.comparisons:
-            outcome = c.outcome.upper().replace("_", " ")
+        for row in self.comparisons:
+            outcome = row.outcome.upper().replace("_", " ")
             rows.append(
                 (
-                    c.config,
-                    c.check_name,
-                    num(c.baseline),
-                    num(c.candidate),
-                    c.change_text(),
-                    c.limits,
+                    row.config,
+                    row.check_name,
+                    number(row.baseline),
+                    number(row.candidate),
+                    row.change_text(),
+                    row.limits,
                     outcome,
-                    c.reason,
+                    row.reason,
                 )
             )
         header = (
@@ -152,7 +152,7 @@ class GateResult:
                 "not_compared": len(self.not_compared),
             },
             "warnings": list(self.warnings),
-            "comparisons": [{**asdict(c), "config": c.config} for c in self.comparisons],
+            "comparisons": [{**asdict(row), "config": row.config} for row in self.comparisons],
         }
 
     def junit_xml(self) -> str:
@@ -167,24 +167,24 @@ class GateResult:
             },
         )
         props = ET.SubElement(suite, "properties")
-        for k, v in (
+        for name, value in (
             ("baseline", self.baseline_name),
             ("candidate", self.candidate_name),
             ("strict", str(self.strict).lower()),
             ("thresholds", self.thresholds_source),
         ):
-            ET.SubElement(props, "property", {"name": k, "value": v})
-        for c in self.comparisons:
-            name = f"{c.metric} (window)" if c.kind == "window" else c.metric
-            case = ET.SubElement(suite, "testcase", {"classname": c.config, "name": name, "time": "0"})
+            ET.SubElement(props, "property", {"name": name, "value": value})
+        for row in self.comparisons:
+            name = f"{row.metric} (window)" if row.kind == "window" else row.metric
+            case = ET.SubElement(suite, "testcase", {"classname": row.config, "name": name, "time": "0"})
             text = (
-                f"baseline={c.baseline} candidate={c.candidate} unit={c.unit} change={c.change_text()} "
-                f"limits={c.limits}: {c.reason}"
+                f"baseline={row.baseline} candidate={row.candidate} unit={row.unit} change={row.change_text()} "
+                f"limits={row.limits}: {row.reason}"
             )
-            if c.outcome == "fail":
-                ET.SubElement(case, "failure", {"message": c.reason, "type": "regression"}).text = text
-            elif c.outcome == "not_compared":
-                ET.SubElement(case, "skipped", {"message": f"not compared: {c.reason}"})
+            if row.outcome == "fail":
+                ET.SubElement(case, "failure", {"message": row.reason, "type": "regression"}).text = text
+            elif row.outcome == "not_compared":
+                ET.SubElement(case, "skipped", {"message": f"not compared: {row.reason}"})
         if self.warnings:
             ET.SubElement(suite, "system-out").text = "\n".join(self.warnings)
         root = ET.Element(

@@ -4,31 +4,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reports import analysis as A
-from reports import plots as P
-from reports import releases as R
+from reports import releases
 from reports.cells import Cell
-from reports.html import SUSTAIN_HEADS, sustain_cells
-from reports.report import (
-    ASSETS_DIR,
+from reports.content import (
     HISTORY_INTRO,
     NO_HEATMAPS,
     NO_TRAINING,
     SMOKE_BANNER,
+    SUSTAINABILITY_HEADER,
     Content,
     Notes,
     seed_notes,
     selection_text,
+    sustainability_cells,
 )
+from reports.plots import Plot, slug
+from reports.records import full_label, is_base
+
+ASSETS_DIR = "assets"
 
 
-def _md(text) -> str:
+def _escape(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_md(x) for x in r) + " |" for r in rows]
+    lines = [
+        "| " + " | ".join(_escape(h) for h in header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    lines += ["| " + " | ".join(_escape(x) for x in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -44,103 +49,108 @@ def _cell(cell: Cell, notes: Notes) -> str:
     return out
 
 
-def _plot(p: P.Plot, assets: Path, rel: str) -> list[str]:
-    out = [f"### {p.title}", ""]
-    if p.png is not None:
-        (assets / f"{p.key}.png").write_bytes(p.png)
-        out.append(f"![{p.title}]({rel}/{p.key}.png)")
-        if p.caption:
-            out += ["", f"*{p.caption}*"]
+def _plot(plot: Plot, assets: Path, rel: str) -> list[str]:
+    lines = [f"### {plot.title}", ""]
+    if plot.png is not None:
+        (assets / f"{plot.key}.png").write_bytes(plot.png)
+        lines.append(f"![{plot.title}]({rel}/{plot.key}.png)")
+        if plot.caption:
+            lines += ["", f"*{plot.caption}*"]
     else:
-        out.append(f"*Plot not available: {p.title}.*")
-    out += [f"- *{m}*" for m in p.messages]
-    out.append("")
-    return out
+        lines.append(f"*Plot not available: {plot.title}.*")
+    lines += [f"- *{message}*" for message in plot.messages]
+    lines.append("")
+    return lines
 
 
 def _plot_section(heading, plots, empty, assets: Path, rel: str, extra=()) -> list[str]:
-    out = [f"## {heading}", ""]
-    for p in plots:
-        out += _plot(p, assets, rel)
-    out += [f"*{m}*" for m in extra] + ([""] if extra else [])
+    lines = [f"## {heading}", ""]
+    for plot in plots:
+        lines += _plot(plot, assets, rel)
+    lines += [f"*{message}*" for message in extra] + ([""] if extra else [])
     if not plots and not extra and empty:
-        out += [f"*{empty}*", ""]
-    return out
+        lines += [f"*{empty}*", ""]
+    return lines
 
 
-def _summary(c: Content, notes: Notes) -> list[str]:
-    m = [
+def _header(content: Content) -> list[str]:
+    """The title, the selection, the smoke banner, the comparability warnings and the notices."""
+    lines = [f"# {content.title}", "", f"_Generated {content.generated}. {selection_text(content)}_", ""]
+    if content.selection.smoke == "all":
+        lines += [f"> **{SMOKE_BANNER}**", ""]
+    elif content.selection.smoke == "some":
+        lines += ["> **This report shows smoke records next to full ones (marked [smoke]).**", ""]
+    warnings = content.selection.warnings + seed_notes(content)
+    if warnings:
+        lines += ["> **Comparability warnings**", ">"] + [f"> - {w}" for w in warnings] + [""]
+    if content.selection.notices:
+        lines += [f"- {notice}" for notice in content.selection.notices] + [""]
+    return lines
+
+
+def _summary(content: Content, notes: Notes) -> list[str]:
+    lines = [
         "## Summary",
         "",
         "Latency and energy: pruned / base, timed in alternation in the same run, with the bootstrap "
         "confidence interval; an interval containing 1 is *no measurable change*.",
         "",
     ]
-    for s in c.summaries:
-        m += [f"### {s.model}", "", f"Base: {s.base_line}", ""]
-        if not s.rows:
-            m += ["*No pruned record with a base to compare.*", ""]
+    for summary in content.summaries:
+        lines += [f"### {summary.model}", "", f"Base: {summary.base_line}", ""]
+        if not summary.rows:
+            lines += ["*No pruned record with a base to compare.*", ""]
             continue
-        rows = [[lab] + [_cell(cells[k], notes) for k, _ in s.columns] for lab, cells in s.rows]
-        m += [_table(["Pruned"] + [h for _, h in s.columns], rows), ""]
-    return m
+        rows = [
+            [row_label] + [_cell(cells[key], notes) for key, _ in summary.columns]
+            for row_label, cells in summary.rows
+        ]
+        lines += [_table(["Pruned"] + [header for _, header in summary.columns], rows), ""]
+    return lines
 
 
-def _details(c: Content, notes: Notes) -> list[str]:
-    m = [
+def _details(content: Content, notes: Notes) -> list[str]:
+    lines = [
         "## Base vs pruned (details)",
         "",
         "Latency and energy changes from the paired ratios (interval in brackets); others vs the base "
         "(absolute for quality metrics); ✅ better, ❌ worse. `n/a [k]`: see note k.",
         "",
     ]
-    for g in c.groups:
-        header = ["Model"] + [f"{col.header} ({g.metric_for[col.key]})" for col in g.columns]
+    for group in content.groups:
+        header = ["Model"] + [f"{column.header} ({group.metric_for[column.key]})" for column in group.columns]
         rows = []
-        for row in g.rows:
-            tag = " [smoke]" if row.record["smoke"] and c.sel.smoke == "some" else ""
-            name = f"**{row.label}**" if A.is_base(row.record) else row.label
-            rows.append([name + tag] + [_cell(row.cells[col.key], notes) for col in g.columns])
-        m += [f"### {g.model}", "", _table(header, rows), ""]
-    if not c.groups:
-        m += ["*No successful records.*", ""]
-    return m
+        for row in group.rows:
+            smoke = " [smoke]" if row.record["smoke"] and content.selection.smoke == "some" else ""
+            name = f"**{row.label}**" if is_base(row.record) else row.label
+            rows.append([name + smoke] + [_cell(row.cells[column.key], notes) for column in group.columns])
+        lines += [f"### {group.model}", "", _table(header, rows), ""]
+    if not content.groups:
+        lines += ["*No successful records.*", ""]
+    return lines
 
 
-def _history(c: Content, assets: Path, rel: str) -> list[str]:
-    m = ["## Release history", "", HISTORY_INTRO + R.LEGEND, ""]
-    for series in c.history.series:
-        m += [f"### Suite {series.title}", "", _table(R.RELEASE_HEADER, R.release_rows(series)), ""]
-        lines = R.regression_lines(series)
-        m += [f"- ❌ {x}" for x in lines] or [R.NO_REGRESSIONS]
-        m.append("")
-        for metric, plot in zip(series.metrics, c.history_plots[series.title], strict=True):
-            m += _plot(plot, assets, rel)
-            rows = R.metric_rows(series, metric)
-            m += [f"*{R.metric_heading(series, metric)}*", "", _table(["config", *series.releases], rows), ""]
-    return m
+def _history(content: Content, assets: Path, rel: str) -> list[str]:
+    lines = ["## Release history", "", HISTORY_INTRO + releases.LEGEND, ""]
+    for series in content.history.series:
+        release_table = _table(releases.RELEASE_HEADER, releases.release_rows(series))
+        lines += [f"### Suite {series.title}", "", release_table, ""]
+        lines += [f"- ❌ {line}" for line in releases.regression_lines(series)] or [releases.NO_REGRESSIONS]
+        lines.append("")
+        for metric, plot in zip(series.metrics, content.history_plots[series.title], strict=True):
+            lines += _plot(plot, assets, rel)
+            rows = releases.metric_rows(series, metric)
+            lines += [
+                f"*{releases.metric_heading(series, metric)}*",
+                "",
+                _table(["config", *series.releases], rows),
+                "",
+            ]
+    return lines
 
 
-def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
-    notes = Notes()
-    assets.mkdir(parents=True, exist_ok=True)
-    m: list[str] = [f"# {c.title}", "", f"_Generated {c.generated}. {selection_text(c)}_", ""]
-    if c.sel.smoke == "all":
-        m += [f"> **{SMOKE_BANNER}**", ""]
-    elif c.sel.smoke == "some":
-        m += ["> **This report shows smoke records next to full ones (marked [smoke]).**", ""]
-    warnings = c.sel.warnings + seed_notes(c)
-    if warnings:
-        m += ["> **Comparability warnings**", ">"] + [f"> - {w}" for w in warnings] + [""]
-    if c.sel.notices:
-        m += [f"- {n}" for n in c.sel.notices] + [""]
-    m += _summary(c, notes)
-    m += ["## Plots", ""]
-    m += _plot(c.ratios_plot, assets, rel) + _plot(c.quality_plot, assets, rel)
-    if c.history is not None:
-        m += _history(c, assets, rel)
-    m += _details(c, notes)
-    m += [
+def _sustainability(content: Content, notes: Notes) -> list[str]:
+    lines = [
         "## Sustainability",
         "",
         "Energy and carbon per 1,000 images, the saving from the paired energy "
@@ -148,33 +158,55 @@ def to_markdown(c: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
         "it has paid for itself.",
         "",
     ]
-    if c.sustain:
-        rows = [
-            sustain_cells(s) + [s.breakeven + (f" [{notes.ref('; '.join(s.notes))}]" if s.notes else "")]
-            for s in c.sustain
-        ]
-        m += [_table(SUSTAIN_HEADS, rows), ""]
-    else:
-        m += ["*No pruned records with a base to compare: no savings to show.*", ""]
-    m += _plot_section("Kept units per layer", c.heatmaps, NO_HEATMAPS, assets, rel)
-    m += _plot_section("Power timeline", c.power, None, assets, rel, c.power_missing)
-    m += _plot_section("Mask training curves", c.training, NO_TRAINING, assets, rel)
-    m += ["## Samples (identical prompts and seeds)", ""]
-    for g in c.groups:
-        m += [f"### {g.model}", ""]
-        for i, s in enumerate(x for x in c.samples if x.model == g.model):
-            cap = f"{s.label} — seed {s.seed}"
-            if s.png is not None:
-                name = f"samples_{P._slug(g.model)}_{i}{s.suffix}"
-                (assets / name).write_bytes(s.png)
-                m += [f"**{cap}**", "", f"![{cap}]({rel}/{name})", ""]
+    if not content.sustainability:
+        return lines + ["*No pruned records with a base to compare: no savings to show.*", ""]
+    rows = [
+        sustainability_cells(row)
+        + [row.breakeven + (f" [{notes.ref('; '.join(row.notes))}]" if row.notes else "")]
+        for row in content.sustainability
+    ]
+    return lines + [_table(SUSTAINABILITY_HEADER, rows), ""]
+
+
+def _samples(content: Content, assets: Path, rel: str) -> list[str]:
+    lines = ["## Samples (identical prompts and seeds)", ""]
+    for group in content.groups:
+        lines += [f"### {group.model}", ""]
+        for i, sample in enumerate(s for s in content.samples if s.model == group.model):
+            caption = f"{sample.label} — seed {sample.seed}"
+            if sample.png is not None:
+                name = f"samples_{slug(group.model)}_{i}.png"
+                (assets / name).write_bytes(sample.png)
+                lines += [f"**{caption}**", "", f"![{caption}]({rel}/{name})", ""]
             else:
-                m += [f"*{cap}: samples not available ({s.message})*", ""]
-    if c.failed:
-        rows = [[A.full_label(r), r["run_id"], r["error"] or ""] for r in c.failed]
-        m += ["## Failed records", "", _table(["Model", "Run", "Error"], rows), ""]
-    m += ["## Provenance", "", "Rows marked ⚠ differ between or within runs.", ""]
-    m += [_table(["Key"] + c.prov.runs, [[("⚠ " if d else "") + k] + v for k, v, d in c.prov.rows]), ""]
+                lines += [f"*{caption}: samples not available ({sample.message})*", ""]
+    return lines
+
+
+def _failed_and_provenance(content: Content) -> list[str]:
+    lines = []
+    if content.failed:
+        rows = [[full_label(r), r["run_id"], r["error"] or ""] for r in content.failed]
+        lines += ["## Failed records", "", _table(["Model", "Run", "Error"], rows), ""]
+    lines += ["## Provenance", "", "Rows marked ⚠ differ between or within runs.", ""]
+    rows = [[("⚠ " if differs else "") + key] + values for key, values, differs in content.provenance.rows]
+    return lines + [_table(["Key"] + content.provenance.runs, rows), ""]
+
+
+def to_markdown(content: Content, assets: Path, rel: str = ASSETS_DIR) -> str:
+    """The report as Markdown; its images are written into ``assets``, linked as ``rel/NAME``."""
+    notes = Notes()
+    assets.mkdir(parents=True, exist_ok=True)
+    lines = _header(content) + _summary(content, notes)
+    lines += ["## Plots", ""]
+    lines += _plot(content.ratios_plot, assets, rel) + _plot(content.quality_plot, assets, rel)
+    if content.history is not None:
+        lines += _history(content, assets, rel)
+    lines += _details(content, notes) + _sustainability(content, notes)
+    lines += _plot_section("Kept units per layer", content.heatmaps, NO_HEATMAPS, assets, rel)
+    lines += _plot_section("Power timeline", content.power, None, assets, rel, content.power_missing)
+    lines += _plot_section("Mask training curves", content.training, NO_TRAINING, assets, rel)
+    lines += _samples(content, assets, rel) + _failed_and_provenance(content)
     if notes.items:
-        m += ["## Notes", ""] + [f"{i}. {n}" for i, n in enumerate(notes.items, 1)] + [""]
-    return "\n".join(m)
+        lines += ["## Notes", ""] + [f"{i}. {note}" for i, note in enumerate(notes.items, 1)] + [""]
+    return "\n".join(lines)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import matplotlib
 
@@ -20,20 +21,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from ecodiff_bench.core.stats import interval_of  # noqa: E402
-from reports.analysis import (  # noqa: E402
-    direction,
-    full_label,
-    is_base,
-    metric,
-    number,
-    pareto_front,
-    quality_metric,
-)
+from ecodiff_bench.core.stats import change_sign, interval_of  # noqa: E402
+from reports.analysis import pareto_front, quality_metric  # noqa: E402
 from reports.cells import Group  # noqa: E402
+from reports.records import direction, full_label, is_base, metric, number  # noqa: E402
 
 DPI = 100
-_COLORS = (
+COLORS = (
     "#1f77b4",
     "#ff7f0e",
     "#2ca02c",
@@ -66,27 +60,30 @@ class Plot:
     caption: str = ""
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
+    """The figure rendered to PNG (on its own Agg canvas: no pyplot state)."""
     FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    return buf.getvalue()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
 
 
 def method_colors(methods) -> dict[str, str]:
     """One colour per method (the base in black), the same in every plot of a report."""
     names = sorted({m for m in methods if m != "base"})
-    out = {n: _COLORS[i % len(_COLORS)] for i, n in enumerate(names)}
+    out = {n: COLORS[i % len(COLORS)] for i, n in enumerate(names)}
     out["base"] = BASE_COLOR
     return out
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """``text`` made safe for a file name or an HTML id (letters, digits, - and _)."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
-def axis_label(name: str, hib: bool | None) -> str:
-    way = "" if hib is None else (" (higher is better ↑)" if hib else " (lower is better ↓)")
+def axis_label(name: str, higher_is_better: bool | None) -> str:
+    """The axis title of a metric, with which way is better."""
+    way = {None: "", True: " (higher is better ↑)", False: " (lower is better ↓)"}[higher_is_better]
     return AXIS_NAMES.get(name, name) + way
 
 
@@ -108,90 +105,87 @@ def _label_points(ax, texts) -> None:
 
 
 # -- quality vs energy -----------------------------------------------------------------------------------
+class EnergyPoint(NamedTuple):
+    record: dict
+    energy: float  # J per image
+    interval: tuple[float, float] | None  # of the energy
+    quality: float
+
+
 def quality_vs_energy(groups: list[Group]) -> Plot:
     """Per model: quality against energy per image, every point labelled, the Pareto front drawn."""
-    records = [row.record for g in groups for row in g.rows]
-    qname = quality_metric(records)
+    records = [row.record for group in groups for row in group.rows]
+    quality = quality_metric(records)
     title = "Quality vs energy (Pareto front)"
-    if qname is None:
+    if quality is None:
         why = "Not enough records with both energy_image_j and a quality metric (fid, frechet_distance, "
         return Plot("quality_vs_energy", title, None, [why + "clip_score or ssim_vs_base) available."])
-    hib = direction(qname, None)
     colors = method_colors(r["method"] for r in records)
-    shown = [(g, pts) for g in groups if (pts := _energy_points(g, qname))]
+    shown = [(group, points) for group in groups if (points := _energy_points(group, quality))]
     ncols = min(2, len(shown))
     nrows = -(-len(shown) // ncols)
     fig = Figure(layout="constrained", figsize=(6.2 * ncols, 4.6 * nrows))
     left_out = []
-    for k, (g, pts) in enumerate(shown):
+    for k, (group, points) in enumerate(shown):
         ax = fig.add_subplot(nrows, ncols, k + 1)
-        plotted = {id(p[0]) for p in pts}
-        left_out += [full_label(row.record) for row in g.rows if id(row.record) not in plotted]
-        xy = [(x, y) for _, x, _, y in pts]
-        texts = []
-        for r, x, iv, y in pts:
-            c = colors[r["method"]]
-            xerr = [[x - iv[0]], [iv[1] - x]] if iv else None
-            est = (metric(r, "energy_image_j") or {}).get("status") == "estimated"
-            ax.errorbar(
-                [x],
-                [y],
-                xerr=xerr,
-                fmt="s" if is_base(r) else "o",
-                color=c,
-                ms=7,
-                mfc="white" if est else c,
-                mew=1.5,
-                capsize=3,
-                lw=1,
-                zorder=3,
-            )
-            text = "base" if is_base(r) else f"{100 * float(r['ratio']):.0f}%"
-            texts.append(ax.text(x, y, text, fontsize=8, color=c, zorder=4))
-        front = pareto_front(xy, bool(hib))
-        ax.plot(
-            [xy[i][0] for i in front],
-            [xy[i][1] for i in front],
-            color="#999",
-            ls="--",
-            lw=1,
-            zorder=2,
-            label="Pareto front",
-        )
-        ax.set_xlabel("energy per image [J] (lower is better ←)")
-        ax.set_ylabel(axis_label(qname, hib))
-        ax.set_title(g.model, fontsize=10)
-        ax.grid(True, alpha=0.3)
-        _label_points(ax, texts)
+        plotted = {id(point.record) for point in points}
+        left_out += [full_label(row.record) for row in group.rows if id(row.record) not in plotted]
+        _energy_panel(ax, group.model, points, quality, colors)
         if k == 0:
             _method_legend(ax, colors, [r["method"] for r in records], loc="best")
-    msgs = [f"Not plotted ({qname} or energy_image_j n/a): {', '.join(left_out)}"] if left_out else []
-    cap = (
+    messages = [f"Not plotted ({quality} or energy_image_j n/a): {', '.join(left_out)}"] if left_out else []
+    caption = (
         "One panel per model; colour = method, label = pruning ratio; squares: the unpruned base. A pruned "
         "model's energy is the base's times its paired ratio (timed in alternation with the base, so "
         "noise between separate measurements does not move it); horizontal bars: its confidence interval. "
         "Hollow markers: estimated energy (CPU: TDP x CPU time). Dashed: the Pareto front (no other "
         "variant of the model uses less energy at better quality)."
     )
-    return Plot("quality_vs_energy", title, _png(fig), msgs, cap)
+    return Plot("quality_vs_energy", title, png_bytes(fig), messages, caption)
 
 
-def _energy_points(group: Group, qname: str) -> list[tuple[dict, float, tuple[float, float] | None, float]]:
-    """(record, energy per image, its interval, quality) of a group's records that have both; a pruned
-    record's energy through its paired ratio to the base it is compared with (``Row.base``)."""
+def _energy_panel(ax, model: str, points: list[EnergyPoint], quality: str, colors: dict[str, str]) -> None:
+    """One model's panel: each point with its energy interval and its label, then the Pareto front."""
+    higher_is_better = direction(quality, None)
+    labels = []
+    for point in points:
+        record, color = point.record, colors[point.record["method"]]
+        low, high = point.interval or (None, None)
+        xerr = [[point.energy - low], [high - point.energy]] if point.interval else None
+        estimated = (metric(record, "energy_image_j") or {}).get("status") == "estimated"
+        ax.errorbar([point.energy], [point.quality], xerr=xerr, fmt="s" if is_base(record) else "o", color=color,
+                    ms=7, mfc="white" if estimated else color, mew=1.5, capsize=3, lw=1, zorder=3)  # fmt: skip
+        text = "base" if is_base(record) else f"{100 * float(record['ratio']):.0f}%"
+        labels.append(ax.text(point.energy, point.quality, text, fontsize=8, color=color, zorder=4))
+    front = pareto_front([(p.energy, p.quality) for p in points], bool(higher_is_better))
+    ax.plot([points[i].energy for i in front], [points[i].quality for i in front], color="#999", ls="--", lw=1,
+            zorder=2, label="Pareto front")  # fmt: skip
+    ax.set_xlabel("energy per image [J] (lower is better ←)")
+    ax.set_ylabel(axis_label(quality, higher_is_better))
+    ax.set_title(model, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    _label_points(ax, labels)
+
+
+def _energy_points(group: Group, quality: str) -> list[EnergyPoint]:
+    """The group's records that have both an energy and ``quality``; a pruned record's energy through its
+    paired ratio to the base it is compared with (``Row.base``)."""
     out = []
     for row in group.rows:
-        r, y = row.record, number(row.record, qname)
-        base_j = number(row.base, "energy_image_j") if row.base and not is_base(r) else None
-        ratio = None if base_j is None else number(r, "energy_ratio_vs_base")
+        record, quality_value = row.record, number(row.record, quality)
+        base_joules = number(row.base, "energy_image_j") if row.base and not is_base(record) else None
+        ratio = None if base_joules is None else number(record, "energy_ratio_vs_base")
         if ratio is not None:  # the paired ratio, scaled by the base's energy
-            x, iv = base_j * ratio, interval_of(metric(r, "energy_ratio_vs_base")["details"])
-            iv = (base_j * iv[0], base_j * iv[1]) if iv else None
+            energy = base_joules * ratio
+            interval = interval_of(metric(record, "energy_ratio_vs_base")["details"])
+            interval = (base_joules * interval[0], base_joules * interval[1]) if interval else None
         else:
-            x = number(r, "energy_image_j")
-            iv = interval_of(metric(r, "energy_image_j")["details"]) if x is not None else None
-        if x is not None and y is not None:
-            out.append((r, x, iv, y))
+            energy = number(record, "energy_image_j")
+            interval = (
+                interval_of(metric(record, "energy_image_j")["details"]) if energy is not None else None
+            )
+        if energy is not None and quality_value is not None:
+            out.append(EnergyPoint(record, energy, interval, quality_value))
     return out
 
 
@@ -204,46 +198,51 @@ RATIO_PANELS = (
 
 def paired_ratios(groups: list[Group]) -> Plot:
     """Every pruned model's latency and energy ratio to its base, with the interval; 1 = no change."""
-    rows = [(g.model, row.record) for g in groups for row in g.rows if not is_base(row.record)]
-    rows = [(m, r) for m, r in rows if any(number(r, name) is not None for name, _ in RATIO_PANELS)]
+    pruned = [(g.model, row.record) for g in groups for row in g.rows if not is_base(row.record)]
+    pruned = [(m, r) for m, r in pruned if any(number(r, name) is not None for name, _ in RATIO_PANELS)]
     title = "Speed and energy: paired ratios to the base"
-    if not rows:
+    if not pruned:
         return Plot(
             "paired_ratios", title, None, ["No pruned record holds a paired latency or energy ratio."]
         )
-    colors = method_colors(r["method"] for _, r in rows)
-    fig = Figure(layout="constrained", figsize=(10, max(3.0, 0.28 * len(rows) + 1.8)))
-    labels = [f"{m} · {r['method']} @{100 * float(r['ratio']):.0f}%" for m, r in rows]
+    records = [record for _, record in pruned]
+    colors = method_colors(r["method"] for r in records)
+    fig = Figure(layout="constrained", figsize=(10, max(3.0, 0.28 * len(pruned) + 1.8)))
+    labels = [f"{model} · {r['method']} @{100 * float(r['ratio']):.0f}%" for model, r in pruned]
     first = None
     for k, (name, xlabel) in enumerate(RATIO_PANELS):
         ax = fig.add_subplot(1, 2, k + 1, sharey=first)
         first = first or ax
-        for i, (_, r) in enumerate(rows):
-            v = number(r, name)
-            if v is None:
-                ax.text(1.0, i, "n/a", ha="center", va="center", fontsize=7, color="#888")
-                continue
-            iv = interval_of(metric(r, name)["details"])
-            none = iv is None or iv[0] <= 1.0 <= iv[1]
-            c = colors[r["method"]]
-            xerr = [[v - iv[0]], [iv[1] - v]] if iv else None
-            ax.errorbar(
-                [v], [i], xerr=xerr, fmt="o", color=c, mfc="white" if none else c, mew=1.5, capsize=3, lw=1.2
-            )
-        ax.axvline(1.0, color="#444", lw=1, ls=":")
+        _ratio_panel(ax, records, name, colors)
         ax.set_xlabel(f"{xlabel} (< 1 is better ←)")
         ax.grid(True, axis="x", alpha=0.3)
-        ax.set_yticks(range(len(rows)))
+        ax.set_yticks(range(len(records)))
         if k == 0:
             ax.set_yticklabels(labels, fontsize=7)
             ax.invert_yaxis()
         else:
             ax.tick_params(labelleft=False)
-    methods = {r["method"] for _, r in rows}  # above the panels, where it hides no interval
+    methods = {r["method"] for r in records}  # above the panels, where it hides no interval
     _method_legend(fig, colors, methods, loc="outside upper center", ncols=len(methods))
-    cap = (
+    caption = (
         "Each pruned model timed in alternation with its base in the same run; the point is the ratio of "
         "medians over the pairs, the bar its bootstrap confidence interval. Hollow points: the interval "
         "contains 1, no measurable change."
     )
-    return Plot("paired_ratios", title, _png(fig), [], cap)
+    return Plot("paired_ratios", title, png_bytes(fig), [], caption)
+
+
+def _ratio_panel(ax, records: list[dict], name: str, colors: dict[str, str]) -> None:
+    """One ratio for every record, a row each; hollow where the change is not measurable."""
+    for i, record in enumerate(records):
+        ratio = number(record, name)
+        if ratio is None:
+            ax.text(1.0, i, "n/a", ha="center", va="center", fontsize=7, color="#888")
+            continue
+        interval = interval_of(metric(record, name)["details"])
+        measurable = change_sign(interval, no_change=1.0) not in (None, 0)
+        color = colors[record["method"]]
+        xerr = [[ratio - interval[0]], [interval[1] - ratio]] if interval else None
+        ax.errorbar([ratio], [i], xerr=xerr, fmt="o", color=color, mfc=color if measurable else "white", mew=1.5,
+                    capsize=3, lw=1.2)  # fmt: skip
+    ax.axvline(1.0, color="#444", lw=1, ls=":")

@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ecodiff_bench.core.metrics import METRICS
-from reports.plots import BASE_COLOR, Plot, _png, _slug, axis_label, method_colors
+from ecodiff_bench.core.metrics import direction
+from reports.plots import BASE_COLOR, Plot, axis_label, method_colors, png_bytes, slug
 from reports.releases import Point, Series
 
 REGRESSION_COLOR = "#d62728"
@@ -35,11 +35,11 @@ def _ratio_styles(ratios) -> dict[float, tuple]:
 
 
 def _ylabel(metric: str, compared: set[str]) -> str:
-    hib = METRICS.get(metric).higher_is_better if metric in METRICS else None
+    higher_is_better = direction(metric)
     if compared and compared != {metric}:
-        names = [RATIO_AXES.get(c, c) for c in sorted(compared - {metric})]
-        return axis_label(" / ".join(names), hib)
-    return axis_label(metric, hib)
+        names = [RATIO_AXES.get(name, name) for name in sorted(compared - {metric})]
+        return axis_label(" / ".join(names), higher_is_better)
+    return axis_label(metric, higher_is_better)
 
 
 def _line(ax, series: Series, points: list[Point], color: str, style: tuple) -> None:
@@ -52,17 +52,17 @@ def _line(ax, series: Series, points: list[Point], color: str, style: tuple) -> 
     spans = [(x, y, p.interval) for p, x, y in zip(shown, xs, ys, strict=True) if p.interval is not None]
     if spans:
         ax.errorbar([x for x, _, _ in spans], [y for _, y, _ in spans], fmt="none", ecolor=color, lw=1,
-                    capsize=2, yerr=[[y - iv[0] for _, y, iv in spans], [iv[1] - y for _, y, iv in spans]])  # fmt: skip
+                    capsize=2, yerr=[[y - low for _, y, (low, _) in spans], [high - y for _, y, (_, high) in spans]])  # fmt: skip
     banded = [(x, p) for p, x in zip(shown, xs, strict=True) if p.band is not None]
     if banded:  # behind each point: a value outside its own band broke a bound
-        bx = [x for x, _ in banded]
         lows, highs = [p.band[0] for _, p in banded], [p.band[1] for _, p in banded]
-        heights = [h - lo for lo, h in zip(lows, highs, strict=True)]
-        ax.bar(bx, heights, bottom=lows, width=BAND_WIDTH, color=color, alpha=0.16, lw=0, zorder=1)
-        limits = [(x, e) for x, p in banded for e in {p.band[0], p.band[1]} - {p.band_origin}]
+        heights = [high - low for low, high in zip(lows, highs, strict=True)]
+        ax.bar([x for x, _ in banded], heights, bottom=lows, width=BAND_WIDTH, color=color, alpha=0.16, lw=0,
+               zorder=1)  # fmt: skip
+        limits = [(x, end) for x, p in banded for end in {p.band[0], p.band[1]} - {p.band_origin}]
         if limits:  # the limit itself, as a short line
-            ax.scatter([x for x, _ in limits], [e for _, e in limits], marker="_", s=260, color=color, lw=1.2,
-                       zorder=2)  # fmt: skip
+            ax.scatter([x for x, _ in limits], [end for _, end in limits], marker="_", s=260, color=color,
+                       lw=1.2, zorder=2)  # fmt: skip
     failed = [(x, y) for p, x, y in zip(shown, xs, ys, strict=True) if p.verdict == "fail"]
     if failed:
         ax.scatter(*zip(*failed, strict=True), marker="X", s=140, color=REGRESSION_COLOR, edgecolor="white",
@@ -90,9 +90,21 @@ def _legend(fig, colors: dict[str, str], styles: dict[float, tuple], has_base: b
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
 
 
+def _release_axis(ax, releases: list[str], failed: set[str]) -> None:
+    """The releases along x, oldest first; a release with a regression in this panel marked in red."""
+    ax.set_xticks(range(len(releases)))
+    ax.set_xticklabels([f"{name}\nregression" if name in failed else name for name in releases], fontsize=8)
+    for tick, name in zip(ax.get_xticklabels(), releases, strict=True):
+        if name in failed:
+            tick.set_color(REGRESSION_COLOR)
+            tick.set_fontweight("bold")
+    ax.set_xlim(-0.3, len(releases) - 0.7)
+    ax.set_xlabel("release (oldest first)", fontsize=8)
+
+
 def metric_history(series: Series, metric: str) -> Plot:
     """The history plot of one gated metric (see the module doc)."""
-    key = f"history_{_slug(series.title)}_{_slug(metric)}"
+    key = f"history_{slug(series.title)}_{slug(metric)}"
     title = f"Release history: {metric} ({series.title})"
     points = series.points.get(metric, [])
     if not any(p.value is not None for p in points):
@@ -109,35 +121,29 @@ def metric_history(series: Series, metric: str) -> Plot:
     windows = {p.window for p in points if p.window is not None}
     for k, model in enumerate(models):
         ax = fig.add_subplot(nrows, ncols, k + 1)
-        configs = [c for c in series.configs(metric) if c[0] == model]
-        for cfg in configs:
-            line = [p for p in points if p.key == cfg]
-            if cfg[1] == "base":
-                _line(ax, series, line, BASE_COLOR, ("-", "s"))
-            else:
-                _line(ax, series, line, colors[cfg[1]], styles[cfg[2]])
-        panel_failed = {p.release for p in points if p.verdict == "fail" and p.key[0] == model}
+        model_points = [p for p in points if p.key[0] == model]
+        for config in series.configs(metric):
+            if config[0] != model:
+                continue
+            line = [p for p in points if p.key == config]
+            style = (
+                (BASE_COLOR, ("-", "s")) if config[1] == "base" else (colors[config[1]], styles[config[2]])
+            )
+            _line(ax, series, line, *style)
         for low, high in windows:
             for y in (low, high):
                 ax.axhline(y, color="#666", ls="--", lw=1, zorder=2)
-        ax.set_xticks(range(len(series.releases)))
-        ax.set_xticklabels(
-            [f"{n}\nregression" if n in panel_failed else n for n in series.releases], fontsize=8
-        )
-        for tick, name in zip(ax.get_xticklabels(), series.releases, strict=True):
-            if name in panel_failed:
-                tick.set_color(REGRESSION_COLOR)
-                tick.set_fontweight("bold")
-        ax.set_xlim(-0.3, len(series.releases) - 0.7)
+        _release_axis(ax, series.releases, {p.release for p in model_points if p.verdict == "fail"})
         ax.set_title(model, fontsize=10)
-        ax.set_xlabel("release (oldest first)", fontsize=8)
-        ax.set_ylabel(_ylabel(metric, {p.compared for p in points if p.key[0] == model}), fontsize=8)
+        ax.set_ylabel(_ylabel(metric, {p.compared for p in model_points}), fontsize=8)
         ax.grid(True, alpha=0.3)
     _legend(fig, colors, styles, "base" in methods, bool(windows))
-    msgs = []
+    messages = []
     if failed:
-        msgs.append(f"Regressions of {metric} in: {', '.join(n for n in series.releases if n in failed)}.")
-    cap = (
+        messages.append(
+            f"Regressions of {metric} in: {', '.join(n for n in series.releases if n in failed)}."
+        )
+    caption = (
         "Lines: one configuration each (colour = method, "
         "style = pruning ratio, black = base); error bars: confidence intervals. Shaded behind each point, "
         "in its line's colour: the values the thresholds allowed it, from the previous release's value to "
@@ -146,7 +152,7 @@ def metric_history(series: Series, metric: str) -> Plot:
         "window). Pruned models' latency and energy are the paired ratios to their base; the bases' own "
         "timings are not compared between runs and are not drawn."
     )
-    return Plot(key, title, _png(fig), msgs, cap)
+    return Plot(key, title, png_bytes(fig), messages, caption)
 
 
 def history_plots(series: Series) -> list[Plot]:

@@ -23,24 +23,23 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ecodiff_bench.core.metrics import METRICS
-from reports.analysis import commit_of
+from ecodiff_bench.core.metrics import direction
+from reports.compare import Key, configurations
 from reports.formatting import fmt_value, sig
 from reports.gate import (
     Comparison,
     GateResult,
     IncomparableError,
+    MetricThreshold,
     Thresholds,
     check,
-    configurations,
     gated_value,
     key_text,
     recorded_thresholds,
     validate_thresholds,
     windows,
 )
-
-Key = tuple[str, str, float]
+from reports.records import commit_of
 
 
 def _natural(name: str) -> list:
@@ -91,9 +90,9 @@ class Release:
 
 def load_releases(store, suite: str | None = None) -> list[Release]:
     """Every tagged release of the store (of ``suite`` only, if given), oldest first."""
-    out = [Release(t["name"], t["created_at"], store.tagged(t["name"])) for t in store.tags()]
-    out.sort(key=lambda r: (r.created_at, _natural(r.name)))
-    return [r for r in out if suite is None or suite in r.suite.split("+")]
+    out = [Release(tag["name"], tag["created_at"], store.tagged(tag["name"])) for tag in store.tags()]
+    out.sort(key=lambda release: (release.created_at, _natural(release.name)))
+    return [release for release in out if suite is None or suite in release.suite.split("+")]
 
 
 def previous_release(
@@ -103,10 +102,10 @@ def previous_release(
     its series (its suite, smoke or full) tagged before it. A candidate that is a release (by ``name``, or a
     run whose records a release holds) is placed at that release's position."""
     series = Release("", "", candidate).series
-    same = [r for r in releases if r.series == series]
+    same = [release for release in releases if release.series == series]
     runs = sorted({r["run_id"] for r in candidate})
-    for i, r in enumerate(same):
-        if r.name == name or (name is None and r.runs == runs):
+    for i, release in enumerate(same):
+        if release.name == name or (name is None and release.runs == runs):
             same = same[:i]
             break
     return same[-1] if same else None
@@ -162,12 +161,11 @@ class Step:
             "error": self.error,
             "thresholds_source": self.thresholds_source,
             "gate": self.gate.summary() if self.gate is not None else None,
-            "failures": [{**_comparison_brief(c)} for c in self.failures],
+            "failures": [
+                {"config": row.config, "metric": row.metric, "check": row.check_name, "reason": row.reason}
+                for row in self.failures
+            ],
         }
-
-
-def _comparison_brief(c: Comparison) -> dict:
-    return {"config": c.config, "metric": c.metric, "check": c.check_name, "reason": c.reason}
 
 
 @dataclass
@@ -218,12 +216,10 @@ class Point:
         }
 
 
-def _verdict(comps: list[Comparison]) -> str:
-    outcomes = {c.outcome for c in comps}
-    for v in ("fail", "pass", "not_compared"):
-        if v in outcomes:
-            return v
-    return ""
+def _verdict(rows: list[Comparison]) -> str:
+    """The gate's word on a point: any failure fails it, else any pass passes it; "" when nothing was checked."""
+    outcomes = {row.outcome for row in rows}
+    return next((v for v in ("fail", "pass", "not_compared") if v in outcomes), "")
 
 
 @dataclass
@@ -242,33 +238,38 @@ class Series:
 
     @property
     def releases(self) -> list[str]:
-        return [s.release.name for s in self.steps]
+        return [step.release.name for step in self.steps]
 
     def configs(self, metric: str) -> list[Key]:
-        return sorted({p.key for p in self.points.get(metric, [])}, key=lambda k: (k[0], k[1] != "base", k))
+        """The configurations with a point of ``metric``, each model's base first."""
+        keys = {point.key for point in self.points.get(metric, [])}
+        return sorted(keys, key=lambda key: (key[0], key[1] != "base", key))
 
     def cell(self, metric: str, key: Key, release: str) -> Point | None:
         return self._cells.get((metric, key, release))
 
     @cached_property
     def _cells(self) -> dict[tuple[str, Key, str], Point]:
-        return {(m, p.key, p.release): p for m, points in self.points.items() for p in points}
+        return {(metric, p.key, p.release): p for metric, points in self.points.items() for p in points}
 
     def to_dict(self) -> dict:
         return {
             "suite": self.suite,
             "smoke": self.smoke,
-            "releases": [s.summary() for s in self.steps],
-            "metrics": {m: [p.to_dict() for p in self.points[m]] for m in self.metrics},
+            "releases": [step.summary() for step in self.steps],
+            "metrics": {metric: [p.to_dict() for p in self.points[metric]] for metric in self.metrics},
         }
 
 
 def _step(release: Release, previous: Release | None) -> Step:
+    """Gate ``release`` against ``previous``; the first release only against its own suite's windows."""
     if previous is None:
-        th, source = recorded_thresholds(release.records)
-        rows = windows(release.records, th) if th is not None else []
-        source = source.replace("the baseline's suite", "its own suite") if th is not None else ""
-        return Step(release, None, first_windows=rows, thresholds=th, thresholds_source=source)
+        thresholds, source = recorded_thresholds(release.records)
+        if thresholds is None:
+            return Step(release, None)
+        rows = windows(release.records, thresholds)
+        source = source.replace("the baseline's suite", "its own suite")
+        return Step(release, None, first_windows=rows, thresholds=thresholds, thresholds_source=source)
     try:
         result = check(
             release.records,
@@ -278,39 +279,52 @@ def _step(release: Release, previous: Release | None) -> Step:
         )
     except IncomparableError as exc:
         return Step(release, previous, error=str(exc))
-    th = validate_thresholds(result.thresholds)
-    return Step(release, previous, result, thresholds=th, thresholds_source=result.thresholds_source)
+    thresholds = validate_thresholds(result.thresholds)
+    return Step(release, previous, result, thresholds=thresholds, thresholds_source=result.thresholds_source)
+
+
+def _point(
+    metric: str, step: Step, key: Key, threshold: MetricThreshold | None, before: Point | None
+) -> Point | None:
+    """The point of one configuration in one release (``before``: its point in the previous release), or
+    None where the gate compares nothing (a base's own timings) and nothing failed."""
+    rows = [row for row in step.comparisons_by_key.get(key, []) if row.metric in (metric, "run")]
+    gated = gated_value(metric, key, step.configurations[key]) if key in step.configurations else None
+    if gated is None and not any(row.outcome == "fail" for row in rows):
+        return None
+    compared, side = gated if gated else (metric, None)
+    point = Point(step.release.name, key, metric, compared, side.value if side else None)
+    if side is not None:
+        point.unit, point.status, point.interval = side.unit, side.status, side.interval
+    point.verdict, point.reasons = _verdict(rows), [row.reason for row in rows if row.reason]
+    if before is not None and before.compared == compared and None not in (before.value, point.value):
+        point.change = point.value - before.value
+        point.change_frac = point.change / abs(before.value) if before.value else None
+        if threshold is not None and threshold.bounds():
+            point.band, point.band_origin = threshold.allowed_range(before.value), before.value
+            point.relative = (
+                threshold.max_increase_frac is not None or threshold.max_decrease_frac is not None
+            )
+    if threshold is not None and threshold.window is not None and compared == metric:
+        point.window = threshold.window
+    return point
 
 
 def _points(metric: str, steps: list[Step]) -> list[Point]:
+    """Every point of ``metric``, release by release; each compared with the previous release's."""
     out: list[Point] = []
     before: dict[Key, Point] = {}  # the previous release's points: the one each release is gated against
     for step in steps:
-        th = step.thresholds.root.get(metric) if step.thresholds is not None else None
-        ok, by_key = step.configurations, step.comparisons_by_key
-        keys = set(ok) | {k for k, cs in by_key.items() if any(c.metric == "run" for c in cs)}
+        threshold = step.thresholds.root.get(metric) if step.thresholds is not None else None
+        failed_runs = {
+            key for key, rows in step.comparisons_by_key.items() if any(row.metric == "run" for row in rows)
+        }
         now: dict[Key, Point] = {}
-        for key in sorted(keys):
-            comps = [c for c in by_key.get(key, []) if c.metric in (metric, "run")]
-            gated = gated_value(metric, key, ok[key]) if key in ok else None
-            if gated is None and not any(c.outcome == "fail" for c in comps):
-                continue  # the gate compares nothing here (a base's own timings) and nothing failed
-            compared, side = gated if gated else (metric, None)
-            p = Point(step.release.name, key, metric, compared, side.value if side else None)
-            if side is not None:
-                p.unit, p.status, p.interval = side.unit, side.status, side.interval
-            p.verdict, p.reasons = _verdict(comps), [c.reason for c in comps if c.reason]
-            prev = before.get(key)
-            if prev is not None and prev.compared == compared and None not in (prev.value, p.value):
-                p.change = p.value - prev.value
-                p.change_frac = p.change / abs(prev.value) if prev.value else None
-                if th is not None and th.bounds():
-                    p.band, p.band_origin = th.allowed_range(prev.value), prev.value
-                    p.relative = th.max_increase_frac is not None or th.max_decrease_frac is not None
-            if th is not None and th.window is not None and compared == metric:
-                p.window = th.window
-            now[key] = p
-            out.append(p)
+        for key in sorted(set(step.configurations) | failed_runs):
+            point = _point(metric, step, key, threshold, before.get(key))
+            if point is not None:
+                now[key] = point
+                out.append(point)
         before = now
     return out
 
@@ -319,14 +333,16 @@ def build_series(releases: list[Release]) -> Series:
     """Gate each release of one series against the one before it (``releases`` oldest first)."""
     steps = [_step(r, releases[i - 1] if i else None) for i, r in enumerate(releases)]
     metrics = list(
-        dict.fromkeys(m for s in steps if s.thresholds is not None for m, _ in s.thresholds.items())
+        dict.fromkeys(
+            name for step in steps if step.thresholds is not None for name, _ in step.thresholds.items()
+        )
     )
     return Series(
         releases[0].suite,
         releases[0].smoke,
         steps,
         metrics,
-        {m: _points(m, steps) for m in metrics},
+        {metric: _points(metric, steps) for metric in metrics},
     )
 
 
@@ -335,17 +351,19 @@ class History:
     series: list[Series]
 
     def to_dict(self) -> dict:
-        return {"series": [s.to_dict() for s in self.series]}
+        return {"series": [series.to_dict() for series in self.series]}
 
 
 def history(releases: list[Release], suites: list[str] | None = None) -> History:
     """The history of every series among ``releases`` (oldest first), of ``suites`` only if given."""
     by_series: dict[tuple[str, bool], list[Release]] = {}
-    for r in releases:
-        if suites is None or set(r.suite.split("+")) & set(suites):
-            by_series.setdefault(r.series, []).append(r)
-    ordered = sorted(by_series.items(), key=lambda kv: (kv[0][1], kv[0][0]))  # full series first
-    return History([build_series(rels) for _, rels in ordered])
+    for release in releases:
+        if suites is None or set(release.suite.split("+")) & set(suites):
+            by_series.setdefault(release.series, []).append(release)
+    ordered = sorted(
+        by_series, key=lambda series: (series[1], series[0])
+    )  # (suite, smoke): full series first
+    return History([build_series(by_series[series]) for series in ordered])
 
 
 def store_history(store, suites: list[str] | None = None) -> History:
@@ -367,39 +385,39 @@ LEGEND = (
 RELEASE_HEADER = ["release", "tagged", "records", "models", "methods", "ratios", "commit", "vs", "gate"]
 
 
-def value_text(x: float | None, unit: str = "") -> str:
-    if x is None:
+def value_text(value: float | None, unit: str = "") -> str:
+    if value is None:
         return "n/a"
-    return sig(x, 4) if unit in ("ratio", "") else fmt_value(x, unit, 4)
+    return sig(value, 4) if unit in ("ratio", "") else fmt_value(value, unit, 4)
 
 
-def cell_text(p: Point | None, mark: bool = True) -> str:
-    """One history cell: the value, its change from the previous release and (``mark``) the verdict."""
-    if p is None:
+def cell_text(point: Point | None) -> str:
+    """One history cell: the value, its change from the previous release and the gate's verdict."""
+    if point is None:
         return "-"
-    text = value_text(p.value, p.unit) + (" (est.)" if p.status == "estimated" else "")
-    if p.change_frac is not None and p.relative:
-        text += f" {100 * p.change_frac:+.1f}%"
-    elif p.change is not None and p.unit == "fraction":
-        text += f" {100 * p.change:+.2f} pp"
-    elif p.change is not None:
-        text += f" {p.change:+.4g}"
-    return f"{text} {MARKS.get(p.verdict, p.verdict)}".rstrip() if mark else text
+    text = value_text(point.value, point.unit) + (" (est.)" if point.status == "estimated" else "")
+    if point.change_frac is not None and point.relative:
+        text += f" {100 * point.change_frac:+.1f}%"
+    elif point.change is not None and point.unit == "fraction":
+        text += f" {100 * point.change:+.2f} pp"
+    elif point.change is not None:
+        text += f" {point.change:+.4g}"
+    return f"{text} {MARKS.get(point.verdict, point.verdict)}".rstrip()
 
 
 def metric_heading(series: Series, metric: str) -> str:
     """The metric, which way is better, what is compared and the thresholds of the latest release."""
-    hib = METRICS.get(metric).higher_is_better if metric in METRICS else None
-    way = {True: "higher is better", False: "lower is better", None: "no better direction"}[hib]
+    way = {True: "higher is better", False: "lower is better", None: "no better direction"}[direction(metric)]
     compared = sorted({p.compared for p in series.points[metric] if p.compared != metric})
     via = f"; pruned models via {', '.join(compared)}" if compared else ""
     limits = ""
     for step in reversed(series.steps):
         if step.thresholds is not None and metric in step.thresholds.root:
-            th = step.thresholds.root[metric]
-            limits = ", ".join(f"{k}={v:g}" for k, v in th.bounds().items())
-            if th.window is not None:
-                limits += (", " if limits else "") + f"window=[{th.window[0]:g}, {th.window[1]:g}]"
+            threshold = step.thresholds.root[metric]
+            limits = ", ".join(f"{bound}={limit:g}" for bound, limit in threshold.bounds().items())
+            if threshold.window is not None:
+                low, high = threshold.window
+                limits += (", " if limits else "") + f"window=[{low:g}, {high:g}]"
             break
     return f"{metric} ({way}{via}; thresholds: {limits or 'none'})"
 
@@ -410,8 +428,8 @@ NO_REGRESSIONS = "No regressions: every release passed the gate against the one 
 def metric_rows(series: Series, metric: str) -> list[list[str]]:
     """Per configuration: its value in every release, as text (header ``["config", *series.releases]``)."""
     return [
-        [key_text(k)] + [cell_text(series.cell(metric, k, r)) for r in series.releases]
-        for k in series.configs(metric)
+        [key_text(key)] + [cell_text(series.cell(metric, key, release)) for release in series.releases]
+        for key in series.configs(metric)
     ]
 
 
@@ -419,19 +437,19 @@ def release_rows(series: Series) -> list[list[str]]:
     """One row per release: :data:`RELEASE_HEADER`."""
     rows = []
     for step in series.steps:
-        s = step.release.summary()
+        release = step.release.summary()
         verdict = STEP_VERDICTS[step.verdict]
         if step.verdict == "fail":
             verdict += f" ({len(step.failures)})"
         rows.append(
             [
-                s["name"],
-                s["created_at"],
-                str(s["records"]),
-                ", ".join(s["models"]),
-                ", ".join(s["methods"]),
-                ", ".join(f"{r:g}" for r in s["ratios"]),
-                ", ".join(c[:10] for c in s["commits"]),
+                release["name"],
+                release["created_at"],
+                str(release["records"]),
+                ", ".join(release["models"]),
+                ", ".join(release["methods"]),
+                ", ".join(f"{ratio:g}" for ratio in release["ratios"]),
+                ", ".join(commit[:10] for commit in release["commits"]),
                 step.previous.name if step.previous else "-",
                 verdict,
             ]
@@ -447,6 +465,7 @@ def regression_lines(series: Series) -> list[str]:
         if step.error:
             out.append(f"{step.release.name}{vs}: not compared: {step.error}")
         out += [
-            f"{step.release.name}{vs}: {c.config} {c.check_name} FAILED: {c.reason}" for c in step.failures
+            f"{step.release.name}{vs}: {row.config} {row.check_name} FAILED: {row.reason}"
+            for row in step.failures
         ]
     return out

@@ -28,7 +28,7 @@ def value(
 ) -> dict:
     """A Value.to_dict()-shaped dict (unit and direction from the metric catalog)."""
     known = METRICS.get(name) if name in METRICS else None
-    default_unit, hib = (known.unit, known.higher_is_better) if known else ("", None)
+    default_unit, higher_is_better = (known.unit, known.higher_is_better) if known else ("", None)
     if status is None:
         status = "unavailable" if v is None else "measured"
     if status == "unavailable" and not note:
@@ -38,15 +38,17 @@ def value(
         "value": None if status == "unavailable" else float(v),
         "unit": unit or default_unit,
         "status": status,
-        "higher_is_better": hib,
+        "higher_is_better": higher_is_better,
         "note": note,
         "details": dict(details or {}),
     }
 
 
-def _ci(v: float, rel: float) -> dict:
-    """Interval details of a value known to within +-``rel`` (the shape ecodiff_bench.core.stats writes)."""
-    return {"ci_low": v * (1 - rel), "ci_high": v * (1 + rel), "confidence": 0.95, "ci_n": 12}
+def _interval_details(center: float, relative_half_width: float) -> dict:
+    """Interval details of a value known to within +-``relative_half_width`` (the shape
+    ecodiff_bench.core.stats writes)."""
+    low, high = center * (1 - relative_half_width), center * (1 + relative_half_width)
+    return {"ci_low": low, "ci_high": high, "confidence": 0.95, "ci_n": 12}
 
 
 def _png_bytes(width: int, height: int, rgb_fn) -> bytes:
@@ -105,42 +107,85 @@ def make_plan(ratio: float, n_blocks: int = 4, heads: int = 8, ffn: int = 32) ->
     }
 
 
-def make_artifacts(
-    out_dir: Path,
-    label: str,
-    *,
-    ratio: float,
-    seed: int = 0,
-    pruned: bool = True,
-    kinds: tuple[str, ...] = ("samples", "power_timeline", "plan", "training_curve"),
-) -> dict:
-    """Write artifact files for one record under ``out_dir/label``; returns the ``artifacts`` dict."""
-    d = Path(out_dir) / label
-    d.mkdir(parents=True, exist_ok=True)
-    arts: dict[str, str] = {}
-    if "samples" in kinds:
-        arts["samples"] = str(write_png(d / "samples.png", seed=seed + int(ratio * 10)))
-    if "power_timeline" in kinds:
-        watts = 250.0 * (1.0 - 0.4 * ratio)
-        timeline = [[round(i * 0.1, 3), round(watts + 20 * ((i % 7) - 3) / 3, 2)] for i in range(40)]
-        (d / "power.json").write_text(json.dumps(timeline))
-        arts["power_timeline"] = str(d / "power.json")
-    if pruned and "plan" in kinds:
-        (d / "plan.json").write_text(json.dumps(make_plan(ratio)))
-        arts["plan"] = str(d / "plan.json")
-    if pruned and "training_curve" in kinds:
-        curve = [
-            {
-                "step": s,
-                "loss": 1.0 / (1 + s) + ratio,
-                "mse": 0.5 / (1 + s),
-                "sparsity": min(ratio, ratio * s / 20),
-            }
-            for s in range(0, 40, 2)
-        ]
-        (d / "curve.json").write_text(json.dumps(curve))
-        arts["training_curve"] = str(d / "curve.json")
-    return arts
+def make_artifacts(out_dir: Path, label: str, *, ratio: float, seed: int = 0, pruned: bool = True) -> dict:
+    """Write artifact files for one record under ``out_dir/label`` (a pruned one also gets a plan and a
+    training curve); returns the ``artifacts`` dict."""
+    folder = Path(out_dir) / label
+    folder.mkdir(parents=True, exist_ok=True)
+    artifacts = {"samples": str(write_png(folder / "samples.png", seed=seed + int(ratio * 10)))}
+    watts = 250.0 * (1.0 - 0.4 * ratio)
+    timeline = [[round(i * 0.1, 3), round(watts + 20 * ((i % 7) - 3) / 3, 2)] for i in range(40)]
+    (folder / "power.json").write_text(json.dumps(timeline))
+    artifacts["power_timeline"] = str(folder / "power.json")
+    if not pruned:
+        return artifacts
+    (folder / "plan.json").write_text(json.dumps(make_plan(ratio)))
+    artifacts["plan"] = str(folder / "plan.json")
+    curve = [
+        {
+            "step": step,
+            "loss": 1.0 / (1 + step) + ratio,
+            "mse": 0.5 / (1 + step),
+            "sparsity": min(ratio, ratio * step / 20),
+        }
+        for step in range(0, 40, 2)
+    ]
+    (folder / "curve.json").write_text(json.dumps(curve))
+    artifacts["training_curve"] = str(folder / "curve.json")
+    return artifacts
+
+
+def scaling_metrics(method: str, ratio: float, fid_samples: int = 1000) -> dict:
+    """The metrics of a synthetic record, following simple scaling laws in ``ratio``: resources shrink,
+    quality degrades; a pruned record also gets its paired ratios to the base and its pruning cost."""
+    scaled = {
+        "params": 2.6e9 * (1 - 0.8 * ratio),
+        "flops_per_step": 6.0e12 * (1 - 0.75 * ratio),
+        "latency_image_s": 3.0 * (1 - 0.6 * ratio),
+        "cuda_peak_allocated_bytes": 9.0e9 * (1 - 0.5 * ratio),
+        "energy_image_j": 900.0 * (1 - 0.55 * ratio),
+        "gco2e_per_1000_images": 90.0 * (1 - 0.55 * ratio),
+        "fid": 20.0 + 30 * ratio**2,
+        "frechet_distance": 5.0 + 8 * ratio,
+        "clip_score": 31.0 - 4 * ratio,
+        "ssim_vs_base": 1.0 - 0.9 * ratio if ratio else 1.0,
+    }
+    metrics = {name: value(name, v) for name, v in scaled.items()}
+    metrics["fid"]["details"] = {"n_samples": fid_samples}
+    latency = scaled["latency_image_s"]
+    metrics["latency_image_s"]["details"] = {
+        "p50": latency,
+        "p90": latency * 1.02,
+        "p99": latency * 1.04,
+        "stdev": 0.05,
+        "n": 10,
+        **_interval_details(latency, 0.02),
+    }
+    metrics["energy_image_j"]["details"] = {**_interval_details(scaled["energy_image_j"], 0.03)}
+    if method != "base":
+        ratios = {"latency_ratio_vs_base": 1 - 0.6 * ratio, "energy_ratio_vs_base": 1 - 0.55 * ratio}
+        for name, paired in ratios.items():
+            metrics[name] = value(name, paired, details={**_interval_details(paired, 0.03), "rounds": 12})
+        kept = 1.0 - ratio
+        metrics["pruning_energy_j"] = value("pruning_energy_j", 2.0e5 * (0.5 + kept))
+        metrics["pruning_time_s"] = value("pruning_time_s", 600.0)
+    return metrics
+
+
+def _provenance(device: str) -> dict:
+    """The shape of ecodiff_bench.run.provenance.collect_provenance(), on one GPU named ``device``."""
+    return {
+        "git": {"commit": "0123abcd", "dirty": False},
+        "python": "3.11",
+        "cpu": "Test CPU",
+        "packages": {"torch": "2.4", "diffusers": "0.30"},
+        "torch": {"cuda_available": True, "cuda_devices": [device]},
+        "gpu": {
+            "status": "ok",
+            "driver": "550.00",
+            "gpus": [{"index": 0, "name": device, "power_limit_w": 700.0}],
+        },
+    }
 
 
 def make_record(
@@ -162,38 +207,6 @@ def make_record(
     fid_samples: int = 1000,
 ) -> dict:
     """One synthetic record; metrics follow simple scaling laws in ``ratio`` unless given."""
-    keep = 1.0 - ratio
-    if metrics is None:
-        vals = {
-            "params": 2.6e9 * (1 - 0.8 * ratio),
-            "flops_per_step": 6.0e12 * (1 - 0.75 * ratio),
-            "latency_image_s": 3.0 * (1 - 0.6 * ratio),
-            "cuda_peak_allocated_bytes": 9.0e9 * (1 - 0.5 * ratio),
-            "energy_image_j": 900.0 * (1 - 0.55 * ratio),
-            "gco2e_per_1000_images": 90.0 * (1 - 0.55 * ratio),
-            "fid": 20.0 + 30 * ratio**2,
-            "frechet_distance": 5.0 + 8 * ratio,
-            "clip_score": 31.0 - 4 * ratio,
-            "ssim_vs_base": 1.0 - 0.9 * ratio if ratio else 1.0,
-        }
-        metrics = {k: value(k, v) for k, v in vals.items()}
-        metrics["fid"]["details"] = {"n_samples": fid_samples}
-        lat = vals["latency_image_s"]
-        metrics["latency_image_s"]["details"] = {
-            "p50": lat,
-            "p90": lat * 1.02,
-            "p99": lat * 1.04,
-            "stdev": 0.05,
-            "n": 10,
-            **_ci(lat, 0.02),
-        }
-        metrics["energy_image_j"]["details"] = {**_ci(vals["energy_image_j"], 0.03)}
-        if method != "base":
-            ratios = {"latency_ratio_vs_base": 1 - 0.6 * ratio, "energy_ratio_vs_base": 1 - 0.55 * ratio}
-            for name, r in ratios.items():
-                metrics[name] = value(name, r, details={**_ci(r, 0.03), "rounds": 12})
-            metrics["pruning_energy_j"] = value("pruning_energy_j", 2.0e5 * (0.5 + keep))
-            metrics["pruning_time_s"] = value("pruning_time_s", 600.0)
     spec = f"{suite}|{model}|{method}|{ratio}|{seed}|{smoke}"
     record = {
         "record_id": hashlib.sha256(spec.encode()).hexdigest()[:16],
@@ -209,20 +222,8 @@ def make_record(
         "smoke": smoke,
         "status": status,
         "error": None if status == "ok" else "synthetic failure: CUDA out of memory",
-        "metrics": metrics,
-        # the shape of ecodiff_bench.run.provenance.collect_provenance()
-        "provenance": {
-            "git": {"commit": "0123abcd", "dirty": False},
-            "python": "3.11",
-            "cpu": "Test CPU",
-            "packages": {"torch": "2.4", "diffusers": "0.30"},
-            "torch": {"cuda_available": True, "cuda_devices": [device]},
-            "gpu": {
-                "status": "ok",
-                "driver": "550.00",
-                "gpus": [{"index": 0, "name": device, "power_limit_w": 700.0}],
-            },
-        },
+        "metrics": scaling_metrics(method, ratio, fid_samples) if metrics is None else metrics,
+        "provenance": _provenance(device),
         "settings": {
             "steps": 20,
             "guidance": 5.0,
@@ -281,12 +282,12 @@ DRIFTING = (
 )
 
 
-def scale_metric(vd: dict, factor: float) -> None:
+def scale_metric(stored: dict, factor: float) -> None:
     """Multiply a stored value and its interval by ``factor``."""
-    vd["value"] *= factor
-    for k in ("ci_low", "ci_high"):
-        if k in vd["details"]:
-            vd["details"][k] *= factor
+    stored["value"] *= factor
+    for bound in ("ci_low", "ci_high"):
+        if bound in stored["details"]:
+            stored["details"][bound] *= factor
 
 
 def release_records(

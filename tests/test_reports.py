@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 import reports
+from ecodiff_bench.core.stats import change_sign
 from ecodiff_bench.core.store import Store
-from reports import analysis, cells
+from reports import analysis, cells, records
+from reports.summary import summaries
+from reports.sustainability import sustainability
 from reports.synthetic import demo_records, make_record, value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,13 +124,49 @@ def test_a_change_inside_its_interval_is_no_measurable_change():
     assert row.cells["latency"].delta == "no measurable change" and row.cells["latency"].verdict == "neutral"
     energy = row.cells["energy"]
     assert energy.delta.endswith("(unpaired)") and energy.verdict == "neutral"
-    from reports.summary import summaries
-
     summary = summaries(cells.build_groups([base, pruned]))[0]
     lab, by_key = summary.rows[0]
     assert by_key["latency_ratio_vs_base"].text == "0.93× [0.85, 1.02]"
     assert by_key["latency_ratio_vs_base"].delta == "no measurable change"
     assert by_key["energy_ratio_vs_base"].text == "n/a"
+
+
+@pytest.mark.parametrize(
+    "interval, no_change, sign",
+    [
+        ((0.85, 1.02), 1.0, 0),  # a ratio whose interval contains 1: no measurable change
+        ((0.90, 1.00), 1.0, 0),  # an end on 1 does not exclude it
+        ((0.70, 0.99), 1.0, -1),
+        ((1.01, 1.20), 1.0, 1),
+        ((-0.3, 0.2), 0.0, 0),  # a difference: its interval against 0
+        ((-0.4, -0.1), 0.0, -1),
+        ((0.1, 0.4), 0.0, 1),
+        (None, 1.0, None),  # no interval: no claim either way
+    ],
+)
+def test_change_sign_tells_whether_an_interval_excludes_no_change(interval, no_change, sign):
+    assert change_sign(interval, no_change) == sign
+
+
+@pytest.mark.parametrize("high, measurable", [(1.0, False), (0.999, True)])
+def test_every_part_of_the_report_reads_a_paired_interval_the_same_way(high, measurable):
+    """The detail cell, the summary cell and the sustainability row agree on an interval ending at 1."""
+    base, pruned = make_record("m", "base", 0.0), make_record("m", "ecodiff", 0.2)
+    pruned["metrics"]["energy_ratio_vs_base"] = value(
+        "energy_ratio_vs_base", 0.95, details={"ci_low": 0.9, "ci_high": high, "confidence": 0.95, "ci_n": 9}
+    )
+    groups = cells.build_groups([base, pruned])
+    detail = groups[0].rows[1].cells["energy"]
+    (_, summary_cells), *_ = summaries(groups)[0].rows
+    (row,) = sustainability(groups)
+    assert (detail.delta == "no measurable change") is not measurable
+    assert (summary_cells["energy_ratio_vs_base"].delta == "no measurable change") is not measurable
+    assert (row.saving_kwh_1k == "no measurable saving") is not measurable
+    if measurable:
+        assert detail.verdict == summary_cells["energy_ratio_vs_base"].verdict == "good"
+        assert summary_cells["energy_ratio_vs_base"].delta == "less energy" and row.breakeven.endswith(
+            "images"
+        )
 
 
 def test_columns_only_for_metrics_the_records_hold(tmp_path):
@@ -142,7 +181,7 @@ def test_columns_only_for_metrics_the_records_hold(tmp_path):
 
 
 def test_notes_differing_only_in_figures_collapse():
-    from reports.report import VARIES, Notes
+    from reports.content import VARIES, Notes
 
     notes = Notes()
     a = notes.ref("estimate: TDP 8 W x 0.52 s of CPU time")
@@ -204,7 +243,7 @@ def test_sustainability_breakeven_and_never():
     nocost = make_record("m", "magnitude", 0.2)
     nocost["metrics"]["pruning_energy_j"] = value("pruning_energy_j", None, note="pruned on CPU, no meter")
     groups = cells.build_groups([base, good, worse, nocost, noise])
-    rows = {s.label: s for s in analysis.sustainability(groups)}
+    rows = {s.label: s for s in sustainability(groups)}
     e_b = base["metrics"]["energy_image_j"]["value"]
     e_p = good["metrics"]["energy_image_j"]["value"]
     cost = good["metrics"]["pruning_energy_j"]["value"]
@@ -351,7 +390,7 @@ def test_reports_and_store_do_not_import_torch():
 def test_device_of_reads_the_provenance_shape(prov, settings, expected):
     rec = make_record("m", "base", 0.0)
     rec["provenance"], rec["settings"] = prov, settings
-    assert analysis.device_of(rec) == expected
+    assert records.device_of(rec) == expected
 
 
 def test_pruned_rows_compare_with_the_base_of_the_same_kind_of_run():

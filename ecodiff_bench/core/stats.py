@@ -129,15 +129,32 @@ def mean_interval(xs: Sequence[float], confidence: float = DEFAULT_CONFIDENCE) -
     return Interval(estimate, min(lo, estimate), max(hi, estimate), confidence, int(x.size), method)
 
 
+NO_CHANGE = "no measurable change"
+
+
+def change_sign(interval: tuple[float, float] | None, no_change: float) -> int | None:
+    """Which way a change measurably went, from its confidence interval: +1 when the whole interval lies
+    above ``no_change`` (1 for a ratio, 0 for a difference), -1 when it lies wholly below, 0 when it
+    contains ``no_change`` (no measurable change; so does an interval with a NaN end); None without an
+    interval (no claim either way)."""
+    if interval is None:
+        return None
+    low, high = interval
+    if low > no_change:
+        return 1
+    if high < no_change:
+        return -1
+    return 0
+
+
 def ratio_change(ratio: float, interval: tuple[float, float] | None, higher_is_better: bool | None) -> str:
     """What a ratio vs a reference says: "better", "worse", "no measurable change", or "" (no interval).
 
     ``higher_is_better`` is the direction of the quantity whose ratio this is (latency: False).
     """
-    if interval is None:
+    sign = change_sign(interval, no_change=1.0)
+    if sign is None:
         return ""
-    lo, hi = interval
-    if lo <= 1.0 <= hi or higher_is_better is None:
-        return "no measurable change"
-    up = lo > 1.0
-    return "better" if up == higher_is_better else "worse"
+    if sign == 0 or higher_is_better is None:
+        return NO_CHANGE
+    return "better" if (sign > 0) == higher_is_better else "worse"
