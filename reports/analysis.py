@@ -281,9 +281,3 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
 
     front = [i for i in range(len(points)) if not any(dominates(j, i) for j in range(len(points)) if j != i)]
     return sorted(front, key=lambda i: points[i][0])
-
-
-# These two moved to reports.records and reports.sustainability; tests outside reports/ still read them
-# here (tests/test_runner.py, tests/test_recovery_harness.py) until they import them from there.
-from reports.records import direction  # noqa: F401, E402
-from reports.sustainability import sustainability  # noqa: F401, E402

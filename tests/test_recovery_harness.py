@@ -114,8 +114,8 @@ def test_a_run_records_the_recovered_variant_beside_the_unrecovered_one_with_its
 
 
 def test_sustainability_counts_pruning_and_recovery_energy():
-    from reports import analysis
     from reports.cells import build_groups
+    from reports.sustainability import sustainability
     from reports.synthetic import demo_records
 
     records = demo_records(methods=("magnitude",), ratios=(0.4,))
@@ -125,7 +125,7 @@ def test_sustainability_counts_pruning_and_recovery_energy():
     recovered["method"] = "magnitude+recovery"
     cost = pruned["metrics"]["pruning_energy_j"]
     recovered["metrics"]["recovery_energy_j"] = {**cost, "name": "recovery_energy_j"}  # as much again
-    rows = {s.record["method"]: s for s in analysis.sustainability(build_groups([*records, recovered]))}
+    rows = {s.record["method"]: s for s in sustainability(build_groups([*records, recovered]))}
     plain, both = rows["magnitude"], rows["magnitude+recovery"]
     assert "+ recovery" in both.pruning_cost and "+ recovery" not in plain.pruning_cost
     assert plain.breakeven_images and both.breakeven_images == pytest.approx(2 * plain.breakeven_images)

@@ -131,7 +131,8 @@ def _assert_every_recorded_metric_is_known(records: list[dict], store: Path) -> 
     gate and ``compare --metric``, and the report shows its change the catalog's way."""
     from ecodiff_bench.core.metrics import METRICS, is_absolute_delta
     from ecodiff_bench.core.thresholds import validate_thresholds
-    from reports import analysis, cells
+    from reports import cells
+    from reports.records import direction
 
     recorded = {name: vd for r in records for name, vd in r["metrics"].items()}
     assert {"latency_ratio_vs_base", "pruning_energy_j", "ssim_vs_base"} <= set(recorded)
@@ -139,7 +140,7 @@ def _assert_every_recorded_metric_is_known(records: list[dict], store: Path) -> 
         assert name in METRICS, name
         assert vd["unit"] == METRICS.get(name).unit, name
         assert vd["higher_is_better"] in (None, METRICS.get(name).higher_is_better), name
-        assert analysis.direction(name, vd) == METRICS.get(name).higher_is_better
+        assert direction(name, vd) == METRICS.get(name).higher_is_better
     validate_thresholds({name: {"max_increase": 1.0} for name in recorded})
     run_id = records[0]["run_id"]
     args = ["compare", run_id, run_id, "--store", str(store)] + [a for n in recorded for a in ("--metric", n)]
