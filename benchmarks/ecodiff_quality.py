@@ -309,12 +309,12 @@ def _suite_scores(args, suite, model, method, ratio, seed) -> Path | None:
     this model, method, ratio and seed, when present: reused instead of training the same masks again."""
     if not args.scores_from or args.set:
         return None
-    from ecodiff_bench.run.scorer import score_folder
     from ecodiff_bench.suite import expand
 
-    for spec in expand(suite):
+    plan = expand(suite, out=args.scores_from)
+    for spec in plan.specs:
         if (spec.model, spec.method, spec.ratio, spec.seed) == (model, method, ratio, seed):
-            folder = score_folder(Path(args.scores_from) / "cache", spec)
+            folder = plan.layout.scores(spec)
             return folder if (folder / "scores.safetensors").exists() else None
     return None
 

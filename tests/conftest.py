@@ -32,3 +32,15 @@ def nvml(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", mod)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     return mod
+
+
+@pytest.fixture
+def fake_from_pretrained(monkeypatch):
+    """Every family's pipeline class replaced by tests/fakes/pipeline.py; returns its list of calls."""
+    from fakes.pipeline import FakePipeline
+
+    from ecodiff_bench.models import families
+
+    FakePipeline.calls = []
+    monkeypatch.setattr(families.Family, "pipeline_cls", lambda self: FakePipeline)
+    return FakePipeline.calls

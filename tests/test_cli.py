@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from ecodiff_bench.cli import main
-from ecodiff_bench.suite import SUITES_DIR, Suite, expand, load_suite
+from ecodiff_bench.suite import SUITES_DIR, RunPlan, expand, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,9 @@ def test_validate_json_matches_expand():
     result = _invoke("validate", "digits", "--json", "--smoke")
     assert result.exit_code == 0
     specs = json.loads(result.output)
-    assert [s["record_id"] for s in specs] == [s.record_id for s in expand(load_suite("digits"), smoke=True)]
+    assert [s["record_id"] for s in specs] == [
+        s.record_id for s in expand(load_suite("digits"), smoke=True).specs
+    ]
     assert all(s["smoke"] for s in specs)
 
 
@@ -111,12 +113,12 @@ def _fake_run_module(**functions) -> types.ModuleType:
 def fake_runner(monkeypatch):
     calls: list = []
 
-    def run_suite(suite, *, smoke=False, out=None, wait=False, out_field="outputs.dir", summary=None):
-        calls.append(("run", suite, smoke, out))
+    def run_suite(plan, *, wait=False, summary=None):
+        calls.append(("run", plan))
         return 0
 
-    def prune_suite(suite, *, smoke=False, out=None, out_field="outputs.dir"):
-        calls.append(("prune", suite, smoke, out))
+    def prune_suite(plan):
+        calls.append(("prune", plan))
         return 3
 
     monkeypatch.setitem(
@@ -125,24 +127,26 @@ def fake_runner(monkeypatch):
     return calls
 
 
-def test_run_calls_the_runner_with_the_suite(fake_runner, tmp_path):
+def test_run_calls_the_runner_with_the_plan(fake_runner, tmp_path):
     result = _invoke("run", "--smoke", "--only", "digits-flux-schnell", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
-    ((kind, suite, smoke, out),) = fake_runner
-    assert kind == "run" and isinstance(suite, Suite) and suite.name == "digits" and smoke is True
-    assert out == tmp_path and suite.outputs.dir_path == tmp_path
-    assert [m.key for m in suite.models] == ["digits-flux-schnell"]
+    ((kind, plan),) = fake_runner
+    assert kind == "run" and isinstance(plan, RunPlan) and plan.suite == "digits" and plan.smoke is True
+    assert plan.layout.root == tmp_path and plan.layout.root_field == "--out"
+    assert plan.layout.store == tmp_path / "store.sqlite"
+    assert {s.model for s in plan.specs} == {"digits-flux-schnell"} and all(s.smoke for s in plan.specs)
+    assert plan.idle_baseline_s == load_suite("digits").smoke.idle_baseline_s
 
 
 def test_run_without_suite_uses_digits(fake_runner):
     assert _invoke("run").exit_code == 0
-    assert fake_runner[0][1].name == "digits" and fake_runner[0][2] is False
+    assert fake_runner[0][1].suite == "digits" and fake_runner[0][1].smoke is False
 
 
 def test_prune_calls_the_runner_and_passes_its_exit_code(fake_runner):
     result = _invoke("prune", str(SUITES_DIR / "digits.yaml"), "--smoke")
     assert result.exit_code == 3
-    assert fake_runner[0][0] == "prune" and fake_runner[0][2] is True
+    assert fake_runner[0][0] == "prune" and fake_runner[0][1].smoke is True
 
 
 def test_user_errors_from_the_runner_exit_2(monkeypatch, tmp_path):

@@ -12,7 +12,11 @@ from ecodiff_bench.core.registry import UnknownNameError
 from ecodiff_bench.models import (
     FAMILIES,
     MODELS,
+    HubRef,
+    LocalRef,
     ModelNotFoundError,
+    RandomInitRef,
+    ZooRef,
     build_component,
     build_random_pipeline,
     call_settings,
@@ -22,7 +26,7 @@ from ecodiff_bench.models import (
     get_family,
     load_pipeline,
     origin,
-    resolve,
+    source_ref,
     tag_pipeline,
     tiny_overrides,
     tiny_pipeline,
@@ -101,7 +105,7 @@ def test_named_models_map_to_families():
         assert MODELS.get(name).family == family
         assert get_family(name).name == family
     for family in FAMILIES.names():  # every family is also a model with the hub id as source
-        assert MODELS.get(family).source == FAMILIES.get(family).hub_id
+        assert MODELS.get(family).ref == HubRef(repo=FAMILIES.get(family).hub_id)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +113,7 @@ def test_named_models_map_to_families():
     [
         lambda: MODELS.get("sdxll"),
         lambda: get_family("sdxll"),
-        lambda: resolve("sdxll"),
+        lambda: source_ref("sdxll"),
         lambda: load_pipeline("sdxll"),
     ],
 )
@@ -138,22 +142,35 @@ def test_missing_zoo_model_says_how_to_build_it(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- resolution and offline loading
 
 
-def test_resolve_source_kinds(tmp_path):
-    assert (
-        resolve("sdxl").kind == "hub"
-        and resolve("sdxl").location == "stabilityai/stable-diffusion-xl-base-1.0"
-    )
-    assert resolve("sdxl", "random-init").kind == "random-init"
-    assert resolve("sdxl", "stabilityai/sdxl-turbo").kind == "hub"
-    local = resolve("flux-dev", tmp_path)
-    assert (local.kind, local.location, local.family) == ("local", str(tmp_path.resolve()), "flux-dev")
-    assert resolve("sdxl", "./relative/dir").kind == "local"
-    zoo = resolve("digits-flux-schnell")
-    assert (
-        zoo.kind == "local" and zoo.family == "flux-schnell" and zoo.location.endswith("digits-flux-schnell")
-    )
+def test_source_refs(tmp_path):
+    assert source_ref("sdxl") == HubRef(repo="stabilityai/stable-diffusion-xl-base-1.0")
+    assert source_ref("sdxl", "random-init") == RandomInitRef()
+    turbo = HubRef(repo="stabilityai/sdxl-turbo", revision="abc", variant="fp16")
+    assert source_ref("sdxl", turbo) is turbo  # a reference is taken as it is
+    local = source_ref("flux-dev", tmp_path)
+    assert local == LocalRef(path=str(tmp_path)) and local.folder == tmp_path.resolve()
+    assert source_ref("sdxl", "./relative/dir") == LocalRef(path="./relative/dir")
+    assert source_ref("digits-flux-schnell") == ZooRef(name="digits-flux-schnell")
     with pytest.raises(ValueError, match="random-init"):
-        resolve("digits-sdxl", "random-init")
+        source_ref("digits-sdxl", "random-init")
+    with pytest.raises(ValueError, match="does not hold"):
+        source_ref("digits-sdxl", ZooRef(name="digits-flux"))
+
+
+def test_hub_revision_and_variant_reach_from_pretrained(fake_from_pretrained, monkeypatch, tmp_path):
+    from ecodiff_bench.models import loading
+
+    monkeypatch.setattr(loading, "is_cached", lambda repo, cache_dir=None, revision=None: revision == "abc")
+    load_pipeline("sdxl", HubRef(repo="org/sdxl", revision="abc", variant="fp16"), cache_dir=tmp_path)
+    ((location, kwargs),) = fake_from_pretrained
+    assert location == "org/sdxl" and kwargs["revision"] == "abc" and kwargs["variant"] == "fp16"
+    assert kwargs["local_files_only"] is True and kwargs["use_safetensors"] is True
+    with pytest.raises(ModelNotFoundError, match="at revision 'other'"):  # offline: the revision's files
+        load_pipeline("sdxl", HubRef(repo="org/sdxl", revision="other"))
+    (tmp_path / "pipe").mkdir()
+    (tmp_path / "pipe" / "model_index.json").write_text("{}")
+    load_pipeline("sdxl", LocalRef(path=str(tmp_path / "pipe"), variant="bf16"))
+    assert fake_from_pretrained[-1][1]["variant"] == "bf16" and "revision" not in fake_from_pretrained[-1][1]
 
 
 def test_missing_local_dir_is_a_clear_error(no_network, tmp_path):
@@ -373,8 +390,7 @@ def test_saved_pipeline_loads_offline_and_reproduces(no_network, tiny_sdxl, tmp_
 
 @pytest.mark.parametrize("name", ["digits-sdxl", "digits-sdxl-turbo", "digits-flux", "digits-flux-schnell"])
 def test_digits_models_load_and_generate(no_network, name):
-    spec = resolve(name)
-    if not models.is_available(spec):
+    if not models.is_available(name):
         pytest.skip(f"{name} is not built (run `ecodiff-bench zoo train {name}`)")
     card = models.zoo_card(name)
     settings = call_settings(name)

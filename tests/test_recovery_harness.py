@@ -29,11 +29,11 @@ def _suite_dict(methods, **extra):
 
 
 def test_recovery_is_off_by_default_and_adds_a_variant_per_pruned_model_when_asked():
-    plain = expand(validate_suite(_suite_dict([{"name": "magnitude", "ratios": [0.2, 0.4]}])))
+    plain = expand(validate_suite(_suite_dict([{"name": "magnitude", "ratios": [0.2, 0.4]}]))).specs
     assert [s.record_method for s in plain] == ["base", "magnitude", "magnitude"]
     assert not any(s.is_recovered for s in plain)
     suite = validate_suite(_suite_dict([{"name": "magnitude", "ratios": [0.2, 0.4], "recovery": RECOVERY}]))
-    specs = expand(suite)
+    specs = expand(suite).specs
     assert [s.record_method for s in specs] == ["base", "magnitude", "magnitude+recovery"] * 1 + [
         "magnitude",
         "magnitude+recovery",
@@ -45,7 +45,7 @@ def test_recovery_is_off_by_default_and_adds_a_variant_per_pruned_model_when_ask
         assert recovered.record_id != pruned.record_id and recovered.recovery_key
         assert pruned.calibration is None and recovered.calibration is not None  # data-free, yet calibrated
     assert specs[2].recovery["lr"] == 1e-4  # full fine-tuning's default, resolved into the record id
-    smoke = expand(suite, smoke=True)
+    smoke = expand(suite, smoke=True).specs
     assert max(s.recovery["steps"] for s in smoke if s.is_recovered) <= suite.smoke.recovery_steps
 
 
@@ -99,7 +99,7 @@ def test_a_run_records_the_recovered_variant_beside_the_unrecovered_one_with_its
     plan = json.loads(artifact_path(recovered, "plan", store.path).read_text())
     assert plan["info"]["recovery"]["options"]["mode"] == "full"
     model_dir = artifact_path(recovered, "model_dir", store.path)
-    assert model_dir.name.startswith("digits-flux-schnell-magnitude-recovered-40-")
+    assert model_dir.name.startswith("digits-flux-schnell-magnitude+recovery-40-")
 
     import pruning
 
@@ -166,7 +166,7 @@ def test_recovery_trains_on_the_calibration_pairs_never_on_evaluation_seeds():
     suite = validate_suite(
         _suite_dict([{"name": "magnitude", "ratios": [0.4], "recovery": RECOVERY}], calibration=cal)
     )
-    recovered = next(s for s in expand(suite) if s.is_recovered)
+    recovered = next(s for s in expand(suite).specs if s.is_recovered)
     samples = calibration_samples(recovered)
     assert len(samples) == 6 and len(set(samples)) == 6  # every prompt with each of its seeds
     evaluation_seeds = range(suite.evaluation.seed, suite.evaluation.seed + suite.evaluation.samples)

@@ -197,7 +197,7 @@ def test_the_scorer_records_each_attempt_and_reports_the_sum(tmp_path, monkeypat
     from ecodiff_bench.measure.energy import EnergyMonitor
     from ecodiff_bench.run.records import cost_values
     from ecodiff_bench.run.scorer import Scorer
-    from ecodiff_bench.suite import expand, validate_suite
+    from ecodiff_bench.suite import RunLayout, expand, validate_suite
 
     spec = expand(
         validate_suite(
@@ -208,7 +208,7 @@ def test_the_scorer_records_each_attempt_and_reports_the_sum(tmp_path, monkeypat
                 "energy": {"country": "FRA"},
             }
         )
-    )[1]
+    ).specs[1]
     calls = []
 
     def score(*args, **kwargs):
@@ -221,8 +221,8 @@ def test_the_scorer_records_each_attempt_and_reports_the_sum(tmp_path, monkeypat
     monkeypatch.setattr(pruning, "score", score)
     with EnergyMonitor() as monitor:
         with pytest.raises(KeyboardInterrupt):
-            Scorer(tmp_path, monitor).scores(spec, None, {})
-        scores = Scorer(tmp_path, monitor).scores(spec, None, {})
+            Scorer(RunLayout(tmp_path, tmp_path / "store.sqlite"), monitor).scores(spec, None, {})
+        scores = Scorer(RunLayout(tmp_path, tmp_path / "store.sqlite"), monitor).scores(spec, None, {})
     values = cost_values(scores)
     assert len(calls) == 2 and values["pruning_time_s"].value >= 0.1
     assert "sum of 2 parts" in values["pruning_time_s"].note

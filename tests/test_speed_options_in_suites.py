@@ -41,9 +41,9 @@ def test_inference_literals_match_pruning_inference():
 
 
 def test_align_changes_the_plan_key_not_the_scores():
-    (plain,) = [s for s in expand(validate_suite(SUITE)) if s.method == "magnitude"]
+    (plain,) = [s for s in expand(validate_suite(SUITE)).specs if s.method == "magnitude"]
     aligned_suite = _with(lambda d: d["methods"][0].update(options={"align": 64}))
-    (aligned,) = [s for s in expand(validate_suite(aligned_suite)) if s.method == "magnitude"]
+    (aligned,) = [s for s in expand(validate_suite(aligned_suite)).specs if s.method == "magnitude"]
     assert aligned.options["align"] == 64 and plain.options["align"] is None
     assert aligned.score_key == plain.score_key and aligned.plan_key != plain.plan_key
 
@@ -75,7 +75,7 @@ def test_bad_speed_options_name_the_field(mutate, needles):
 
 def test_gpu_suites_align_every_method():
     for name in ("sdxl", "sdxl-turbo", "flux-dev", "flux-schnell", "sdxl-arch", "flux-dev-arch"):
-        specs = [s for s in expand(load_suite(SUITES_DIR / f"{name}.yaml")) if s.method != "base"]
+        specs = [s for s in expand(load_suite(SUITES_DIR / f"{name}.yaml")).specs if s.method != "base"]
         assert specs and all(s.options["align"] == 64 for s in specs), name
 
 

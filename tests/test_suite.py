@@ -396,9 +396,9 @@ def test_shipped_suites_exist():
 def test_every_shipped_suite_validates(name):
     suite = load_suite(SUITES_DIR / name)
     assert suite.name == Path(name).stem
-    specs = expand(suite)
+    specs = expand(suite).specs
     assert specs and specs[0].method == "base"
-    assert len(expand(suite, smoke=True)) == len(specs)
+    assert len(expand(suite, smoke=True).specs) == len(specs)
     result = _invoke("validate", str(SUITES_DIR / name))
     assert result.exit_code == 0, result.output
 
@@ -416,7 +416,7 @@ def test_gpu_suites_use_the_papers_scale_with_the_controller():
     m = sdxl.models[0]
     assert (m.steps, m.guidance, m.height, m.width, m.dtype) == (50, 5.0, 1024, 1024, "bfloat16")
     assert m.call_overrides() == {"steps": 50, "guidance": 5.0, "height": 1024, "width": 1024}
-    eco = next(s for s in expand(sdxl) if s.method == "ecodiff")
+    eco = next(s for s in expand(sdxl).specs if s.method == "ecodiff")
     assert eco.options["controller"] == "lagrangian" and eco.options["lr"] == 0.1
     # the paper's compute: 400 calibration samples (200 steps x 2), from 100 captions x 2 seeds
     assert eco.options["steps"] * eco.options["batch"] * eco.options["accumulate"] == 400
@@ -425,7 +425,7 @@ def test_gpu_suites_use_the_papers_scale_with_the_controller():
     assert sdxl.evaluation.inception_weights and sdxl.evaluation.clip.name == "ViT-B-32"
     assert sdxl.evaluation.clip.pretrained == "openai"
     flux = load_suite("flux-dev")
-    eco = next(s for s in expand(flux) if s.method == "ecodiff")
+    eco = next(s for s in expand(flux).specs if s.method == "ecodiff")
     assert eco.options["beta_reg"] == 0.01  # the paper's FLUX penalty, for controller: none
     assert (flux.models[0].steps, flux.models[0].guidance) == (50, 3.5)
     assert load_suite("flux-schnell").models[0].steps in (4, 5)
@@ -442,7 +442,7 @@ def test_builtin_name_resolves_to_repo_file():
 
 
 def test_expansion_counts_and_order():
-    specs = expand(validate_suite(BASE))
+    specs = expand(validate_suite(BASE)).specs
     # per model: 1 base + ecodiff 2 ratios + magnitude 2 ratios + random 1 ratio x 2 seeds
     assert len(specs) == 2 * (1 + 2 + 2 + 2)
     assert [s.method for s in specs[:7]] == [
@@ -461,15 +461,15 @@ def test_expansion_counts_and_order():
 
 
 def test_digits_suites_expand_to_18_and_36_runs():
-    assert len(expand(load_suite("digits"))) == 2 * (1 + 4 * 2)  # the default: the two few-step models
+    assert len(expand(load_suite("digits")).specs) == 2 * (1 + 4 * 2)  # the default: the two few-step models
     full = load_suite("digits-full")
-    assert len(expand(full)) == 4 * (1 + 4 * 2)
+    assert len(expand(full).specs) == 4 * (1 + 4 * 2)
     same = {"exclude": {"name", "description", "models"}}
     assert full.model_dump(**same) == load_suite("digits").model_dump(**same)  # same settings, 2 more models
 
 
 def test_base_and_pruned_specs_link_up():
-    specs = expand(validate_suite(BASE))
+    specs = expand(validate_suite(BASE)).specs
     bases = {s.model: s.record_id for s in specs if s.is_base}
     for s in specs:
         if s.is_base:
@@ -482,21 +482,21 @@ def test_base_and_pruned_specs_link_up():
 
 
 def test_hashes_are_stable_and_canonical(tmp_path):
-    a = [s.record_id for s in expand(validate_suite(BASE))]
-    b = [s.record_id for s in expand(validate_suite(copy.deepcopy(BASE)))]
+    a = [s.record_id for s in expand(validate_suite(BASE)).specs]
+    b = [s.record_id for s in expand(validate_suite(copy.deepcopy(BASE))).specs]
     assert a == b
     reordered = dict(reversed(list(copy.deepcopy(BASE).items())))
-    assert [s.record_id for s in expand(validate_suite(reordered))] == a
-    from_file = [s.record_id for s in expand(load_suite(_write(tmp_path, BASE)))]
+    assert [s.record_id for s in expand(validate_suite(reordered)).specs] == a
+    from_file = [s.record_id for s in expand(load_suite(_write(tmp_path, BASE))).specs]
     assert from_file == a
-    for spec in expand(validate_suite(BASE)):
+    for spec in expand(validate_suite(BASE)).specs:
         canonical = json.dumps(spec.hash_payload(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert spec.record_id == hashlib.sha256(canonical.encode()).hexdigest()
         assert RunSpec.model_validate(spec.model_dump()).record_id == spec.record_id
 
 
 def _ids(data) -> dict:
-    return {(s.model, s.method, s.ratio, s.seed): s.record_id for s in expand(validate_suite(data))}
+    return {(s.model, s.method, s.ratio, s.seed): s.record_id for s in expand(validate_suite(data)).specs}
 
 
 def test_changing_a_ratio_changes_only_those_hashes():
@@ -545,8 +545,8 @@ def test_calibration_pairs_are_seed_major_and_enter_hashes():
     pairs = suite.calibration.pairs()
     assert pairs[:2] == [("a handwritten digit one", 100), ("a handwritten digit two", 100)]
     assert len(pairs) == 6 and pairs[-1] == ("a handwritten digit two", 102)
-    eco = [s for s in expand(suite) if s.method == "ecodiff"]
-    other = [s for s in expand(validate_suite(BASE)) if s.method == "ecodiff"]
+    eco = [s for s in expand(suite).specs if s.method == "ecodiff"]
+    other = [s for s in expand(validate_suite(BASE)).specs if s.method == "ecodiff"]
     assert {s.record_id for s in eco}.isdisjoint(s.record_id for s in other)
     assert eco[0].calibration.pairs() == pairs
 
@@ -562,22 +562,24 @@ def test_calibration_prompts_enter_hashes_by_content(tmp_path):
 
 
 def test_score_and_plan_keys():
-    specs = [s for s in expand(validate_suite(BASE)) if s.method == "ecodiff" and s.model == "digits-sdxl"]
+    specs = [
+        s for s in expand(validate_suite(BASE)).specs if s.method == "ecodiff" and s.model == "digits-sdxl"
+    ]
     assert specs[0].score_key != specs[1].score_key  # masks trained to each ratio (the default controller)
     assert specs[0].plan_key != specs[1].plan_key
     fixed = _mutated(lambda d: d["methods"][0]["options"].update(controller="none"))
     fixed_specs = [
-        s for s in expand(validate_suite(fixed)) if s.method == "ecodiff" and s.model == "digits-sdxl"
+        s for s in expand(validate_suite(fixed)).specs if s.method == "ecodiff" and s.model == "digits-sdxl"
     ]
     # the fixed penalty: one training serves every ratio
     assert fixed_specs[0].score_key == fixed_specs[1].score_key
     magnitude = [
-        s for s in expand(validate_suite(BASE)) if s.method == "magnitude" and s.model == "digits-sdxl"
+        s for s in expand(validate_suite(BASE)).specs if s.method == "magnitude" and s.model == "digits-sdxl"
     ]
     assert magnitude[0].score_key == magnitude[1].score_key
     other = [
         s
-        for s in expand(validate_suite(_mutated(lambda d: d["evaluation"].update(samples=5))))
+        for s in expand(validate_suite(_mutated(lambda d: d["evaluation"].update(samples=5)))).specs
         if s.method == "ecodiff" and s.model == "digits-sdxl"
     ]
     assert [s.plan_key for s in other] == [s.plan_key for s in specs]  # evaluation does not change the plan
@@ -592,7 +594,7 @@ def test_smoke_shrinks_and_marks():
             )
         )
     )
-    full, smoke = expand(suite), expand(suite, smoke=True)
+    full, smoke = expand(suite).specs, expand(suite, smoke=True).specs
     assert len(full) == len(smoke)
     assert all(s.smoke for s in smoke) and not any(s.smoke for s in full)
     assert smoke[0].evaluation.samples == 3 and smoke[0].performance.latency.max_reps == 2
@@ -603,7 +605,7 @@ def test_smoke_shrinks_and_marks():
 
 
 def test_family_defaults_are_resolved_into_options():
-    specs = expand(validate_suite(BASE))
+    specs = expand(validate_suite(BASE)).specs
     sdxl = next(s for s in specs if s.method == "ecodiff" and s.family == "sdxl")
     flux = next(s for s in specs if s.method == "ecodiff" and s.family == "flux-dev")
     assert (sdxl.options["beta_reg"], sdxl.options["lr_heads"]) == (0.5, 0.1)
@@ -612,11 +614,11 @@ def test_family_defaults_are_resolved_into_options():
 
 def test_select_keeps_hashes_and_sets_out(tmp_path):
     suite = validate_suite(BASE)
-    sub = suite.select(only=["digits-flux"], out=tmp_path / "o")
+    sub = suite.select(only=["digits-flux"])
     assert [m.key for m in sub.models] == ["digits-flux"]
-    assert sub.outputs.store_path == tmp_path / "o" / "store.sqlite"
-    full = {s.record_id for s in expand(suite) if s.model == "digits-flux"}
-    assert {s.record_id for s in expand(sub)} == full
+    assert expand(sub, out=tmp_path / "o").layout.store == tmp_path / "o" / "store.sqlite"
+    full = {s.record_id for s in expand(suite).specs if s.model == "digits-flux"}
+    assert {s.record_id for s in expand(sub).specs} == full
 
 
 def test_labels_allow_the_same_model_twice():
@@ -625,7 +627,7 @@ def test_labels_allow_the_same_model_twice():
             models=[{"name": "digits-sdxl"}, {"name": "digits-sdxl", "label": "digits-sdxl-10", "steps": 10}]
         )
     )
-    specs = expand(validate_suite(data))
+    specs = expand(validate_suite(data)).specs
     assert {s.model for s in specs} == {"digits-sdxl", "digits-sdxl-10"}
 
 
@@ -701,8 +703,9 @@ def test_defaults_and_shorthand():
     assert zoo.source == "zoo" and hub.source == "hub"
     assert hub.resolved_hub_id == "stabilityai/stable-diffusion-xl-base-1.0"
     assert suite.allow_hub is False and suite.methods == []
-    assert suite.outputs.report == ["html", "md"] and suite.outputs.store_path == Path("results/store.sqlite")
-    assert [s.method for s in expand(suite)] == ["base", "base"]
+    assert suite.outputs.report == ["html", "md"]
+    assert expand(suite).layout.store == Path("results/store.sqlite")
+    assert [s.method for s in expand(suite).specs] == ["base", "base"]
 
 
 def test_local_path_and_random_init_sources():

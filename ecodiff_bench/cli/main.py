@@ -99,9 +99,7 @@ def _fmt_ratio(r: float) -> str:
 
 
 def _model_line(m) -> str:
-    parts = [f"source {m.source}"]
-    if m.source == "hub":
-        parts[0] += f" ({m.resolved_hub_id}{'@' + m.revision if m.revision else ''})"
+    parts = [f"source {m.ref.text()}"]
     for field, label in (
         ("steps", "steps"),
         ("guidance", "guidance"),
@@ -117,11 +115,11 @@ def _model_line(m) -> str:
     return f"{m.key} [{m.family}]: " + ", ".join(parts)
 
 
-def _non_default_options(method) -> str:
-    opts = method.options
-    defaults = type(opts)()
-    changed = {k: v for k, v in opts.model_dump().items() if v != getattr(defaults, k)}
-    return " ".join(f"{k}={v}" for k, v in changed.items())
+def _non_default_options(spec) -> str:
+    from ecodiff_bench.suite.methods import default_options
+
+    defaults = default_options(spec.method, spec.family)
+    return " ".join(f"{k}={v}" for k, v in spec.options.items() if v != defaults.get(k))
 
 
 def _prompt_desc(src) -> str:
@@ -134,63 +132,73 @@ def _prompt_desc(src) -> str:
     return "no prompts"
 
 
-def _summary(suite, specs: list, smoke: bool) -> str:
-    n_models = len(suite.models)
-    n_pruned = sum(len(m.ratios) * len(m.seeds) * (2 if m.recovery else 1) for m in suite.methods)
-    lines = [f"Suite {suite.name!r} ({suite.source or 'in memory'}) is valid."]
-    if suite.description:
-        lines.append(f"  {suite.description}")
+def _method_lines(specs: list) -> list[str]:
+    """One line per method of one model's specs: ratios, seeds, options set, recovery."""
+    lines = []
+    for name in dict.fromkeys(s.method for s in specs if not s.is_base):
+        mine = [s for s in specs if s.method == name and not s.is_recovered]
+        recovered = next((s for s in specs if s.method == name and s.is_recovered), None)
+        extra = _non_default_options(mine[0])
+        lines.append(
+            f"    {name}: ratios {', '.join(str(r) for r in dict.fromkeys(s.ratio for s in mine))}; "
+            f"seeds {', '.join(str(x) for x in dict.fromkeys(s.seed for s in mine))}"
+            + (f"; {extra}" if extra else "")
+            + (f"; then recovered ({_recovery_text(recovered.recovery)})" if recovered else "")
+        )
+    return lines
+
+
+def _summary(plan, description: str = "") -> str:
+    """What ``validate`` and ``run --dry-run`` print: every setting as the plan resolved it (shrunk
+    under --smoke), read from the plan and its specs."""
+    groups = [group for _, group in plan.by_model()]
+    first = plan.specs[0]
+    n_pruned = len(groups[0]) - 1
+    lines = [f"Suite {plan.suite!r} ({plan.source or 'in memory'}) is valid."]
+    if description:
+        lines.append(f"  {description}")
     lines.append(
-        f"  {len(specs)} runs = {n_models} model(s) x (1 base + {n_pruned} pruned)"
-        + ("  [smoke]" if smoke else "")
+        f"  {len(plan.specs)} runs = {len(groups)} model(s) x (1 base + {n_pruned} pruned)"
+        + ("  [smoke]" if plan.smoke else "")
     )
     lines.append("  models:")
-    lines += [f"    {_model_line(m)}" for m in suite.models]
-    lines.append("  methods:" if suite.methods else "  methods: none (base models only)")
-    for meth in suite.methods:
-        extra = _non_default_options(meth)
-        lines.append(
-            f"    {meth.name}: ratios {', '.join(str(r) for r in meth.ratios)}; "
-            f"seeds {', '.join(str(s) for s in meth.seeds)}"
-            + (f"; {extra}" if extra else "")
-            + (f"; then recovered ({_recovery_text(meth.recovery)})" if meth.recovery else "")
-        )
-    from ecodiff_bench.suite import needs_calibration
-
-    if any(needs_calibration(m.name) or m.recovery for m in suite.methods):
-        cal = next((s.calibration for s in specs if s.calibration is not None), suite.calibration)
+    lines += [f"    {_model_line(group[0].model_spec)}" for group in groups]
+    methods = _method_lines(groups[0])
+    lines += ["  methods:", *methods] if methods else ["  methods: none (base models only)"]
+    cal = next((s.calibration for s in plan.specs if s.calibration is not None), None)
+    if cal is not None:
         lines.append(f"  calibration: {cal.count} of the {_prompt_desc(cal)}")
-    ev = specs[0].evaluation if specs else suite.evaluation
-    if ev.metrics:
-        lines.append(
-            f"  evaluation: {ev.samples} samples per model from {_prompt_desc(ev)}, seeds {ev.seed}.."
-            f"{ev.seed + ev.samples - 1}; metrics {', '.join(ev.metrics)}"
-            + (f"; reference {ev.reference}" if ev.reference else "")
-        )
-    else:
-        lines.append("  evaluation: no quality metrics (speed, memory and energy only)")
-    lat = specs[0].performance.latency if specs else suite.performance.latency
+    lines.append(_evaluation_line(first.evaluation))
+    perf, en = first.performance, first.energy
+    lat = perf.latency
     lines.append(
         f"  latency and energy: warmup {lat.warmup}, {lat.min_reps}..{lat.max_reps} rounds, at least "
         f"{lat.min_seconds:g} s, until the {100 * lat.confidence:g}% interval is within "
-        f"+-{100 * lat.precision:g}% or {lat.max_seconds:g} s; batch {suite.performance.batch_size}"
-        + ("; base/pruned paired and interleaved" if suite.performance.interleave else "")
+        f"+-{100 * lat.precision:g}% or {lat.max_seconds:g} s; batch {perf.batch_size}"
+        + ("; base/pruned paired and interleaved" if perf.interleave else "")
     )
-    en = suite.energy
     carbon = (
         (f"carbon for {en.country}" + (f"/{en.region}" if en.region else "")) if en.carbon else "no carbon"
     )
-    lines.append(f"  energy: {carbon}; idle baseline {en.idle_baseline_s:g} s")
-    report = ", ".join(suite.outputs.report) or "none"
-    lines.append(f"  outputs: {suite.outputs.dir_path} (store {suite.outputs.store_path}; report {report})")
-    lines.append(f"  hub downloads: {'allowed' if suite.allow_hub else 'off (local files and cache only)'}")
+    lines.append(f"  energy: {carbon}; idle baseline {plan.idle_baseline_s:g} s")
+    report = ", ".join(plan.report_formats) or "none"
+    lines.append(f"  outputs: {plan.layout.root} (store {plan.layout.store}; report {report})")
+    hub = "allowed" if first.allow_hub else "off (local files and cache only)"
+    lines.append(f"  hub downloads: {hub}")
     return "\n".join(lines)
 
 
-def _recovery_text(recovery) -> str:
-    from ecodiff_bench.suite.recovery import resolved
+def _evaluation_line(ev) -> str:
+    if not ev.metrics:
+        return "  evaluation: no quality metrics (speed, memory and energy only)"
+    return (
+        f"  evaluation: {ev.samples} samples per model from {_prompt_desc(ev)}, seeds {ev.seed}.."
+        f"{ev.seed + ev.samples - 1}; metrics {', '.join(ev.metrics)}"
+        + (f"; reference {ev.reference}" if ev.reference else "")
+    )
 
-    r = resolved(recovery)
+
+def _recovery_text(r: dict) -> str:
     what = f"LoRA rank {r['rank']}" if r["mode"] == "lora" else "full fine-tuning"
     return f"{what}, {r['steps']} steps, lr {r['lr']:g}, objective {r['objective']}"
 
@@ -206,16 +214,16 @@ def _runstext_table(specs: list, done: set[str] | None = None) -> str:
     return text_table(headers, rows)
 
 
-def _done_records(suite, specs: list) -> set[str] | None:
+def _done_records(plan) -> set[str] | None:
     """Record ids already stored with status ok (None when there is no store yet)."""
-    path = suite.outputs.store_path
+    path = plan.layout.store
     if not path.is_file():
         return None
     try:
         from ecodiff_bench.core.store import Store
 
         with Store(path, readonly=True) as store:
-            return {s.record_id for s in specs if store.has_ok(s.record_id)}
+            return {s.record_id for s in plan.specs if store.has_ok(s.record_id)}
     except Exception as exc:  # a damaged store must not hide the plan
         click.echo(f"note: could not read the store {path}: {exc}", err=True)
         return None
@@ -240,16 +248,16 @@ def _exit_code(result: Any) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the expanded run specs as JSON.")
 def validate_cmd(suite: str, smoke: bool, as_json: bool) -> None:
     """Check SUITE (a file or a builtin name) and list the runs it expands to."""
-    from ecodiff_bench.suite import apply_smoke, expand
+    from ecodiff_bench.suite import expand
 
     s = _load(suite)
-    specs = expand(s, smoke=smoke)
+    plan = expand(s, smoke=smoke)
     if as_json:
-        click.echo(json.dumps([sp.model_dump(mode="json") for sp in specs], indent=2))
+        click.echo(json.dumps([sp.model_dump(mode="json") for sp in plan.specs], indent=2))
         return
-    click.echo(_summary(apply_smoke(s) if smoke else s, specs, smoke))
+    click.echo(_summary(plan, s.description))
     click.echo("")
-    click.echo(_runstext_table(specs))
+    click.echo(_runstext_table(plan.specs))
 
 
 def _ls_rows(kind: str) -> list[dict]:
@@ -257,15 +265,17 @@ def _ls_rows(kind: str) -> list[dict]:
     from ecodiff_bench import suite as S
 
     if kind == "models":
+        from ecodiff_bench.models import MODELS
+
         return [
             {
                 "name": m.name,
                 "family": m.family,
-                "default_source": m.default_source,
-                "hub_id": m.hub_id,
-                "description": m.help,
+                "default_source": m.ref.kind,
+                "hub_id": getattr(m.ref, "repo", None),
+                "description": MODELS.help(m.name),
             }
-            for m in (S.known_model(n) for n in S.model_names())
+            for m in map(MODELS.get, MODELS.names())
         ]
     if kind == "methods":
         return [{"name": n, "description": S.METHODS.help(n)} for n in S.METHODS.names()]
@@ -338,9 +348,12 @@ def ls_cmd(what: str | None, as_json: bool) -> None:
         click.echo(text_table([h for h, _ in cols], [[r[k] for _, k in cols] for r in rows]))
 
 
-def _prepared(suite_ref: str, only: tuple[str, ...], out: Path | None):
-    s = _load(suite_ref)
-    return s.select(only=list(only) or None, out=out)
+def _planned(suite_ref: str, only: tuple[str, ...], smoke: bool, out: Path | None):
+    """The loaded suite (its ``--only`` models) and its run plan (``--smoke``, ``--out`` applied)."""
+    from ecodiff_bench.suite import expand
+
+    s = _load(suite_ref).select(only=list(only) or None)
+    return s, expand(s, smoke=smoke, out=out)
 
 
 @main.command("run")
@@ -382,13 +395,10 @@ def run_cmd(
 
     Runs whose record already exists in the store are skipped, so an interrupted run resumes.
     """
-    from ecodiff_bench.suite import apply_smoke, expand
-
-    s = _prepared(suite, only, out)
+    s, plan = _planned(suite, only, smoke, out)
     if dry_run:
-        specs = expand(s, smoke=smoke)
         if as_json:
-            done = _done_records(s, specs) or set()
+            done = _done_records(plan) or set()
             rows = [
                 {
                     "record_id": sp.record_id,
@@ -398,23 +408,20 @@ def run_cmd(
                     "seed": sp.seed,
                     "done": sp.record_id in done,
                 }
-                for sp in specs
+                for sp in plan.specs
             ]
-            click.echo(json.dumps({"suite": s.name, "dry_run": True, "runs": rows}, indent=1))
+            click.echo(json.dumps({"suite": plan.suite, "dry_run": True, "runs": rows}, indent=1))
             return
-        click.echo(_summary(apply_smoke(s) if smoke else s, specs, smoke))
+        click.echo(_summary(plan, s.description))
         click.echo("")
-        click.echo(_runstext_table(specs, _done_records(s, specs)))
+        click.echo(_runstext_table(plan.specs, _done_records(plan)))
         click.echo("\n(dry run: nothing was executed)")
         return
     from ecodiff_bench.run import run_suite
 
-    field = "--out" if out is not None else "outputs.dir"
-    summary: dict | None = {"suite": s.name, "smoke": smoke} if as_json else None
+    summary: dict | None = {"suite": plan.suite, "smoke": smoke} if as_json else None
     with _process_group() as world:
-        code = _exit_code(
-            run_suite(s, smoke=smoke, out=s.outputs.dir_path, wait=wait, out_field=field, summary=summary)
-        )
+        code = _exit_code(run_suite(plan, wait=wait, summary=summary))
     if summary is not None and world.writer:
         click.echo(json.dumps({**summary, "exit_code": code, "world_size": world.size}, indent=1))
     click.get_current_context().exit(code)
@@ -453,10 +460,9 @@ def prune_cmd(suite: str, smoke: bool, out: Path | None, only: tuple[str, ...]) 
     """Compute and save the pruned models of SUITE without benchmarking them."""
     from ecodiff_bench.run import prune_suite
 
-    s = _prepared(suite, only, out)
-    field = "--out" if out is not None else "outputs.dir"
+    _, plan = _planned(suite, only, smoke, out)
     with _process_group():
-        code = prune_suite(s, smoke=smoke, out=s.outputs.dir_path, out_field=field)
+        code = prune_suite(plan)
     click.get_current_context().exit(_exit_code(code))
 
 

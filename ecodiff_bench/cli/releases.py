@@ -11,7 +11,7 @@ import json
 
 import click
 
-from ecodiff_bench.cli.results import check_metric_options, open_store, store_option
+from ecodiff_bench.cli.options import check_metric_options, open_store, store_option
 from ecodiff_bench.core.tables import text_table
 
 

@@ -13,60 +13,19 @@ from pathlib import Path
 
 import click
 
+from ecodiff_bench.cli.options import (
+    check_metric_options,
+    open_store,
+    store_option,
+    writable_dir,
+    writable_file,
+)
 from ecodiff_bench.core.errors import StoreDamagedError, StoreError
 from ecodiff_bench.core.export import EXPORT_FORMATS, LAYOUTS, export_records
+from ecodiff_bench.core.hashing import short
 from ecodiff_bench.core.record import RECORD_STATUSES
-from ecodiff_bench.core.store import DEFAULT_STORE_ENV, Store, default_store_path
+from ecodiff_bench.core.store import Store
 from ecodiff_bench.core.tables import text_table
-
-_STORE_HELP = f"Results store (SQLite). Default: ${DEFAULT_STORE_ENV} or results/store.sqlite."
-
-
-def store_option(f):
-    return click.option(
-        "--store",
-        "store_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        envvar=DEFAULT_STORE_ENV,
-        show_envvar=True,
-        help=_STORE_HELP,
-    )(f)
-
-
-class StoreProblem(click.ClickException):
-    """A store that cannot be used: exit code 2 and the message (which names the file), no usage text."""
-
-    exit_code = 2
-
-
-def open_store(store_path: Path | None, *, write: bool = False) -> Store:
-    """The store, read-only unless ``write`` (only ``tag`` writes)."""
-    path = store_path or default_store_path()
-    try:
-        return Store(path, create=False, readonly=not write)
-    except StoreError as exc:
-        raise StoreProblem(f"--store: {exc}") from None
-
-
-def writable_file(path: Path, param: str) -> Path:
-    """Check that ``path`` can be written (its folder exists or can be made) before any work is done."""
-    from ecodiff_bench.core.paths import check_writable_file
-
-    try:
-        return check_writable_file(path)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=param) from None
-
-
-def writable_dir(path: Path, param: str) -> Path:
-    """Check that the folder ``path`` can be written (made if needed) before any work is done."""
-    from ecodiff_bench.core.paths import check_writable_dir
-
-    try:
-        return check_writable_dir(path)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=param) from None
 
 
 def _check_tag(store: Store, tag: str | None) -> None:
@@ -77,17 +36,6 @@ def _check_tag(store: Store, tag: str | None) -> None:
             raise click.BadParameter(
                 f"unknown release tag {tag!r}; known: {', '.join(names) or 'none'}", param_hint="--tag"
             )
-
-
-def check_metric_options(metrics) -> None:
-    """``--metric`` values: each a name the metric catalog knows."""
-    from ecodiff_bench.core.thresholds import check_metric_name
-
-    for m in metrics:
-        try:
-            check_metric_name(m)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--metric") from None
 
 
 def _resolve(store: Store, ref: str, param: str, include_smoke: bool = True) -> tuple[str, list[dict]]:
@@ -129,32 +77,39 @@ def history_cmd(store_path, suite, model, show_records, include_smoke, limit, as
     """List past runs (newest first), or their records, and the release tags."""
     store = open_store(store_path)
     if show_records:
-        recs = store.records(suite=suite, model=model, include_smoke=include_smoke)[::-1][:limit]
-        rows = [
-            [
-                r["created_at"],
-                r["run_id"],
-                r["record_id"][:12],
-                r["model"],
-                r["method"],
-                f"{r['ratio']:g}",
-                r.get("seed"),
-                "yes" if r["smoke"] else "",
-                r["status"],
-            ]
-            for r in recs
-        ]
-        if as_json:
-            click.echo(json.dumps(recs, indent=1))
-            return
-        click.echo(
-            text_table(
-                ["created", "run", "record", "model", "method", "ratio", "seed", "smoke", "status"], rows
-            )
-        )
-        if not include_smoke and (n := store.count_smoke(suite=suite, model=model)):
-            click.echo(f"({n} smoke record(s) hidden; --include-smoke shows them)")
+        _history_records(store, suite, model, include_smoke, limit, as_json)
+    else:
+        _history_runs(store, suite, limit, as_json)
+
+
+def _history_records(store: Store, suite, model, include_smoke: bool, limit: int, as_json: bool) -> None:
+    """``history --records``: the newest records, one row each."""
+    recs = store.records(suite=suite, model=model, include_smoke=include_smoke)[::-1][:limit]
+    if as_json:
+        click.echo(json.dumps(recs, indent=1))
         return
+    rows = [
+        [
+            r["created_at"],
+            r["run_id"],
+            short(r["record_id"]),
+            r["model"],
+            r["method"],
+            f"{r['ratio']:g}",
+            r.get("seed"),
+            "yes" if r["smoke"] else "",
+            r["status"],
+        ]
+        for r in recs
+    ]
+    headers = ["created", "run", "record", "model", "method", "ratio", "seed", "smoke", "status"]
+    click.echo(text_table(headers, rows))
+    if not include_smoke and (n := store.count_smoke(suite=suite, model=model)):
+        click.echo(f"({n} smoke record(s) hidden; --include-smoke shows them)")
+
+
+def _history_runs(store: Store, suite, limit: int, as_json: bool) -> None:
+    """``history``: the newest runs, then the release tags."""
     runs = [r for r in store.runs() if suite is None or r["suite"] == suite][:limit]
     if as_json:
         click.echo(json.dumps({"runs": runs, "tags": store.tags()}, indent=1))
@@ -488,24 +443,7 @@ def check_cmd(store_path, baseline, against, candidate, run_id, thresholds_path,
     thresholds = load_thresholds(thresholds_path) if thresholds_path else None
     if baseline is not None:
         desc_b, base_recs = _resolve_release(store, baseline, "--baseline")
-    if candidate is None and run_id is None:
-        runs = [r for r in store.runs() if r["smoke"] is False]
-        if not runs:
-            raise click.UsageError(
-                "no full (non-smoke) run in the store to use as candidate; give --candidate or --run-id"
-            )
-        run_id = runs[0]["run_id"]
-        say(f"Candidate: latest full run {run_id}")
-    if run_id is not None:
-        cand_recs = store.records(run_id=run_id, include_smoke=True)
-        if not cand_recs:
-            raise click.BadParameter(
-                f"unknown run id {run_id!r}; recent runs: {', '.join(store.run_ids()[:8])}",
-                param_hint="--run-id",
-            )
-        desc_c = f"run {run_id}"
-    else:
-        desc_c, cand_recs = _resolve_release(store, candidate, "--candidate")
+    desc_c, cand_recs = _candidate(store, candidate, run_id, say)
     if against is not None:
         desc_b, base_recs = _previous_release(store, cand_recs, candidate, desc_c)
         say(f"Baseline: {desc_b} (the release of the same suite tagged before {desc_c})")
@@ -525,6 +463,27 @@ def check_cmd(store_path, baseline, against, candidate, run_id, thresholds_path,
             click.echo(f"JUnit XML: {junit}")
     if not result.passed:
         click.get_current_context().exit(1)
+
+
+def _candidate(store: Store, candidate: str | None, run_id: str | None, say) -> tuple[str, list[dict]]:
+    """The gate's candidate: ``--candidate`` (a release or run), ``--run-id``, else the latest full run."""
+    if candidate is None and run_id is None:
+        runs = [r for r in store.runs() if r["smoke"] is False]
+        if not runs:
+            raise click.UsageError(
+                "no full (non-smoke) run in the store to use as candidate; give --candidate or --run-id"
+            )
+        run_id = runs[0]["run_id"]
+        say(f"Candidate: latest full run {run_id}")
+    if run_id is None:
+        return _resolve_release(store, candidate, "--candidate")
+    recs = store.records(run_id=run_id, include_smoke=True)
+    if not recs:
+        raise click.BadParameter(
+            f"unknown run id {run_id!r}; recent runs: {', '.join(store.run_ids()[:8])}",
+            param_hint="--run-id",
+        )
+    return f"run {run_id}", recs
 
 
 def _previous_release(store: Store, cand_recs: list[dict], candidate: str | None, desc_c: str):

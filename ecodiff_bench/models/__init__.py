@@ -1,7 +1,8 @@
-"""Model families, named models, loading (hub id / local directory / random-init) and seeded generation.
+"""Model families, named models, where their weights come from (:data:`ModelRef`: zoo, hub, random-init,
+local folder), loading and seeded generation.
 
-Importing this package is cheap (no torch): the registries, errors and names load eagerly; the loading,
-random-init and generation functions load on first use.
+Importing this package is cheap (no torch): the registries, references, errors and names load eagerly;
+the loading, random-init and generation functions load on first use.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from .families import (
     zoo_card,
     zoo_dir,
 )
+from .ref import RANDOM_INIT, HubRef, LocalRef, ModelRef, RandomInitRef, ZooRef
 
 _LAZY = {
-    "ModelSpec": "loading",
-    "RANDOM_INIT": "loading",
-    "resolve": "loading",
+    "source_ref": "loading",
+    "pretrained_kwargs": "loading",
     "load_pipeline": "loading",
     "is_available": "loading",
     "is_cached": "loading",
@@ -49,7 +50,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from .generation import family_of, generate, origin, pipe_settings, tag_pipeline
-    from .loading import RANDOM_INIT, ModelSpec, is_available, is_cached, load_pipeline, resolve
+    from .loading import is_available, is_cached, load_pipeline, pretrained_kwargs, source_ref
     from .random_init import (
         build_component,
         build_random_pipeline,
@@ -73,11 +74,15 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "FAMILIES",
     "Family",
+    "HubRef",
+    "LocalRef",
     "MODELS",
     "ModelNotFoundError",
-    "ModelSpec",
+    "ModelRef",
     "NamedModel",
     "RANDOM_INIT",
+    "RandomInitRef",
+    "ZooRef",
     "build_component",
     "build_random_pipeline",
     "call_settings",
@@ -95,8 +100,9 @@ __all__ = [
     "model_names",
     "origin",
     "pipe_settings",
+    "pretrained_kwargs",
     "published_config",
-    "resolve",
+    "source_ref",
     "t5_tokenizer",
     "tag_pipeline",
     "tiny_overrides",

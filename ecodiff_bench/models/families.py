@@ -24,6 +24,7 @@ from ecodiff_bench.core.record import CALL_SETTINGS
 from ecodiff_bench.core.registry import Registry
 
 from .errors import ModelNotFoundError
+from .ref import HubRef, ZooRef
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -102,12 +103,12 @@ class Family:
 class NamedModel:
     name: str
     family: str
-    source: str  # hub id, or "zoo:<name>" for the digits zoo
+    ref: ZooRef | HubRef  # where its weights come from by default
     description: str = ""
 
     @property
     def is_zoo(self) -> bool:
-        return self.source.startswith("zoo:")
+        return isinstance(self.ref, ZooRef)
 
 
 FAMILIES: Registry[Family] = Registry("family")
@@ -146,7 +147,9 @@ def _add_family(
     )
     FAMILIES.register(fam.name, fam, help=fam.description)
     MODELS.register(
-        fam.name, NamedModel(fam.name, fam.name, fam.hub_id, fam.description), help=fam.description
+        fam.name,
+        NamedModel(fam.name, fam.name, HubRef(repo=fam.hub_id), fam.description),
+        help=fam.description,
     )
 
 
@@ -202,7 +205,7 @@ for _name, _family in (
 ):
     MODELS.register(
         _name,
-        NamedModel(_name, _family, f"zoo:{_name}", f"digits zoo model with the {_family} architecture"),
+        NamedModel(_name, _family, ZooRef(name=_name), f"digits zoo model with the {_family} architecture"),
         help=f"digits zoo model ({_family} architecture, trained on scikit-learn digits)",
     )
 

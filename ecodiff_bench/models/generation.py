@@ -56,13 +56,31 @@ def pipe_settings(pipe: Any, family: str | None = None, model: str | None = None
     return dict(get_family(family or family_of(pipe)).defaults)
 
 
-def _seed_list(seeds: int | Sequence[int]) -> list[int]:
-    if isinstance(seeds, int):
-        return [seeds]
-    out = [int(s) for s in seeds]
-    if not out:
+def _pairs(prompts: str | Sequence[str], seeds: int | Sequence[int]) -> tuple[list[str], list[int]]:
+    """One prompt per seed: a single prompt is repeated for every seed; otherwise the counts must match."""
+    prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    seed_list = [seeds] if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
         raise ValueError("seeds is empty")
-    return out
+    if len(prompt_list) == 1 and len(seed_list) > 1:
+        prompt_list = prompt_list * len(seed_list)
+    if len(prompt_list) != len(seed_list):
+        raise ValueError(
+            f"got {len(prompt_list)} prompts but {len(seed_list)} seeds; give one seed per prompt"
+        )
+    return prompt_list, seed_list
+
+
+def _joined(chunks: list, output_type: str):
+    """The pipeline's per-chunk outputs as one batch of ``output_type``."""
+    if output_type == "pil":
+        return [image for chunk in chunks for image in chunk]
+    if output_type == "np":
+        import numpy as np
+
+        return np.concatenate(chunks, axis=0)
+    images = torch.cat([c.detach() for c in chunks], dim=0).cpu()
+    return images.float() if output_type == "pt" else images
 
 
 def generate(
@@ -97,14 +115,7 @@ def generate(
     """
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-    prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
-    seed_list = _seed_list(seeds)
-    if len(prompt_list) == 1 and len(seed_list) > 1:
-        prompt_list = prompt_list * len(seed_list)
-    if len(prompt_list) != len(seed_list):
-        raise ValueError(
-            f"got {len(prompt_list)} prompts but {len(seed_list)} seeds; give one seed per prompt"
-        )
+    prompt_list, seed_list = _pairs(prompts, seeds)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
@@ -123,12 +134,4 @@ def generate(
         generators = [torch.Generator("cpu").manual_seed(s) for s in seed_list[start : start + size]]
         result = pipe(prompt=chunk_prompts, generator=generators, output_type=output_type, **arguments)
         chunks.append(result.images)
-
-    if output_type == "pil":
-        return [image for chunk in chunks for image in chunk]
-    if output_type == "np":
-        import numpy as np
-
-        return np.concatenate(chunks, axis=0)
-    images = torch.cat([c.detach() for c in chunks], dim=0).cpu()
-    return images.float() if output_type == "pt" else images
+    return _joined(chunks, output_type)

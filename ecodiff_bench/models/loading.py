@@ -1,73 +1,48 @@
-"""Resolving a model to a source (hub id, local directory, random-init) and loading its pipeline.
+"""Loading a model's pipeline from its :data:`~ecodiff_bench.models.ref.ModelRef`.
 
-Loading is offline by default: a local pipeline directory, or a hub id already in the local Hugging Face
-cache (``local_files_only=True``). Anything missing raises :class:`ModelNotFoundError`, which says what
-was looked for, where, and how to get it; hub tracebacks are not shown.
+Loading is offline by default: a local pipeline directory, a zoo model, or a hub repository already in
+the local Hugging Face cache (``local_files_only=True``). Anything missing raises
+:class:`ModelNotFoundError`, which says what was looked for, where, and how to get it; hub tracebacks are
+not shown. A hub reference's ``revision`` and a ``variant`` reach diffusers' ``from_pretrained``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from .errors import ModelNotFoundError
-from .families import MODELS, call_settings, get_family, zoo_dir, zoo_missing_error
+from .families import MODELS, Family, NamedModel, get_family, zoo_dir, zoo_missing_error
+from .ref import RANDOM_INIT, HubRef, LocalRef, ModelRef, RandomInitRef, ZooRef
 
-RANDOM_INIT = "random-init"
-SourceKind = Literal["hub", "local", "random-init"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_REFS = (ZooRef, HubRef, RandomInitRef, LocalRef)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where a model comes from. ``name`` is the suite's model name (a family name or a named model)."""
-
-    name: str
-    family: str
-    kind: SourceKind
-    location: str | None  # hub id, absolute directory path, or None for random-init
-
-    def settings(self) -> dict[str, Any]:
-        """Default call settings (family defaults, plus the zoo card for digits models)."""
-        if self.name in MODELS:
-            return call_settings(self.name)
-        return dict(get_family(self.family).defaults)
-
-
-def _looks_like_path(source: str) -> bool:
-    if source.startswith(("/", "./", "../", "~", ".\\")) or source in (".", ".."):
-        return True
-    return not _HUB_ID.match(source) or os.path.exists(os.path.expanduser(source))
-
-
-def resolve(name_or_family: str, source: str | os.PathLike[str] | None = None) -> ModelSpec:
-    """Resolve a model name and an optional source, without loading or touching the network.
-
-    ``source`` None means the model's default: the family's hub id, or the zoo directory of a digits
-    model. Otherwise ``"random-init"``, a local directory, or a hub id (``org/name``).
-    """
-    entry = MODELS.get(name_or_family)  # unknown names raise with a "did you mean"
-    family = entry.family
+def source_ref(model: str, source: ModelRef | str | os.PathLike[str] | None = None) -> ModelRef:
+    """The reference to load ``model`` from: its registry default for ``None``, a :data:`ModelRef` as
+    it is, :class:`RandomInitRef` for ``"random-init"``, else a local folder (hub repositories are given
+    as :class:`HubRef`). Touches neither the disk nor the network."""
+    entry = MODELS.get(model)  # unknown names raise with a "did you mean"
     if source is None:
-        if entry.is_zoo:
-            return ModelSpec(entry.name, family, "local", str(zoo_dir(entry.name).resolve()))
-        return ModelSpec(entry.name, family, "hub", entry.source)
-    source = os.fspath(source)
-    if source == RANDOM_INIT:
-        if entry.is_zoo:
-            raise ValueError(
-                f"'random-init' builds a published full-size architecture; {entry.name!r} is a digits zoo model. "
-                f"Use the family {family!r} with source 'random-init' instead."
-            )
-        return ModelSpec(entry.name, family, "random-init", None)
-    if _looks_like_path(source):
-        return ModelSpec(entry.name, family, "local", str(Path(source).expanduser().resolve()))
-    return ModelSpec(entry.name, family, "hub", source)
+        return entry.ref
+    if isinstance(source, _REFS):
+        ref = source
+    elif os.fspath(source) == RANDOM_INIT:
+        ref = RandomInitRef()
+    else:
+        ref = LocalRef(path=os.fspath(source))
+    if isinstance(ref, RandomInitRef) and entry.is_zoo:
+        raise ValueError(
+            f"'random-init' builds a published full-size architecture; {entry.name!r} is a digits zoo model. "
+            f"Use the family {entry.family!r} with source 'random-init' instead."
+        )
+    if isinstance(ref, ZooRef) and ref.name != entry.name:
+        raise ValueError(f"zoo reference {ref.name!r} does not hold model {entry.name!r}")
+    return ref
 
 
 def _hub_cache_dir(cache_dir: str | os.PathLike[str] | None) -> str:
@@ -78,57 +53,94 @@ def _hub_cache_dir(cache_dir: str | os.PathLike[str] | None) -> str:
     return constants.HF_HUB_CACHE
 
 
-def _download_hint(hub_id: str, gated: bool) -> str:
+def _download_hint(ref: HubRef, gated: bool) -> str:
+    command = ref.repo + (f" --revision {ref.revision}" if ref.revision else "")
     hint = (
-        f"on a machine with network access run `hf download {hub_id}` (older huggingface_hub: "
-        f"`huggingface-cli download {hub_id}`) and copy the cache here (or point HF_HUB_CACHE at it), "
+        f"on a machine with network access run `hf download {command}` (older huggingface_hub: "
+        f"`huggingface-cli download {command}`) and copy the cache here (or point HF_HUB_CACHE at it), "
         "or pass a local pipeline directory as the model source"
     )
     if gated:
-        hint += f"; {hub_id} is gated: accept its licence on the hub and log in (`hf auth login`) first"
+        hint += f"; {ref.repo} is gated: accept its licence on the hub and log in (`hf auth login`) first"
     return (
         hint + ". `random-init` builds the architecture with random weights (speed, memory and energy only)."
     )
 
 
-def is_cached(hub_id: str, cache_dir: str | os.PathLike[str] | None = None) -> bool:
-    """Whether a pipeline's model_index.json is in the local hub cache (no network)."""
+def is_cached(
+    hub_id: str, cache_dir: str | os.PathLike[str] | None = None, revision: str | None = None
+) -> bool:
+    """Whether a pipeline's model_index.json (at ``revision``) is in the local hub cache (no network)."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(hub_id, "model_index.json", cache_dir=cache_dir)
+    found = try_to_load_from_cache(hub_id, "model_index.json", cache_dir=cache_dir, revision=revision)
     return isinstance(found, str)
 
 
-def is_available(spec: ModelSpec, cache_dir: str | os.PathLike[str] | None = None) -> bool:
-    """Whether :func:`load_pipeline` could load ``spec`` offline (checks files only)."""
-    if spec.kind == "random-init":
+def is_available(
+    model: str,
+    source: ModelRef | str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> bool:
+    """Whether :func:`load_pipeline` could load ``model`` from ``source`` offline (checks files only)."""
+    ref = source_ref(model, source)
+    if isinstance(ref, RandomInitRef):
         return True
-    if spec.kind == "local":
-        return (Path(spec.location) / "model_index.json").is_file()
-    return is_cached(spec.location, cache_dir)
+    if isinstance(ref, HubRef):
+        return is_cached(ref.repo, cache_dir, ref.revision)
+    folder = zoo_dir(ref.name) if isinstance(ref, ZooRef) else ref.folder
+    return (folder / "model_index.json").is_file()
 
 
-def _check_local(spec: ModelSpec) -> None:
-    path = Path(spec.location)
+def _check_local(entry: NamedModel, ref: LocalRef) -> None:
+    path = ref.folder
     if (path / "model_index.json").is_file():
         return
-    if MODELS.get(spec.name).is_zoo and path == zoo_dir(spec.name).resolve():
-        raise zoo_missing_error(spec.name)
     hint = (
         "pass the directory of a saved diffusers pipeline (one with model_index.json, as written by "
-        "`pipeline.save_pretrained(dir)`), or a hub id that is in the local cache"
+        "`pipeline.save_pretrained(dir)`), or a hub repository as HubRef(repo=...)"
     )
+    if _HUB_ID.match(ref.path) and not path.exists():
+        hint += f" ({ref.path!r} reads like a hub id: a plain string is a local folder here)"
     problem = (
         "does not exist"
         if not path.exists()
         else "is not a diffusers pipeline directory (no model_index.json)"
     )
     raise ModelNotFoundError(
-        f"Model {spec.name!r} ({spec.family}): directory {path} {problem}.",
+        f"Model {entry.name!r} ({entry.family}): directory {path} {problem}.",
         looked_for=str(path / "model_index.json"),
         where=str(path),
         hint=hint,
     )
+
+
+def _locate(entry: NamedModel, fam: Family, ref: ModelRef, offline: bool, cache_dir) -> tuple[str, str, str]:
+    """(what from_pretrained loads, where it looks, the hint for a failure), once the files are checked."""
+    if isinstance(ref, ZooRef):
+        folder = zoo_dir(ref.name).resolve()
+        if not (folder / "model_index.json").is_file():
+            raise zoo_missing_error(ref.name)
+        return str(folder), str(folder), "check the directory's files (it must load with from_pretrained)"
+    if isinstance(ref, LocalRef):
+        _check_local(entry, ref)
+        return (
+            str(ref.folder),
+            str(ref.folder),
+            "check the directory's files (it must load with from_pretrained)",
+        )
+    where = _hub_cache_dir(cache_dir)
+    hint = _download_hint(ref, fam.gated and ref.repo == fam.hub_id)
+    if offline and not is_cached(ref.repo, cache_dir, ref.revision):
+        at = f" at revision {ref.revision!r}" if ref.revision else ""
+        raise ModelNotFoundError(
+            f"Model {entry.name!r} ({entry.family}): hub id {ref.repo!r}{at} is not in the local Hugging Face "
+            "cache and hub downloads are off (offline).",
+            looked_for=f"{ref.repo} (model_index.json and component weights)",
+            where=where,
+            hint=hint,
+        )
+    return ref.repo, where, hint
 
 
 def _first_line(exc: BaseException) -> str:
@@ -144,9 +156,24 @@ def _dtype_kwarg() -> str:
     return "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
 
 
+def pretrained_kwargs(ref: ModelRef, dtype: torch.dtype, offline: bool, cache_dir=None) -> dict[str, Any]:
+    """diffusers' ``from_pretrained`` arguments for ``ref``: the dtype, offline or not, safetensors only
+    (never unpickle: a folder with only .bin weights is refused), the hub's revision and the variant."""
+    hub = isinstance(ref, HubRef)
+    kwargs: dict[str, Any] = {_dtype_kwarg(): dtype, "local_files_only": offline or not hub}
+    kwargs["use_safetensors"] = True
+    if hub and cache_dir is not None:
+        kwargs["cache_dir"] = os.fspath(cache_dir)
+    if hub and ref.revision is not None:
+        kwargs["revision"] = ref.revision
+    if getattr(ref, "variant", None) is not None:
+        kwargs["variant"] = ref.variant
+    return kwargs
+
+
 def load_pipeline(
-    name_or_family: str,
-    source: str | os.PathLike[str] | None = None,
+    model: str,
+    source: ModelRef | str | os.PathLike[str] | None = None,
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -154,65 +181,40 @@ def load_pipeline(
     seed: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
 ):
-    """Load (or, for ``source="random-init"``, build) the pipeline of a model.
+    """Load (or, for random-init, build) the pipeline of ``model`` from ``source`` (see :func:`source_ref`).
 
     ``offline=True`` (default) never contacts the hub: local directories and the local cache only.
-    ``offline=False`` lets diffusers download a hub id. ``device="meta"`` is allowed for random-init
-    only (parameter accounting). ``seed`` seeds random-init weights.
+    ``offline=False`` lets diffusers download a hub repository. ``device="meta"`` is allowed for
+    random-init only (parameter accounting). ``seed`` seeds random-init weights.
     """
-    spec = resolve(name_or_family, source)
-    fam = get_family(spec.family)
-    if spec.kind == "random-init":
+    from .generation import tag_pipeline
+
+    ref = source_ref(model, source)
+    entry = MODELS.get(model)
+    fam = get_family(entry.family)
+    if isinstance(ref, RandomInitRef):
         from .random_init import build_random_pipeline
 
         pipe = build_random_pipeline(fam.name, device=device, dtype=dtype, seed=seed)
-        from .generation import tag_pipeline
-
-        tag_pipeline(pipe, family=fam.name, model=spec.name, source=RANDOM_INIT)
+        tag_pipeline(pipe, family=fam.name, model=entry.name, source=RANDOM_INIT)
         return pipe
     if torch.device(device).type == "meta":
         raise ValueError("device='meta' is only supported with source='random-init'")
-
-    if spec.kind == "local":
-        _check_local(spec)
-        location, where = spec.location, spec.location
-        hint = "check the directory's files (it must load with diffusers' from_pretrained)"
-    else:
-        where = _hub_cache_dir(cache_dir)
-        hint = _download_hint(spec.location, fam.gated and spec.location == fam.hub_id)
-        location = spec.location
-        if offline and not is_cached(spec.location, cache_dir):
-            raise ModelNotFoundError(
-                f"Model {spec.name!r} ({spec.family}): hub id {spec.location!r} is not in the local Hugging Face "
-                "cache and hub downloads are off (offline)."
-                + (
-                    ""
-                    if spec.location == fam.hub_id
-                    else " (For a local directory, give a path starting with / or ./.)"
-                ),
-                looked_for=f"{spec.location} (model_index.json and component weights)",
-                where=where,
-                hint=hint,
-            )
-
+    location, where, hint = _locate(entry, fam, ref, offline, cache_dir)
     from huggingface_hub.errors import HfHubHTTPError
 
-    kwargs: dict[str, Any] = {_dtype_kwarg(): dtype, "local_files_only": offline or spec.kind == "local"}
-    kwargs["use_safetensors"] = True  # never unpickle: a directory with only .bin weights is refused
-    if cache_dir is not None and spec.kind == "hub":
-        kwargs["cache_dir"] = os.fspath(cache_dir)
     try:
-        pipe = fam.pipeline_cls().from_pretrained(location, **kwargs)
+        pipe = fam.pipeline_cls().from_pretrained(
+            location, **pretrained_kwargs(ref, dtype, offline, cache_dir)
+        )
     except (OSError, HfHubHTTPError) as exc:
         # diffusers reports missing files and failed downloads as OSError; keep the reason, drop the traceback
         raise ModelNotFoundError(
-            f"Model {spec.name!r} ({spec.family}) could not be loaded from {location}: {_first_line(exc)}",
+            f"Model {entry.name!r} ({entry.family}) could not be loaded from {location}: {_first_line(exc)}",
             looked_for=location,
             where=where,
             hint=hint,
         ) from None
     pipe = pipe.to(device)
-    from .generation import tag_pipeline
-
-    tag_pipeline(pipe, family=fam.name, model=spec.name, source=location)
+    tag_pipeline(pipe, family=fam.name, model=entry.name, source=location)
     return pipe

@@ -1,17 +1,16 @@
-"""What ``run`` and ``prune`` check before any work: this machine has the devices the suite asks for,
-and the output folder can be written. ``validate`` checks neither (a suite may be validated on a laptop
-and run on a GPU server); both raise :class:`~ecodiff_bench.core.errors.PreflightError` naming the field.
+"""What ``run`` and ``prune`` check before any work: this machine has the devices the plan's models ask
+for, and the output folder can be written. ``validate`` checks neither (a suite may be validated on a
+laptop and run on a GPU server); both raise :class:`~ecodiff_bench.core.errors.PreflightError` naming the
+field.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 
 from ecodiff_bench.core.errors import PreflightError
 from ecodiff_bench.core.paths import check_writable_dir
-from ecodiff_bench.suite import Suite
+from ecodiff_bench.suite import RunPlan
 
 
 def devices_found() -> str:
@@ -28,28 +27,28 @@ def _why_no_cuda() -> str:
     return "torch finds no usable CUDA device (driver, CUDA_VISIBLE_DEVICES?)"
 
 
-def check_devices(suite: Suite) -> None:
+def check_devices(plan: RunPlan) -> None:
     """Refuse a model whose ``device`` this machine does not have (``auto`` always runs)."""
     if torch.cuda.is_available():
         return
     problems = [
-        f"models[{suite.position(m.key)}].device: {m.device!r} was asked for model {m.key!r}, but "
-        f"{_why_no_cuda()} (devices found: {devices_found()}; allowed here: auto, cpu)"
-        for m in suite.models
-        if m.device == "cuda"
+        f"{plan.model_field(key, 'device')}: 'cuda' was asked for model {key!r}, but {_why_no_cuda()} "
+        f"(devices found: {devices_found()}; allowed here: auto, cpu)"
+        for key, specs in plan.by_model()
+        if specs[0].model_spec.device == "cuda"
     ]
     if problems:
-        raise PreflightError(problems, source=suite.source)
+        raise PreflightError(problems, source=plan.source)
 
 
-def check_outputs(suite: Suite, out: Path, field: str = "outputs.dir") -> Path:
-    """``out`` created if needed and writable; else an error naming ``field``."""
+def check_outputs(plan: RunPlan) -> None:
+    """The output folder created if needed and writable; else an error naming where it came from."""
     try:
-        return check_writable_dir(out)
+        check_writable_dir(plan.layout.root)
     except ValueError as exc:
-        raise PreflightError(f"{field}: {exc}", source=suite.source) from None
+        raise PreflightError(f"{plan.layout.root_field}: {exc}", source=plan.source) from None
 
 
-def preflight(suite: Suite, out: Path, field: str = "outputs.dir") -> Path:
-    check_devices(suite)
-    return check_outputs(suite, out, field)
+def preflight(plan: RunPlan) -> None:
+    check_devices(plan)
+    check_outputs(plan)

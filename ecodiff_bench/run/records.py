@@ -11,7 +11,7 @@ from ecodiff_bench.core.record import RunRecord, utc_now
 from ecodiff_bench.core.values import Value
 from ecodiff_bench.measure.memory import disk_size
 from ecodiff_bench.run.attempts import OWN_RATIO
-from ecodiff_bench.suite import RunSpec, Suite
+from ecodiff_bench.suite import RunSpec
 
 
 def base_values(pipe, denoiser_attr: str) -> dict[str, Value]:
@@ -64,11 +64,11 @@ def cost_values(scores: pruning.Scores) -> dict[str, Value]:
 
 
 def make_record(
-    suite: Suite,
-    run_id: str,
-    provenance: dict,
     spec: RunSpec,
     *,
+    suite_hash: str,
+    run_id: str,
+    provenance: dict,
     metrics: dict[str, Value],
     artifacts: dict[str, str],
     settings: dict[str, Any],
@@ -83,8 +83,8 @@ def make_record(
     return RunRecord(
         record_id=spec.record_id,
         run_id=run_id,
-        suite=suite.name,
-        suite_hash=suite.content_hash(),
+        suite=spec.suite,
+        suite_hash=suite_hash,
         created_at=utc_now(),
         model=spec.model,
         family=spec.family,

@@ -1,7 +1,7 @@
 """Recovered variants: a pruned model distilled toward its unpruned model, metered like the pruning.
 
 Per ``recovery_key`` (same plan, recovery options and calibration) the training checkpoints under
-``cache/recovery/<key>/checkpoint`` let an interrupted recovery resume; its time and energy are summed over
+``<layout.recovery(spec)>/checkpoint`` let an interrupted recovery resume; its time and energy are summed over
 the attempts (:class:`~ecodiff_bench.run.attempts.Attempts`, stage ``recovery``), so the record states
 the whole cost. The plan that is saved with the recovered model records how it was recovered
 (``plan.info["recovery"]``).
@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 
 import pruning
 from ecodiff_bench.core.files import write_json_atomic
 from ecodiff_bench.core.values import Value
 from ecodiff_bench.measure import energy
 from ecodiff_bench.run.attempts import CHECKPOINT, Attempts, metered
-from ecodiff_bench.suite import RunSpec
+from ecodiff_bench.suite import RunLayout, RunSpec
 from ecodiff_bench.suite.recovery import config_kwargs
 
 
@@ -35,17 +34,14 @@ def calibration_samples(spec: RunSpec) -> list[tuple[str, int]]:
 
 
 class Recoverer:
-    def __init__(self, cache: Path, monitor: energy.EnergyMonitor):
-        self.cache, self.monitor = cache, monitor
-
-    def folder(self, spec: RunSpec) -> Path:
-        return self.cache / "recovery" / spec.recovery_key[:24]
+    def __init__(self, layout: RunLayout, monitor: energy.EnergyMonitor):
+        self.layout, self.monitor = layout, monitor
 
     def recover(
         self, spec: RunSpec, pruned, base_pipe, plan: pruning.PruningPlan, settings: dict
     ) -> Recovered:
         """Distil ``pruned`` (in place) toward ``base_pipe``'s denoiser as ``spec.recovery`` says."""
-        folder = self.folder(spec)
+        folder = self.layout.recovery(spec)
         config = pruning.RecoveryConfig(**config_kwargs(spec.recovery, spec.seed))
         attempts = Attempts(folder, stage="recovery")
         with metered(self.monitor, attempts, "recovery", "recovery_energy_j") as m:

@@ -1,9 +1,11 @@
 """`ecodiff-bench run` / `prune`: measure the base, prune per (method, ratio), save, measure, store, report.
 
-Resumable by construction: every measured model is one record written atomically to the store, keyed by
-its spec's content hash, and skipped on a rerun; expensive shared work (the unpruned model's evaluation
-images, method scores such as EcoDiff's mask logits, mask-training checkpoints) is cached on disk under
-``<outputs.dir>/cache``. A spec that fails becomes a failed record with its reason; the others go on.
+It reads a :class:`~ecodiff_bench.suite.RunPlan` (the specs, where everything goes, the idle baseline),
+never the suite. Resumable by construction: every measured model is one record written atomically to
+the store, keyed by its spec's content hash, and skipped on a rerun; expensive shared work (the unpruned
+model's evaluation images, method scores such as EcoDiff's mask logits, mask-training checkpoints) is
+cached on disk under the layout's ``cache``. A spec that fails becomes a failed record with its reason;
+the others go on.
 
 Launched on several processes (torchrun, accelerate launch), every rank runs the same loop on its own
 device: rank 0 alone writes (store, models, caches, report) and says what is pending; scoring and
@@ -13,13 +15,11 @@ evaluation are sharded (:mod:`.distributed`); after each spec the ranks agree on
 from __future__ import annotations
 
 import copy
-import os
 import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import groupby
 from pathlib import Path
 
 import click
@@ -30,7 +30,6 @@ import pruning
 from ecodiff_bench import models
 from ecodiff_bench.core.errors import PreflightError, StoreError
 from ecodiff_bench.core.files import atomic_path, write_json_atomic
-from ecodiff_bench.core.paths import within
 from ecodiff_bench.core.store import Store
 from ecodiff_bench.measure import carbon, energy
 from ecodiff_bench.measure.memory import disk_size
@@ -43,14 +42,12 @@ from ecodiff_bench.run.provenance import collect_provenance
 from ecodiff_bench.run.records import base_values, cost_values, make_record, plan_values
 from ecodiff_bench.run.recovery import Recoverer
 from ecodiff_bench.run.scorer import Scorer
-from ecodiff_bench.suite import RunSpec, Suite, expand
+from ecodiff_bench.suite import RunLayout, RunPlan, RunSpec
 
 
 @dataclass
 class Context:
-    suite: Suite
-    smoke: bool
-    out: Path
+    plan: RunPlan
     store: Store | None  # None on ranks other than 0: they never touch it
     run_id: str
     provenance: dict
@@ -58,8 +55,8 @@ class Context:
     world: World = field(default_factory=World)
 
     @property
-    def cache(self) -> Path:
-        return self.out / "cache"
+    def layout(self) -> RunLayout:
+        return self.plan.layout
 
 
 def _say(msg: str) -> None:
@@ -67,29 +64,17 @@ def _say(msg: str) -> None:
         click.echo(msg, err=True)
 
 
-def _model_device(wanted: str) -> torch.device:
+def _device(spec: RunSpec) -> torch.device:
+    wanted = spec.model_spec.device
     if wanted == "auto":
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
     return distributed.world().device(torch.device(wanted))  # each rank its own GPU
-
-
-def _device(spec: RunSpec) -> torch.device:
-    return _model_device(spec.model_spec.device)
 
 
 def _dtype(spec: RunSpec, device: torch.device) -> torch.dtype:
     if spec.model_spec.dtype:
         return getattr(torch, spec.model_spec.dtype)
     return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
-def _source(spec: RunSpec) -> str | None:
-    ms = spec.model_spec
-    if ms.source == "zoo":
-        return None
-    if ms.source == "hub":
-        return ms.hub_id
-    return ms.source  # "random-init" or a local path
 
 
 def settings_for(spec: RunSpec) -> dict:
@@ -113,77 +98,58 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def _store_path(suite: Suite, out: Path) -> Path:
-    return suite.outputs.store_path if out == suite.outputs.dir_path else out / "store.sqlite"
-
-
-def _open_store(suite: Suite, out: Path) -> Store:
+def _open_store(plan: RunPlan) -> Store:
     """The run's store, refused before any work when it is not a store of ours or is damaged."""
     try:
-        return Store(_store_path(suite, out))
+        return Store(plan.layout.store)
     except StoreError as exc:
-        field = "outputs.store" if suite.outputs.store else "outputs.dir"
-        raise PreflightError(f"{field}: {exc}", source=suite.source) from None
+        raise PreflightError(f"{plan.layout.store_field}: {exc}", source=plan.source) from None
 
 
-def _context(suite: Suite, smoke: bool, out: Path, store: Store | None) -> Context:
+def _context(plan: RunPlan, store: Store | None) -> Context:
     _quiet_libraries()
     world = distributed.world()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
     run_id = distributed.broadcast_json(run_id)  # rank 0's
-    thresholds = {k: v.model_dump(exclude_none=True) for k, v in suite.regression.thresholds.items()}
-    provenance = collect_provenance({"suite_file": suite.source, "smoke": smoke, "thresholds": thresholds})
-    provenance.update(distributed.provenance(_model_device(suite.models[0].device)))
+    provenance = collect_provenance(dict(plan.provenance))
+    provenance.update(distributed.provenance(_device(plan.specs[0])))
     monitor = distributed.energy_monitor()
-    if suite.energy.idle_baseline_s > 0:
-        _say(f"measuring idle power for {suite.energy.idle_baseline_s:g} s ...")
-        monitor.measure_idle(suite.energy.idle_baseline_s)
-    return Context(suite, smoke, out, store, run_id, provenance, monitor, world)
+    if plan.idle_baseline_s > 0:
+        _say(f"measuring idle power for {plan.idle_baseline_s:g} s ...")
+        monitor.measure_idle(plan.idle_baseline_s)
+    return Context(plan, store, run_id, provenance, monitor, world)
 
 
-def _preflight(suite: Suite, out: Path, out_field: str, writer: bool) -> Path:
-    """Check devices and the output folder before any work; rank 0 alone creates and probes the folder.
-    Every rank returns the same path: ``out`` with ``~`` expanded, as rank 0's check returns it."""
-    out = out.expanduser()
+def _preflight(plan: RunPlan, writer: bool) -> None:
+    """Check devices and the output folder before any work; rank 0 alone creates and probes the folder."""
     with distributed.together("preflight"):
         if writer:
-            return preflight(suite, out, out_field)
-        check_devices(suite)
-    return out
+            preflight(plan)
+        else:
+            check_devices(plan)
 
 
-def run_suite(
-    suite: Suite,
-    *,
-    smoke: bool = False,
-    out: Path | None = None,
-    wait: bool = False,
-    out_field: str = "outputs.dir",
-    summary: dict | None = None,
-) -> int:
-    """Run every pending spec of ``suite``; returns the process exit code (1 if any spec failed).
+def run_suite(plan: RunPlan, *, wait: bool = False, summary: dict | None = None) -> int:
+    """Run every pending spec of ``plan``; returns the process exit code (1 if any spec failed).
 
-    Devices, the output folder and the store are checked before any work (``out_field`` names the
-    output folder in messages). The run holds the store's lock throughout: a second run on the same
-    store refuses (or, with ``wait``, waits and then skips what the first one measured).
-    ``summary``, when given, is filled with what the run did (``run --json``).
+    Devices, the output folder and the store are checked before any work. The run holds the store's
+    lock throughout: a second run on the same store refuses (or, with ``wait``, waits and then skips
+    what the first one measured). ``summary``, when given, is filled with what the run did (``run --json``).
     """
     writer = distributed.world().writer
-    out = _preflight(suite, Path(out or suite.outputs.dir_path), out_field, writer)
-    specs = expand(suite, smoke=smoke)
+    _preflight(plan, writer)
     failed = 0
     with ExitStack() as stack:
         store = None
         with distributed.together("opening the store"):
             if writer:
-                store = stack.enter_context(_open_store(suite, out))
-                stack.enter_context(store.run_lock(suite.name, wait=wait, say=_say))
-        ctx = _context(suite, smoke, out, store)
-        stored = distributed.broadcast_json(_stored_ok(ctx, specs))  # rank 0 reads the store
+                store = stack.enter_context(_open_store(plan))
+                stack.enter_context(store.run_lock(plan.suite, wait=wait, say=_say))
+        ctx = _context(plan, store)
+        stored = distributed.broadcast_json(_stored_ok(ctx, plan.specs))  # rank 0 reads the store
         done_before = set(stored)
         try:
-            for model_key, group in groupby(specs, key=lambda s: s.model):
-                group = list(group)
+            for model_key, group in plan.by_model():
                 stored = distributed.broadcast_json(_stored_ok(ctx, group))
                 pending = [s for s in group if s.record_id not in stored]
                 if not pending:
@@ -193,40 +159,39 @@ def run_suite(
         finally:
             ctx.monitor.close()
         paths = _report(ctx) if writer else {}
-    _say(f"{len(specs) - failed}/{len(specs)} records ok; store: {_store_path(suite, out)}; outputs: {out}")
+    n = len(plan.specs)
+    _say(f"{n - failed}/{n} records ok; store: {plan.layout.store}; outputs: {plan.layout.root}")
     if summary is not None:
-        summary.update(_summary(ctx, specs, done_before, failed, paths))
+        summary.update(_summary(ctx, done_before, failed, paths))
     return 1 if failed else 0
 
 
-def _stored_ok(ctx: Context, specs: list[RunSpec]) -> list[str] | None:
+def _stored_ok(ctx: Context, specs) -> list[str] | None:
     """The record ids of ``specs`` the store already holds as measured (rank 0; None elsewhere)."""
     if ctx.store is None:
         return None
     return [s.record_id for s in specs if ctx.store.has_ok(s.record_id)]
 
 
-def prune_suite(
-    suite: Suite, *, smoke: bool = False, out: Path | None = None, out_field: str = "outputs.dir"
-) -> int:
+def prune_suite(plan: RunPlan) -> int:
     """Compute plans and write pruned models for every (model, method, ratio) without measuring them."""
     writer = distributed.world().writer
-    out = _preflight(suite, Path(out or suite.outputs.dir_path), out_field, writer)
+    _preflight(plan, writer)
     _quiet_libraries()
     monitor = distributed.energy_monitor()
+    layout = plan.layout
     try:
-        for model_key, group in groupby(expand(suite, smoke=smoke), key=lambda s: s.model):
-            group = list(group)
+        for model_key, group in plan.by_model():
             with distributed.together("loading the model"):
                 pipe, settings = _load(group[0])
-            scorer, recoverer = Scorer(out / "cache", monitor), Recoverer(out / "cache", monitor)
+            scorer, recoverer = Scorer(layout, monitor), Recoverer(layout, monitor)
             for spec in group[1:]:
-                pruned, plan, _, _ = _pruned_model(spec, pipe, settings, scorer, recoverer)
-                target = _model_dir(out, spec)
+                pruned, pruning_plan, _, _ = _pruned_model(spec, pipe, settings, scorer, recoverer)
+                target = layout.model_dir(spec)
                 with distributed.together("saving the pruned model"):
                     if writer:
-                        pruning.save(pruned, plan, target, copy_components=True)
-                removed = plan.achieved()["params_removed"]
+                        pruning.save(pruned, pruning_plan, target, copy_components=True)
+                removed = pruning_plan.achieved()["params_removed"]
                 _say(f"[{model_key}] {_label(spec)}: {removed:,} params removed -> {target}")
     finally:
         monitor.close()
@@ -240,7 +205,7 @@ def _load(spec: RunSpec):
     device = _device(spec)
     pipe = models.load_pipeline(
         spec.model_spec.name,
-        _source(spec),
+        spec.model_spec.ref,
         device=device,
         dtype=_dtype(spec, device),
         offline=not spec.allow_hub,
@@ -257,7 +222,7 @@ def _run_model(ctx: Context, group: list[RunSpec], pending: list[RunSpec]) -> in
     try:
         with distributed.together("loading the model"):
             pipe, settings = _load(base_spec)
-            evaluator = Evaluator(base_spec, settings, _device(base_spec), ctx.monitor, ctx.cache)
+            evaluator = Evaluator(base_spec, settings, _device(base_spec), ctx.monitor, ctx.layout.cache)
         base_images = _base_images(ctx, base_spec, evaluator, pipe)
     except Exception as exc:  # a model that cannot load fails each of its pending records, with the reason
         err = exc
@@ -265,7 +230,7 @@ def _run_model(ctx: Context, group: list[RunSpec], pending: list[RunSpec]) -> in
         for spec in pending:
             _put_failed(ctx, spec, failure)
         return len(pending)
-    scorer, recoverer = Scorer(ctx.cache, ctx.monitor), Recoverer(ctx.cache, ctx.monitor)
+    scorer, recoverer = Scorer(ctx.layout, ctx.monitor), Recoverer(ctx.layout, ctx.monitor)
     failed = 0
     for spec in pending:
         label = _label(spec)
@@ -288,7 +253,7 @@ def _run_model(ctx: Context, group: list[RunSpec], pending: list[RunSpec]) -> in
             _put_failed(ctx, spec, exc)
             failed += 1
             continue
-        _append_emissions(ctx, record)
+        _append_emissions(ctx, spec, record)
         _say(f"[{spec.model}] {label}: done in {time.perf_counter() - t0:.1f} s")
     return failed
 
@@ -313,7 +278,7 @@ def _agreed_failure(err: BaseException | None) -> BaseException | None:
 
 def _base_images(ctx: Context, spec: RunSpec, evaluator: Evaluator, pipe) -> torch.Tensor:
     """The unpruned model's evaluation images (the SSIM/PSNR reference), cached on disk."""
-    path = ctx.cache / "base-images" / f"{spec.record_id[:16]}.safetensors"
+    path = ctx.layout.base_images(spec)
     if distributed.broadcast_json(path.exists() if ctx.world.writer else None):
         cached = None
         with distributed.together("reading the cached base images"):
@@ -329,29 +294,16 @@ def _base_images(ctx: Context, spec: RunSpec, evaluator: Evaluator, pipe) -> tor
     return images
 
 
-def _append_emissions(ctx: Context, record: dict) -> None:
+def _append_emissions(ctx: Context, spec: RunSpec, record: dict) -> None:
     """One row per measured model in codecarbon's emissions.csv format, beside the store."""
-    energy = ctx.suite.energy
+    energy = spec.energy
     row = carbon.emissions_row_for_record(record, energy.country if energy.carbon else None, energy.region)
     if row is not None:
-        carbon.write_emissions_csv([row], ctx.store.path.parent / "emissions.csv")
-
-
-def _store_relative(artifacts: dict[str, str], ctx: Context) -> dict[str, str]:
-    """Artifact paths relative to the store's folder, so a report renders from any working directory."""
-    root = _store_path(ctx.suite, ctx.out).resolve().parent
-    return {k: os.path.relpath(Path(v).resolve(), root) for k, v in artifacts.items()}
+        carbon.write_emissions_csv([row], ctx.layout.emissions)
 
 
 def _label(spec: RunSpec) -> str:
     return "base" if spec.is_base else f"{spec.record_method} {spec.ratio:.0%}"
-
-
-def _model_dir(out: Path, spec: RunSpec) -> Path:
-    """The pruned model's folder; the suite's label is a plain name, and checked again here."""
-    method = f"{spec.method}-recovered" if spec.is_recovered else spec.method
-    name = f"{spec.model}-{method}-{round(spec.ratio * 100)}-{spec.record_id[:8]}"
-    return within(out / "models", name, what="model folder")
 
 
 def _run_settings(spec: RunSpec) -> dict:
@@ -394,22 +346,19 @@ def _measure_spec(
     scorer: Scorer,
     recoverer: Recoverer,
 ):
-    folder = ctx.out / "artifacts" / spec.record_id[:16]
+    folder = ctx.layout.artifacts(spec)
     common = {"settings": settings, "run_settings": _run_settings(spec)}
     if spec.is_base:
         m = evaluator.measure(pipe, folder, base_images=None)
         if not ctx.world.writer:
             return None
         metrics = {**m.metrics, **base_values(pipe, _denoiser_attr(spec))}
-        artifacts = _store_relative(m.artifacts, ctx)
-        return make_record(
-            ctx.suite, ctx.run_id, ctx.provenance, spec, metrics=metrics, artifacts=artifacts, **common
-        )
-    pruned, plan, scores, recovered = _pruned_model(spec, pipe, settings, scorer, recoverer)
-    target = _model_dir(ctx.out, spec)
+        return _record(ctx, spec, metrics=metrics, artifacts=ctx.layout.store_relative(m.artifacts), **common)
+    pruned, pruned_plan, scores, recovered = _pruned_model(spec, pipe, settings, scorer, recoverer)
+    target = ctx.layout.model_dir(spec)
     with distributed.together("saving the pruned model"):
         if ctx.world.writer:
-            pruning.save(pruned, plan, target, copy_components=True)
+            pruning.save(pruned, pruned_plan, target, copy_components=True)
     m = evaluator.measure(pruned, folder, base_pipe=pipe, base_images=base_images)
     if not ctx.world.writer:
         return None  # rank 0 writes the model, the artifacts and the record
@@ -419,22 +368,14 @@ def _measure_spec(
         m.artifacts["training_curve"] = str(
             write_json_atomic(folder / "training_curve.json", scores.info["curve"])
         )
-    metrics = {**m.metrics, **plan_values(plan), **cost_values(scores)}
+    metrics = {**m.metrics, **plan_values(pruned_plan), **cost_values(scores)}
     if recovered is not None:
         metrics.update(recovered.values)
         curve = write_json_atomic(folder / "recovery_curve.json", recovered.curve)
         m.artifacts["recovery_curve"] = str(curve)
     metrics["disk_bytes"] = disk_size(target / _denoiser_attr(spec))
-    record = make_record(
-        ctx.suite,
-        ctx.run_id,
-        ctx.provenance,
-        spec,
-        metrics=metrics,
-        artifacts=_store_relative(m.artifacts, ctx),
-        plan=plan,
-        **common,
-    )
+    artifacts = ctx.layout.store_relative(m.artifacts)
+    record = _record(ctx, spec, metrics=metrics, artifacts=artifacts, plan=pruned_plan, **common)
     # The card documents the record: never lose the record over it.
     try:
         write_measured_card(target, record, ctx.store.get(spec.base_id) if spec.base_id else None)
@@ -447,25 +388,23 @@ def _put_failed(ctx: Context, spec: RunSpec, err: BaseException) -> None:
     if ctx.store is None:  # rank 0 records it
         return
     _say(f"[{spec.model}] {_label(spec)} FAILED: {type(err).__name__}: {err}")
-    record = make_record(
-        ctx.suite,
-        ctx.run_id,
-        ctx.provenance,
-        spec,
-        metrics={},
-        artifacts={},
-        settings={},
-        run_settings=_run_settings(spec),
-        error=err,
+    record = _record(
+        ctx, spec, metrics={}, artifacts={}, settings={}, run_settings=_run_settings(spec), error=err
     )
     ctx.store.put(record)
 
 
-def _summary(ctx: Context, specs, done_before: set[str], failed: int, paths: dict) -> dict:
+def _record(ctx: Context, spec: RunSpec, **fields):
+    """The record of ``spec`` in this run (see :func:`~ecodiff_bench.run.records.make_record`)."""
+    return make_record(
+        spec, suite_hash=ctx.plan.suite_hash, run_id=ctx.run_id, provenance=ctx.provenance, **fields
+    )
+
+
+def _summary(ctx: Context, done_before: set[str], failed: int, paths: dict) -> dict:
     """What a run did, for ``run --json``: run id, store, each spec's record and whether it was measured
     now, the report and emissions.csv paths."""
-    store = _store_path(ctx.suite, ctx.out)
-    emissions = store.parent / "emissions.csv"
+    store, emissions = ctx.layout.store, ctx.layout.emissions
     records = [
         {
             "record_id": s.record_id,
@@ -475,7 +414,7 @@ def _summary(ctx: Context, specs, done_before: set[str], failed: int, paths: dic
             "seed": s.seed,
             "measured_now": s.record_id not in done_before,
         }
-        for s in specs
+        for s in ctx.plan.specs
     ]
     return {
         "run_id": ctx.run_id,
@@ -488,7 +427,7 @@ def _summary(ctx: Context, specs, done_before: set[str], failed: int, paths: dic
 
 
 def _report(ctx: Context) -> dict[str, Path]:
-    formats = ctx.suite.outputs.report
+    formats = ctx.plan.report_formats
     if not formats:
         return {}
     import reports
@@ -496,9 +435,9 @@ def _report(ctx: Context) -> dict[str, Path]:
     try:
         paths = reports.render(
             ctx.store.path,
-            ctx.out / "report",
-            suite=ctx.suite.name,
-            include_smoke=ctx.smoke,
+            ctx.layout.report,
+            suite=ctx.plan.suite,
+            include_smoke=ctx.plan.smoke,
             formats=formats,
         )
     except ValueError as err:

@@ -21,24 +21,19 @@ from ecodiff_bench.core.files import atomic_path, write_json_atomic
 from ecodiff_bench.measure import energy
 from ecodiff_bench.run import distributed
 from ecodiff_bench.run.attempts import CHECKPOINT, Attempts, metered
-from ecodiff_bench.suite import RunSpec
+from ecodiff_bench.suite import RunLayout, RunSpec
 from ecodiff_bench.suite.methods import PLAN_OPTIONS, config_kwargs
 
 
-def score_folder(cache: Path, spec: RunSpec) -> Path:
-    """Where a spec's scores live under a run's ``cache`` folder (one folder per score key)."""
-    return cache / "scores" / spec.score_key[:24]
-
-
 class Scorer:
-    """Scores per ``score_key``: memory, then the disk cache under ``cache/scores``, then computed."""
+    """Scores per ``score_key``: memory, then the disk cache (``layout.scores(spec)``), then computed."""
 
-    def __init__(self, cache: Path, monitor: energy.EnergyMonitor):
-        self.cache, self.monitor, self.memo = cache, monitor, {}
+    def __init__(self, layout: RunLayout, monitor: energy.EnergyMonitor):
+        self.layout, self.monitor, self.memo = layout, monitor, {}
 
     def scores(self, spec: RunSpec, pipe, settings: dict) -> pruning.Scores:
         if spec.score_key not in self.memo:
-            folder = score_folder(self.cache, spec)
+            folder = self.layout.scores(spec)
             writer = distributed.world().writer
             if distributed.broadcast_json((folder / "scores.safetensors").exists() if writer else None):
                 values = info = None

@@ -4,11 +4,14 @@ reference sets, model sources, and the builtin suites."""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ecodiff_bench.core.registry import UnknownNameError
+
+if TYPE_CHECKING:
+    from ecodiff_bench.models import NamedModel
 
 
 def _builtin_suites_dir() -> Path:
@@ -27,31 +30,12 @@ BUILTIN_REFERENCES = ("digits-heldout",)
 SOURCE_KEYWORDS = ("zoo", "hub", "random-init")
 
 
-@dataclass(frozen=True)
-class KnownModel:
-    name: str
-    family: str
-    default_source: str  # "zoo" | "hub"
-    hub_id: str | None
-    help: str
-
-
 @functools.lru_cache(maxsize=1)
-def known_models() -> dict[str, KnownModel]:
-    """Model names a suite may use, from the model registry (torch-free)."""
+def known_models() -> dict[str, NamedModel]:
+    """Model names a suite may use, with their family and default source (the model registry, torch-free)."""
     from ecodiff_bench.models import MODELS
 
-    out = {}
-    for name in MODELS.names():
-        entry = MODELS.get(name)
-        out[name] = KnownModel(
-            name,
-            entry.family,
-            "zoo" if entry.is_zoo else "hub",
-            None if entry.is_zoo else entry.source,
-            MODELS.help(name),
-        )
-    return out
+    return {name: MODELS.get(name) for name in MODELS.names()}
 
 
 def model_names() -> list[str]:
@@ -59,7 +43,7 @@ def model_names() -> list[str]:
     return list(known_models())
 
 
-def known_model(name: str) -> KnownModel:
+def known_model(name: str) -> NamedModel:
     if name not in known_models():
         raise UnknownNameError("model", name, model_names())
     return known_models()[name]
@@ -72,7 +56,7 @@ def family_of(model_name: str) -> str:
 def is_digits(model_name: str) -> bool:
     """A model of the digits zoo (whose default source is the zoo)."""
     m = known_models().get(model_name)
-    return m is not None and m.default_source == "zoo"
+    return m is not None and m.is_zoo
 
 
 def builtin_suites() -> dict[str, Path]:

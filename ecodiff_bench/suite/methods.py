@@ -8,7 +8,7 @@ adds is what pruning cannot know:
 * which config fields the harness sets itself (:data:`NOT_OPTIONS`),
 * bounds and help for the options a suite sets (:data:`_RULES`), and options of the harness alone
   (``ecodiff.prompts``: how many calibration prompts to train on),
-* defaults that depend on the architecture (:data:`ARCH_DEFAULTS`, from METHODS.md),
+* defaults that depend on the architecture (:data:`ARCH_DEFAULTS`, the EcoDiff paper's per-model values),
 * what ``--smoke`` shrinks (:data:`_SMOKE`).
 
 Names, help texts, config classes and whether a method needs calibration prompts come from pruning's
@@ -222,10 +222,19 @@ def needs_calibration(name: str) -> bool:
 
 def resolved_options(entry: MethodEntry, family: str) -> dict[str, Any]:
     """A method's options with the architecture's defaults filled in (EcoDiff beta_reg, lr_heads)."""
+    return _resolved(entry.name, entry.options, family)
+
+
+def default_options(name: str, family: str) -> dict[str, Any]:
+    """A method's options when a suite sets none, resolved for ``family``'s architecture."""
+    return _resolved(name, METHODS.get(name).options(), family)
+
+
+def _resolved(name: str, options: PlanOptions, family: str) -> dict[str, Any]:
     from ecodiff_bench.models import get_family
 
-    opts = entry.options.model_dump(mode="json")
-    arch = ARCH_DEFAULTS.get(entry.name, {}).get(get_family(family).arch, {})
+    opts = options.model_dump(mode="json")
+    arch = ARCH_DEFAULTS.get(name, {}).get(get_family(family).arch, {})
     for key, default in arch.items():
         if opts[key] is None:
             opts[key] = default

@@ -205,6 +205,7 @@ _KIND_OF_LIST = {"methods": "method", "models": "model"}
 _KEY_HINTS = {
     "hub_id": "applies only with source: hub",
     "revision": "applies only with source: hub",
+    "variant": "applies only with source: hub or a local folder",
     "pretrained": "applies only to open_clip models, not digits-clip",
 }
 _BOUND_TEXT = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from ecodiff_bench.core.errors import SuiteError
+from ecodiff_bench.core.hashing import sha256_of
 from ecodiff_bench.core.metrics import METRICS, QUALITY_METRICS
 from ecodiff_bench.core.registry import UnknownNameError, suggest
 from ecodiff_bench.core.thresholds import MetricThreshold
@@ -304,14 +305,6 @@ class Outputs(StrictModel):
             return [v]
         return v
 
-    @property
-    def dir_path(self) -> Path:
-        return Path(self.dir).expanduser()
-
-    @property
-    def store_path(self) -> Path:
-        return Path(self.store).expanduser() if self.store else self.dir_path / "store.sqlite"
-
 
 class Regression(StrictModel):
     thresholds: dict[str, MetricThreshold] = Field(default_factory=dict)
@@ -536,21 +529,15 @@ class Suite(StrictModel):
                 return m
         raise UnknownNameError("model in this suite", key, [m.key for m in self.models])
 
-    def select(self, only: Iterable[str] | None = None, out: str | Path | None = None) -> Suite:
-        """A copy restricted to the models named in ``only`` (labels) and/or writing under ``out``.
-
-        Record ids do not change: neither the model list nor outputs enter a run's hash.
-        """
+    def select(self, only: Iterable[str] | None = None) -> Suite:
+        """A copy restricted to the models named in ``only`` (labels); record ids do not change (the model
+        list does not enter a run's hash). Where a run writes is its plan's (:func:`~.expand.expand`)."""
         update: dict[str, Any] = {}
         if only:
             wanted = list(only)
             for key in wanted:
                 self.model(key)  # raises with a suggestion
             update["models"] = [m for m in self.models if m.key in wanted]
-        if out is not None:
-            outputs = self.outputs.model_dump()
-            outputs["dir"] = str(out)
-            update["outputs"] = Outputs.model_validate(outputs)
         new = self.model_copy(update=update)
         new._source = self._source
         new._positions = {m.key: self.position(m.key) for m in self.models}
@@ -564,6 +551,4 @@ class Suite(StrictModel):
 
     def content_hash(self) -> str:
         """sha256 of the whole validated suite (its ``suite_hash`` in records)."""
-        from ecodiff_bench.suite.expand import sha256_of
-
         return sha256_of(self.model_dump(mode="json"))

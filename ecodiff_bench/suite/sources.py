@@ -1,5 +1,11 @@
 """A suite's ``models``: which model, from which source (zoo, hub, random-init or a local directory), and
-its call settings. ``- sdxl`` is short for ``- {name: sdxl}`` with the model's default source."""
+its call settings. ``- sdxl`` is short for ``- {name: sdxl}`` with the model's default source.
+
+Each entry is the suite's YAML spelling of a :data:`~ecodiff_bench.models.ref.ModelRef` (``source``,
+``hub_id``, ``revision``, ``variant``) beside the model's name, call settings, dtype and device; its
+:attr:`ref` is the reference the loader takes. What an entry dumps is part of its records' ids: a field
+added later (``variant``) is left out of the dump while unset, so that existing ids stay as they were.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_serializer, model_validator
 
 from ecodiff_bench.core.record import CALL_SETTINGS
 from ecodiff_bench.core.registry import suggest
+from ecodiff_bench.models.ref import HubRef, LocalRef, ModelRef, RandomInitRef, ZooRef
 from ecodiff_bench.suite.catalog import (
     SOURCE_KEYWORDS,
     family_of,
@@ -22,6 +29,9 @@ from ecodiff_bench.suite.catalog import (
 from ecodiff_bench.suite.problems import Problems, StrictModel, fail, unknown_message
 
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+VARIANT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+#: Fields added after record ids were fixed: left out of an entry's dump while unset.
+_OMITTED_WHEN_UNSET = ("variant",)
 Dtype = Literal["float32", "bfloat16", "float16"]
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -77,6 +87,28 @@ class _ModelBase(StrictModel):
     def family(self) -> str:
         return family_of(self.name)
 
+    @property
+    def ref(self) -> ModelRef:
+        """Where the weights come from, as the loader takes it."""
+        raise NotImplementedError
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        for key in _OMITTED_WHEN_UNSET:
+            if key in data and data[key] is None:
+                del data[key]
+        return data
+
+
+def _check_variant(v: str | None) -> str | None:
+    if v is not None and not VARIANT_PATTERN.fullmatch(v):
+        raise fail(
+            "a variant names weight files (unet/diffusion_pytorch_model.<variant>.safetensors)",
+            allowed="a short name such as fp16, bf16 (letters, digits, '_', '-')",
+        )
+    return v
+
 
 class ZooModel(_ModelBase):
     """A model of the project's digits zoo (shipped weights)."""
@@ -94,17 +126,24 @@ class ZooModel(_ModelBase):
             )
         return self
 
+    @property
+    def ref(self) -> ZooRef:
+        return ZooRef(name=self.name)
+
 
 class HubModel(_ModelBase):
     """Weights from the Hugging Face Hub (or its local cache when ``allow_hub`` is false)."""
 
     source: Literal["hub"] = "hub"
     hub_id: str | None = Field(None, description="repository id; default: the family's official one")
-    revision: str | None = None
+    revision: str | None = Field(None, description="branch, tag or commit of the repository")
+    variant: str | None = Field(None, description="weight files variant, e.g. fp16 (SDXL's half weights)")
+
+    _variant = field_validator("variant")(_check_variant)
 
     @model_validator(mode="after")
     def _hub_id_for_digits(self) -> HubModel:
-        if self.hub_id is None and known_model(self.name).hub_id is None:
+        if self.hub_id is None and known_model(self.name).is_zoo:
             raise Problems.one(
                 ("hub_id",), f"required: {self.name!r} has no official hub repository", got=None
             )
@@ -112,7 +151,11 @@ class HubModel(_ModelBase):
 
     @property
     def resolved_hub_id(self) -> str:
-        return self.hub_id or known_model(self.name).hub_id
+        return self.hub_id or known_model(self.name).ref.repo
+
+    @property
+    def ref(self) -> HubRef:
+        return HubRef(repo=self.resolved_hub_id, revision=self.revision, variant=self.variant)
 
 
 class RandomInitModel(_ModelBase):
@@ -120,15 +163,26 @@ class RandomInitModel(_ModelBase):
 
     source: Literal["random-init"] = "random-init"
 
+    @property
+    def ref(self) -> RandomInitRef:
+        return RandomInitRef()
+
 
 class LocalModel(_ModelBase):
     """A pipeline saved in a local directory (``source`` is the path)."""
 
     source: str
+    variant: str | None = Field(None, description="weight files variant, e.g. fp16")
+
+    _variant = field_validator("variant")(_check_variant)
 
     @property
     def path(self) -> Path:
         return Path(self.source).expanduser()
+
+    @property
+    def ref(self) -> LocalRef:
+        return LocalRef(path=self.source, variant=self.variant)
 
 
 def looks_like_path(s: str) -> bool:
@@ -144,7 +198,7 @@ def _model_tag(v: Any) -> str | None:
     if src is None:
         name = v.get("name")
         known = known_models().get(name) if isinstance(name, str) else None
-        return known.default_source if known else "hub"
+        return known.ref.kind if known else "hub"
     return src if src in SOURCE_KEYWORDS else "path"
 
 

@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ecodiff_bench.core.registry import UnknownNameError
+
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 CARD_FILE = "zoo_card.json"
 
@@ -54,8 +56,6 @@ class ZooModelMissing(FileNotFoundError):
 
 def _check_name(name: str) -> str:
     if name not in ZOO_NAMES:
-        from ..registry import UnknownNameError
-
         raise UnknownNameError("zoo model", name, list(ZOO_NAMES))
     return name
 

@@ -39,15 +39,6 @@ class DigitsClassifier:
         return self.predict(x, value_range=(-1.0, 1.0))
 
 
-def zero_shot_classify(
-    images: torch.Tensor,
-    value_range: tuple[float, float] = (0.0, 1.0),
-    classifier: DigitsClassifier | None = None,
-) -> torch.Tensor:
-    """Digit predicted by digits-clip for each image."""
-    return (classifier or DigitsClassifier()).predict(images, value_range)
-
-
 def heldout_real_accuracy(classifier: DigitsClassifier | None = None) -> dict[str, Any]:
     """digits-clip zero-shot accuracy on the held-out REAL digits."""
     clf = classifier or DigitsClassifier()

@@ -370,10 +370,6 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
 def weight_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*.safetensors"))
 
