@@ -71,3 +71,20 @@ def test_nvml_memory_uses_the_matching_gpu(nvml):
     assert mem._nvml_gpu is not None and mem._nvml_gpu.index == 1
     mem._nvml_sample()
     assert mem._nvml_peak == 7 * 2**30
+    assert mem._nvml_value().value == 7 * 2**30 and mem._nvml_value().unit == "B"
+
+
+def test_cuda_peaks_are_the_allocators_in_the_catalogs_unit(monkeypatch):
+    """No CUDA here: the allocator's peaks are faked to exercise the CUDA branch of the values."""
+    mem = MemoryTracker(device="cpu", model=torch.nn.Linear(4, 4))
+    mem._cuda, mem.device = True, torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 2048)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device: 4096)
+    peaks = mem._cuda_peaks()
+    assert (
+        peaks["cuda_peak_allocated_bytes"].value == 2048.0
+        and peaks["cuda_peak_reserved_bytes"].value == 4096.0
+    )
+    assert all(v.unit == "B" and v.details == {"device": "cuda:0"} for v in peaks.values())
+    model = mem._model_peak()
+    assert model.value == 2048.0 and model.details == {"weights_bytes": 4 * (16 + 4)} and model.unit == "B"

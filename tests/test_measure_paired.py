@@ -12,7 +12,7 @@ from ecodiff_bench.core.stats import mean_interval, paired_ratio, ratio_change
 from ecodiff_bench.measure.energy import EnergyMonitor
 from ecodiff_bench.measure.footprint import LiveTensorBytes, weights_bytes
 from ecodiff_bench.measure.memory import MemoryTracker
-from ecodiff_bench.measure.paired import measure_paired
+from ecodiff_bench.measure.paired import PairedSettings, measure_paired
 
 
 def test_paired_ratio_interval_covers_the_true_ratio_and_says_no_change_when_there_is_none():
@@ -58,9 +58,7 @@ def test_pruned_and_base_alternate_in_blocks_and_give_paired_ratios(nvml):
     res = measure_paired(
         {"pruned": call("p", 0.3), "base": call("b", 0.4)},
         mon,
-        warmup=0,
-        min_rounds=4,
-        max_rounds=4,
+        PairedSettings(warmup=0, min_reps=4, max_reps=4),
         clock=nvml.clock,
         steps_per_call=10,
     )
@@ -88,20 +86,14 @@ def test_repetition_stops_at_the_precision_or_the_time_budget(nvml):
     quiet = measure_paired(
         {"pruned": noisy(0.6, 0.01), "base": noisy(0.8, 0.01)},
         mon,
-        warmup=0,
-        min_rounds=3,
-        max_seconds=1000,
-        precision=0.02,
+        PairedSettings(warmup=0, min_reps=3, max_seconds=1000, precision=0.02),
         clock=nvml.clock,
     )
     assert quiet.stopped == "precision" and quiet.rounds < 10
     loud = measure_paired(
         {"pruned": noisy(0.6, 0.6), "base": noisy(0.8, 0.6)},
         mon,
-        warmup=0,
-        min_rounds=3,
-        max_seconds=30,
-        precision=0.001,
+        PairedSettings(warmup=0, min_reps=3, max_seconds=30, precision=0.001),
         clock=nvml.clock,
     )
     assert loud.stopped == "time budget" and loud.elapsed_s >= 30
@@ -111,7 +103,9 @@ def test_repetition_stops_at_the_precision_or_the_time_budget(nvml):
 
 def test_one_model_alone_repeats_until_its_mean_is_known(nvml):
     mon = _monitor(nvml)
-    res = measure_paired({"pruned": lambda: nvml.advance(0.6)}, mon, warmup=0, min_rounds=3, clock=nvml.clock)
+    res = measure_paired(
+        {"pruned": lambda: nvml.advance(0.6)}, mon, PairedSettings(warmup=0, min_reps=3), clock=nvml.clock
+    )
     v = res.values["pruned"]
     assert res.stopped == "precision" and "latency_ratio_vs_base" not in v
     assert v["latency_image_s"].details["ci_low"] == pytest.approx(0.6)
@@ -133,3 +127,38 @@ def test_cpu_memory_is_the_models_weights_plus_what_the_call_allocates():
         del kept
         _ = torch.ones(10) + 1
     assert live.peak == 8000 and live.current == 40
+
+
+def test_each_interval_is_made_the_way_the_catalog_says(nvml):
+    from ecodiff_bench.core.metrics import metric
+    from ecodiff_bench.core.stats import INTERVAL_METHODS
+
+    rng = random.Random(2)
+    mon = _monitor(nvml)
+    res = measure_paired(
+        {"pruned": lambda: nvml.advance(0.6 * rng.uniform(0.9, 1.1)), "base": lambda: nvml.advance(0.8)},
+        mon,
+        PairedSettings(warmup=0, min_reps=4, max_reps=4),
+        clock=nvml.clock,
+    )
+    kinds = set()
+    for v in res.values["pruned"].values():
+        kind = metric(v.name).interval
+        kinds.add(kind)
+        if kind == "none":
+            assert "ci_method" not in v.details, v.name
+        else:
+            assert v.details["ci_method"] == INTERVAL_METHODS[kind] and v.details["ci_n"] == 4, v.name
+    assert kinds == {"none", "mean", "paired ratio"}
+
+
+def test_paired_settings_are_the_suites_latency_section_under_its_names():
+    from ecodiff_bench.suite.schema import Latency
+
+    section = Latency(min_reps=4, max_reps=9, precision=0.05)
+    settings = PairedSettings.from_latency(section)
+    assert settings == PairedSettings(**section.model_dump())  # every field, the same names
+    with pytest.raises(ValueError, match="min_reps/max_reps"):
+        PairedSettings(min_reps=5, max_reps=2)
+    with pytest.raises(ValueError, match="precision"):
+        PairedSettings(precision=0)

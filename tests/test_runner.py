@@ -139,7 +139,7 @@ def _assert_every_recorded_metric_is_known(records: list[dict], store: Path) -> 
     for name, vd in recorded.items():
         assert name in METRICS, name
         assert vd["unit"] == METRICS.get(name).unit, name
-        assert vd["higher_is_better"] in (None, METRICS.get(name).higher_is_better), name
+        assert vd["higher_is_better"] == METRICS.get(name).higher_is_better, name
         assert direction(name, vd) == METRICS.get(name).higher_is_better
     validate_thresholds({name: {"max_increase": 1.0} for name in recorded})
     run_id = records[0]["run_id"]

@@ -5,7 +5,7 @@
 * :mod:`.values`      Value: a number with its unit, direction and status (never a silent zero)
 * :mod:`.registry`    named registries and the one "did you mean" helper
 * :mod:`.errors`      exceptions for user mistakes (exit code 2 in the CLI)
-* :mod:`.metrics`     the metric catalog: unit, direction, delta kind, help of every metric
+* :mod:`.metrics`     the metric catalog: one MetricSpec per metric (unit, direction, delta, combine, interval)
 * :mod:`.thresholds`  regression thresholds (suite, ``check`` and the gate share the schema)
 * :mod:`.record`      RunRecord, the typed run record (its docstring is the record contract)
 * :mod:`.store`       the SQLite results store;  :mod:`.export`: flat rows and export files
@@ -13,14 +13,14 @@
 """
 
 from ecodiff_bench.core.errors import RecordError, StoreError, SuiteError, UnknownNameError
-from ecodiff_bench.core.metrics import METRICS, Metric, metric
+from ecodiff_bench.core.metrics import METRICS, MetricSpec, metric
 from ecodiff_bench.core.record import RunRecord, normalize_record
 from ecodiff_bench.core.registry import Registry, suggest
 from ecodiff_bench.core.values import Value
 
 __all__ = [
     "METRICS",
-    "Metric",
+    "MetricSpec",
     "RecordError",
     "Registry",
     "RunRecord",

@@ -24,6 +24,11 @@ DEFAULT_CONFIDENCE = 0.95
 N_RESAMPLES = 2000
 MIN_PAIRS = 3  # fewer repetitions give no interval worth the name
 SEED = 0
+#: ``details.ci_method`` of each kind of interval a catalog entry names (``MetricSpec.interval``).
+INTERVAL_METHODS = {
+    "mean": "mean; percentile bootstrap",
+    "paired ratio": "ratio of medians; percentile bootstrap over pairs",
+}
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ def paired_ratio(
     if np.any(b <= 0) or np.any(a < 0):
         raise ValueError("paired_ratio: samples must be positive (durations, energies)")
     estimate = float(_ratio_of_medians(a, b))
-    method = "ratio of medians; percentile bootstrap over pairs"
+    method = INTERVAL_METHODS["paired ratio"]
     if a.size < MIN_PAIRS:
         return Interval(estimate, None, None, confidence, int(a.size), method)
     if np.all(a / b == a[0] / b[0]):  # every pair agrees exactly: nothing to resample
@@ -120,7 +125,7 @@ def mean_interval(xs: Sequence[float], confidence: float = DEFAULT_CONFIDENCE) -
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"mean_interval: need a non-empty 1-d sample, got shape {x.shape}")
     estimate = float(x.mean())
-    method = "mean; percentile bootstrap"
+    method = INTERVAL_METHODS["mean"]
     if x.size < MIN_PAIRS:
         return Interval(estimate, None, None, confidence, int(x.size), method)
     if np.all(x == x[0]):

@@ -86,53 +86,12 @@ def carbon_intensity(country_iso_code: str | None, region: str | None = None) ->
     3166-1 alpha-3, e.g. "FRA", "USA"); ``region`` only where codecarbon has regional data (US states,
     Canadian provinces, Chinese provinces, Nordic bidding zones), else it must be None.
     """
-    if country_iso_code is None or not str(country_iso_code).strip():
-        raise ValueError(
-            "country_iso_code: required to compute carbon (ISO 3166-1 alpha-3, e.g. 'FRA', "
-            "'USA', 'DEU'); ecodiff-bench never geolocates and has no default country"
-        )
-    country = str(country_iso_code).strip().upper()
-    mix = _data_source().get_global_energy_mix_data()
-    if country not in mix:
-        hint = suggest(country, mix, n=3, cutoff=0.5)
-        if len(country) == 2:
-            try:
-                import pycountry
-
-                match = pycountry.countries.get(alpha_2=country)
-            except (ImportError, LookupError):
-                match = None
-            if match is not None:
-                hint = f" {country!r} is an alpha-2 code; the alpha-3 code is {match.alpha_3!r}."
-        raise ValueError(
-            f"country_iso_code: {country_iso_code!r} is not an ISO 3166-1 alpha-3 code known to "
-            f"codecarbon {_codecarbon_version()}.{hint} ({len(mix)} codes, "
-            "e.g. FRA, DEU, USA, GBR, JPN)"
-        )
-    name = str(mix[country].get("country_name", country))
+    country, name = _known_country(country_iso_code)
+    region = _known_region(country, region)
     from codecarbon.core.emissions import Emissions
     from codecarbon.core.units import Energy
     from codecarbon.external.geography import GeoMetadata
 
-    if region is not None and str(region).strip():
-        region = str(region).strip()
-        if country not in _REGIONAL_COUNTRIES:
-            raise ValueError(
-                f"region: codecarbon has regional data only for {', '.join(_REGIONAL_COUNTRIES)}; "
-                f"got region {region!r} for {country}. Leave region empty to use the national "
-                "figure."
-            )
-        regions = _regions_of(country)
-        key = region.upper() if country in _NORDIC else region.lower()
-        if key not in regions:
-            raise ValueError(
-                f"region: {region!r} is not a region codecarbon knows for {country}."
-                f"{suggest(key, regions, n=3, cutoff=0.5)} (known: {', '.join(regions[:12])}"
-                f"{', ...' if len(regions) > 12 else ''})"
-            )
-        region = key
-    else:
-        region = None
     emissions = Emissions(_data_source())
     kg = emissions.get_private_infra_emissions(
         Energy(kWh=1.0), GeoMetadata(country_iso_code=country, country_name=name, region=region)
@@ -145,6 +104,56 @@ def carbon_intensity(country_iso_code: str | None, region: str | None = None) ->
         float(kg) * 1000.0,
         f"codecarbon {_codecarbon_version()} offline data for {where}",
     )
+
+
+def _known_country(country_iso_code: str | None) -> tuple[str, str]:
+    """(alpha-3 code, country name) of a country codecarbon has data for; else an error naming the field."""
+    if country_iso_code is None or not str(country_iso_code).strip():
+        raise ValueError(
+            "country_iso_code: required to compute carbon (ISO 3166-1 alpha-3, e.g. 'FRA', "
+            "'USA', 'DEU'); ecodiff-bench never geolocates and has no default country"
+        )
+    country = str(country_iso_code).strip().upper()
+    mix = _data_source().get_global_energy_mix_data()
+    if country in mix:
+        return country, str(mix[country].get("country_name", country))
+    hint = suggest(country, mix, n=3, cutoff=0.5)
+    if len(country) == 2:
+        try:
+            import pycountry
+
+            match = pycountry.countries.get(alpha_2=country)
+        except (ImportError, LookupError):
+            match = None
+        if match is not None:
+            hint = f" {country!r} is an alpha-2 code; the alpha-3 code is {match.alpha_3!r}."
+    raise ValueError(
+        f"country_iso_code: {country_iso_code!r} is not an ISO 3166-1 alpha-3 code known to "
+        f"codecarbon {_codecarbon_version()}.{hint} ({len(mix)} codes, "
+        "e.g. FRA, DEU, USA, GBR, JPN)"
+    )
+
+
+def _known_region(country: str, region: str | None) -> str | None:
+    """The region as codecarbon spells it, or None for the national figure; an unknown one is an error."""
+    if region is None or not str(region).strip():
+        return None
+    region = str(region).strip()
+    if country not in _REGIONAL_COUNTRIES:
+        raise ValueError(
+            f"region: codecarbon has regional data only for {', '.join(_REGIONAL_COUNTRIES)}; "
+            f"got region {region!r} for {country}. Leave region empty to use the national "
+            "figure."
+        )
+    regions = _regions_of(country)
+    key = region.upper() if country in _NORDIC else region.lower()
+    if key not in regions:
+        raise ValueError(
+            f"region: {region!r} is not a region codecarbon knows for {country}."
+            f"{suggest(key, regions, n=3, cutoff=0.5)} (known: {', '.join(regions[:12])}"
+            f"{', ...' if len(regions) > 12 else ''})"
+        )
+    return key
 
 
 def gco2e(energy_j: float, intensity: CarbonIntensity) -> float:
@@ -163,18 +172,16 @@ def carbon_values(
     intensity = carbon_intensity(country_iso_code, region)  # raises on a missing/unknown country first
     name = "gco2e_per_1000_images"
     if not energy_image_j.available:
-        return {name: Value.unavailable(name, "gCO2e", f"energy unavailable: {energy_image_j.note}", False)}
+        return {name: Value.unavailable_of(name, f"energy unavailable: {energy_image_j.note}")}
     per_1000 = gco2e(energy_image_j.value * 1000.0, intensity)
     note = f"{energy_image_j.name} x 1000 x {intensity.g_per_kwh:.4g} gCO2e/kWh ({intensity.source})"
     if energy_image_j.status == "estimated":
         note += "; the energy itself is estimated"
     return {
-        name: Value(
+        name: Value.of(
             name,
             per_1000,
-            "gCO2e",
             "estimated",
-            False,
             note=note,
             details={
                 "carbon_intensity_g_per_kwh": intensity.g_per_kwh,
@@ -235,12 +242,6 @@ def emissions_csv_row(
     def power_w(kwh):
         return "" if kwh == "" or hours is None else kwh / hours * 1000.0
 
-    try:
-        import psutil
-
-        ram_gb = psutil.virtual_memory().total / 2**30
-    except ImportError:
-        ram_gb = ""
     row: dict[str, Any] = {c: "" for c in emissions_csv_columns()}
     row.update(
         {
@@ -259,17 +260,9 @@ def emissions_csv_row(
             "country_name": intensity.country_name if intensity else "",
             "country_iso_code": intensity.country_iso_code if intensity else "",
             "region": (intensity.region or "") if intensity else "",
-            "os": platform.platform(),
-            "python_version": platform.python_version(),
-            "codecarbon_version": _codecarbon_version(),
-            "cpu_count": os.cpu_count(),
-            "cpu_model": platform.processor() or platform.machine(),
+            **_machine_columns(),
             "gpu_count": "" if gpu_count is None else gpu_count,
             "gpu_model": gpu_model,
-            "ram_total_size": ram_gb,
-            "tracking_mode": "process",
-            "on_cloud": "N",
-            "pue": 1,
         }
     )
     for k, v in (extra or {}).items():
@@ -277,6 +270,27 @@ def emissions_csv_row(
             raise ValueError(f"extra: {k!r} is not an emissions.csv column (columns: {list(row)})")
         row[k] = v
     return row
+
+
+def _machine_columns() -> dict[str, Any]:
+    """The columns that describe this machine and how it was tracked (codecarbon's meanings)."""
+    try:
+        import psutil
+
+        ram_gb = psutil.virtual_memory().total / 2**30
+    except ImportError:
+        ram_gb = ""
+    return {
+        "os": platform.platform(),
+        "python_version": platform.python_version(),
+        "codecarbon_version": _codecarbon_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": platform.processor() or platform.machine(),
+        "ram_total_size": ram_gb,
+        "tracking_mode": "process",
+        "on_cloud": "N",
+        "pue": 1,
+    }
 
 
 def emissions_row_for_record(

@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 COUNTER_PERIOD_S = 0.1  # NVML's energy counter advances in steps of about this period
+NO_IDLE = "no idle baseline was measured"
 
 
 class UnknownWindowError(KeyError):
@@ -94,24 +95,14 @@ class EnergyWindow:
 
     @property
     def total_j(self) -> float | None:
-        return self.total_value("energy_j").value
+        total = self._total()
+        return None if isinstance(total, str) else total[0]
 
-    def total_value(self, name: str = "energy_j", divide_by: float = 1.0) -> Value:
-        """GPU gross + CPU energy (divided by ``divide_by``), the way ``energy_image_j`` is built."""
-        parts = {
-            "duration_s": self.duration_s,
-            "gpu_j": self.gpu_j,
-            "cpu_j": self.cpu_j,
-            "gpu_status": self.gpu_status,
-            "cpu_status": self.cpu_status,
-            "window": self.name,
-            "gpu_names": self.details.get("gpu_names", []),
-        }
+    def _total(self) -> tuple[float, Status, str] | str:
+        """GPU gross + CPU energy: (joules, status, note), or why there is no total."""
         if self.gpu_status == "unavailable" and not self.gpu_absent:
-            return Value.unavailable(name, "J", f"GPU energy unavailable: {self.gpu_note}", False)
-        notes = []
-        total = 0.0
-        statuses = []
+            return f"GPU energy unavailable: {self.gpu_note}"
+        notes, total, statuses = [], 0.0, []
         if self.gpu_status != "unavailable":
             total += self.gpu_j
             statuses.append(self.gpu_status)
@@ -123,19 +114,30 @@ class EnergyWindow:
         else:
             notes.append(f"CPU energy not included ({self.cpu_note})")
         if not statuses:
-            return Value.unavailable(
-                name,
-                "J",
-                f"neither GPU ({self.gpu_note}) nor CPU ({self.cpu_note}) energy is available",
-                False,
-            )
+            return f"neither GPU ({self.gpu_note}) nor CPU ({self.cpu_note}) energy is available"
         if self.gpu_status == "estimated":
             notes.append(f"GPU: {self.gpu_note}")
         if self.cpu_status == "estimated":
             notes.append(f"CPU: {self.cpu_note}")
-        return Value(
-            name, total / divide_by, "J", _worst(statuses), False, note="; ".join(notes), details=parts
-        )
+        return total, _worst(statuses), "; ".join(notes)
+
+    def total_value(self, name: str, divide_by: float = 1.0) -> Value:
+        """GPU gross + CPU energy (divided by ``divide_by``) as the catalog's metric ``name``, the way
+        ``energy_image_j`` is built (also ``pruning_energy_j``, ``recovery_energy_j``)."""
+        total = self._total()
+        if isinstance(total, str):
+            return Value.unavailable_of(name, total)
+        joules, status, note = total
+        parts = {
+            "duration_s": self.duration_s,
+            "gpu_j": self.gpu_j,
+            "cpu_j": self.cpu_j,
+            "gpu_status": self.gpu_status,
+            "cpu_status": self.cpu_status,
+            "window": self.name,
+            "gpu_names": self.details.get("gpu_names", []),
+        }
+        return Value.of(name, joules / divide_by, status, note, details=parts)
 
     def values(self, images: int, idle_power: Value | None = None) -> dict[str, Value]:
         """Per-image energy metrics for ``images`` images produced in this window."""
@@ -148,60 +150,37 @@ class EnergyWindow:
             "per_gpu": [g.__dict__ for g in self.gpus],
             **self.details,
         }
-        out: dict[str, Value] = {}
+        idle = idle_power if idle_power is not None else Value.unavailable_of("idle_power_w", NO_IDLE)
+        return {
+            "gpu_energy_image_j": self._share("gpu_energy_image_j", self.gpu_j, images, common, "gpu"),
+            "idle_power_w": idle,
+            "gpu_energy_image_net_j": self._net_value(images, idle_power, common),
+            "cpu_energy_image_j": self._share("cpu_energy_image_j", self.cpu_j, images, common, "cpu"),
+            "energy_image_j": self.total_value("energy_image_j", divide_by=images),
+        }
+
+    def _share(self, name: str, joules: float | None, images: int, common: dict, side: str) -> Value:
+        """The GPU's or the CPU's energy per image, with that side's status and note."""
+        status, note = getattr(self, f"{side}_status"), getattr(self, f"{side}_note")
+        if status == "unavailable":
+            return Value.unavailable_of(name, note)
+        return Value.of(name, joules / images, status, note, details=common)
+
+    def _net_value(self, images: int, idle_power: Value | None, common: dict) -> Value:
+        name = "gpu_energy_image_net_j"
         if self.gpu_status == "unavailable":
-            out["gpu_energy_image_j"] = Value.unavailable("gpu_energy_image_j", "J", self.gpu_note, False)
-        else:
-            out["gpu_energy_image_j"] = Value(
-                "gpu_energy_image_j",
-                self.gpu_j / images,
-                "J",
-                self.gpu_status,
-                False,
-                note=self.gpu_note,
-                details=common,
-            )
-        if idle_power is None:
-            out["idle_power_w"] = Value.unavailable(
-                "idle_power_w", "W", "no idle baseline was measured", False
-            )
-        else:
-            out["idle_power_w"] = idle_power
-        if self.gpu_status == "unavailable":
-            out["gpu_energy_image_net_j"] = Value.unavailable(
-                "gpu_energy_image_net_j", "J", self.gpu_note, False
-            )
-        elif idle_power is None or not idle_power.available:
-            why = "no idle baseline was measured" if idle_power is None else f"idle power: {idle_power.note}"
-            out["gpu_energy_image_net_j"] = Value.unavailable("gpu_energy_image_net_j", "J", why, False)
-        else:
-            net = self.gpu_j - idle_power.value * self.duration_s
-            note = f"gross minus idle {idle_power.value:.4g} W x {self.duration_s:.4g} s"
-            if net < 0:
-                note += " (negative: the window drew less than the idle baseline; noise or a stale baseline)"
-            out["gpu_energy_image_net_j"] = Value(
-                "gpu_energy_image_net_j",
-                net / images,
-                "J",
-                _worst([self.gpu_status, idle_power.status]),
-                False,
-                note=note,
-                details={**common, "idle_power_w": idle_power.value},
-            )
-        if self.cpu_status == "unavailable":
-            out["cpu_energy_image_j"] = Value.unavailable("cpu_energy_image_j", "J", self.cpu_note, False)
-        else:
-            out["cpu_energy_image_j"] = Value(
-                "cpu_energy_image_j",
-                self.cpu_j / images,
-                "J",
-                self.cpu_status,
-                False,
-                note=self.cpu_note,
-                details=common,
-            )
-        out["energy_image_j"] = self.total_value("energy_image_j", divide_by=images)
-        return out
+            return Value.unavailable_of(name, self.gpu_note)
+        if idle_power is None or not idle_power.available:
+            why = NO_IDLE if idle_power is None else f"idle power: {idle_power.note}"
+            return Value.unavailable_of(name, why)
+        net = self.gpu_j - idle_power.value * self.duration_s
+        note = f"gross minus idle {idle_power.value:.4g} W x {self.duration_s:.4g} s"
+        if net < 0:
+            note += " (negative: the window drew less than the idle baseline; noise or a stale baseline)"
+        status = _worst([self.gpu_status, idle_power.status])
+        return Value.of(
+            name, net / images, status, note, details={**common, "idle_power_w": idle_power.value}
+        )
 
 
 @dataclass
@@ -498,14 +477,12 @@ class EnergyMonitor:
         self.sleep(seconds)
         w = self.end_window(name)
         if w.gpu_status == "unavailable":
-            self.idle_power = Value.unavailable("idle_power_w", "W", w.gpu_note, False)
+            self.idle_power = Value.unavailable_of("idle_power_w", w.gpu_note)
         else:
-            self.idle_power = Value(
+            self.idle_power = Value.of(
                 "idle_power_w",
                 w.gpu_j / w.duration_s,
-                "W",
                 w.gpu_status,
-                False,
                 note=f"mean GPU power over {w.duration_s:.3g} s idle (sum over GPUs)",
                 details={
                     "duration_s": w.duration_s,
@@ -558,15 +535,9 @@ def measure_energy(
         raise
     window = monitor.end_window(name)
     out = window.values(images=reps * images_per_call, idle_power=monitor.idle_power)
-    for k, v in out.items():
-        if v.available and k != "idle_power_w":
-            out[k] = Value(
-                v.name,
-                v.value,
-                v.unit,
-                v.status,
-                v.higher_is_better,
-                v.note,
-                {**v.details, "reps": reps, "images_per_call": images_per_call},
-            )
-    return out
+    return {
+        k: v.with_details({"reps": reps, "images_per_call": images_per_call})
+        if v.available and k != "idle_power_w"
+        else v
+        for k, v in out.items()
+    }

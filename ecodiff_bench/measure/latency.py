@@ -24,6 +24,8 @@ from ecodiff_bench.measure._device import resolve_device, synchronize
 
 __all__ = ["LatencySampler", "Timer", "interleaved", "latency_values", "time_callable"]
 
+LATENCY_METRICS = ("latency_image_s", "latency_step_s", "throughput_img_per_s")
+
 
 class Timer:
     """``with Timer() as t: work()`` then ``t.elapsed_s``. Synchronizes the device on both edges.
@@ -107,67 +109,55 @@ def latency_values(
     if steps_per_call is not None:
         _check_positive_int("steps_per_call", steps_per_call)
     if not call_seconds:
-        why = "no timed calls"
-        return {
-            "latency_image_s": Value.unavailable("latency_image_s", "s", why, False),
-            "latency_step_s": Value.unavailable("latency_step_s", "s", why, False),
-            "throughput_img_per_s": Value.unavailable("throughput_img_per_s", "img/s", why, True),
-        }
+        return {n: Value.unavailable_of(n, "no timed calls") for n in LATENCY_METRICS}
     calls = np.asarray(call_seconds, dtype=np.float64)
-    per_image = calls / images_per_call
-    n = int(calls.size)
-    p50, p90, p99 = (float(x) for x in np.percentile(per_image, [50, 90, 99]))
     common = {
-        "n": n,
+        "n": int(calls.size),
         "images_per_call": images_per_call,
         "steps_per_call": steps_per_call,
         "clock": clock,
         "total_s": float(calls.sum()),
         **dict(extra_details or {}),
     }
-    image_details = {
+    return {
+        "latency_image_s": _per_image(calls, images_per_call, common),
+        "latency_step_s": _per_step(calls, steps_per_call, common),
+        "throughput_img_per_s": Value.of(
+            "throughput_img_per_s", float(images_per_call * calls.size / calls.sum()), details=common
+        ),
+    }
+
+
+def _stdev(x: np.ndarray) -> float:
+    return statistics.stdev(x.tolist()) if x.size > 1 else 0.0
+
+
+def _per_image(calls: np.ndarray, images_per_call: int, common: dict) -> Value:
+    per_image = calls / images_per_call
+    p50, p90, p99 = (float(x) for x in np.percentile(per_image, [50, 90, 99]))
+    details = {
         "p50": p50,
         "p90": p90,
         "p99": p99,
-        "stdev": statistics.stdev(per_image.tolist()) if n > 1 else 0.0,
+        "stdev": _stdev(per_image),
         "min": float(per_image.min()),
         "max": float(per_image.max()),
         "call_mean_s": float(calls.mean()),
         **common,
     }
-    out = {
-        "latency_image_s": Value(
-            "latency_image_s", float(per_image.mean()), "s", "measured", False, details=image_details
-        )
-    }
+    return Value.of("latency_image_s", float(per_image.mean()), details=details)
+
+
+def _per_step(calls: np.ndarray, steps_per_call: int | None, common: dict) -> Value:
     if steps_per_call is None:
-        out["latency_step_s"] = Value.unavailable(
-            "latency_step_s", "s", "steps_per_call was not given", False
-        )
-    else:
-        per_step = calls / steps_per_call
-        out["latency_step_s"] = Value(
-            "latency_step_s",
-            float(per_step.mean()),
-            "s",
-            "measured",
-            False,
-            note="call time / steps (whole batch; includes the call's fixed costs spread over the steps)",
-            details={
-                "p50": float(np.percentile(per_step, 50)),
-                "stdev": statistics.stdev(per_step.tolist()) if n > 1 else 0.0,
-                **common,
-            },
-        )
-    out["throughput_img_per_s"] = Value(
-        "throughput_img_per_s",
-        float(images_per_call * n / calls.sum()),
-        "img/s",
-        "measured",
-        True,
-        details=common,
+        return Value.unavailable_of("latency_step_s", "steps_per_call was not given")
+    per_step = calls / steps_per_call
+    return Value.of(
+        "latency_step_s",
+        float(per_step.mean()),
+        note="call time / steps (whole batch; includes the call's fixed costs spread over the steps)",
+        details={"p50": float(np.percentile(per_step, 50)), "stdev": _stdev(per_step), **common},
     )
-    return out
 
 
 class LatencySampler:

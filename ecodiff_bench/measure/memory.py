@@ -151,72 +151,50 @@ class MemoryTracker:
             self._session.close()
 
     def _collect(self) -> dict[str, Value]:
-        out: dict[str, Value] = {}
-        if self._cuda:
-            import torch
-
-            dev = {"device": str(self.device)}
-            out["cuda_peak_allocated_bytes"] = Value(
-                "cuda_peak_allocated_bytes",
-                float(torch.cuda.max_memory_allocated(self.device)),
-                "B",
-                "measured",
-                False,
-                details=dev,
-            )
-            out["cuda_peak_reserved_bytes"] = Value(
-                "cuda_peak_reserved_bytes",
-                float(torch.cuda.max_memory_reserved(self.device)),
-                "B",
-                "measured",
-                False,
-                details=dev,
-            )
-        else:
-            why = f"device {self.device} is not a CUDA device"
-            out["cuda_peak_allocated_bytes"] = Value.unavailable("cuda_peak_allocated_bytes", "B", why, False)
-            out["cuda_peak_reserved_bytes"] = Value.unavailable("cuda_peak_reserved_bytes", "B", why, False)
-        if self._nvml_error is not None and self._nvml_peak is None:
-            out["nvml_memory_used_bytes"] = Value.unavailable(
-                "nvml_memory_used_bytes", "B", f"NVML memory read failed: {self._nvml_error}", False
-            )
-        elif self._nvml_peak is not None:
-            how = "max of samples" if self.nvml_interval_s else "max of window start and end"
-            out["nvml_memory_used_bytes"] = Value(
-                "nvml_memory_used_bytes",
-                float(self._nvml_peak),
-                "B",
-                "measured",
-                False,
-                note=f"device-wide (all processes, CUDA context included); {how}",
-                details={"gpu": self._nvml_gpu.label, "interval_s": self.nvml_interval_s},
-            )
-        else:
-            out["nvml_memory_used_bytes"] = Value.unavailable(
-                "nvml_memory_used_bytes", "B", self._nvml_reason, False
-            )
-        hwm = _read_vm_hwm_bytes() if self._rss_reset else None
-        if hwm is not None:
-            out["peak_rss_bytes"] = Value(
-                "peak_rss_bytes",
-                float(hwm),
-                "B",
-                "measured",
-                False,
-                note="VmHWM over the window (reset at window start)",
-            )
-        else:
-            out["peak_rss_bytes"] = Value(
-                "peak_rss_bytes",
-                float(_lifetime_peak_rss_bytes()),
-                "B",
-                "measured",
-                False,
-                note="process-lifetime peak (getrusage); the peak could not be reset at window start",
-            )
+        out = self._cuda_peaks()
+        out["nvml_memory_used_bytes"] = self._nvml_value()
+        out["peak_rss_bytes"] = self._rss_value()
         if self.model is not None:
             out["model_peak_bytes"] = self._model_peak()
         return out
+
+    def _cuda_peaks(self) -> dict[str, Value]:
+        names = ("cuda_peak_allocated_bytes", "cuda_peak_reserved_bytes")
+        if not self._cuda:
+            return {n: Value.unavailable_of(n, f"device {self.device} is not a CUDA device") for n in names}
+        import torch
+
+        peaks = (torch.cuda.max_memory_allocated(self.device), torch.cuda.max_memory_reserved(self.device))
+        return {
+            n: Value.of(n, float(peak), details={"device": str(self.device)})
+            for n, peak in zip(names, peaks, strict=True)
+        }
+
+    def _nvml_value(self) -> Value:
+        name = "nvml_memory_used_bytes"
+        if self._nvml_error is not None and self._nvml_peak is None:
+            return Value.unavailable_of(name, f"NVML memory read failed: {self._nvml_error}")
+        if self._nvml_peak is None:
+            return Value.unavailable_of(name, self._nvml_reason)
+        how = "max of samples" if self.nvml_interval_s else "max of window start and end"
+        return Value.of(
+            name,
+            float(self._nvml_peak),
+            note=f"device-wide (all processes, CUDA context included); {how}",
+            details={"gpu": self._nvml_gpu.label, "interval_s": self.nvml_interval_s},
+        )
+
+    def _rss_value(self) -> Value:
+        hwm = _read_vm_hwm_bytes() if self._rss_reset else None
+        if hwm is not None:
+            return Value.of(
+                "peak_rss_bytes", float(hwm), note="VmHWM over the window (reset at window start)"
+            )
+        return Value.of(
+            "peak_rss_bytes",
+            float(_lifetime_peak_rss_bytes()),
+            note="process-lifetime peak (getrusage); the peak could not be reset at window start",
+        )
 
     def _model_peak(self) -> Value:
         from ecodiff_bench.measure.footprint import weights_bytes
@@ -227,12 +205,12 @@ class MemoryTracker:
 
             peak = float(torch.cuda.max_memory_allocated(self.device))
             how = "CUDA allocator peak during the window (weights resident on the GPU included)"
-            return Value(name, peak, "B", "measured", False, note=how, details={"weights_bytes": weights})
+            return Value.of(name, peak, note=how, details={"weights_bytes": weights})
         if self._live is None:
-            return Value.unavailable(name, "B", f"no allocation count on device {self.device}", False)
+            return Value.unavailable_of(name, f"no allocation count on device {self.device}")
         note = "weights + peak of the tensors the call allocated (counted per storage)"
         details = {"weights_bytes": weights, "activations_peak_bytes": self._live.peak}
-        return Value(name, float(weights + self._live.peak), "B", "measured", False, note, details)
+        return Value.of(name, float(weights + self._live.peak), note=note, details=details)
 
     def values(self) -> dict[str, Value]:
         if self._result is None:
@@ -242,12 +220,7 @@ class MemoryTracker:
         return dict(self._result)
 
 
-def count_parameters(
-    model: Any,
-    *,
-    name: str = "params",
-    predicate: Callable[[str, Any], bool] | None = None,
-) -> Value:
+def count_parameters(model: Any, *, predicate: Callable[[str, Any], bool] | None = None) -> Value:
     """Parameters of a module, or of the modules in a mapping (e.g. ``pipe.components``; non-modules are
     skipped). Shared tensors count once. Works on meta-device models. ``predicate(name, param)`` filters.
     """
@@ -273,10 +246,10 @@ def count_parameters(
             count += p.numel()
         per_component[comp or type(module).__name__] = count
         total += count
-    return Value(name, float(total), "count", "measured", None, details={"by_component": per_component})
+    return Value.of("params", float(total), details={"by_component": per_component})
 
 
-def disk_size(path: str | os.PathLike, *, name: str = "disk_bytes") -> Value:
+def disk_size(path: str | os.PathLike) -> Value:
     """Bytes of the files under ``path`` (or of one file). Symlinks are followed (hub caches link to
     blobs); a file reached twice (same inode) counts once."""
     root = Path(path)
@@ -296,10 +269,10 @@ def disk_size(path: str | os.PathLike, *, name: str = "disk_bytes") -> Value:
         seen.add(key)
         total += st.st_size
         files += 1
-    return Value(name, float(total), "B", "measured", False, details={"path": str(root), "files": files})
+    return Value.of("disk_bytes", float(total), details={"path": str(root), "files": files})
 
 
-def flops_per_step(step_fn: Callable[[], Any], *, name: str = "flops_per_step") -> Value:
+def flops_per_step(step_fn: Callable[[], Any]) -> Value:
     """FLOPs of one call of ``step_fn`` (the caller makes it run one denoising step), counted by
     ``torch.utils.flop_counter.FlopCounterMode``. Runs under no_grad. Works with meta-device models, so
     full-size architectures can be counted without weights.
@@ -313,18 +286,13 @@ def flops_per_step(step_fn: Callable[[], Any], *, name: str = "flops_per_step") 
     total = int(counter.get_total_flops())
     by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
     if total == 0:
-        return Value.unavailable(
-            name,
-            "FLOP",
+        return Value.unavailable_of(
+            "flops_per_step",
             "the step ran no operation FlopCounterMode counts (matmul, convolution, attention)",
-            False,
         )
-    return Value(
-        name,
+    return Value.of(
+        "flops_per_step",
         float(total),
-        "FLOP",
-        "measured",
-        False,
         note="torch.utils.flop_counter: matmul/convolution/attention FLOPs (2 per multiply-add); "
         "elementwise ops not counted",
         details={"by_operator": by_op},

@@ -9,10 +9,11 @@ load or temperature between rounds touches both. The reported change is the rati
 per-image figures over the pairs, with a bootstrap interval over pairs (:mod:`ecodiff_bench.core.stats`),
 for latency and for energy alike.
 
-Adaptive repetition: after ``min_rounds`` rounds and ``min_seconds`` of timed calls per model, the loop
-stops as soon as every ratio's interval is within ``precision`` (half-width relative to the ratio), or when
-``max_seconds`` or ``max_rounds`` is reached; ``details.stopped`` says which. With one model it repeats
-until the interval of its mean latency is that narrow.
+Adaptive repetition (:class:`PairedSettings`, the suite's ``performance.latency``): after ``min_reps``
+rounds and ``min_seconds`` of timed calls per model, the loop stops as soon as every ratio's interval is
+within ``precision`` (half-width relative to the ratio), or when ``max_seconds`` or ``max_reps`` is reached;
+``details.stopped`` says which. With one model it repeats until the interval of its mean latency is that
+narrow.
 
 Metric names (the catalog): per model ``latency_image_s``, ``latency_step_s``, ``throughput_img_per_s``
 and the energy metrics of :mod:`ecodiff_bench.measure.energy`; per model other than the reference
@@ -24,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ecodiff_bench.core.stats import DEFAULT_CONFIDENCE, Interval, mean_interval, paired_ratio
@@ -32,9 +33,46 @@ from ecodiff_bench.core.values import Value
 from ecodiff_bench.measure.energy import EnergyMonitor, EnergyWindow, GpuEnergy, _worst
 from ecodiff_bench.measure.latency import Timer, latency_values
 
-__all__ = ["Block", "PairedResult", "measure_paired"]
+__all__ = ["Block", "Lockstep", "PairedResult", "PairedSettings", "measure_paired"]
 
 REFERENCE = "base"
+
+
+@dataclass(frozen=True)
+class PairedSettings:
+    """How many rounds to run and when to stop (module doc): the fields of a suite's
+    ``performance.latency`` section, under the same names (:meth:`from_latency`)."""
+
+    warmup: int = 1  # untimed calls of every model first
+    min_reps: int = 3  # rounds at least
+    max_reps: int = 100  # rounds at most
+    min_seconds: float = 0.0  # timed calls per model at least
+    max_seconds: float = 60.0  # time budget of the rounds
+    precision: float = 0.02  # stop when every interval's half-width is within this share of its estimate
+    confidence: float = DEFAULT_CONFIDENCE
+
+    def __post_init__(self):
+        if self.min_reps < 1 or self.max_reps < self.min_reps:
+            raise ValueError(
+                f"min_reps/max_reps: need 1 <= min_reps <= max_reps, got {self.min_reps}, {self.max_reps}"
+            )
+        if self.precision <= 0 or self.max_seconds < 0 or self.min_seconds < 0 or self.warmup < 0:
+            raise ValueError("precision must be > 0; max_seconds, min_seconds and warmup must be >= 0")
+
+    @classmethod
+    def from_latency(cls, latency: Any) -> PairedSettings:
+        """The settings of a suite's ``performance.latency`` section (any object with these fields)."""
+        return cls(**{f.name: getattr(latency, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Lockstep:
+    """How several processes measuring together run the same rounds: ``guard(what)`` wraps each stretch
+    of local work (a failure in it fails it on every process), ``decide(stop)`` gives one process's
+    stopping decision to all. The defaults: one process."""
+
+    guard: Callable[[str], AbstractContextManager] = lambda what: nullcontext()
+    decide: Callable[[str | None], str | None] = lambda stop: stop
 
 
 @dataclass
@@ -110,10 +148,6 @@ def combine_windows(windows: list[EnergyWindow], name: str) -> EnergyWindow:
     )
 
 
-def _ratio_value(name: str, interval: Interval, note: str, details: dict) -> Value:
-    return Value(name, interval.estimate, "ratio", "measured", False, note=note, details=details)
-
-
 class _Loop:
     def __init__(self, fns, monitor, *, images_per_call, device, clock, min_block_s):
         self.fns, self.monitor, self.images = fns, monitor, images_per_call
@@ -175,37 +209,23 @@ class _Loop:
 def measure_paired(
     fns: Mapping[str, Callable[[], Any]],
     monitor: EnergyMonitor,
+    settings: PairedSettings = PairedSettings(),
     *,
     images_per_call: int = 1,
     steps_per_call: int | None = None,
-    warmup: int = 1,
-    min_rounds: int = 3,
-    max_rounds: int = 100,
-    min_seconds: float = 0.0,
-    max_seconds: float = 60.0,
-    precision: float = 0.02,
-    confidence: float = DEFAULT_CONFIDENCE,
     min_block_s: float | None = None,
     device: Any = None,
     clock: Callable[[], float] | None = None,
-    guard: Callable[[str], AbstractContextManager] = lambda what: nullcontext(),
-    decide: Callable[[str | None], str | None] = lambda stop: stop,
+    lockstep: Lockstep = Lockstep(),
 ) -> PairedResult:
     """Measure ``fns`` (``{"base": f, "pruned": g}``, or one model) paired and interleaved (module doc).
 
     ``min_block_s``: shortest energy window (default: the monitor's ``min_window_s`` when it reads GPUs,
     else one call per block). Returns a :class:`PairedResult` whose ``values`` hold each model's metrics.
-    Several processes measuring together pass ``guard`` (a failure in a round fails it on every process)
-    and ``decide`` (one process's stopping decision for all), so that all run the same rounds.
+    Several processes measuring together pass a :class:`Lockstep`, so that all run the same rounds.
     """
     if not fns:
         raise ValueError("fns: expected at least one {label: callable}, got an empty mapping")
-    if min_rounds < 1 or max_rounds < min_rounds:
-        raise ValueError(
-            f"min_rounds/max_rounds: need 1 <= min_rounds <= max_rounds, got {min_rounds}, {max_rounds}"
-        )
-    if precision <= 0 or max_seconds < 0 or min_seconds < 0 or warmup < 0:
-        raise ValueError("precision must be > 0; max_seconds, min_seconds and warmup must be >= 0")
     if min_block_s is None:
         min_block_s = monitor.min_window_s if monitor.gpus else 0.0
     loop = _Loop(
@@ -216,43 +236,50 @@ def measure_paired(
         clock=clock,
         min_block_s=min_block_s,
     )
-    labels = list(fns)
-    with guard("warm-up calls"):
-        for _ in range(warmup):
-            for k in labels:
-                fns[k]()
+    with lockstep.guard("warm-up calls"):
+        for _ in range(settings.warmup):
+            for fn in fns.values():
+                fn()
     now = clock or time.perf_counter
-    start, rounds, stopped = now(), 0, "max_reps"
-    while rounds < max_rounds:
-        with guard("timed calls"):
+    start = now()
+    rounds, stopped = _repeat(loop, settings, lockstep, lambda: now() - start)
+    result = PairedResult(
+        loop.blocks, rounds, stopped, now() - start, images_per_call, steps_per_call, settings.confidence
+    )
+    result.values = _values(result, loop, settings, monitor)
+    return result
+
+
+def _repeat(loop: _Loop, settings: PairedSettings, lockstep: Lockstep, elapsed) -> tuple[int, str]:
+    """Rounds until the stopping rule (module doc) says enough: (rounds run, why they stopped)."""
+    labels = list(loop.fns)
+    rounds = 0
+    while rounds < settings.max_reps:
+        with lockstep.guard("timed calls"):
             for k in labels if rounds % 2 == 0 else labels[::-1]:
                 loop.block(k, rounds)
         rounds += 1
         stop = None
-        if rounds >= min_rounds and min(loop.timed_s(k) for k in labels) >= min_seconds:
-            if all(iv.rel_half_width <= precision for iv in loop.intervals(confidence).values()):
+        if rounds >= settings.min_reps and min(loop.timed_s(k) for k in labels) >= settings.min_seconds:
+            intervals = loop.intervals(settings.confidence).values()
+            if all(iv.rel_half_width <= settings.precision for iv in intervals):
                 stop = "precision"
-            elif now() - start >= max_seconds:
+            elif elapsed() >= settings.max_seconds:
                 stop = "time budget"
-        stop = decide(stop)
+        stop = lockstep.decide(stop)
         if stop is not None:
-            stopped = stop
-            break
-    result = PairedResult(
-        loop.blocks, rounds, stopped, now() - start, images_per_call, steps_per_call, confidence
-    )
-    result.values = _values(result, loop, precision, max_seconds, monitor)
-    return result
+            return rounds, stop
+    return rounds, "max_reps"
 
 
-def _values(res: PairedResult, loop: _Loop, precision: float, max_seconds: float, monitor) -> dict:
+def _values(res: PairedResult, loop: _Loop, settings: PairedSettings, monitor) -> dict:
     """Per model: latency and energy metrics; per model other than the reference: the paired ratios."""
     ipc, conf = res.images_per_call, res.confidence
     common = {
         "rounds": res.rounds,
         "stopped": res.stopped,
-        "precision": precision,
-        "max_seconds": max_seconds,
+        "precision": settings.precision,
+        "max_seconds": settings.max_seconds,
     }
     intervals = loop.intervals(conf)
     out: dict[str, dict[str, Value]] = {}
@@ -267,31 +294,13 @@ def _values(res: PairedResult, loop: _Loop, precision: float, max_seconds: float
             clock="perf_counter" if loop.clock is None else "injected",
             extra_details=extra,
         )
-        lat = values["latency_image_s"]
-        values["latency_image_s"] = Value(
-            lat.name,
-            lat.value,
-            lat.unit,
-            lat.status,
-            lat.higher_is_better,
-            lat.note,
-            {**lat.details, **per_image.details()},
-        )
+        values["latency_image_s"] = values["latency_image_s"].with_details(per_image.details())
         window = combine_windows([b.window for b in blocks], f"paired:{label}")
         energy = window.values(images=len(calls) * ipc, idle_power=monitor.idle_power)
         per_block = [b.energy_j(ipc) for b in blocks]
         if energy["energy_image_j"].available and all(e is not None for e in per_block):
-            e = energy["energy_image_j"]
             ci = mean_interval(per_block, conf).details()
-            energy["energy_image_j"] = Value(
-                e.name,
-                e.value,
-                e.unit,
-                e.status,
-                e.higher_is_better,
-                e.note,
-                {**e.details, **ci, "rounds": res.rounds},
-            )
+            energy["energy_image_j"] = energy["energy_image_j"].with_details({**ci, "rounds": res.rounds})
         values.update(energy)
         if label != REFERENCE and REFERENCE in res.blocks:
             values.update(_ratios(label, intervals, res, energy["energy_image_j"]))
@@ -304,26 +313,24 @@ def _ratios(label: str, intervals: dict[str, Interval], res: PairedResult, energ
     common = {"rounds": res.rounds, "stopped": res.stopped, "pairs": res.rounds}
     out = {}
     lat = intervals[f"{label}:latency"]
-    out["latency_ratio_vs_base"] = _ratio_value(
+    out["latency_ratio_vs_base"] = Value.of(
         "latency_ratio_vs_base",
-        lat,
-        f"pruned / base per-image latency: ratio of medians over {lat.n} interleaved pairs, "
+        lat.estimate,
+        note=f"pruned / base per-image latency: ratio of medians over {lat.n} interleaved pairs, "
         f"{100 * conf:g}% bootstrap interval",
-        {**common, **lat.details()},
+        details={**common, **lat.details()},
     )
     name = "energy_ratio_vs_base"
     iv = intervals.get(f"{label}:energy")
     if iv is None:
         why = energy.note if not energy.available else "energy of some windows unavailable"
-        out[name] = Value.unavailable(name, "ratio", why, False)
+        out[name] = Value.unavailable_of(name, why)
         return out
     status = "estimated" if energy.status == "estimated" else "measured"
-    out[name] = Value(
+    out[name] = Value.of(
         name,
         iv.estimate,
-        "ratio",
         status,
-        False,
         note=f"pruned / base energy per image over {iv.n} interleaved pairs of windows"
         + ("; the energies are estimates" if status == "estimated" else ""),
         details={**common, **iv.details()},

@@ -210,12 +210,9 @@ class ClipScore(Metric):
 
     def compute_value(self) -> Value:
         v = float(self.compute())
-        return Value(
+        return Value.of(
             "clip_score",
             v,
-            "",
-            "measured",
-            True,
             note="mean of 100 x cosine(image, prompt)" + (" clamped at 0" if self.clamp_at_zero else ""),
             details={"model": self.model_label, "n": self._last_n, "clamp_at_zero": self.clamp_at_zero},
         )

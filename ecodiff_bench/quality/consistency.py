@@ -21,20 +21,25 @@ from ecodiff_bench.quality.distributed import rank_world
 
 __all__ = ["ConsistencyVsBase"]
 
+METRICS = ("ssim_vs_base", "psnr_vs_base")
+
 
 class ConsistencyVsBase:
-    """``update(pruned, base)`` per batch (same seeds and prompts, same order); ``compute()`` gives
-    ``ssim_vs_base`` and ``psnr_vs_base`` Values; ``reset()``; ``to(device)``. Both inner metrics are
-    torchmetrics Metrics, so sharded processes sync on compute."""
+    """``update(pruned, base)`` per batch (same seeds and prompts, same order); ``compute()`` gives the
+    ``metrics`` asked for (``ssim_vs_base``, ``psnr_vs_base``: both by default) as Values; ``reset()``;
+    ``to(device)``. The inner metrics are torchmetrics Metrics, so sharded processes sync on compute."""
 
-    def __init__(self, **metric_kwargs: Any):
-        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0, **metric_kwargs)
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0, **metric_kwargs)
+    def __init__(self, metrics: tuple[str, ...] = METRICS, **metric_kwargs: Any):
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown or not metrics:
+            raise ValueError(f"metrics: expected some of {METRICS}, got {metrics!r}")
+        kinds = {"ssim_vs_base": StructuralSimilarityIndexMeasure, "psnr_vs_base": PeakSignalNoiseRatio}
+        self.inner = {m: kinds[m](data_range=1.0, **metric_kwargs) for m in METRICS if m in metrics}
         self.n = 0
 
     def to(self, device: str | torch.device) -> ConsistencyVsBase:
-        self.ssim.to(device)
-        self.psnr.to(device)
+        for inner in self.inner.values():
+            inner.to(device)
         return self
 
     def update(self, pruned: Tensor, base: Tensor) -> None:
@@ -51,45 +56,34 @@ class ConsistencyVsBase:
                 f"{tuple(pruned.shape[-2:])}; upsample first"
             )
         p, b = to_float01(pruned), to_float01(base)
-        dev = self.ssim.device
-        self.ssim.update(p.to(dev), b.to(dev))
-        self.psnr.update(p.to(dev), b.to(dev))
+        for inner in self.inner.values():
+            inner.update(p.to(inner.device), b.to(inner.device))
         self.n += int(pruned.shape[0])
 
     def reset(self) -> None:
-        self.ssim.reset()
-        self.psnr.reset()
+        for inner in self.inner.values():
+            inner.reset()
         self.n = 0
 
     def compute(self) -> dict[str, Value]:
-        if not self.ssim.update_called and rank_world()[1] == 1:
-            raise RuntimeError("ssim_vs_base/psnr_vs_base: no image pairs were given")
-        ssim = float(self.ssim.compute())
-        psnr = float(self.psnr.compute())
+        first = next(iter(self.inner.values()))
+        if not first.update_called and rank_world()[1] == 1:
+            raise RuntimeError(f"{'/'.join(self.inner)}: no image pairs were given")
         details = {"n_local": self.n, "data_range": 1.0}
-        if math.isinf(psnr):  # stores and JSON hold no infinity: say it in words instead
-            psnr_value = Value.unavailable(
-                "psnr_vs_base", "dB", "infinite: images identical to the base (MSE = 0)", True
-            )
-        else:
-            psnr_value = Value(
-                "psnr_vs_base",
-                psnr,
-                "dB",
-                "measured",
-                True,
-                note="pooled MSE over all pairs",
-                details=details,
-            )
-        return {
-            "ssim_vs_base": Value(
+        out = {}
+        if "ssim_vs_base" in self.inner:
+            out["ssim_vs_base"] = Value.of(
                 "ssim_vs_base",
-                ssim,
-                "",
-                "measured",
-                True,
+                float(self.inner["ssim_vs_base"].compute()),
                 note="mean SSIM (Gaussian window 11, sigma 1.5) vs the unpruned model",
                 details=details,
-            ),
-            "psnr_vs_base": psnr_value,
-        }
+            )
+        if "psnr_vs_base" in self.inner:
+            out["psnr_vs_base"] = _psnr(float(self.inner["psnr_vs_base"].compute()), details)
+        return out
+
+
+def _psnr(psnr: float, details: dict) -> Value:
+    if math.isinf(psnr):  # stores and JSON hold no infinity: say it in words instead
+        return Value.unavailable_of("psnr_vs_base", "infinite: images identical to the base (MSE = 0)")
+    return Value.of("psnr_vs_base", psnr, note="pooled MSE over all pairs", details=details)

@@ -54,6 +54,7 @@ __all__ = [
 INCEPTION_FILE_NAMES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE_NAMES[0]
 INCEPTION_ENV = "ECODIFF_INCEPTION_WEIGHTS"
+FRECHET_METRICS = ("fid", "frechet_distance")  # the catalog's names of a Fréchet distance
 
 
 class IncomparableError(ValueError):
@@ -231,6 +232,33 @@ class EncoderFeatures(nn.Module):
             return self.encode(self.model, x) if self.encode is not None else self.model.encode_image(x)
 
 
+def _inception_settings(path: Path, sha: str, antialias: bool) -> dict:
+    """What the Inception path's value records (and its reference cache is keyed by)."""
+    return {
+        "extractor": "inception-v3 (TF 2015-12-05 weights)",
+        "weights_file": str(path),
+        "weights_sha256": sha,
+        "features": 2048,
+        "antialias": antialias,
+        "resize": 299,
+        "input": "uint8 (floats rounded)",
+    }
+
+
+def _check_extractor(feature_extractor: Any, weights_path: Any) -> None:
+    """A custom feature extractor is a module, given without the Inception's weights; put in eval mode."""
+    if not isinstance(feature_extractor, nn.Module):
+        raise TypeError(
+            f"feature_extractor: expected a torch.nn.Module, got {type(feature_extractor).__name__}"
+        )
+    if weights_path is not None:
+        raise ValueError(
+            "feature_extractor_weights_path: only for the standard Inception; it was given "
+            "together with a custom feature_extractor"
+        )
+    feature_extractor.eval().requires_grad_(False)
+
+
 def _dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -267,6 +295,8 @@ class FrechetDistance(FrechetInceptionDistance):
             isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2
         ):
             raise ValueError(f"num_samples: expected an integer >= 2 or None, got {num_samples!r}")
+        if name is not None and name not in FRECHET_METRICS:
+            raise ValueError(f"name: expected one of {FRECHET_METRICS} (the catalog's), got {name!r}")
         if feature_extractor is None:
             path = find_inception_weights(feature_extractor_weights_path)
             sha = _check_inception_file(path)
@@ -281,26 +311,9 @@ class FrechetDistance(FrechetInceptionDistance):
             self.metric_name = name or "fid"
             self.fingerprint = sha
             self.extractor_id = extractor_id or f"inception-v3-tf-2015-12-05/sha256:{sha}"
-            self.settings = {
-                "extractor": "inception-v3 (TF 2015-12-05 weights)",
-                "weights_file": str(path),
-                "weights_sha256": sha,
-                "features": 2048,
-                "antialias": antialias,
-                "resize": 299,
-                "input": "uint8 (floats rounded)",
-            }
+            self.settings = _inception_settings(path, sha, antialias)
         else:
-            if not isinstance(feature_extractor, nn.Module):
-                raise TypeError(
-                    f"feature_extractor: expected a torch.nn.Module, got {type(feature_extractor).__name__}"
-                )
-            if feature_extractor_weights_path is not None:
-                raise ValueError(
-                    "feature_extractor_weights_path: only for the standard Inception; it was given "
-                    "together with a custom feature_extractor"
-                )
-            feature_extractor.eval().requires_grad_(False)
+            _check_extractor(feature_extractor, feature_extractor_weights_path)
             super().__init__(
                 feature=feature_extractor,
                 reset_real_features=False,
@@ -310,13 +323,9 @@ class FrechetDistance(FrechetInceptionDistance):
             )
             self.metric_name = name or "frechet_distance"
             self.fingerprint = module_fingerprint(feature_extractor)
-            self.extractor_id = (
-                extractor_id or f"{type(feature_extractor).__qualname__}/sha256:{self.fingerprint}"
-            )
-            self.settings = {
-                "extractor": type(feature_extractor).__qualname__,
-                "extractor_sha256": self.fingerprint,
-            }
+            kind = type(feature_extractor).__qualname__
+            self.extractor_id = extractor_id or f"{kind}/sha256:{self.fingerprint}"
+            self.settings = {"extractor": kind, "extractor_sha256": self.fingerprint}
         self.num_samples = num_samples
         self.feature_dim = int(self.real_features_sum.shape[0])
         self._last: dict[str, Any] = {}
@@ -475,7 +484,7 @@ class FrechetDistance(FrechetInceptionDistance):
                 f"fewer samples ({min(n_real, n_fake)}) than feature dimensions ({self.feature_dim}): "
                 "rank-deficient covariance; compare only at equal N"
             )
-        return Value(self.metric_name, d, "", "measured", False, note=note, details=details)
+        return Value.of(self.metric_name, d, note=note, details=details)
 
 
 def check_comparable(*values: Value) -> None:

@@ -12,7 +12,7 @@ the same rounds and reported per rank and combined (:func:`_across_ranks`).
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import torch
 import pruning
 from ecodiff_bench import models
 from ecodiff_bench.core.files import atomic_path, write_json_atomic
+from ecodiff_bench.core.metrics import metric
 from ecodiff_bench.core.values import Value
 from ecodiff_bench.measure import carbon, energy, latency, memory, paired
 from ecodiff_bench.quality.distributed import shard_range
@@ -136,7 +137,7 @@ class Evaluator:
 
     def _size(self, pipe) -> dict[str, Value]:
         den = pruning.denoiser_of(pipe)
-        values = {"params": memory.count_parameters(den, name="params")}
+        values = {"params": memory.count_parameters(den)}
         values["flops_per_step"] = memory.flops_per_step(self._one_step(pipe))
         return values
 
@@ -171,12 +172,9 @@ class Evaluator:
     def _compile_time(self, first_call_s: float, steady: Value) -> dict[str, Value]:
         steady_call_s = steady.details["call_mean_s"]
         return {
-            "compile_time_s": Value(
+            "compile_time_s": Value.of(
                 "compile_time_s",
                 first_call_s - steady_call_s,
-                "s",
-                "measured",
-                False,
                 note="first call (compiles) minus the steady-state mean call",
                 details={
                     "first_call_s": first_call_s,
@@ -189,7 +187,6 @@ class Evaluator:
     def _speed_energy(self, pipe, base_pipe, out: Path, m: Measured) -> paired.PairedResult:
         """Latency and energy per image, the pruned model paired and interleaved with its base
         (:mod:`ecodiff_bench.measure.paired`); the base model alone when there is none."""
-        lat = self.spec.performance.latency
         fns = {"pruned": self.one_call(pipe)}
         if base_pipe is not None and self.spec.performance.interleave:
             fns["base"] = self.one_call(base_pipe)  # drift (heat, background load) hits both alike
@@ -200,18 +197,11 @@ class Evaluator:
             result = paired.measure_paired(
                 fns,
                 self.monitor,
+                paired.PairedSettings.from_latency(self.spec.performance.latency),
                 images_per_call=self.batch,
                 steps_per_call=self.settings["steps"],
-                warmup=lat.warmup,
-                min_rounds=lat.min_reps,
-                max_rounds=lat.max_reps,
-                min_seconds=lat.min_seconds,
-                max_seconds=lat.max_seconds,
-                precision=lat.precision,
-                confidence=lat.confidence,
                 device=self.device,
-                guard=distributed.together,
-                decide=distributed.broadcast_json,  # rank 0 says when to stop: the same rounds everywhere
+                lockstep=_LOCKSTEP,
             )
         finally:
             samples = list(sampler.samples) if sampler is not None else []
@@ -248,35 +238,29 @@ class Evaluator:
 
 
 # -- several processes --------------------------------------------------------------------------------------
-# How each rank's figure combines with the others' (every rank measured the same rounds on its own device).
-_COMBINE = {
-    "throughput_img_per_s": "sum",  # every rank adds its own images per second
-    "idle_power_w": "sum",  # every rank's own GPU
-    "latency_image_s": "mean",  # what one call costs
-    "latency_step_s": "mean",
-    "model_peak_bytes": "max",  # the largest rank decides what each GPU needs
-    "peak_rss_bytes": "max",
-    "energy_image_j": "per image",  # all ranks' energy over all their images
-    "gpu_energy_image_j": "per image",
-    "gpu_energy_image_net_j": "per image",
-    "cpu_energy_image_j": "per image",
-}
+# Every rank runs the same rounds: a failure in one fails it on all, and rank 0 says when to stop.
+_LOCKSTEP = paired.Lockstep(guard=distributed.together, decide=distributed.broadcast_json)
 
 
-def _combine(how: str, figures: list[float], images: list[int]) -> float:
-    if how == "sum":
-        return sum(figures)
-    if how == "mean":
-        return sum(figures) / len(figures)
-    if how == "max":
-        return max(figures)
+def _per_image(figures: list[float], images: list[int]) -> float:
     return sum(f * n for f, n in zip(figures, images, strict=True)) / sum(images)
 
 
+# The catalog's combine rules that are arithmetic on the ranks' figures (each measured the same rounds on
+# its own device); the others ("pooled pairs", "summed states", None) are not made here.
+_ARITHMETIC = {
+    "sum": lambda figures, images: sum(figures),
+    "mean": lambda figures, images: sum(figures) / len(figures),
+    "max": lambda figures, images: max(figures),
+    "per image": _per_image,
+}
+
+
 def _across_ranks(values: dict[str, Value], result: paired.PairedResult | None = None) -> dict[str, Value]:
-    """This rank's measurements combined with the other ranks' (``_COMBINE``; the paired ratios over
-    every rank's pairs), each value keeping the ranks' own figures in ``details.per_rank``. A figure
-    unavailable on any rank is unavailable, naming the rank. One process: ``values`` unchanged."""
+    """This rank's measurements combined with the other ranks' (the catalog's ``combine`` rule; the
+    paired ratios over every rank's pairs), each value keeping the ranks' own figures in
+    ``details.per_rank``. A figure unavailable on any rank is unavailable, naming the rank. One process:
+    ``values`` unchanged."""
     if not distributed.world().active:
         return values
     mine = {"values": {k: v.to_dict() for k, v in values.items()}}
@@ -285,22 +269,22 @@ def _across_ranks(values: dict[str, Value], result: paired.PairedResult | None =
         mine["images"] = sum(len(b.call_s) for b in result.blocks["pruned"]) * result.images_per_call
     ranks = distributed.gather_json(mine)
     images = [r.get("images", 1) for r in ranks]
-    out = {}
-    for name, v in values.items():
-        parts = [r["values"][name] for r in ranks]
-        details = {**v.details, "per_rank": [p["value"] for p in parts], "processes": len(ranks)}
-        missing = [i for i, p in enumerate(parts) if p["status"] == "unavailable"]
-        if missing and v.available:
-            why = f"unavailable on rank {missing[0]}: {parts[missing[0]]['note']}"
-            out[name] = Value.unavailable(name, v.unit, why, v.higher_is_better)
-        elif name in _COMBINE and not missing:
-            how = _COMBINE[name]
-            status = "estimated" if any(p["status"] == "estimated" for p in parts) else v.status
-            figure = _combine(how, [p["value"] for p in parts], images)
-            details["across_ranks"] = how
-            out[name] = Value(name, figure, v.unit, status, v.higher_is_better, v.note, details)
-        else:
-            out[name] = Value(name, v.value, v.unit, v.status, v.higher_is_better, v.note, details)
+    out = {name: _combined(v, [r["values"][name] for r in ranks], images) for name, v in values.items()}
     if result is not None and "base" in result.blocks:
         out.update(paired.pooled_ratios([r["pairs"] for r in ranks], result, out["energy_image_j"]))
     return out
+
+
+def _combined(v: Value, parts: list[dict], images: list[int]) -> Value:
+    """One value from every rank's ``parts`` (this rank's is ``v``)."""
+    details = {**v.details, "per_rank": [p["value"] for p in parts], "processes": len(parts)}
+    missing = [i for i, p in enumerate(parts) if p["status"] == "unavailable"]
+    if missing and v.available:
+        why = f"unavailable on rank {missing[0]}: {parts[missing[0]]['note']}"
+        return Value.unavailable_of(v.name, why)
+    how = metric(v.name).combine
+    if how not in _ARITHMETIC or missing:
+        return replace(v, details=details)
+    status = "estimated" if any(p["status"] == "estimated" for p in parts) else v.status
+    figure = _ARITHMETIC[how]([p["value"] for p in parts], images)
+    return replace(v, value=figure, status=status, details={**details, "across_ranks": how})
