@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import trajectory
 from .api import SAMPLING_KEYS
-from .architectures import denoiser_of
+from .architectures import denoiser_of, prepare_trajectories
 from .checkpoints import TrainingCheckpoint
 from .config import LORA_MODULES, RecoveryConfig
 from .methods.mask_training import TrainingDiverged, all_finite
@@ -64,7 +64,7 @@ def teacher_trajectories(pipe, teacher: nn.Module, samples, sampling: dict, batc
     Samples run ``batch`` at a time as one stacked trajectory (each row follows its own trajectory exactly);
     every prompt is encoded once however many seeds it has.
     """
-    trajs = trajectory.prepare_pairs(pipe, samples, sampling)
+    trajs = prepare_trajectories(pipe, samples, sampling)
     out = []
     for start in range(0, len(trajs), batch):
         chunk = trajs[start : start + batch]

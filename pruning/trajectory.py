@@ -290,53 +290,6 @@ def flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, max
     return Trajectory(latents, scheduler.sigmas.to(device=device, dtype=torch.float32).clone(), model)
 
 
-def prepare(
-    pipe,
-    prompt: str | list[str],
-    seed: int,
-    *,
-    steps: int,
-    guidance: float,
-    height: int | None = None,
-    width: int | None = None,
-    max_sequence_length: int = 512,
-    memo: dict | None = None,
-) -> Trajectory:
-    """Encode ``prompt``, draw the initial noise from ``seed`` and fix the sigma schedule, as the pipeline does.
-
-    Unrolling the result reproduces ``pipe(prompt, generator=Generator().manual_seed(seed), ...,
-    output_type="latent")`` (for FLUX, before unpacking). A ``memo`` dict shared by several calls encodes
-    each prompt once (preparing one prompt with many seeds).
-    """
-    from .architectures import architecture_of_pipe  # the registry names this module's adapters
-
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    with torch.no_grad():
-        return architecture_of_pipe(pipe).trajectory(
-            pipe, prompt, generator, steps, guidance, height, width, max_sequence_length, memo
-        )
-
-
-def prepare_pairs(pipe, pairs, sampling: dict) -> list[Trajectory]:
-    """One trajectory per (prompt, seed) pair with the call settings ``sampling`` (steps, guidance and
-    optionally height, width, max_sequence_length); each prompt is encoded once whatever its seeds."""
-    memo: dict = {}
-    return [
-        prepare(
-            pipe,
-            prompt,
-            seed,
-            steps=sampling["steps"],
-            guidance=sampling["guidance"],
-            height=sampling.get("height"),
-            width=sampling.get("width"),
-            max_sequence_length=sampling.get("max_sequence_length", 512),
-            memo=memo,
-        )
-        for prompt, seed in pairs
-    ]
-
-
 def calibration_pairs(prompts, seed: int = 0, what: str = "ecodiff") -> list[tuple[str, int]]:
     """(prompt, seed) pairs from strings (seeded ``seed + index``) and/or explicit (prompt, seed) pairs."""
     pairs = []

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed, trajectory
-from ..architectures import denoiser_of
+from ..architectures import denoiser_of, prepare_trajectories
 from ..config import EcoDiffConfig
 from ..masks import OPEN_SHIFT, MaskSet
 from ..targets import UnitGroup
@@ -69,7 +69,7 @@ class _Calibration:
     def __init__(
         self, pipe, denoiser, masks: MaskSet, pairs: list[tuple[str, int]], sampling: dict, batch: int
     ):
-        self.trajs = trajectory.prepare_pairs(pipe, pairs, sampling)
+        self.trajs = prepare_trajectories(pipe, pairs, sampling)
         rank, world = distributed.rank_world()
         n, first = len(self.trajs), self.trajs[0].latents
         cuts = [n * r // world for r in range(world + 1)]  # rank r: pairs cuts[r] .. cuts[r + 1] - 1

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import distributed, trajectory
-from ..architectures import architecture_of_pipe, denoiser_of
+from ..architectures import architecture_of_pipe, denoiser_of, prepare_trajectory
 from ..config import TaylorConfig
 from ..targets import UnitGroup
 from .unit_weights import owned_parameters, per_unit
@@ -64,7 +64,7 @@ def taylor_scores(
     with distributed.together("taylor calibration"), torch.no_grad():
         x0 = [
             trajectory.run(
-                trajectory.prepare(
+                prepare_trajectory(
                     pipe,
                     prompts[k],
                     seeds[k],
@@ -79,7 +79,7 @@ def taylor_scores(
         ]
         # One conditioned model evaluation per timestep: the trajectory's model closure at a chosen input.
         cond = (
-            trajectory.prepare(
+            prepare_trajectory(
                 pipe,
                 [prompts[k] for k in mine],
                 cfg.seed,
