@@ -276,8 +276,10 @@ def test_ecodiff_plan_records_target_sparsity_agreement_steps_and_time():
     scores = pruning.Scores(
         "ecodiff", {n: torch.zeros(m.total) for n, m in plan.modules.items()}, {"target": 0.3}
     )
-    with pytest.warns(UserWarning, match="trained to remove 30% are cut at 50%"):
+    with pytest.warns(UserWarning, match="trained to remove 30% are cut at 50%") as caught:
         pruning.plan(pipe, scores, 0.5)
+    assert caught[0].filename == __file__  # the warning points at the call of pruning.plan
+    assert "ecodiff" not in pruning.plan(pipe, pruning.Scores("x", scores.values), 0.5).info
 
 
 def test_ecodiff_trains_on_prompt_seed_pairs_batched(monkeypatch):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -154,6 +155,20 @@ def ecodiff_scores(
         normalize_mse=cfg.normalize_mse,
     )
     return masks.named_logits(), info
+
+
+def annotate_plan(plan, logits: dict[str, torch.Tensor], info: dict) -> None:
+    """The registry's plan annotator: the :func:`plan_summary` under ``plan.info["ecodiff"]``, and a
+    warning when the masks were trained for another ratio than the plan cuts at."""
+    plan.info["ecodiff"] = summary = plan_summary(plan, logits, info)
+    trained = summary["trained_target"]
+    if trained is not None and abs(trained - plan.ratio) > 1e-9:
+        warnings.warn(
+            f"EcoDiff masks trained to remove {trained:.0%} are cut at {plan.ratio:.0%}: the cut will not "
+            f"follow the closed gates (agreement {summary['agreement']:.2f}); train with "
+            f"target_sparsity={plan.ratio}",
+            stacklevel=4,  # the caller of pruning.plan (through Method.annotate_plan and pruning.plan)
+        )
 
 
 def plan_summary(plan, logits: dict[str, torch.Tensor], info: dict) -> dict:
