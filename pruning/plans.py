@@ -257,6 +257,47 @@ def _select(
     return removed
 
 
+def _check_plan_request(
+    groups: list[UnitGroup], scores: dict[str, torch.Tensor], ratio, target, ranking, align
+) -> None:
+    """Refuse a ratio, target, ranking or alignment that is not allowed, or scores that do not fit the groups."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"ratio must be in [0, 1); got {ratio!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}; got {ranking!r}")
+    missing = [g.name for g in groups if g.name not in scores]
+    if missing:
+        raise ValueError(f"scores are missing for {len(missing)} unit groups, e.g. {missing[0]}")
+    for g in groups:
+        if scores[g.name].numel() != g.n_units:
+            raise ValueError(f"{g.name}: {scores[g.name].numel()} scores for {g.n_units} units")
+    if align is not None and (isinstance(align, bool) or not isinstance(align, int) or align < 1):
+        raise ValueError(f"align must be a positive integer (e.g. 8, 64, 128) or None; got {align!r}")
+
+
+def _ranking_pools(groups: list[UnitGroup], ranking: str) -> list[list[UnitGroup]]:
+    """The groups that compete for one budget: all of them, those of one kind, or each on its own."""
+    if ranking == "global":
+        return [groups]
+    if ranking == "per-kind":
+        return [[g for g in groups if g.kind == k] for k in KINDS]
+    return [[g] for g in groups]
+
+
+def _alignment_summary(alignment: list[dict], multiple: int, target: str) -> dict:
+    """The pools' :func:`align_ffn_widths` accounting added up, as recorded under ``info["align"]``."""
+    return {
+        "multiple": multiple,
+        "removed_frac_before": sum(a["removed_before"] for a in alignment)
+        / sum(a["total"] for a in alignment),
+        "removed_frac_after": sum(a["removed_after"] for a in alignment) / sum(a["total"] for a in alignment),
+        "of": target,
+        **{k: sum(a[k] for a in alignment) for k in ("rounded_up", "rounded_down", "unchanged")},
+    }
+
+
 def make_plan(
     groups: list[UnitGroup],
     scores: dict[str, torch.Tensor],
@@ -275,30 +316,10 @@ def make_plan(
     ``align`` (e.g. 8, 64, 128) rounds every partly pruned FFN module's kept width to a multiple of it
     (see :func:`align_ffn_widths`); heads are whole units already and stay as they are.
     """
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"ratio must be in [0, 1); got {ratio!r}")
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
-    if ranking not in RANKINGS:
-        raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}; got {ranking!r}")
-    missing = [g.name for g in groups if g.name not in scores]
-    if missing:
-        raise ValueError(f"scores are missing for {len(missing)} unit groups, e.g. {missing[0]}")
-    for g in groups:
-        if scores[g.name].numel() != g.n_units:
-            raise ValueError(f"{g.name}: {scores[g.name].numel()} scores for {g.n_units} units")
-    if align is not None and (isinstance(align, bool) or not isinstance(align, int) or align < 1):
-        raise ValueError(f"align must be a positive integer (e.g. 8, 64, 128) or None; got {align!r}")
-
-    if ranking == "global":
-        pools = [groups]
-    elif ranking == "per-kind":
-        pools = [[g for g in groups if g.kind == k] for k in KINDS]
-    else:
-        pools = [[g] for g in groups]
+    _check_plan_request(groups, scores, ratio, target, ranking, align)
     removed: dict[str, set] = {}
     alignment = []
-    for pool in pools:
+    for pool in _ranking_pools(groups, ranking):
         if pool:
             removed.update(_select(pool, scores, ratio, target))
             if align is not None:
@@ -315,15 +336,7 @@ def make_plan(
     }
     plan = PruningPlan(modules, method, ratio, target, ranking, architecture, total_params, dict(info or {}))
     if align is not None:
-        plan.info["align"] = {
-            "multiple": align,
-            "removed_frac_before": sum(a["removed_before"] for a in alignment)
-            / sum(a["total"] for a in alignment),
-            "removed_frac_after": sum(a["removed_after"] for a in alignment)
-            / sum(a["total"] for a in alignment),
-            "of": target,
-            **{k: sum(a[k] for a in alignment) for k in ("rounded_up", "rounded_down", "unchanged")},
-        }
+        plan.info["align"] = _alignment_summary(alignment, align, target)
     return plan
 
 
