@@ -230,17 +230,17 @@ def _parse_plan(d, source: str) -> PruningPlan:
     return plan
 
 
-def _cost(group: UnitGroup, n_removed_before: int, target: str) -> int:
+def _removal_cost(group: UnitGroup, n_removed_before: int, target: str) -> int:
     """Cost (params or units) of removing one more unit from a group that already lost n_removed_before."""
     if target == "units":
         return 1
     return group.params_removed(n_removed_before + 1) - group.params_removed(n_removed_before)
 
 
-def _select(
+def _remove_lowest_scoring(
     groups: list[UnitGroup], scores: dict[str, torch.Tensor], ratio: float, target: str
 ) -> dict[str, set]:
-    """Remove lowest-scoring units across ``groups`` until ``ratio`` of their params/units is removed."""
+    """The units to remove across ``groups``, lowest score first, until ``ratio`` of their params/units go."""
     total = sum(g.params_total if target == "params" else g.n_units for g in groups)
     budget = ratio * total
     order = sorted(
@@ -252,7 +252,7 @@ def _select(
         if done >= budget:
             break
         g = groups[gi]
-        done += _cost(g, len(removed[g.name]), target)
+        done += _removal_cost(g, len(removed[g.name]), target)
         removed[g.name].add(u)
     return removed
 
@@ -321,7 +321,7 @@ def make_plan(
     alignment = []
     for pool in _ranking_pools(groups, ranking):
         if pool:
-            removed.update(_select(pool, scores, ratio, target))
+            removed.update(_remove_lowest_scoring(pool, scores, ratio, target))
             if align is not None:
                 alignment.append(align_ffn_widths(pool, scores, removed, ratio, target, align))
     modules = {

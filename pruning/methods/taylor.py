@@ -32,10 +32,10 @@ def _noisy_sample(pipe, x0, noise, t: int):
     if architecture_of_pipe(pipe).flow_matching:  # rectified flow: x_s = (1 - s) x0 + s noise
         s = (t + 1) / n_train
         return (1 - s) * x0 + s * noise, torch.tensor(s * 1000.0), noise - x0  # target: the velocity
-    ab = sched.alphas_cumprod[t].to(x0.dtype)
-    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    alpha_bar = sched.alphas_cumprod[t].to(x0.dtype)
+    x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
     if sched.config.prediction_type == "v_prediction":
-        return x_t, torch.tensor(t), ab.sqrt() * noise - (1 - ab).sqrt() * x0
+        return x_t, torch.tensor(t), alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
     return x_t, torch.tensor(t), noise
 
 
