@@ -187,10 +187,11 @@ class MaskTraining:
     def prepared(self, steps: int):
         """(trajectory, reference final latent) for ``steps`` sampling steps, computed once."""
         from pruning import trajectory
+        from pruning.architectures import prepare_trajectory
 
         if steps not in self._cache:
             s = self.sampling
-            traj = trajectory.prepare(
+            traj = prepare_trajectory(
                 self.pipe,
                 PROMPT,
                 SEED,

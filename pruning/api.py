@@ -5,17 +5,15 @@ Imported on first use of any of them (``import pruning`` itself does not import 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .architectures import architecture, block_params, denoiser_of, find_groups
-from .methods.ecodiff import plan_summary as ecodiff_plan_summary
 from .plans import PruningPlan, make_plan
+from .registry import METHODS, ratio_specific
 from .registry import method as registered_method
-from .registry import ratio_specific
 from .surgery import apply_plan
 
 SAMPLING_KEYS = ("steps", "guidance", "height", "width", "max_sequence_length")
@@ -88,8 +86,8 @@ def plan(
     """Keep the highest-scoring units so that ``ratio`` of the prunable parameters (or units) is removed.
 
     ``align`` rounds each pruned FFN module's width to a multiple of it (8, 64, 128: GPU tile sizes).
-    A plan from EcoDiff scores records the training's target, final expected sparsity, steps, time and the
-    agreement of the cut with the gates training closed, under ``info["ecodiff"]``.
+    The scores' method may add to the plan's ``info`` (its plan annotator in :mod:`pruning.registry`; EcoDiff
+    records its training's target and the cut's agreement with the closed gates under ``info["ecodiff"]``).
     """
     denoiser = (
         pipe_or_denoiser if isinstance(pipe_or_denoiser, torch.nn.Module) else denoiser_of(pipe_or_denoiser)
@@ -109,16 +107,8 @@ def plan(
         info=info,
         align=align,
     )
-    if scores.method == "ecodiff":
-        result.info["ecodiff"] = summary = ecodiff_plan_summary(result, scores.values, scores.info)
-        trained = summary["trained_target"]
-        if trained is not None and abs(trained - ratio) > 1e-9:
-            warnings.warn(
-                f"EcoDiff masks trained to remove {trained:.0%} are cut at {ratio:.0%}: the cut will not "
-                f"follow the closed gates (agreement {summary['agreement']:.2f}); train with "
-                f"target_sparsity={ratio}",
-                stacklevel=2,
-            )
+    if scores.method in METHODS:  # scores may also come from elsewhere, under a name of their own
+        METHODS[scores.method].annotate_plan(result, scores.values, scores.info)
     return result
 
 

@@ -10,7 +10,8 @@ Two tables say everything the library knows about an architecture:
   scheduler is flow matching, and its pruned class (:mod:`.pretrained`).
 
 Supporting a new architecture means one discovery function per new block class and one entry here;
-nothing else in the library asks which denoiser it has.
+nothing else in the library asks which denoiser it has. :func:`prepare_trajectory` dispatches to the
+entry's adapter, so :mod:`.trajectory` itself never asks either.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from diffusers import FluxTransformer2DModel, UNet2DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
@@ -121,3 +123,48 @@ def block_params(denoiser: nn.Module) -> int:
     """Parameters inside transformer blocks (the population a pruning ratio refers to in reports)."""
     blocks = architecture_of(denoiser).blocks
     return sum(sum(p.numel() for p in m.parameters()) for m in denoiser.modules() if isinstance(m, blocks))
+
+
+def prepare_trajectory(
+    pipe,
+    prompt: str | list[str],
+    seed: int,
+    *,
+    steps: int,
+    guidance: float,
+    height: int | None = None,
+    width: int | None = None,
+    max_sequence_length: int = 512,
+    memo: dict | None = None,
+) -> trajectory.Trajectory:
+    """Encode ``prompt``, draw the initial noise from ``seed`` and fix the sigma schedule, as the pipeline does.
+
+    Unrolling the result reproduces ``pipe(prompt, generator=Generator().manual_seed(seed), ...,
+    output_type="latent")`` (for FLUX, before unpacking). A ``memo`` dict shared by several calls encodes
+    each prompt once (preparing one prompt with many seeds).
+    """
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    with torch.no_grad():
+        return architecture_of_pipe(pipe).trajectory(
+            pipe, prompt, generator, steps, guidance, height, width, max_sequence_length, memo
+        )
+
+
+def prepare_trajectories(pipe, pairs, sampling: dict) -> list[trajectory.Trajectory]:
+    """One trajectory per (prompt, seed) pair with the call settings ``sampling`` (steps, guidance and
+    optionally height, width, max_sequence_length); each prompt is encoded once whatever its seeds."""
+    memo: dict = {}
+    return [
+        prepare_trajectory(
+            pipe,
+            prompt,
+            seed,
+            steps=sampling["steps"],
+            guidance=sampling["guidance"],
+            height=sampling.get("height"),
+            width=sampling.get("width"),
+            max_sequence_length=sampling.get("max_sequence_length", 512),
+            memo=memo,
+        )
+        for prompt, seed in pairs
+    ]

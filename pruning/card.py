@@ -106,6 +106,38 @@ def _how_to_load(meta: dict, name: str) -> list[str]:
     ]
 
 
+def _card_data(meta: dict, plan: dict, base_name: str, arch_tag: str) -> ModelCardData:
+    """The Hub metadata of the card's YAML front matter."""
+    a = plan["achieved"]
+    return ModelCardData(
+        base_model=meta.get("base"),
+        library_name="diffusers",
+        pipeline_tag="text-to-image",
+        tags=["pruned", "structured-pruning", "ecodiff-bench", plan["method"], arch_tag, "text-to-image"],
+        pruning={
+            "method": plan["method"],
+            "ratio": plan["ratio"],
+            "target": plan["target"],
+            "ranking": plan["ranking"],
+            "params_removed_frac_of_prunable": round(a["params_removed_frac_of_prunable"], 6),
+            "units_removed_frac": round(a["units_removed_frac"], 6),
+            "base_name": base_name,
+        },
+    )
+
+
+def _measured_section(measured: list[dict] | None, details: dict[str, str] | None, path: Path) -> list[str]:
+    if not measured:
+        return [
+            "Not measured yet (this card was written when the model was saved; `ecodiff-bench run` "
+            "measures speed, energy and quality against the unpruned model and rewrites it)."
+        ]
+    lines = _measured_table(measured, path)
+    if details:
+        lines += ["", *[f"- {k}: {_relative(str(v), path)}" for k, v in details.items()]]
+    return lines
+
+
 def write_card(
     path: str | Path,
     *,
@@ -125,24 +157,8 @@ def write_card(
     arch_tag, arch_word = ARCH.get(plan.get("architecture"), ("diffusion", "denoiser"))
     base_name = _relative(base_name or meta.get("base_name") or "the unpruned model", path)
     a = plan["achieved"]
-    data = ModelCardData(
-        base_model=meta.get("base"),
-        library_name="diffusers",
-        pipeline_tag="text-to-image",
-        tags=["pruned", "structured-pruning", "ecodiff-bench", plan["method"], arch_tag, "text-to-image"],
-        pruning={
-            "method": plan["method"],
-            "ratio": plan["ratio"],
-            "target": plan["target"],
-            "ranking": plan["ranking"],
-            "params_removed_frac_of_prunable": round(a["params_removed_frac_of_prunable"], 6),
-            "units_removed_frac": round(a["units_removed_frac"], 6),
-            "base_name": base_name,
-        },
-    )
-    title = f"{base_name}, {plan['method']} {plan['ratio']:.0%}"
     body = [
-        f"# {title}",
+        f"# {base_name}, {plan['method']} {plan['ratio']:.0%}",
         "",
         f"{base_name} with {a['params_removed_frac_of_prunable']:.1%} of the parameters of its attention heads and "
         f"feed-forward units removed from its {arch_word} by **{plan['method']}** structural pruning "
@@ -155,17 +171,7 @@ def write_card(
         "",
         "## Measured",
         "",
-    ]
-    if measured:
-        body += _measured_table(measured, path)
-        if details:
-            body += ["", *[f"- {k}: {_relative(str(v), path)}" for k, v in details.items()]]
-    else:
-        body.append(
-            "Not measured yet (this card was written when the model was saved; `ecodiff-bench run` "
-            "measures speed, energy and quality against the unpruned model and rewrites it)."
-        )
-    body += [
+        *_measured_section(measured, details, path),
         "",
         "## How to load",
         "",
@@ -175,6 +181,7 @@ def write_card(
         "denoiser's `config.json` those of its own weights; loading refuses a file that changed.",
         "",
     ]
+    data = _card_data(meta, plan, base_name, arch_tag)
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
     card.save(path / CARD)
     return path / CARD

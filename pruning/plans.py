@@ -230,17 +230,17 @@ def _parse_plan(d, source: str) -> PruningPlan:
     return plan
 
 
-def _cost(group: UnitGroup, n_removed_before: int, target: str) -> int:
+def _removal_cost(group: UnitGroup, n_removed_before: int, target: str) -> int:
     """Cost (params or units) of removing one more unit from a group that already lost n_removed_before."""
     if target == "units":
         return 1
     return group.params_removed(n_removed_before + 1) - group.params_removed(n_removed_before)
 
 
-def _select(
+def _remove_lowest_scoring(
     groups: list[UnitGroup], scores: dict[str, torch.Tensor], ratio: float, target: str
 ) -> dict[str, set]:
-    """Remove lowest-scoring units across ``groups`` until ``ratio`` of their params/units is removed."""
+    """The units to remove across ``groups``, lowest score first, until ``ratio`` of their params/units go."""
     total = sum(g.params_total if target == "params" else g.n_units for g in groups)
     budget = ratio * total
     order = sorted(
@@ -252,9 +252,50 @@ def _select(
         if done >= budget:
             break
         g = groups[gi]
-        done += _cost(g, len(removed[g.name]), target)
+        done += _removal_cost(g, len(removed[g.name]), target)
         removed[g.name].add(u)
     return removed
+
+
+def _check_plan_request(
+    groups: list[UnitGroup], scores: dict[str, torch.Tensor], ratio, target, ranking, align
+) -> None:
+    """Refuse a ratio, target, ranking or alignment that is not allowed, or scores that do not fit the groups."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"ratio must be in [0, 1); got {ratio!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}; got {ranking!r}")
+    missing = [g.name for g in groups if g.name not in scores]
+    if missing:
+        raise ValueError(f"scores are missing for {len(missing)} unit groups, e.g. {missing[0]}")
+    for g in groups:
+        if scores[g.name].numel() != g.n_units:
+            raise ValueError(f"{g.name}: {scores[g.name].numel()} scores for {g.n_units} units")
+    if align is not None and (isinstance(align, bool) or not isinstance(align, int) or align < 1):
+        raise ValueError(f"align must be a positive integer (e.g. 8, 64, 128) or None; got {align!r}")
+
+
+def _ranking_pools(groups: list[UnitGroup], ranking: str) -> list[list[UnitGroup]]:
+    """The groups that compete for one budget: all of them, those of one kind, or each on its own."""
+    if ranking == "global":
+        return [groups]
+    if ranking == "per-kind":
+        return [[g for g in groups if g.kind == k] for k in KINDS]
+    return [[g] for g in groups]
+
+
+def _alignment_summary(alignment: list[dict], multiple: int, target: str) -> dict:
+    """The pools' :func:`align_ffn_widths` accounting added up, as recorded under ``info["align"]``."""
+    return {
+        "multiple": multiple,
+        "removed_frac_before": sum(a["removed_before"] for a in alignment)
+        / sum(a["total"] for a in alignment),
+        "removed_frac_after": sum(a["removed_after"] for a in alignment) / sum(a["total"] for a in alignment),
+        "of": target,
+        **{k: sum(a[k] for a in alignment) for k in ("rounded_up", "rounded_down", "unchanged")},
+    }
 
 
 def make_plan(
@@ -275,32 +316,12 @@ def make_plan(
     ``align`` (e.g. 8, 64, 128) rounds every partly pruned FFN module's kept width to a multiple of it
     (see :func:`align_ffn_widths`); heads are whole units already and stay as they are.
     """
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"ratio must be in [0, 1); got {ratio!r}")
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
-    if ranking not in RANKINGS:
-        raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}; got {ranking!r}")
-    missing = [g.name for g in groups if g.name not in scores]
-    if missing:
-        raise ValueError(f"scores are missing for {len(missing)} unit groups, e.g. {missing[0]}")
-    for g in groups:
-        if scores[g.name].numel() != g.n_units:
-            raise ValueError(f"{g.name}: {scores[g.name].numel()} scores for {g.n_units} units")
-    if align is not None and (isinstance(align, bool) or not isinstance(align, int) or align < 1):
-        raise ValueError(f"align must be a positive integer (e.g. 8, 64, 128) or None; got {align!r}")
-
-    if ranking == "global":
-        pools = [groups]
-    elif ranking == "per-kind":
-        pools = [[g for g in groups if g.kind == k] for k in KINDS]
-    else:
-        pools = [[g] for g in groups]
+    _check_plan_request(groups, scores, ratio, target, ranking, align)
     removed: dict[str, set] = {}
     alignment = []
-    for pool in pools:
+    for pool in _ranking_pools(groups, ranking):
         if pool:
-            removed.update(_select(pool, scores, ratio, target))
+            removed.update(_remove_lowest_scoring(pool, scores, ratio, target))
             if align is not None:
                 alignment.append(align_ffn_widths(pool, scores, removed, ratio, target, align))
     modules = {
@@ -315,15 +336,7 @@ def make_plan(
     }
     plan = PruningPlan(modules, method, ratio, target, ranking, architecture, total_params, dict(info or {}))
     if align is not None:
-        plan.info["align"] = {
-            "multiple": align,
-            "removed_frac_before": sum(a["removed_before"] for a in alignment)
-            / sum(a["total"] for a in alignment),
-            "removed_frac_after": sum(a["removed_after"] for a in alignment)
-            / sum(a["total"] for a in alignment),
-            "of": target,
-            **{k: sum(a[k] for a in alignment) for k in ("rounded_up", "rounded_down", "unchanged")},
-        }
+        plan.info["align"] = _alignment_summary(alignment, align, target)
     return plan
 
 

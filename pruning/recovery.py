@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import trajectory
 from .api import SAMPLING_KEYS
-from .architectures import denoiser_of
+from .architectures import denoiser_of, prepare_trajectories
 from .checkpoints import TrainingCheckpoint
 from .config import LORA_MODULES, RecoveryConfig
 from .methods.mask_training import TrainingDiverged, all_finite
@@ -64,7 +64,7 @@ def teacher_trajectories(pipe, teacher: nn.Module, samples, sampling: dict, batc
     Samples run ``batch`` at a time as one stacked trajectory (each row follows its own trajectory exactly);
     every prompt is encoded once however many seeds it has.
     """
-    trajs = trajectory.prepare_pairs(pipe, samples, sampling)
+    trajs = prepare_trajectories(pipe, samples, sampling)
     out = []
     for start in range(0, len(trajs), batch):
         chunk = trajs[start : start + batch]
@@ -215,6 +215,25 @@ def _digest(denoiser: nn.Module) -> str:
 # --- the loop ---------------------------------------------------------------------------------------------------
 
 
+def _checked_sampling(prompts, sampling: dict) -> dict:
+    """The call settings ``sampling`` restricted to :data:`pruning.api.SAMPLING_KEYS`; refuses missing ones."""
+    if not prompts:
+        raise ValueError("recovery needs at least one calibration prompt")
+    if "steps" not in sampling or "guidance" not in sampling:
+        raise ValueError("recovery needs sampling={'steps': ..., 'guidance': ...}")
+    return {k: sampling[k] for k in SAMPLING_KEYS if k in sampling}
+
+
+def _fingerprint(cfg: RecoveryConfig, sampling: dict, samples, student: nn.Module) -> dict:
+    """What a checkpoint must match to be resumed: the settings, the samples and the student's weights."""
+    return {
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "checkpoint_every")},
+        "sampling": sampling,
+        "samples": samples,
+        "student": _digest(student),
+    }
+
+
 def recover(
     pipe,
     teacher: nn.Module,
@@ -230,21 +249,12 @@ def recover(
     LoRA adapters are merged before returning, so the denoiser keeps its pruned shapes and plain linears.
     """
     cfg = config or RecoveryConfig()
-    if not prompts:
-        raise ValueError("recovery needs at least one calibration prompt")
-    if "steps" not in sampling or "guidance" not in sampling:
-        raise ValueError("recovery needs sampling={'steps': ..., 'guidance': ...}")
-    sampling = {k: sampling[k] for k in SAMPLING_KEYS if k in sampling}
+    sampling = _checked_sampling(prompts, sampling)
     student = denoiser_of(pipe)
     if student is teacher:
         raise ValueError("the teacher must be the unpruned denoiser, not the pipeline's own (pruned) one")
     samples = trajectory.calibration_pairs(prompts, cfg.seed, "recovery")
-    fingerprint = {
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "checkpoint_every")},
-        "sampling": sampling,
-        "samples": samples,
-        "student": _digest(student),
-    }
+    fingerprint = _fingerprint(cfg, sampling, samples, student)
     requires = {n: p.requires_grad for n, p in student.named_parameters()}
     params = _trainable(student, cfg)
     optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)

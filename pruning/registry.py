@@ -1,12 +1,13 @@
 """The pruning methods, registered once: name, help, config class, whether they calibrate, their scorer.
 
 Everything that needs to know the methods (``pruning.score``, the harness's suite options, ``ls methods``)
-reads this table, and importing it does not import torch: a method's scoring function is named as
+reads this table, and importing it does not import torch: a method's functions are named as
 ``"module:function"`` and imported on first use. Every scorer has one signature::
 
     scorer(pipe, groups, calibration, sampling, config, checkpoint_dir) -> (scores, info)
 
-with ``calibration`` None for the data-free methods.
+with ``calibration`` None for the data-free methods. A method whose plans carry more than the cut names a
+plan annotator, ``annotator(plan, scores, info) -> None``, which adds to ``plan.info`` (and may warn).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Method:
     scorer: str  # "module:function" relative to pruning.methods, imported on first use
     # (option, value) with which this method's scores serve every ratio; None: scores always do
     every_ratio_when: tuple[str, Any] | None = None
+    plan_annotator: str | None = None  # "module:function", see the module docstring; None: nothing to add
 
     def make_config(self, options: dict | None = None):
         """The method's config from ``options``, unknown names refused with the allowed ones listed."""
@@ -49,8 +51,18 @@ class Method:
         return (options or {}).get(option, default) != value
 
     def score_function(self):
-        module, _, name = self.scorer.partition(":")
-        return getattr(importlib.import_module(f"pruning.methods.{module}"), name)
+        return _imported(self.scorer)
+
+    def annotate_plan(self, plan, scores: dict, info: dict) -> None:
+        """Record in ``plan.info`` what a plan cut from this method's ``scores`` (logged ``info``) carries."""
+        if self.plan_annotator is not None:
+            _imported(self.plan_annotator)(plan, scores, info)
+
+
+def _imported(reference: str):
+    """The function a ``"module:function"`` reference names, the module relative to pruning.methods."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(f"pruning.methods.{module}"), name)
 
 
 METHODS: dict[str, Method] = {
@@ -63,6 +75,7 @@ METHODS: dict[str, Method] = {
             needs_calibration=True,
             scorer="ecodiff:ecodiff_scores",
             every_ratio_when=("controller", "none"),
+            plan_annotator="ecodiff:annotate_plan",
         ),
         Method(
             "taylor",

@@ -15,7 +15,7 @@ import warnings
 import torch
 from torch import nn
 
-from .architectures import architecture, find_groups
+from .architectures import find_groups
 from .plans import PruningPlan
 from .targets import ConstantModule, UnitGroup
 
@@ -139,10 +139,3 @@ def apply_plan(denoiser: nn.Module, plan: PruningPlan) -> nn.Module:
             attn.heads = len(kept)
             attn.inner_dim = len(kept) * g.width
     return denoiser
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-__all__ = ["apply_plan", "count_params", "architecture"]

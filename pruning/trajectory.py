@@ -105,22 +105,28 @@ def full_backward(
 
 
 class _SDXLModel:
-    """Epsilon / v-prediction U-Net with classifier-free guidance, as the SDXL pipeline calls it."""
+    """Epsilon / v-prediction U-Net with classifier-free guidance, as the SDXL pipeline calls it.
 
-    def __init__(self, pe, npe, cond, ncond, timesteps, sigmas, guidance, prediction):
-        self.pe, self.npe, self.cond, self.ncond = pe, npe, cond, ncond
+    ``embeds`` and ``added`` (pooled text embedding and time ids) condition on the prompt; the ``negative_``
+    pair on the empty prompt, None without guidance."""
+
+    def __init__(
+        self, embeds, negative_embeds, added, negative_added, timesteps, sigmas, guidance, prediction
+    ):
+        self.embeds, self.negative_embeds = embeds, negative_embeds
+        self.added, self.negative_added = added, negative_added
         self.timesteps, self.sigmas, self.guidance, self.prediction = timesteps, sigmas, guidance, prediction
-        self.cfg = npe is not None
+        self.guided = negative_embeds is not None
 
-    def raw(self, unet, x_in, t, cfg: bool = False):
+    def raw(self, unet, x_in, t, guided: bool = False):
         """Network output at a model-scaled input ``x_in`` and training timestep ``t``."""
-        if cfg:
+        if guided:
             x_in = torch.cat([x_in, x_in])
-            pe = torch.cat([self.npe, self.pe])
-            cond = {k: torch.cat([self.ncond[k], self.cond[k]]) for k in self.cond}
+            embeds = torch.cat([self.negative_embeds, self.embeds])
+            added = {k: torch.cat([self.negative_added[k], self.added[k]]) for k in self.added}
         else:
-            pe, cond = self.pe, self.cond
-        return unet(x_in, t, encoder_hidden_states=pe, added_cond_kwargs=cond, return_dict=False)[0]
+            embeds, added = self.embeds, self.added
+        return unet(x_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
 
     @classmethod
     def stack(cls, models: list[_SDXLModel]) -> _SDXLModel:
@@ -133,10 +139,10 @@ class _SDXLModel:
             return {key: torch.cat([getattr(k, name)[key] for k in models]) for key in getattr(m, name)}
 
         return cls(
-            cat("pe"),
-            cat("npe") if m.cfg else None,
-            cat_dict("cond"),
-            cat_dict("ncond") if m.cfg else None,
+            cat("embeds"),
+            cat("negative_embeds") if m.guided else None,
+            cat_dict("added"),
+            cat_dict("negative_added") if m.guided else None,
             m.timesteps,
             m.sigmas,
             m.guidance,
@@ -145,8 +151,8 @@ class _SDXLModel:
 
     def __call__(self, unet, x, i):
         sigma = self.sigmas[i]
-        out = self.raw(unet, x / (sigma**2 + 1).sqrt(), self.timesteps[i], cfg=self.cfg)
-        if self.cfg:
+        out = self.raw(unet, x / (sigma**2 + 1).sqrt(), self.timesteps[i], guided=self.guided)
+        if self.guided:
             uncond, text = out.chunk(2)
             out = uncond + self.guidance * (text - uncond)
         if self.prediction == "epsilon":
@@ -182,25 +188,32 @@ def sdxl_trajectory(
     device = pipe._execution_device
     height = height or pipe.default_sample_size * pipe.vae_scale_factor
     width = width or pipe.default_sample_size * pipe.vae_scale_factor
-    cfg = guidance > 1.0
-    pe, npe, pooled, npooled = _encode(
-        pipe, memo, prompt=prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=cfg
+    guided = guidance > 1.0
+    embeds, negative_embeds, pooled, negative_pooled = _encode(
+        pipe, memo, prompt=prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=guided
     )
     scheduler.set_timesteps(steps, device=device)
     timesteps = scheduler.timesteps.clone()
     sigmas = scheduler.sigmas.to(device=device, dtype=torch.float32).clone()
     latents = pipe.prepare_latents(
-        pe.shape[0], pipe.unet.config.in_channels, height, width, pe.dtype, device, generator
+        embeds.shape[0], pipe.unet.config.in_channels, height, width, embeds.dtype, device, generator
     )
     proj_dim = (
         pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 is not None else pooled.shape[-1]
     )
-    time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), pe.dtype, proj_dim)
+    time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), embeds.dtype, proj_dim)
     time_ids = time_ids.to(device).repeat(latents.shape[0], 1)
-    cond = {"text_embeds": pooled.to(device), "time_ids": time_ids}
-    ncond = {"text_embeds": npooled.to(device), "time_ids": time_ids} if cfg else None
+    added = {"text_embeds": pooled.to(device), "time_ids": time_ids}
+    negative_added = {"text_embeds": negative_pooled.to(device), "time_ids": time_ids} if guided else None
     model = _SDXLModel(
-        pe, npe if cfg else None, cond, ncond, timesteps, sigmas, guidance, scheduler.config.prediction_type
+        embeds,
+        negative_embeds if guided else None,
+        added,
+        negative_added,
+        timesteps,
+        sigmas,
+        guidance,
+        scheduler.config.prediction_type,
     )
     ancestral = isinstance(scheduler, EulerAncestralDiscreteScheduler)
     noise = (
@@ -217,8 +230,8 @@ def sdxl_trajectory(
 class _FluxModel:
     """Rectified-flow transformer with packed latents and an optional guidance embedding."""
 
-    def __init__(self, pe, pooled, text_ids, image_ids, timesteps, guidance):
-        self.pe, self.pooled, self.text_ids, self.image_ids = pe, pooled, text_ids, image_ids
+    def __init__(self, embeds, pooled, text_ids, image_ids, timesteps, guidance):
+        self.embeds, self.pooled, self.text_ids, self.image_ids = embeds, pooled, text_ids, image_ids
         self.timesteps, self.guidance = timesteps, guidance
 
     def raw(self, transformer, x, t):
@@ -232,7 +245,7 @@ class _FluxModel:
             timestep=t / 1000,
             guidance=guide,
             pooled_projections=self.pooled,
-            encoder_hidden_states=self.pe,
+            encoder_hidden_states=self.embeds,
             txt_ids=self.text_ids,
             img_ids=self.image_ids,
             return_dict=False,
@@ -242,7 +255,7 @@ class _FluxModel:
     def stack(cls, models: list[_FluxModel]) -> _FluxModel:
         m = models[0]  # position ids are per token, shared by the batch
         return cls(
-            torch.cat([k.pe for k in models]),
+            torch.cat([k.embeds for k in models]),
             torch.cat([k.pooled for k in models]),
             m.text_ids,
             m.image_ids,
@@ -270,71 +283,30 @@ def flux_trajectory(pipe, prompt, generator, steps, guidance, height, width, max
     device = pipe._execution_device
     height = height or pipe.default_sample_size * pipe.vae_scale_factor
     width = width or pipe.default_sample_size * pipe.vae_scale_factor
-    pe, pooled, text_ids = _encode(
+    embeds, pooled, text_ids = _encode(
         pipe, memo, prompt=prompt, prompt_2=None, device=device, max_sequence_length=max_sequence_length
     )
     latents, image_ids = pipe.prepare_latents(
-        pe.shape[0], pipe.transformer.config.in_channels // 4, height, width, pe.dtype, device, generator
+        embeds.shape[0],
+        pipe.transformer.config.in_channels // 4,
+        height,
+        width,
+        embeds.dtype,
+        device,
+        generator,
     )
-    cfg = scheduler.config
+    config = scheduler.config
     mu = calculate_shift(
         latents.shape[1],
-        cfg.get("base_image_seq_len", 256),
-        cfg.get("max_image_seq_len", 4096),
-        cfg.get("base_shift", 0.5),
-        cfg.get("max_shift", 1.15),
+        config.get("base_image_seq_len", 256),
+        config.get("max_image_seq_len", 4096),
+        config.get("base_shift", 0.5),
+        config.get("max_shift", 1.15),
     )
-    sigmas = None if cfg.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
+    sigmas = None if config.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
     scheduler.set_timesteps(steps, device=device, sigmas=sigmas, mu=mu)
-    model = _FluxModel(pe, pooled, text_ids, image_ids, scheduler.timesteps.clone(), guidance)
+    model = _FluxModel(embeds, pooled, text_ids, image_ids, scheduler.timesteps.clone(), guidance)
     return Trajectory(latents, scheduler.sigmas.to(device=device, dtype=torch.float32).clone(), model)
-
-
-def prepare(
-    pipe,
-    prompt: str | list[str],
-    seed: int,
-    *,
-    steps: int,
-    guidance: float,
-    height: int | None = None,
-    width: int | None = None,
-    max_sequence_length: int = 512,
-    memo: dict | None = None,
-) -> Trajectory:
-    """Encode ``prompt``, draw the initial noise from ``seed`` and fix the sigma schedule, as the pipeline does.
-
-    Unrolling the result reproduces ``pipe(prompt, generator=Generator().manual_seed(seed), ...,
-    output_type="latent")`` (for FLUX, before unpacking). A ``memo`` dict shared by several calls encodes
-    each prompt once (preparing one prompt with many seeds).
-    """
-    from .architectures import architecture_of_pipe  # the registry names this module's adapters
-
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    with torch.no_grad():
-        return architecture_of_pipe(pipe).trajectory(
-            pipe, prompt, generator, steps, guidance, height, width, max_sequence_length, memo
-        )
-
-
-def prepare_pairs(pipe, pairs, sampling: dict) -> list[Trajectory]:
-    """One trajectory per (prompt, seed) pair with the call settings ``sampling`` (steps, guidance and
-    optionally height, width, max_sequence_length); each prompt is encoded once whatever its seeds."""
-    memo: dict = {}
-    return [
-        prepare(
-            pipe,
-            prompt,
-            seed,
-            steps=sampling["steps"],
-            guidance=sampling["guidance"],
-            height=sampling.get("height"),
-            width=sampling.get("width"),
-            max_sequence_length=sampling.get("max_sequence_length", 512),
-            memo=memo,
-        )
-        for prompt, seed in pairs
-    ]
 
 
 def calibration_pairs(prompts, seed: int = 0, what: str = "ecodiff") -> list[tuple[str, int]]:

@@ -6,6 +6,7 @@ from tiny import FLUX_CALL, SDXL_CALL, flux_pipeline, sdxl_pipeline
 
 import pruning
 from pruning import trajectory as tr
+from pruning.architectures import prepare_trajectory
 from pruning.masks import MaskSet
 
 BUILDERS = {"sdxl": (sdxl_pipeline, SDXL_CALL), "flux": (flux_pipeline, FLUX_CALL)}
@@ -98,7 +99,7 @@ def test_surgery_of_an_aligned_plan_equals_the_hard_masked_model(model):
     groups = pruning.find_groups(den)
     plan = pruning.plan(den, _scores(groups, seed=5), 0.3, align=8)
     sampling = {k: call[k] for k in ("height", "width", "max_sequence_length") if k in call}
-    traj = tr.prepare(
+    traj = prepare_trajectory(
         pipe, "a handwritten digit seven", 3, steps=2, guidance=call["guidance_scale"], **sampling
     )
     with torch.no_grad():

@@ -8,6 +8,7 @@ from tiny import FLUX_CALL, SDXL_CALL, flux_pipeline, sdxl_pipeline
 
 import pruning
 from pruning import trajectory as tr
+from pruning.architectures import prepare_trajectory
 from pruning.masks import MaskSet
 
 PROMPT = "a handwritten digit seven"
@@ -40,7 +41,7 @@ def case(request):
 
 
 def _trajectory(pipe, call, seed=3):
-    return tr.prepare(pipe, PROMPT, seed, **_sampling(call))
+    return prepare_trajectory(pipe, PROMPT, seed, **_sampling(call))
 
 
 def test_pure_trajectory_reproduces_the_pipeline(case):

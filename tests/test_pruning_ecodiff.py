@@ -9,7 +9,7 @@ from tiny import flux_pipeline, sdxl_pipeline
 from torch import nn
 
 import pruning
-from pruning import trajectory
+from pruning import architectures, trajectory
 from pruning.masks import OPEN_SHIFT, MaskSet
 from pruning.methods.ecodiff import EcoDiffConfig, ecodiff_scores
 from pruning.methods.mask_training import MaskTrainer
@@ -239,12 +239,12 @@ def test_stacked_trajectories_follow_each_pair(make, sampling):
     kw = {k: v for k, v in sampling.items() if k != "max_sequence_length"}
     msl = sampling.get("max_sequence_length", 512)
     trajs = [
-        trajectory.prepare(pipe, p, seed, max_sequence_length=msl, **kw)
+        architectures.prepare_trajectory(pipe, p, seed, max_sequence_length=msl, **kw)
         for p, seed in pruning.pairs(PROMPTS[:2], [5, 9])
     ]
     memo: dict = {}  # one encoding per prompt, shared by its seeds
     memoised = [
-        trajectory.prepare(pipe, p, seed, max_sequence_length=msl, memo=memo, **kw)
+        architectures.prepare_trajectory(pipe, p, seed, max_sequence_length=msl, memo=memo, **kw)
         for p, seed in pruning.pairs(PROMPTS[:2], [5, 9])
     ]
     assert len(memo) == 2
@@ -276,20 +276,22 @@ def test_ecodiff_plan_records_target_sparsity_agreement_steps_and_time():
     scores = pruning.Scores(
         "ecodiff", {n: torch.zeros(m.total) for n, m in plan.modules.items()}, {"target": 0.3}
     )
-    with pytest.warns(UserWarning, match="trained to remove 30% are cut at 50%"):
+    with pytest.warns(UserWarning, match="trained to remove 30% are cut at 50%") as caught:
         pruning.plan(pipe, scores, 0.5)
+    assert caught[0].filename == __file__  # the warning points at the call of pruning.plan
+    assert "ecodiff" not in pruning.plan(pipe, pruning.Scores("x", scores.values), 0.5).info
 
 
 def test_ecodiff_trains_on_prompt_seed_pairs_batched(monkeypatch):
     pipe = flux_pipeline()
     seen = []
-    original = trajectory.prepare
+    original = architectures.prepare_trajectory
 
     def spy(pipe, prompt, seed, **kw):
         seen.append((prompt, seed))
         return original(pipe, prompt, seed, **kw)
 
-    monkeypatch.setattr(trajectory, "prepare", spy)
+    monkeypatch.setattr(architectures, "prepare_trajectory", spy)
     calibration = pruning.pairs(PROMPTS, [7, 8])
     groups = pruning.find_groups(pipe.transformer)
     cfg = EcoDiffConfig(target_sparsity=0.2, epochs=2, batch=3, accumulate=2, progress=False)

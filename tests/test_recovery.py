@@ -10,6 +10,7 @@ from tiny import FLUX_CALL, flux_pipeline, fresh_python, sdxl_pipeline
 
 import pruning
 from pruning import recovery
+from pruning.architectures import prepare_trajectory
 from pruning.recovery import RecoveryConfig, RecoveryDiverged, recover
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def test_merged_lora_computes_what_the_adapted_model_computed():
         for n, p in den.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.05)  # B starts at zero: make the adapters do something
-    traj = pruning.trajectory.prepare(pruned, PROMPTS[0], 3, steps=3, guidance=5.0, height=16, width=16)
+    traj = prepare_trajectory(pruned, PROMPTS[0], 3, steps=3, guidance=5.0, height=16, width=16)
     with torch.no_grad():
         adapted = pruning.trajectory.run(traj, den)
         assert recovery.merge_lora(den) == len(recovery.lora_targets(den, "blocks")) > 0
@@ -87,7 +88,7 @@ def test_teacher_trajectories_record_each_steps_input_and_prediction():
     for i, d in enumerate(sample.targets):  # Euler: x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i
         assert torch.allclose(sample.latents[i + 1], sample.latents[i] + (sig[i + 1] - sig[i]) * d, atol=1e-5)
     with torch.no_grad():
-        final = pruning.trajectory.run(pruning.trajectory.prepare(base, PROMPTS[0], 5, **FLUX_SAMPLING), den)
+        final = pruning.trajectory.run(prepare_trajectory(base, PROMPTS[0], 5, **FLUX_SAMPLING), den)
     assert torch.equal(sample.latents[-1], final.cpu())
 
 

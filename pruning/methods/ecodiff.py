@@ -35,17 +35,19 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from .. import distributed, trajectory
-from ..architectures import denoiser_of
+from ..architectures import denoiser_of, prepare_trajectories
 from ..config import EcoDiffConfig
 from ..masks import OPEN_SHIFT, MaskSet
 from ..targets import UnitGroup
-from .mask_training import MaskTrainer
+from .mask_training import MaskTrainer, SampleLoss
 
 
 def _sampling_key(sampling: dict) -> dict:
@@ -69,7 +71,7 @@ class _Calibration:
     def __init__(
         self, pipe, denoiser, masks: MaskSet, pairs: list[tuple[str, int]], sampling: dict, batch: int
     ):
-        self.trajs = trajectory.prepare_pairs(pipe, pairs, sampling)
+        self.trajs = prepare_trajectories(pipe, pairs, sampling)
         rank, world = distributed.rank_world()
         n, first = len(self.trajs), self.trajs[0].latents
         cuts = [n * r // world for r in range(world + 1)]  # rank r: pairs cuts[r] .. cuts[r + 1] - 1
@@ -84,6 +86,55 @@ class _Calibration:
 
     def batch(self, idx: list[int]) -> tuple[trajectory.Trajectory, torch.Tensor, torch.Tensor]:
         return trajectory.stack([self.trajs[i] for i in idx]), self.refs[idx], self.ref_var[idx]
+
+
+def _fingerprint(cfg: EcoDiffConfig, sampling: dict, pairs, groups: list[UnitGroup]) -> dict:
+    """What a checkpoint must match to be resumed: the settings, the calibration and the unit groups."""
+    return {
+        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+        "sampling": _sampling_key(sampling),
+        "pairs": pairs,
+        "groups": [g.name for g in groups],
+    }
+
+
+def _sample_loss(
+    calib: _Calibration, schedule: list[list[int]], denoiser, masks: MaskSet, cfg: EcoDiffConfig
+) -> SampleLoss:
+    """The trainer's callback: backpropagate micro-batch ``m`` of optimizer step ``step`` into the logits and
+    return its normalized MSE (NaN when the loss is not finite)."""
+    per_step = cfg.batch * cfg.accumulate
+    backward = trajectory.checkpointed_backward if cfg.checkpointing else trajectory.full_backward
+
+    def sample_loss(step: int, m: int) -> float:
+        idx = schedule[step][m * cfg.batch : (m + 1) * cfg.batch]
+        traj, ref, var = calib.batch(idx)
+        weight = (1.0 / var if cfg.normalize_mse else torch.ones_like(var)) / per_step
+
+        def loss_fn(z):
+            return ((z.float() - ref).pow(2).flatten(1).mean(dim=1) * weight.to(z.device)).sum()
+
+        noise_seed = (cfg.seed * 1_000_003 + step * cfg.accumulate + m) * 1000
+        loss, final = backward(traj, denoiser, loss_fn, lambda i: masks.resample(noise_seed + i))
+        if not torch.isfinite(loss):
+            return float("nan")
+        with torch.no_grad():  # the normalized MSE, for the log and the divergence check
+            return float(((final.float() - ref).pow(2).flatten(1).mean(dim=1) / var).sum()) / per_step
+
+    return sample_loss
+
+
+@contextmanager
+def _frozen(denoiser):
+    """The denoiser's own weights require no grad inside (only the masks train); restored after."""
+    requires = {id(p): p.requires_grad for p in denoiser.parameters()}
+    for p in denoiser.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in denoiser.parameters():
+            p.requires_grad_(requires[id(p)])
 
 
 def ecodiff_scores(
@@ -108,43 +159,12 @@ def ecodiff_scores(
 
     masks = MaskSet(groups, cfg.parametrization, noise_bound=cfg.noise_bound)
     masks.to(next(denoiser.parameters()).device)
-    fingerprint = {
-        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
-        "sampling": _sampling_key(sampling),
-        "pairs": pairs,
-        "groups": [g.name for g in groups],
-    }
-    trainer = MaskTrainer(masks, cfg, total, checkpoint_dir, fingerprint)
-    backward = trajectory.checkpointed_backward if cfg.checkpointing else trajectory.full_backward
-    requires = {id(p): p.requires_grad for p in denoiser.parameters()}
-    for p in denoiser.parameters():
-        p.requires_grad_(False)
-    masks.attach(denoiser)
-    try:
+    trainer = MaskTrainer(masks, cfg, total, checkpoint_dir, _fingerprint(cfg, sampling, pairs, groups))
+    with _frozen(denoiser), masks.attach(denoiser):
         t0 = time.perf_counter()
         calib = _Calibration(pipe, denoiser, masks, pairs, sampling, cfg.batch)
         prepare_s = time.perf_counter() - t0
-
-        def sample_loss(step: int, m: int) -> float:
-            idx = schedule[step][m * cfg.batch : (m + 1) * cfg.batch]
-            traj, ref, var = calib.batch(idx)
-            weight = (1.0 / var if cfg.normalize_mse else torch.ones_like(var)) / per_step
-
-            def loss_fn(z):
-                return ((z.float() - ref).pow(2).flatten(1).mean(dim=1) * weight.to(z.device)).sum()
-
-            noise_seed = (cfg.seed * 1_000_003 + step * cfg.accumulate + m) * 1000
-            loss, final = backward(traj, denoiser, loss_fn, lambda i: masks.resample(noise_seed + i))
-            if not torch.isfinite(loss):
-                return float("nan")
-            with torch.no_grad():  # the normalized MSE, for the log and the divergence check
-                return float(((final.float() - ref).pow(2).flatten(1).mean(dim=1) / var).sum()) / per_step
-
-        info = trainer.run(sample_loss)
-    finally:
-        masks.detach()
-        for p in denoiser.parameters():
-            p.requires_grad_(requires[id(p)])
+        info = trainer.run(_sample_loss(calib, schedule, denoiser, masks, cfg))
     info.update(
         calibration_pairs=len(pairs),
         samples_per_step=per_step,
@@ -154,6 +174,20 @@ def ecodiff_scores(
         normalize_mse=cfg.normalize_mse,
     )
     return masks.named_logits(), info
+
+
+def annotate_plan(plan, logits: dict[str, torch.Tensor], info: dict) -> None:
+    """The registry's plan annotator: the :func:`plan_summary` under ``plan.info["ecodiff"]``, and a
+    warning when the masks were trained for another ratio than the plan cuts at."""
+    plan.info["ecodiff"] = summary = plan_summary(plan, logits, info)
+    trained = summary["trained_target"]
+    if trained is not None and abs(trained - plan.ratio) > 1e-9:
+        warnings.warn(
+            f"EcoDiff masks trained to remove {trained:.0%} are cut at {plan.ratio:.0%}: the cut will not "
+            f"follow the closed gates (agreement {summary['agreement']:.2f}); train with "
+            f"target_sparsity={plan.ratio}",
+            stacklevel=4,  # the caller of pruning.plan (through Method.annotate_plan and pruning.plan)
+        )
 
 
 def plan_summary(plan, logits: dict[str, torch.Tensor], info: dict) -> dict:
