@@ -7,7 +7,7 @@ import torch
 from tiny import flux_pipeline, sdxl_pipeline
 
 import pruning
-from pruning import trajectory as tr
+from pruning.architectures import prepare_trajectory
 from pruning.inference import InferenceOptions, apply_inference_options, graph_breaks
 
 PROMPTS = {"sdxl": {}, "flux": {"max_sequence_length": 8}}
@@ -17,7 +17,7 @@ PROMPTS = {"sdxl": {}, "flux": {"max_sequence_length": 8}}
 def case(request):
     """(name, pipeline factory, trajectory) with one emptied attention module and one emptied FFN when pruned."""
     pipe = sdxl_pipeline() if request.param == "sdxl" else flux_pipeline()
-    traj = tr.prepare(
+    traj = prepare_trajectory(
         pipe, "a digit", 0, steps=2, guidance=3.5, height=16, width=16, **PROMPTS[request.param]
     )
 

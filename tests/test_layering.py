@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import re
@@ -207,3 +208,97 @@ def test_every_catalog_metric_is_accepted_by_the_gate_and_the_suite():
         }
     )
     assert set(suite.regression.thresholds) == set(METRICS)
+
+
+# -- the shape of the code, read from the source (ast: nothing is imported) -------------------------------------
+
+PACKAGES = ("pruning", "ecodiff_bench", "reports")
+MAX_FUNCTION_LINES = 60
+#: The zoo's training recipes are one long, linear script each (data, model, loop, save): left whole on purpose.
+TRAINING_RECIPES = {"train_sdxl", "train_sdxl_turbo", "train_flux", "train_flux_schnell", "train_clip"}
+
+
+def _source_modules() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the three packages."""
+    modules = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def _imported(tree, module: str, is_package: bool) -> set[str]:
+    """Every dotted name an import statement of ``module`` names (relative imports made absolute)."""
+    here = module if is_package else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = here.split(".")[: len(here.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """File -> the files it imports. A package's ``__init__`` is left out as a target: importing a
+    submodule runs it, but it is where a package gathers its names, not a piece others build on."""
+    modules = _source_modules()
+    targets = {m for m, p in modules.items() if p.name != "__init__.py"}
+    graph = {}
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        graph[module] = (_imported(tree, module, path.name == "__init__.py") & targets) - {module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles: each set of files that reach one another (depth-first search, three colours)."""
+    state: dict[str, str] = {}
+    path: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        state[module] = "open"
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                found.append(path[path.index(target) :])
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return found
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_between_files():
+    graph = _import_graph()
+    assert {"pruning.trajectory", "ecodiff_bench.suite.schema", "reports.cells"} <= set(graph)
+    assert "ecodiff_bench.core.hashing" in graph["ecodiff_bench.suite.schema"]  # the graph sees real imports
+    assert _cycles(graph) == []
+
+
+def test_no_function_over_60_lines():
+    too_long = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in _source_modules().values()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+        and not ("zoo" in path.parts and node.name in TRAINING_RECIPES)
+    ]
+    assert too_long == []

@@ -142,9 +142,9 @@ class Evaluator:
         return values
 
     def _one_step(self, pipe):
-        from pruning import trajectory
+        from pruning.architectures import prepare_trajectory
 
-        traj = trajectory.prepare(pipe, self.timing_prompt, self.spec.evaluation.seed, **self.settings)
+        traj = prepare_trajectory(pipe, self.timing_prompt, self.spec.evaluation.seed, **self.settings)
         den = pruning.denoiser_of(pipe)
 
         def step():
